@@ -1,0 +1,120 @@
+"""The connector seam: the ``Connector`` protocol and the values that cross it.
+
+A connector answers one *operation* of one administration (``person``, ``family``, ``enrolment``,
+``coverage``, ``declarations``) for one query and returns a canonical ``Record``. It never talks to the
+network on its own: it sends through ``CallContext.session`` (the gateway's single shared aiohttp
+session) and signs every call with ``CallContext.sign``.
+
+Exceptions (all carry a stable ``code`` that ends up in the per-source status, never the backend text)::
+
+    ConnectorError
+     ├── SourceNotFound       the administration does not know the subject (a normal answer)
+     ├── SourceTimeout        no complete answer within the connector's timeout (also a TimeoutError)
+     ├── SourceRejected       the administration refused our call (401/403, SOAP auth fault)
+     └── SourceUnavailable    connection refused, 5xx, malformed or oversized answer, SOAP fault
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+import aiohttp
+
+# sign(method, path_and_query, body, audience) -> value for the Authorization header
+Signer = Callable[[str, str, bytes, str], str]
+
+
+class ConnectorError(Exception):
+    """Base of every failure a connector reports. ``code`` is stable and safe to show."""
+
+    code = "source_error"
+
+    def __init__(self, source: str, detail: str = "") -> None:
+        super().__init__(f"{source}: {detail}" if detail else source)
+        self.source = source
+        self.detail = detail
+
+
+class SourceNotFound(ConnectorError):
+    code = "subject_not_found"
+
+
+class SourceTimeout(ConnectorError, TimeoutError):
+    code = "source_timeout"
+
+
+class SourceRejected(ConnectorError):
+    code = "source_rejected"
+
+
+class SourceUnavailable(ConnectorError):
+    code = "source_unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """What a connector is asked: an operation and its parameters (identifiers, periods...)."""
+
+    operation: str
+    params: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A canonical answer: ``data`` follows the JSON Schema ``schemas/records/<kind>.json``."""
+
+    source: str
+    kind: str
+    data: Mapping[str, Any]
+    retrieved_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Everything a connector needs for one call, given by the gateway."""
+
+    session: aiohttp.ClientSession
+    sign: Signer
+    request_id: str
+    client_id: str
+    purpose: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorConfig:
+    """One administration as configured in ``config/connectors/*.toml``."""
+
+    name: str
+    kind: str
+    base_url: str
+    audience: str
+    mapping: str
+    timeout_s: float = 2.0
+    connect_timeout_s: float = 1.0
+    max_connections: int = 32
+    max_response_bytes: int = 1_048_576
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """One administration reachable by the gateway."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def operations(self) -> frozenset[str]: ...
+
+    async def fetch(self, query: Query, ctx: CallContext) -> Record: ...
+
+    async def aclose(self) -> None: ...
+
+
+ConnectorFactory = Callable[[ConnectorConfig, str], Connector]
+"""Builds a connector from its config and the project root (to find ``schemas/``)."""
+
+AsyncCloser = Callable[[], Awaitable[None]]

@@ -1,0 +1,3 @@
+"""ANSS inter-administration data gateway."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,60 @@
+"""What every simulator shares: its context (population, trusted gateway keys, audience) and test controls.
+
+``SimulatorControl`` lets tests and benchmarks make an administration slow or broken on purpose; it is
+part of the simulators, never of the gateway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from gateway.keys import PublicKey
+from gateway.outbound import OutboundAuthError, verify_outbound
+from simulators.population import Population
+
+
+@dataclass
+class SimulatorControl:
+    """Mutable knobs: ``delay_s`` before answering; ``fail`` answers 503 (REST) or a server fault (SOAP)."""
+
+    delay_s: float = 0.0
+    fail: bool = False
+    calls: int = 0
+
+
+@dataclass(frozen=True)
+class SimulatorContext:
+    population: Population
+    trusted_keys: Mapping[str, PublicKey]
+    audience: str
+    control: SimulatorControl = field(default_factory=SimulatorControl)
+
+
+CONTEXT: web.AppKey[SimulatorContext] = web.AppKey("simulator_context", SimulatorContext)
+
+AUDIENCES = {
+    "civil_registry": "rnp.etat-civil",
+    "education": "men.massar",
+    "health": "cnss.amo",
+    "employment": "cnss.declarations",
+}
+
+
+async def check_signature(request: web.Request, body: bytes) -> dict[str, Any]:
+    """Verify the gateway's signature on this call; raises ``OutboundAuthError``."""
+    ctx = request.app[CONTEXT]
+    return verify_outbound(
+        request.headers.get("Authorization"),
+        request.method,
+        request.path_qs,
+        body,
+        ctx.audience,
+        ctx.trusted_keys,
+    )
+
+
+__all__ = ["AUDIENCES", "CONTEXT", "OutboundAuthError", "SimulatorContext", "SimulatorControl", "check_signature"]
