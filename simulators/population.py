@@ -30,6 +30,8 @@ REFERENCE_DATE = date(2026, 9, 1)  # ages are drawn relative to this fixed date,
 SLOTS = 16
 _IDCS_DOMAIN = 10**9
 _CIN_DOMAIN = 676 * 10**6
+# Every (household, slot) pair needs a distinct CIN: the CIN space bounds the population (169 M people).
+MAX_HOUSEHOLDS = _CIN_DOMAIN // SLOTS - 1
 
 
 # ---------------------------------------------------------------- identifiers
@@ -294,8 +296,8 @@ class Population:
     """``households`` synthetic households generated from ``seed``; nothing is stored."""
 
     def __init__(self, seed: str, households: int, today: date | None = None) -> None:
-        if not 0 < households <= _IDCS_DOMAIN // SLOTS:
-            raise ValueError("households must be between 1 and 62,500,000")
+        if not 0 < households <= MAX_HOUSEHOLDS:
+            raise ValueError(f"households must be between {len(FIXTURES)} and {MAX_HOUSEHOLDS:,}")
         if households < len(FIXTURES):
             raise ValueError(f"a population holds at least the {len(FIXTURES)} fixture households")
         self.seed = seed
@@ -355,6 +357,8 @@ class Population:
         return household.member(idcs) if household else None
 
     def person_by_cin(self, cin: str) -> Person | None:
+        if not cin.isascii():
+            return None
         cin = cin.upper()
         if len(cin) != 8 or not (cin[:2].isascii() and cin[:2].isalpha() and cin[2:].isascii() and cin[2:].isdigit()):
             return None
@@ -484,8 +488,8 @@ class Population:
             person = make(2 + i, child.sex, child.age_days, (last, last_ar), death_date=None,
                           father_idcs=father_idcs, mother_idcs=mother_idcs, severe_disability=child.disabled)
             members.append(person)
-            if _age(person.birth_date, REFERENCE_DATE) >= 6:
-                school.append((person.idcs, child.in_school and _age(person.birth_date, REFERENCE_DATE) <= 20))
+            if 6 <= _age(person.birth_date, REFERENCE_DATE) <= 20:  # MASSAR knows school-age children only
+                school.append((person.idcs, child.in_school))
         jobs: list[tuple[str, Job]] = []
         for slot, start in ((0, spec.father_job_start), (1, spec.mother_job_start)):
             if start is not None:
@@ -498,7 +502,7 @@ class Population:
                          fixture)
 
     def iter_households(self, limit: int | None = None) -> Iterator[Household]:
-        for index in range(min(self.households, limit or self.households)):
+        for index in range(self.households if limit is None else min(self.households, limit)):
             yield self._generate(index)
 
 

@@ -1,0 +1,41 @@
+"""Unauthenticated resources: ``/healthz`` (alive), ``/readyz`` (ready to serve), the JWKS."""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from gateway import keys
+from gateway.state import RUNTIME
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(body=orjson.dumps({"status": "alive"}), content_type="application/json")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    runtime = request.app.get(RUNTIME)
+    checks: dict[str, bool] = {"keys": False, "store": False, "connectors": False}
+    if runtime is not None:
+        checks["keys"] = runtime.signing_key is not None
+        try:
+            await runtime.access_log.count()
+            checks["store"] = True
+        except Exception:
+            checks["store"] = False
+        checks["connectors"] = bool(runtime.federation.connectors) and not runtime.session.closed
+    ready = all(checks.values())
+    return web.Response(
+        body=orjson.dumps({"status": "ready" if ready else "not_ready", "checks": checks}),
+        status=200 if ready else 503,
+        content_type="application/json",
+    )
+
+
+async def jwks(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    return web.Response(
+        body=orjson.dumps(keys.jwks(runtime.published_keys)),
+        content_type="application/jwk-set+json",
+        headers={"Cache-Control": "public, max-age=300"},
+    )

@@ -1,0 +1,79 @@
+"""Parses request bodies strictly: JSON only, no duplicate keys, bounded depth, then the JSON Schema."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from gateway.errors import BadRequest, UnsupportedMediaType
+
+SCHEMAS = Path(__file__).resolve().parent.parent.parent / "schemas"
+MAX_DEPTH = 8
+
+
+@cache
+def validator(name: str) -> Draft202012Validator:
+    schema = json.loads((SCHEMAS / name).read_text(encoding="utf-8"))
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise BadRequest(f"duplicate JSON key {key!r}")
+        result[key] = value
+    return result
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if level > MAX_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max([_depth(v, level + 1) for v in value.values()], default=level + 1)
+    if isinstance(value, list):
+        return max([_depth(v, level + 1) for v in value], default=level + 1)
+    return level
+
+
+def parse_json(body: bytes, content_type: str, schema: str) -> dict[str, Any]:
+    if content_type != "application/json":
+        raise UnsupportedMediaType("send the body as application/json")
+    try:
+        text = body.decode("utf-8")
+        data = json.loads(text, object_pairs_hook=_no_duplicates)
+    except BadRequest:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BadRequest("the body is not valid UTF-8 JSON") from exc
+    if _depth(data) > MAX_DEPTH:
+        raise BadRequest("the body is nested too deeply")
+    errors = sorted(validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        where = "/" + "/".join(str(p) for p in first.absolute_path)
+        raise BadRequest(f"{where}: {_describe(first.validator, first.validator_value)}")
+    assert isinstance(data, dict)
+    return data
+
+
+def _describe(keyword: Any, value: Any) -> str:
+    """Our own words for a schema violation (never echo the offending input back)."""
+    messages = {
+        "required": f"missing required member(s) {value}",
+        "additionalProperties": "unknown member",
+        "type": f"must be of type {value}",
+        "pattern": "has an invalid format",
+        "enum": f"must be one of {value}",
+        "minProperties": "must name exactly one identifier",
+        "maxProperties": "must name exactly one identifier",
+        "uniqueItems": "must not repeat items",
+        "minItems": "must not be empty",
+        "maxItems": "has too many items",
+    }
+    return messages.get(str(keyword), f"violates `{keyword}`")

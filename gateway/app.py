@@ -1,0 +1,174 @@
+"""The application factory: builds the aiohttp app from a ``Settings`` object.
+
+Every request goes through one middleware pipeline of small steps::
+
+    bind request id ─► handler ─► (error → problem+json) ─► access log entry ─► sign the exact body ─► send
+
+The access-log step runs before anything is sent: if the entry cannot be written, the answer is replaced
+by a 503 problem and no data leaves the gateway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from connectors.registry import build as build_connector
+from gateway.api import public, verifications
+from gateway.audit import AccessRecord, Pseudonymiser, SqliteAccessLog
+from gateway.errors import (
+    PROBLEM_CONTENT_TYPE,
+    BadRequest,
+    GatewayError,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    problem_body,
+)
+from gateway.federation import Federation
+from gateway.keyring import ResolverChain, StaticClientKeys, load_gateway_key
+from gateway.settings import Settings
+from gateway.signing import SIGNATURE_HEADER, sign_detached
+from gateway.state import AUDIT_NOTE, REQUEST_ID, RUNTIME, SETTINGS, AuditNote, Runtime
+
+log = structlog.get_logger("gateway")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PROBLEM_CODE = "anss_problem_code"
+UNLOGGED_PATHS = frozenset({"/healthz", "/readyz", "/.well-known/jwks.json"})
+
+
+def _as_gateway_error(exc: BaseException) -> GatewayError:
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, web.HTTPException):
+        if exc.status == 404:
+            return NotFound("no such resource")
+        if exc.status == 405:
+            return MethodNotAllowed("this method is not allowed on this resource")
+        if exc.status == 413:
+            return PayloadTooLarge("the body is too large")
+        if 400 <= exc.status < 500:
+            return BadRequest("the request is malformed")
+    log.error("unhandled_error", exc_info=exc)
+    return InternalError("the gateway could not process the request")
+
+
+def _problem_response(error: GatewayError, request_id: str) -> web.Response:
+    return web.Response(body=problem_body(error, request_id), status=error.status,
+                        content_type=PROBLEM_CONTENT_TYPE, headers=error.headers)
+
+
+async def _append_access_record(request: web.Request, response: web.Response, started: float) -> None:
+    runtime = request.app[RUNTIME]
+    note: AuditNote = request[AUDIT_NOTE]
+    body = response.body if isinstance(response.body, bytes) else b""
+    outcome = note.outcome
+    if response.status >= 400:
+        outcome = request.get(PROBLEM_CODE) or f"http_{response.status}"
+    record = AccessRecord(
+        time=datetime.now(UTC).isoformat(timespec="microseconds"),
+        request_id=request[REQUEST_ID],
+        method=request.method,
+        path=request.path,
+        status=response.status,
+        outcome=outcome or "answered",
+        latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        client=note.client,
+        purpose=note.purpose,
+        legal_basis=note.legal_basis,
+        case_ref=note.case_ref,
+        checks=note.checks,
+        subject=note.subject,
+        sources=note.sources,
+        request_sha256=note.request_sha256,
+        response_sha256=hashlib.sha256(body).hexdigest(),
+        detail=note.detail,
+    )
+    await runtime.access_log.append(record)
+
+
+@web.middleware
+async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse:
+    structlog.contextvars.clear_contextvars()
+    request_id = uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    request[AUDIT_NOTE] = AuditNote()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    started = time.perf_counter()
+
+    try:
+        response = await handler(request)
+        if not isinstance(response, web.Response):
+            raise InternalError("streaming responses are not signed")
+    except Exception as exc:
+        error = _as_gateway_error(exc)
+        response = _problem_response(error, request_id)
+        request[PROBLEM_CODE] = error.code
+
+    runtime = request.app.get(RUNTIME)
+    if runtime is not None and request.path not in UNLOGGED_PATHS:
+        try:
+            await _append_access_record(request, response, started)
+        except Exception:
+            log.exception("access_log_append_failed")
+            response = _problem_response(
+                ServiceUnavailable("the access log cannot record this request", "audit_unavailable"), request_id
+            )
+
+    body = response.body if isinstance(response.body, bytes) else b""
+    if runtime is not None:
+        response.headers[SIGNATURE_HEADER] = sign_detached(runtime.signing_key, body, request_id)
+    response.headers["X-Request-Id"] = request_id
+    log.info("request", method=request.method, path=request.path, status=response.status,
+             latency_ms=round((time.perf_counter() - started) * 1000, 2))
+    return response
+
+
+def _runtime_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
+        signing_key = load_gateway_key(settings)
+        access_log = SqliteAccessLog(settings.audit_database)
+        await access_log.open()
+        connector = aiohttp.TCPConnector(limit=512, limit_per_host=0, ttl_dns_cache=300)
+        session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30),
+                                        raise_for_status=False, auto_decompress=True)
+        connectors = {c.name: build_connector(c, settings.root) for c in settings.connectors}
+        app[RUNTIME] = Runtime(
+            settings=settings,
+            signing_key=signing_key,
+            published_keys=[signing_key],
+            client_keys=ResolverChain((StaticClientKeys.from_settings(settings),)),
+            access_log=access_log,
+            pseudonymiser=Pseudonymiser.load(settings.pseudonym_key_file, settings.state_dir),
+            session=session,
+            federation=Federation(connectors),
+        )
+        log.info("gateway_ready", gateway_id=settings.gateway_id, kid=signing_key.kid,
+                 connectors=sorted(connectors))
+        yield
+        for c in connectors.values():
+            await c.aclose()
+        await session.close()
+        await access_log.close()
+
+    return runtime_ctx
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[pipeline], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_runtime_context(settings))
+    app.router.add_get("/healthz", public.healthz)
+    app.router.add_get("/readyz", public.readyz)
+    app.router.add_get("/.well-known/jwks.json", public.jwks)
+    app.router.add_post("/v1/verifications", verifications.create_verification)
+    return app

@@ -1,0 +1,39 @@
+"""Subject pseudonyms: a keyed HMAC of the identifier, so the log can be searched by citizen without ever
+holding the identifier. The key lives outside the database (file or environment)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+PSEUDONYM_ENV = "ANSS_GATEWAY_PSEUDONYM_KEY"
+
+
+class Pseudonymiser:
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 32:
+            raise ValueError("the pseudonym key must hold at least 32 bytes")
+        self._key = key
+
+    def __repr__(self) -> str:  # never print the key
+        return "Pseudonymiser(<key hidden>)"
+
+    def pseudonym(self, kind: str, identifier: str) -> str:
+        return hmac.new(self._key, f"{kind}:{identifier}".encode(), hashlib.sha256).hexdigest()
+
+    @classmethod
+    def load(cls, key_file: Path | None, state_dir: Path) -> Pseudonymiser:
+        """From ``$ANSS_GATEWAY_PSEUDONYM_KEY`` (hex), else ``key_file``, else a dev key under state_dir."""
+        env = os.environ.get(PSEUDONYM_ENV)
+        if env:
+            return cls(bytes.fromhex(env))
+        path = key_file or state_dir / "keys" / "pseudonym.key"
+        if not path.exists() and key_file is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+        return cls(bytes.fromhex(path.read_text().strip()))

@@ -1,0 +1,103 @@
+"""The bundled client: signs requests the way the gateway expects and verifies every answer's signature.
+
+Partners can read it as the reference implementation of the JWT contract (see README, "Calling it").
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import jwt
+import orjson
+
+from gateway.keys import PublicKey, SigningKey, public_from_jwk
+from gateway.outbound import body_digest
+from gateway.signing import SIGNATURE_HEADER, verify_detached
+
+
+def client_assertion(key: SigningKey, client_id: str, audience: str, method: str, path_qs: str, body: bytes,
+                     lifetime_s: int = 60, now: int | None = None) -> str:
+    issued = int(time.time()) if now is None else now
+    claims = {
+        "iss": client_id, "sub": client_id, "aud": audience, "iat": issued, "exp": issued + lifetime_s,
+        "jti": uuid.uuid4().hex, "htm": method.upper(), "htu": path_qs, "body_sha256": body_digest(body),
+    }
+    return jwt.encode(claims, key.private, algorithm=key.alg, headers={"kid": key.kid})
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+    signature_header: dict[str, Any] | None  # the verified JWS protected header, None if it did not verify
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+class GatewayClient:
+    def __init__(self, base_url: str, client_id: str, key: SigningKey, gateway_id: str = "anss-gateway",
+                 session: aiohttp.ClientSession | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.client_id = client_id
+        self.key = key
+        self.gateway_id = gateway_id
+        self._session = session
+        self._owns_session = session is None
+        self._gateway_keys: dict[str, PublicKey] = {}
+
+    async def __aenter__(self) -> GatewayClient:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "use `async with GatewayClient(...)`"
+        return self._session
+
+    async def refresh_keys(self) -> None:
+        async with self.session.get(f"{self.base_url}/.well-known/jwks.json") as resp:
+            document = await resp.json(content_type=None)
+        self._gateway_keys = {k["kid"]: public_from_jwk(k) for k in document["keys"]}
+
+    async def request(self, method: str, path: str, document: Any | None = None,
+                      body: bytes | None = None, headers: dict[str, str] | None = None) -> Answer:
+        if body is None:
+            body = orjson.dumps(document) if document is not None else b""
+        all_headers = {"Content-Type": "application/json",
+                       "Authorization": "Bearer " + client_assertion(
+                           self.key, self.client_id, self.gateway_id, method, path, body)}
+        all_headers.update(headers or {})
+        async with self.session.request(method, self.base_url + path, data=body, headers=all_headers) as resp:
+            raw = await resp.read()
+            answer_headers = dict(resp.headers)
+            status = resp.status
+        return Answer(status, raw, answer_headers, await self.verify_signature(answer_headers, raw))
+
+    async def verify_signature(self, headers: dict[str, str], body: bytes) -> dict[str, Any] | None:
+        token = headers.get(SIGNATURE_HEADER)
+        if token is None:
+            return None
+        if not self._gateway_keys:
+            await self.refresh_keys()
+        try:
+            return verify_detached(token, body, self._gateway_keys)
+        except ValueError:
+            return None
+
+    async def verify(self, subject: dict[str, str], purpose: str, case_ref: str,
+                     checks: list[str] | None = None) -> Answer:
+        document: dict[str, Any] = {"subject": subject, "purpose": purpose, "case_ref": case_ref}
+        if checks:
+            document["checks"] = checks
+        return await self.request("POST", "/v1/verifications", document)

@@ -1,0 +1,125 @@
+"""The gateway's error hierarchy and its one mapping to RFC 9457 ``application/problem+json``.
+
+Every refusal is a ``GatewayError`` whose ``code`` is listed in ``schemas/errors.json`` (the catalogue
+clients rely on). ``problem_body`` is the only place that turns an error into bytes; the detail is our
+own text, never a backend's message or a stack trace::
+
+    GatewayError
+     ├── BadRequest (ValueError)            400 invalid_request, unknown_purpose
+     ├── Unauthenticated (PermissionError)  401 unauthenticated, invalid_assertion
+     ├── Forbidden (PermissionError)        403 forbidden_purpose, forbidden_check
+     ├── NotFound (LookupError)             404 subject_not_found, not_found
+     ├── MethodNotAllowed                   405 method_not_allowed
+     ├── PayloadTooLarge                    413 body_too_large
+     ├── UnsupportedMediaType               415 unsupported_media_type
+     ├── InternalError                      500 internal_error
+     └── ServiceUnavailable                 503 audit_unavailable, not_ready
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any, ClassVar
+
+import orjson
+
+CATALOGUE_PATH = Path(__file__).resolve().parent.parent / "schemas" / "errors.json"
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+@cache
+def catalogue() -> dict[str, dict[str, Any]]:
+    data = json.loads(CATALOGUE_PATH.read_text(encoding="utf-8"))
+    prefix = data["type_prefix"]
+    return {e["code"]: {**e, "type": prefix + e["code"]} for e in data["errors"]}
+
+
+class GatewayError(Exception):
+    """A refusal with a stable code. ``detail`` is shown to the client: our words only."""
+
+    default_code: ClassVar[str] = "internal_error"
+
+    def __init__(self, detail: str, code: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.code = code or self.default_code
+        entry = catalogue().get(self.code)
+        if entry is None:
+            raise ValueError(f"error code {self.code!r} is not in the catalogue")
+        self.status: int = entry["status"]
+        self.title: str = entry["title"]
+        self.type: str = entry["type"]
+        self.detail = detail
+        self.headers = headers or {}
+
+
+class BadRequest(GatewayError, ValueError):
+    default_code = "invalid_request"
+
+
+class Unauthenticated(GatewayError, PermissionError):
+    default_code = "unauthenticated"
+
+    def __init__(self, detail: str, code: str | None = None) -> None:
+        super().__init__(detail, code, {"WWW-Authenticate": 'Bearer realm="anss-gateway"'})
+
+
+class Forbidden(GatewayError, PermissionError):
+    default_code = "forbidden_check"
+
+
+class NotFound(GatewayError, LookupError):
+    default_code = "not_found"
+
+
+class MethodNotAllowed(GatewayError):
+    default_code = "method_not_allowed"
+
+
+class PayloadTooLarge(GatewayError):
+    default_code = "body_too_large"
+
+
+class UnsupportedMediaType(GatewayError):
+    default_code = "unsupported_media_type"
+
+
+class InternalError(GatewayError):
+    default_code = "internal_error"
+
+
+class ServiceUnavailable(GatewayError):
+    default_code = "not_ready"
+
+
+def problem_body(error: GatewayError, request_id: str, instance: str | None = None) -> bytes:
+    """The RFC 9457 document for ``error`` (with our ``code`` and ``request_id`` extensions)."""
+    problem: dict[str, Any] = {
+        "type": error.type,
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        "code": error.code,
+        "request_id": request_id,
+    }
+    if instance:
+        problem["instance"] = instance
+    return orjson.dumps(problem)
+
+
+__all__ = [
+    "PROBLEM_CONTENT_TYPE",
+    "BadRequest",
+    "Forbidden",
+    "GatewayError",
+    "InternalError",
+    "MethodNotAllowed",
+    "NotFound",
+    "PayloadTooLarge",
+    "ServiceUnavailable",
+    "Unauthenticated",
+    "UnsupportedMediaType",
+    "catalogue",
+    "problem_body",
+]

@@ -1,0 +1,80 @@
+"""Running the gateway (and, in development, the simulators) inside one event loop until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.keyring import load_gateway_key
+from gateway.settings import Settings
+from simulators.population import Population
+from simulators.servers import DEFAULT_PORTS, RunningSimulators, start_simulators
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    runner: web.AppRunner
+    settings: Settings
+
+
+@asynccontextmanager
+async def gateway_running(settings: Settings, port: int | None = None) -> AsyncIterator[RunningGateway]:
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port if port is None else port)
+        await site.start()
+        bound = runner.addresses[0][1]
+        yield RunningGateway(f"http://{settings.host}:{bound}", runner, settings)
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def simulators_running(settings: Settings, free_ports: bool) -> AsyncIterator[RunningSimulators]:
+    """The four simulators, trusting this gateway's signing key (read from the same state directory)."""
+    key = load_gateway_key(settings)
+    population = Population(settings.simulators.seed, settings.simulators.households)
+    sims = await start_simulators(population, {key.kid: key.public}, settings.simulators.host,
+                                  None if free_ports else DEFAULT_PORTS)
+    try:
+        yield sims
+    finally:
+        await sims.stop()
+
+
+async def wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def serve(settings: Settings, with_simulators: bool) -> None:
+    if with_simulators:
+        async with simulators_running(settings, free_ports=False) as sims:
+            settings = settings.with_connector_urls(sims.urls)
+            async with gateway_running(settings) as gw:
+                print(f"simulators: {sims.urls}", flush=True)
+                print(f"gateway listening on {gw.url}", flush=True)
+                await wait_for_signal()
+    else:
+        async with gateway_running(settings) as gw:
+            print(f"gateway listening on {gw.url}", flush=True)
+            await wait_for_signal()
+
+
+async def simulate(settings: Settings) -> None:
+    async with simulators_running(settings, free_ports=False) as sims:
+        for name, url in sims.urls.items():
+            print(f"{name}: {url}", flush=True)
+        await wait_for_signal()

@@ -1,0 +1,228 @@
+"""Typed, frozen settings loaded once from ``config/`` (TOML) with environment overrides, validated.
+
+Files: ``gateway.toml`` (the gateway), ``purposes.toml``, ``clients.toml`` (clients, keys, rights) and
+``connectors/*.toml`` (one administration each). Environment variables (``ANSS_GATEWAY_*``) win over
+files; a bad value is a ``ConfigError`` naming the file and the setting.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from connectors.base import ConnectorConfig
+
+ROOT = Path(os.environ.get("ANSS_GATEWAY_ROOT", Path(__file__).resolve().parent.parent))
+CHECKS = ("identity", "household", "schooling", "health_coverage", "employment")
+
+
+class ConfigError(ValueError):
+    """The configuration is wrong; the message names the file and the setting."""
+
+
+@dataclass(frozen=True)
+class Right:
+    purpose: str
+    checks: frozenset[str]
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    id: str
+    name: str
+    public_key_files: tuple[Path, ...]
+    dev_key: bool
+    rights: tuple[Right, ...]
+
+
+@dataclass(frozen=True)
+class Purpose:
+    name: str
+    title: str
+    legal_basis: str
+    statute: str | None
+    checks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SimulatorSettings:
+    seed: str = "anss-dev"
+    households: int = 3_200_000
+    host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Settings:
+    gateway_id: str
+    host: str
+    port: int
+    state_dir: Path
+    config_dir: Path
+    root: Path
+    max_body_bytes: int
+    clock_leeway_s: int
+    signing_key_file: Path | None
+    audit_database: Path
+    pseudonym_key_file: Path | None
+    clients: Mapping[str, ClientSettings]
+    purposes: Mapping[str, Purpose]
+    connectors: tuple[ConnectorConfig, ...]
+    simulators: SimulatorSettings = field(default_factory=SimulatorSettings)
+
+    def connector(self, name: str) -> ConnectorConfig:
+        return next(c for c in self.connectors if c.name == name)
+
+    def with_connector_urls(self, urls: Mapping[str, str]) -> Settings:
+        """A copy whose connectors point at other base URLs (demo, tests: simulators on free ports)."""
+        return replace(
+            self,
+            connectors=tuple(replace(c, base_url=urls.get(c.name, c.base_url)) for c in self.connectors),
+        )
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: file not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def _get(table: Mapping[str, Any], key: str, kind: type, where: str, default: Any = None) -> Any:
+    value = table.get(key, default)
+    if value is None:
+        if default is None and key not in table:
+            raise ConfigError(f"{where}: `{key}` is required")
+        return value
+    if kind is float and isinstance(value, int):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: `{key}` must be a {kind.__name__}")
+    return value
+
+
+def _resolve(base: Path, value: str | None) -> Path | None:
+    if not value:
+        return None
+    path = Path(value)
+    return path if path.is_absolute() else base / path
+
+
+def _load_purposes(path: Path) -> dict[str, Purpose]:
+    purposes: dict[str, Purpose] = {}
+    for name, table in _read(path).get("purposes", {}).items():
+        where = f"{path} [purposes.{name!r}]"
+        checks = tuple(_get(table, "checks", list, where))
+        unknown = sorted(set(checks) - set(CHECKS))
+        if unknown:
+            raise ConfigError(f"{where}: unknown check(s) {unknown}; known: {list(CHECKS)}")
+        basis = _get(table, "legal_basis", str, where)
+        if basis not in ("statute", "consent"):
+            raise ConfigError(f"{where}: `legal_basis` must be 'statute' or 'consent'")
+        purposes[name] = Purpose(
+            name, _get(table, "title", str, where, ""), basis, _get(table, "statute", str, where, ""), checks
+        )
+    return purposes
+
+
+def _load_clients(path: Path, purposes: Mapping[str, Purpose]) -> dict[str, ClientSettings]:
+    clients: dict[str, ClientSettings] = {}
+    for client_id, table in _read(path).get("clients", {}).items():
+        where = f"{path} [clients.{client_id!r}]"
+        rights = []
+        for i, right in enumerate(_get(table, "rights", list, where, [])):
+            rwhere = f"{where} rights[{i}]"
+            purpose = _get(right, "purpose", str, rwhere)
+            if purpose not in purposes:
+                raise ConfigError(f"{rwhere}: unknown purpose {purpose!r}")
+            checks = frozenset(_get(right, "checks", list, rwhere))
+            outside = sorted(checks - set(purposes[purpose].checks))
+            if outside:
+                raise ConfigError(f"{rwhere}: check(s) {outside} are not allowed by purpose {purpose!r}")
+            rights.append(Right(purpose, checks))
+        key_files = tuple(
+            p for p in (_resolve(path.parent, f) for f in _get(table, "public_key_files", list, where, [])) if p
+        )
+        dev_key = _get(table, "dev_key", bool, where, False)
+        if not key_files and not dev_key:
+            raise ConfigError(f"{where}: a client needs `public_key_files` (or `dev_key = true` in development)")
+        clients[client_id] = ClientSettings(
+            client_id, _get(table, "name", str, where, client_id), key_files, dev_key, tuple(rights)
+        )
+    return clients
+
+
+def _load_connectors(directory: Path, env: Mapping[str, str]) -> tuple[ConnectorConfig, ...]:
+    configs = []
+    for path in sorted(directory.glob("*.toml")):
+        table = _read(path).get("connector", {})
+        where = f"{path} [connector]"
+        name = _get(table, "name", str, where)
+        base_url = env.get(f"ANSS_GATEWAY_CONNECTOR_{name.upper()}_URL") or _get(table, "base_url", str, where)
+        configs.append(
+            ConnectorConfig(
+                name=name,
+                kind=_get(table, "kind", str, where),
+                base_url=base_url.rstrip("/"),
+                audience=_get(table, "audience", str, where),
+                mapping=_get(table, "mapping", str, where),
+                timeout_s=_get(table, "timeout_s", float, where, 2.0),
+                connect_timeout_s=_get(table, "connect_timeout_s", float, where, 1.0),
+                max_connections=_get(table, "max_connections", int, where, 32),
+                max_response_bytes=_get(table, "max_response_bytes", int, where, 1_048_576),
+                options=dict(table.get("options", {})),
+            )
+        )
+    if not configs:
+        raise ConfigError(f"{directory}: no connector configured")
+    return tuple(configs)
+
+
+def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Load and validate the settings; environment overrides win over the files."""
+    env = os.environ if env is None else env
+    config_dir = Path(env.get("ANSS_GATEWAY_CONFIG") or config_dir or ROOT / "config")
+    gateway_file = config_dir / "gateway.toml"
+    data = _read(gateway_file)
+    gw = data.get("gateway", {})
+    where = f"{gateway_file} [gateway]"
+    state_dir = Path(env.get("ANSS_GATEWAY_STATE_DIR") or _get(gw, "state_dir", str, where, "var"))
+    if not state_dir.is_absolute():
+        state_dir = (ROOT / state_dir) if "ANSS_GATEWAY_STATE_DIR" not in env else state_dir.resolve()
+    try:
+        port = int(env.get("ANSS_GATEWAY_PORT") or _get(gw, "port", int, where, 8080))
+    except ValueError as exc:
+        raise ConfigError("ANSS_GATEWAY_PORT must be an integer") from exc
+    audit = data.get("audit", {})
+    sims = data.get("simulators", {})
+    purposes = _load_purposes(config_dir / "purposes.toml")
+    return Settings(
+        gateway_id=_get(gw, "id", str, where, "anss-gateway"),
+        host=env.get("ANSS_GATEWAY_HOST") or _get(gw, "host", str, where, "127.0.0.1"),
+        port=port,
+        state_dir=state_dir,
+        config_dir=config_dir,
+        root=ROOT,
+        max_body_bytes=_get(gw, "max_body_bytes", int, where, 65536),
+        clock_leeway_s=_get(gw, "clock_leeway_s", int, where, 30),
+        signing_key_file=_resolve(config_dir, env.get("ANSS_GATEWAY_SIGNING_KEY_FILE") or gw.get("signing_key_file")),
+        audit_database=_resolve(state_dir, _get(audit, "database", str, f"{gateway_file} [audit]",
+                                                "access-log.sqlite3")) or state_dir / "access-log.sqlite3",
+        pseudonym_key_file=_resolve(
+            config_dir, env.get("ANSS_GATEWAY_PSEUDONYM_KEY_FILE") or audit.get("pseudonym_key_file")
+        ),
+        clients=_load_clients(config_dir / "clients.toml", purposes),
+        purposes=purposes,
+        connectors=_load_connectors(config_dir / "connectors", env),
+        simulators=SimulatorSettings(
+            seed=env.get("ANSS_GATEWAY_SIMULATOR_SEED") or _get(sims, "seed", str, "[simulators]", "anss-dev"),
+            households=int(_get(sims, "households", int, "[simulators]", 3_200_000)),
+            host=_get(sims, "host", str, "[simulators]", "127.0.0.1"),
+        ),
+    )

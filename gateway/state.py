@@ -1,0 +1,51 @@
+"""Typed application state (aiohttp ``AppKey``) and what the handlers tell the access log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from gateway.audit import AccessLog, Pseudonymiser
+from gateway.federation import Federation
+from gateway.keyring import KeyResolver
+from gateway.keys import SigningKey
+from gateway.settings import Settings
+
+
+@dataclass
+class Runtime:
+    """The resources of a running gateway, created and closed in ``cleanup_ctx``."""
+
+    settings: Settings
+    signing_key: SigningKey
+    published_keys: list[SigningKey]
+    client_keys: KeyResolver
+    access_log: AccessLog
+    pseudonymiser: Pseudonymiser
+    session: aiohttp.ClientSession
+    federation: Federation
+
+
+@dataclass
+class AuditNote:
+    """Filled in by the handlers as they learn things; the audit middleware writes it out."""
+
+    client: str | None = None
+    purpose: str | None = None
+    legal_basis: str | None = None
+    case_ref: str | None = None
+    checks: tuple[str, ...] = ()
+    subject: str | None = None
+    sources: tuple[tuple[str, str], ...] = ()
+    outcome: str | None = None
+    request_sha256: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
+RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
+REQUEST_ID = "anss_request_id"
+AUDIT_NOTE = "anss_audit_note"
