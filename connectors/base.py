@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import aiohttp
@@ -114,7 +115,7 @@ class Connector(Protocol):
     async def aclose(self) -> None: ...
 
 
-ConnectorFactory = Callable[[ConnectorConfig, str], Connector]
+ConnectorFactory = Callable[[ConnectorConfig, Path], Connector]
 """Builds a connector from its config and the project root (to find ``schemas/``)."""
 
 AsyncCloser = Callable[[], Awaitable[None]]

@@ -38,11 +38,10 @@ from gateway.federation import Federation
 from gateway.keyring import ResolverChain, StaticClientKeys, load_gateway_key
 from gateway.settings import Settings
 from gateway.signing import SIGNATURE_HEADER, sign_detached
-from gateway.state import AUDIT_NOTE, REQUEST_ID, RUNTIME, SETTINGS, AuditNote, Runtime
+from gateway.state import AUDIT_NOTE, PROBLEM_CODE, REQUEST_ID, RUNTIME, SETTINGS, AuditNote, Runtime
 
 log = structlog.get_logger("gateway")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PROBLEM_CODE = "anss_problem_code"
 UNLOGGED_PATHS = frozenset({"/healthz", "/readyz", "/.well-known/jwks.json"})
 
 

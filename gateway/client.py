@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import jwt
 import orjson
+from multidict import CIMultiDict
 
 from gateway.keys import PublicKey, SigningKey, public_from_jwk
 from gateway.outbound import body_digest
@@ -33,7 +34,7 @@ def client_assertion(key: SigningKey, client_id: str, audience: str, method: str
 class Answer:
     status: int
     body: bytes
-    headers: dict[str, str]
+    headers: CIMultiDict[str]
     signature_header: dict[str, Any] | None  # the verified JWS protected header, None if it did not verify
 
     def json(self) -> Any:
@@ -80,11 +81,11 @@ class GatewayClient:
         all_headers.update(headers or {})
         async with self.session.request(method, self.base_url + path, data=body, headers=all_headers) as resp:
             raw = await resp.read()
-            answer_headers = dict(resp.headers)
+            answer_headers = CIMultiDict(resp.headers)
             status = resp.status
         return Answer(status, raw, answer_headers, await self.verify_signature(answer_headers, raw))
 
-    async def verify_signature(self, headers: dict[str, str], body: bytes) -> dict[str, Any] | None:
+    async def verify_signature(self, headers: CIMultiDict[str], body: bytes) -> dict[str, Any] | None:
         token = headers.get(SIGNATURE_HEADER)
         if token is None:
             return None

@@ -47,5 +47,6 @@ class AuditNote:
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
-REQUEST_ID = "anss_request_id"
-AUDIT_NOTE = "anss_audit_note"
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+AUDIT_NOTE: web.RequestKey[AuditNote] = web.RequestKey("audit_note", AuditNote)
+PROBLEM_CODE: web.RequestKey[str] = web.RequestKey("problem_code", str)

@@ -135,10 +135,12 @@ def verify_database(path: Path) -> ChainBreak | None:
         ):
             if idx != expected_index:
                 return ChainBreak(expected_index, f"entry {expected_index} is missing")
-            if leaf_hash(bytes(entry)) != bytes(leaf):
+            if not all(isinstance(v, bytes) for v in (entry, leaf, chained)):
+                return ChainBreak(idx, "entry is not stored as written (column type changed)")
+            if leaf_hash(entry) != leaf:
                 return ChainBreak(idx, "entry content does not match its leaf hash (altered)")
-            previous = chain_hash(previous, bytes(leaf))
-            if previous != bytes(chained):
+            previous = chain_hash(previous, leaf)
+            if previous != chained:
                 return ChainBreak(idx, "chain hash does not follow from the previous entry")
             expected_index += 1
         return None

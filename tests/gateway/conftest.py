@@ -1,0 +1,57 @@
+"""A real gateway on loopback in front of the four real simulators, with its own state directory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from gateway import keys
+from gateway.client import GatewayClient
+from gateway.keyring import dev_client_key_path, load_gateway_key
+from gateway.runner import RunningGateway, gateway_running
+from gateway.settings import Settings, load
+from simulators.population import Population
+from simulators.servers import RunningSimulators, start_simulators
+
+SEED = "gateway-tests"
+HOUSEHOLDS = 5_000
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    gateway: RunningGateway
+    simulators: RunningSimulators
+    population: Population
+    client: GatewayClient
+
+    def client_for(self, client_id: str) -> GatewayClient:
+        key = keys.load_or_create(dev_client_key_path(self.settings.state_dir, client_id))
+        return GatewayClient(self.gateway.url, client_id, key, self.settings.gateway_id)
+
+
+def test_settings(state_dir: Path, timeout_s: float = 0.5) -> Settings:
+    settings = load(env={"ANSS_GATEWAY_STATE_DIR": str(state_dir)})
+    return replace(
+        settings,
+        connectors=tuple(replace(c, timeout_s=timeout_s, connect_timeout_s=timeout_s) for c in settings.connectors),
+    )
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    settings = test_settings(tmp_path / "state")
+    population = Population(SEED, HOUSEHOLDS)
+    gateway_key = load_gateway_key(settings)
+    sims = await start_simulators(population, {gateway_key.kid: gateway_key.public})
+    settings = settings.with_connector_urls(sims.urls)
+    try:
+        async with gateway_running(settings, port=0) as gw:
+            key = keys.load_or_create(dev_client_key_path(settings.state_dir, "anss.asd"))
+            async with GatewayClient(gw.url, "anss.asd", key, settings.gateway_id) as client:
+                yield Stack(settings, gw, sims, population, client)
+    finally:
+        await sims.stop()
