@@ -51,7 +51,11 @@ async def run_demo(settings: Settings, as_json: bool = False, state_dir: Path | 
             async with gateway_running(settings, port=0) as gw:
                 key = keys.load_or_create(dev_client_key_path(settings.state_dir, CLIENT_ID))
                 population = Population(settings.simulators.seed, settings.simulators.households)
-                cases = [(name, population.fixture(name).father.idcs) for name in FIXTURE_NAMES]
+                cases = []
+                for name in FIXTURE_NAMES:  # ANSS asks about a household through its living head
+                    household = population.fixture(name)
+                    head = household.father if household.father.alive else household.mother
+                    cases.append((name, head.idcs))
                 cases.append(("unknown_identifier", population.unknown_idcs()))
                 failures = 0
                 async with GatewayClient(gw.url, CLIENT_ID, key, settings.gateway_id) as client:

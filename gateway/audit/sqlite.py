@@ -14,11 +14,15 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from gateway.audit.record import GENESIS, AccessRecord, chain_hash, leaf_hash
 from gateway.audit.store import ChainBreak
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS access_log (
@@ -43,7 +47,7 @@ class SqliteAccessLog:
         self._pending: list[tuple[AccessRecord, asyncio.Future[int], asyncio.AbstractEventLoop]] = []
         self._lock = threading.Lock()
 
-    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def open(self) -> None:
@@ -129,10 +133,9 @@ def verify_database(path: Path) -> ChainBreak | None:
     """Recompute the whole chain from the first row; the first bad index, or None if intact."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        expected_index, previous = 0, GENESIS
-        for idx, entry, leaf, chained in conn.execute(
-            "SELECT idx, entry, leaf_hash, chain_hash FROM access_log ORDER BY idx"
-        ):
+        previous = GENESIS
+        rows = conn.execute("SELECT idx, entry, leaf_hash, chain_hash FROM access_log ORDER BY idx")
+        for expected_index, (idx, entry, leaf, chained) in enumerate(rows):
             if idx != expected_index:
                 return ChainBreak(expected_index, f"entry {expected_index} is missing")
             if not all(isinstance(v, bytes) for v in (entry, leaf, chained)):
@@ -142,7 +145,6 @@ def verify_database(path: Path) -> ChainBreak | None:
             previous = chain_hash(previous, leaf)
             if previous != chained:
                 return ChainBreak(idx, "chain hash does not follow from the previous entry")
-            expected_index += 1
         return None
     finally:
         conn.close()

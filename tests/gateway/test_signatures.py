@@ -9,6 +9,8 @@ from joserfc.jwk import KeySet
 from joserfc.jws import JWSRegistry
 from joserfc.registry import HeaderParameter
 
+from tests.gateway.conftest import Stack
+
 # RFC 7515 §4.3 private header parameters the gateway uses; joserfc refuses unregistered ones by default.
 # joserfc also wants the (non-default) EdDSA algorithm named explicitly.
 REGISTRY = JWSRegistry(
@@ -19,7 +21,6 @@ REGISTRY = JWSRegistry(
     algorithms=["EdDSA", "ES256"],
 )
 
-from tests.gateway.conftest import Stack
 
 
 async def test_response_signature_verifies_with_joserfc_and_published_jwks(stack: Stack) -> None:
