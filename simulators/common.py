@@ -6,7 +6,8 @@ part of the simulators, never of the gateway.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,11 +20,26 @@ from simulators.population import Population
 
 @dataclass
 class SimulatorControl:
-    """Mutable knobs: ``delay_s`` before answering; ``fail`` answers 503 (REST) or a server fault (SOAP)."""
+    """Mutable knobs: ``delay_s`` before answering; ``fail`` answers 503 (REST) or a server fault (SOAP).
+
+    Counters: ``calls`` received, and ``max_in_flight`` — the most signed calls ever served at once, which
+    lets tests prove the gateway's fan-out is concurrent without timing anything.
+    """
 
     delay_s: float = 0.0
     fail: bool = False
     calls: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    @contextmanager
+    def track(self) -> Iterator[None]:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
 
 
 @dataclass(frozen=True)

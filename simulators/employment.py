@@ -13,8 +13,8 @@ import re
 from aiohttp import web
 
 from simulators.common import CONTEXT, SimulatorContext
-from simulators.education import json_error, rest_guard
 from simulators.population import is_valid_idcs
+from simulators.rest_server import json_error, rest_guard
 
 MAX_PERIOD_MONTHS = 24
 _MONTH = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")

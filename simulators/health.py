@@ -11,8 +11,8 @@ from __future__ import annotations
 from aiohttp import web
 from lxml import etree
 
-from simulators.civil_registry import IDCS_RE, SCHEMAS, SoapFault, add, child_text, soap_app
 from simulators.common import SimulatorContext
+from simulators.soap_server import IDCS_RE, SCHEMAS, SoapFault, add, child_text, soap_app
 
 NAMESPACE = "urn:ma:cnss:amo:1"
 PATH = "/amo/soap"

@@ -152,3 +152,18 @@ async def test_employment_period_is_last_six_complete_months(stack: Stack) -> No
     months = next(f["value"] for f in doc["checks"]["employment"]["facts"]
                   if f["name"] == "declared_months" and f["about"] == household.father.idcs)
     assert months and all(period["from"] <= m <= period["to"] for m in months)
+
+
+async def test_stages_fan_out_concurrently(stack: Stack) -> None:
+    """Stage 1 asks independent sources at once; stage 2 asks for all children's enrolments at once."""
+    household = stack.population.fixture("amo_tadamon")  # three children aged 6–20, one toddler
+    for control in stack.simulators.controls.values():
+        control.delay_s = 0.1  # long enough for concurrent calls to overlap, well inside the 0.5 s timeout
+    status, doc = await verify(stack, {"idcs": household.father.idcs})
+    assert status == 200 and doc["complete"] is True
+    controls = stack.simulators.controls
+    assert controls["education"].calls == 3
+    assert controls["education"].max_in_flight == 3, "the children's enrolments are asked at once"
+    assert controls["health"].max_in_flight == 4, "the three children's and the toddler's coverage at once"
+    assert controls["civil_registry"].max_in_flight == 2, "person and family at once"
+    assert controls["employment"].max_in_flight == 1 and controls["employment"].calls == 2
