@@ -43,8 +43,9 @@ async def simulators_running(settings: Settings, free_ports: bool) -> AsyncItera
     """The four simulators, trusting this gateway's signing key (read from the same state directory)."""
     key = load_gateway_key(settings)
     population = Population(settings.simulators.seed, settings.simulators.households)
-    sims = await start_simulators(population, {key.kid: key.public}, settings.simulators.host,
-                                  None if free_ports else DEFAULT_PORTS)
+    base = settings.simulators.base_port
+    ports = None if free_ports else {name: base + i for i, name in enumerate(DEFAULT_PORTS)}
+    sims = await start_simulators(population, {key.kid: key.public}, settings.simulators.host, ports)
     try:
         yield sims
     finally:

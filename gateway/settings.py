@@ -53,6 +53,7 @@ class SimulatorSettings:
     seed: str = "anss-dev"
     households: int = 3_200_000
     host: str = "127.0.0.1"
+    base_port: int = 8101  # civil registry; education, health, employment follow
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,8 @@ def _get(table: Mapping[str, Any], key: str, kind: type, where: str, default: An
     if kind is float and isinstance(value, int):
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{where}: `{key}` must be a {kind.__name__}")
+        names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list"}
+        raise ConfigError(f"{where}: `{key}` must be {names.get(kind, kind.__name__)}")
     return value
 
 
@@ -195,10 +197,12 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
     state_dir = Path(env.get("ANSS_GATEWAY_STATE_DIR") or _get(gw, "state_dir", str, where, "var"))
     if not state_dir.is_absolute():
         state_dir = (ROOT / state_dir) if "ANSS_GATEWAY_STATE_DIR" not in env else state_dir.resolve()
-    try:
-        port = int(env.get("ANSS_GATEWAY_PORT") or _get(gw, "port", int, where, 8080))
-    except ValueError as exc:
-        raise ConfigError("ANSS_GATEWAY_PORT must be an integer") from exc
+    port: int = _get(gw, "port", int, where, 8080)
+    if env.get("ANSS_GATEWAY_PORT"):
+        try:
+            port = int(env["ANSS_GATEWAY_PORT"])
+        except ValueError as exc:
+            raise ConfigError("environment ANSS_GATEWAY_PORT must be an integer") from exc
     audit = data.get("audit", {})
     sims = data.get("simulators", {})
     purposes = _load_purposes(config_dir / "purposes.toml")
@@ -224,5 +228,7 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
             seed=env.get("ANSS_GATEWAY_SIMULATOR_SEED") or _get(sims, "seed", str, "[simulators]", "anss-dev"),
             households=int(_get(sims, "households", int, "[simulators]", 3_200_000)),
             host=_get(sims, "host", str, "[simulators]", "127.0.0.1"),
+            base_port=int(env.get("ANSS_GATEWAY_SIMULATOR_BASE_PORT")
+                          or _get(sims, "base_port", int, "[simulators]", 8101)),
         ),
     )

@@ -1,0 +1,156 @@
+"""The `anss-gateway` command as an operator runs it: real processes, real ports, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from gateway.settings import ConfigError, load
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def free_port_block(size: int) -> int:
+    """A base port with ``size`` consecutive free ports after it."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + size >= 65000:
+            continue
+        try:
+            holders = []
+            for port in range(base, base + size):
+                h = socket.socket()
+                h.bind(("127.0.0.1", port))
+                holders.append(h)
+            for h in holders:
+                h.close()
+            return base
+        except OSError:
+            for h in holders:
+                h.close()
+    raise RuntimeError("no free port block")
+
+
+def test_serve_with_simulators_becomes_ready_logs_json_and_stops_gracefully(tmp_path: Path) -> None:
+    base = free_port_block(5)
+    env = {**os.environ, "ANSS_GATEWAY_STATE_DIR": str(tmp_path / "state"), "ANSS_GATEWAY_PORT": str(base + 4),
+           "ANSS_GATEWAY_SIMULATOR_BASE_PORT": str(base)}
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--with-simulators"], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        ready = None
+        while time.monotonic() < deadline and ready is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{base + 4}/readyz", timeout=1) as resp:
+                    ready = json.loads(resp.read())
+            except OSError:
+                time.sleep(0.2)
+        assert ready == {"status": "ready", "checks": {"keys": True, "store": True, "connectors": True}}
+        # the CLI client signs with the dev key the server generated, and checks the answer's signature
+        fixture = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "client", "verify", "--idcs", _fixture_idcs(),
+             "--check", "identity", "--url", f"http://127.0.0.1:{base + 4}"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+        assert fixture.returncode == 0, fixture.stderr
+        assert "response signature valid" in fixture.stderr
+        assert json.loads(fixture.stdout)["checks"]["identity"]["status"] == "verified"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    lines = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    requests = [line for line in lines if line.get("event") == "request"]
+    assert requests and all(len(r["request_id"]) == 32 for r in requests)
+    key_material = (tmp_path / "state" / "keys" / "pseudonym.key").read_text().strip()
+    assert key_material not in err.decode() and "PRIVATE KEY" not in err.decode()
+    assert (tmp_path / "state" / "access-log.sqlite3").exists()
+
+
+def _fixture_idcs() -> str:
+    from simulators.population import Population
+
+    settings = load(env={})
+    return Population(settings.simulators.seed, settings.simulators.households).fixture("amo_tadamon").father.idcs
+
+
+def test_demo_json_verifies_every_fixture(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--json"]) == 0
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["fixture"] for r in results] == ["deceased_father", "child_out_of_school", "salaried_parent",
+                                               "amo_tadamon", "disabled_child", "unknown_identifier"]
+    for r in results:
+        assert r["ok"] and r["signature_valid"], r
+        assert set(r) >= {"subject", "checks", "sources"}
+    for r in results[:-1]:
+        assert r["sources"] and {s["status"] for s in r["sources"]} == {"ok"}
+        assert {s["name"] for s in r["sources"]} == {"civil_registry", "education", "health", "employment"}
+    assert results[-1]["status"] == 404
+
+
+def test_keys_generate_and_jwks(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "signing.pem"
+    assert main(["keys", "generate", "--alg", "ES256", "--out", str(out)]) == 0
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert main(["keys", "generate", "--out", str(out)]) == 2, "never overwrite a key"
+    capsys.readouterr()
+    monkeypatch.setenv("ANSS_GATEWAY_SIGNING_KEY_FILE", str(out))
+    assert main(["keys", "jwks"]) == 0
+    jwks = json.loads(capsys.readouterr().out)
+    assert jwks["keys"][0]["alg"] == "ES256" and jwks["keys"][0]["crv"] == "P-256"
+    assert "d" not in jwks["keys"][0], "never publish the private part"
+
+
+def _config_copy(tmp_path: Path) -> Path:
+    import shutil
+
+    target = tmp_path / "config"
+    shutil.copytree(ROOT / "config", target)
+    return target
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "message"),
+    [
+        ("clients.toml", 'checks = ["identity", "health_coverage"]', 'checks = ["identity", "credit"]',
+         "not allowed by purpose"),
+        ("clients.toml", 'purpose = "amo.tadamon.eligibility"', 'purpose = "marketing"', "unknown purpose"),
+        ("purposes.toml", '"identity", "household", "health_coverage"]', '"identity", "horoscope"]',
+         "unknown check"),
+        ("gateway.toml", "port = 8080", 'port = "eighty"', "`port` must be an integer"),
+    ],
+)
+def test_config_errors_name_file_and_setting(tmp_path: Path, file: str, old: str, new: str, message: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    config = _config_copy(tmp_path)
+    path = config / file
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(ConfigError) as info:
+        load(config, env={})
+    assert str(path) in str(info.value) and message in str(info.value)
+    assert main(["--config", str(config), "fixtures"]) == 2
+    assert "configuration error" in capsys.readouterr().err
+
+
+def test_environment_overrides(tmp_path: Path) -> None:
+    settings = load(env={"ANSS_GATEWAY_PORT": "9999", "ANSS_GATEWAY_HOST": "0.0.0.0",
+                         "ANSS_GATEWAY_STATE_DIR": str(tmp_path),
+                         "ANSS_GATEWAY_CONNECTOR_EDUCATION_URL": "http://127.0.0.1:1234/"})
+    assert (settings.port, settings.host, settings.state_dir) == (9999, "0.0.0.0", tmp_path)
+    assert settings.connector("education").base_url == "http://127.0.0.1:1234"
+    assert settings.audit_database == tmp_path / "access-log.sqlite3"
