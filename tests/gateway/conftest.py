@@ -33,7 +33,7 @@ class Stack:
         return GatewayClient(self.gateway.url, client_id, key, self.settings.gateway_id)
 
 
-def test_settings(state_dir: Path, timeout_s: float = 0.5) -> Settings:
+def make_settings(state_dir: Path, timeout_s: float = 0.5) -> Settings:
     settings = load(env={"ANSS_GATEWAY_STATE_DIR": str(state_dir)})
     return replace(
         settings,
@@ -43,7 +43,7 @@ def test_settings(state_dir: Path, timeout_s: float = 0.5) -> Settings:
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    settings = test_settings(tmp_path / "state")
+    settings = make_settings(tmp_path / "state")
     population = Population(SEED, HOUSEHOLDS)
     gateway_key = load_gateway_key(settings)
     sims = await start_simulators(population, {gateway_key.kid: gateway_key.public})
