@@ -83,10 +83,15 @@ class Evidence:
         return answer if isinstance(answer, Record) else None
 
     def sources(self) -> list[dict[str, Any]]:
-        return [
-            {"name": t.name, "status": t.status, "calls": t.calls, "latency_ms": round(t.elapsed_ms, 1)}
-            for t in self.tallies.values()
-        ]
+        """Per source: status, calls, slowest call; and the stable code of its first failure, if any."""
+        out: list[dict[str, Any]] = []
+        for t in self.tallies.values():
+            entry: dict[str, Any] = {"name": t.name, "status": t.status, "calls": t.calls,
+                                     "latency_ms": round(t.elapsed_ms, 1)}
+            if t.errors:
+                entry["error"] = t.errors[0]
+            out.append(entry)
+        return out
 
 
 class Federation:

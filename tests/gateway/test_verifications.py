@@ -117,6 +117,8 @@ async def test_slow_source_times_out(stack: Stack) -> None:
     status, doc = await verify(stack, {"idcs": household.father.idcs}, ["identity", "employment"])
     assert status == 200
     assert sources(doc)["employment"] == "timeout"
+    assert next(s for s in doc["sources"] if s["name"] == "employment")["error"] == "source_timeout"
+    assert "error" not in next(s for s in doc["sources"] if s["name"] == "civil_registry")
     assert doc["checks"]["employment"]["status"] == "unavailable"
     assert doc["checks"]["identity"]["status"] == "verified"
 
