@@ -52,7 +52,9 @@ def _as_gateway_error(exc: BaseException) -> GatewayError:
         if exc.status == 404:
             return NotFound("no such resource")
         if exc.status == 405:
-            return MethodNotAllowed("this method is not allowed on this resource")
+            allow = exc.headers.get("Allow")
+            return MethodNotAllowed("this method is not allowed on this resource",
+                                    headers={"Allow": allow} if allow else None)
         if exc.status == 413:
             return PayloadTooLarge("the body is too large")
         if 400 <= exc.status < 500:

@@ -169,10 +169,12 @@ def employment(evidence: Evidence) -> Result:
             unverified.append(str(who))
     if not any(p["salaried_work_declared"] is not None for p in persons):
         return _unavailable("employment")
+    declared = [p["salaried_work_declared"] for p in persons]
     verdict = {
         "period": {"from": first, "to": last},
         "persons": persons,
-        "salaried_work_declared": any(p["salaried_work_declared"] for p in persons),
+        # True as soon as one parent has declared work; unknown (None) if someone could not be checked
+        "salaried_work_declared": True if True in declared else None if None in declared else False,
     }
     return {"status": "partial" if unverified else "verified", "verdict": verdict, "facts": facts,
             "unverified": unverified}

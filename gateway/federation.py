@@ -45,6 +45,10 @@ class Subject:
     cin: str | None = None
 
 
+_STATUS_OF_ERROR = {"source_rejected": "rejected", "source_unavailable": "unavailable",
+                    "source_timeout": "timeout", "source_error": "unavailable"}
+
+
 @dataclass
 class SourceTally:
     name: str
@@ -54,15 +58,22 @@ class SourceTally:
     elapsed_ms: float = 0.0
 
     @property
-    def status(self) -> str:
+    def worst_error(self) -> str | None:
+        """The stable code of the worst failure: a rejection (configuration) over a failure over a timeout.
+
+        A code this gateway does not know (a plugin's own) is reported as ``source_error``.
+        """
         if not self.errors:
-            return "ok"
-        # the worst failure decides: a rejection is a configuration problem, a timeout is transient
+            return None
         for code in ("source_rejected", "source_unavailable", "source_timeout"):
             if code in self.errors:
-                return {"source_rejected": "rejected", "source_unavailable": "unavailable",
-                        "source_timeout": "timeout"}[code]
-        return "unavailable"
+                return code
+        return "source_error"
+
+    @property
+    def status(self) -> str:
+        worst = self.worst_error
+        return "ok" if worst is None else _STATUS_OF_ERROR[worst]
 
 
 @dataclass
@@ -89,7 +100,7 @@ class Evidence:
             entry: dict[str, Any] = {"name": t.name, "status": t.status, "calls": t.calls,
                                      "latency_ms": round(t.elapsed_ms, 1)}
             if t.errors:
-                entry["error"] = t.errors[0]
+                entry["error"] = t.worst_error
             out.append(entry)
         return out
 

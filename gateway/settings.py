@@ -127,9 +127,10 @@ def _load_purposes(path: Path) -> dict[str, Purpose]:
         basis = _get(table, "legal_basis", str, where)
         if basis not in ("statute", "consent"):
             raise ConfigError(f"{where}: `legal_basis` must be 'statute' or 'consent'")
-        purposes[name] = Purpose(
-            name, _get(table, "title", str, where, ""), basis, _get(table, "statute", str, where, ""), checks
-        )
+        statute = _get(table, "statute", str, where, "")
+        if basis == "statute" and not statute.strip():
+            raise ConfigError(f"{where}: a statute-based purpose needs its `statute` reference")
+        purposes[name] = Purpose(name, _get(table, "title", str, where, ""), basis, statute or None, checks)
     return purposes
 
 

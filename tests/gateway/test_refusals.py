@@ -217,6 +217,7 @@ async def test_unknown_route_and_method(stack: Stack) -> None:
         async with session.get(stack.gateway.url + PATH) as resp:
             doc = orjson.loads(await resp.read())
             assert_problem(resp.status, doc, 405, "method_not_allowed")
+            assert resp.headers["Allow"] == "POST"
 
 
 async def test_client_helper_assertion_matches_contract(stack: Stack) -> None:

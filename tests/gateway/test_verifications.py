@@ -169,3 +169,17 @@ async def test_stages_fan_out_concurrently(stack: Stack) -> None:
     assert controls["health"].max_in_flight == 4, "the three children's and the toddler's coverage at once"
     assert controls["civil_registry"].max_in_flight == 2, "person and family at once"
     assert controls["employment"].max_in_flight == 1 and controls["employment"].calls == 2
+
+
+async def test_salaried_work_unknown_when_spouse_unchecked(stack: Stack) -> None:
+    """Nobody declared among those checked, but one parent could not be checked: the verdict is unknown."""
+    household = stack.population.fixture("amo_tadamon")
+    controls = stack.simulators.controls["employment"]
+    original = controls.calls
+    controls.fail = True
+    status, doc = await verify(stack, {"idcs": household.father.idcs}, ["employment"])
+    assert status == 200 and controls.calls > original
+    assert doc["checks"]["employment"]["status"] == "unavailable"
+    controls.fail = False
+    status, doc = await verify(stack, {"idcs": household.father.idcs}, ["employment"])
+    assert doc["checks"]["employment"]["verdict"]["salaried_work_declared"] is False
