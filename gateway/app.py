@@ -37,8 +37,8 @@ from gateway.errors import (
 from gateway.federation import Federation
 from gateway.keyring import ResolverChain, StaticClientKeys, load_gateway_key
 from gateway.settings import Settings
-from gateway.signing import SIGNATURE_HEADER, sign_detached
-from gateway.state import AUDIT_NOTE, PROBLEM_CODE, REQUEST_ID, RUNTIME, SETTINGS, AuditNote, Runtime
+from gateway.signing import SIGNATURE_HEADER, request_digest, sign_detached
+from gateway.state import AUDIT_NOTE, PROBLEM_CODE, REQUEST_BODY, REQUEST_ID, RUNTIME, SETTINGS, AuditNote, Runtime
 
 log = structlog.get_logger("gateway")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -127,7 +127,9 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
 
     body = response.body if isinstance(response.body, bytes) else b""
     if runtime is not None:
-        response.headers[SIGNATURE_HEADER] = sign_detached(runtime.signing_key, body, request_id)
+        question = request_digest(str(request[AUDIT_NOTE].detail.get("jti", "")), request.get(REQUEST_BODY, b""))
+        response.headers[SIGNATURE_HEADER] = sign_detached(runtime.signing_key, body, request_id,
+                                                           request_sha256=question)
     response.headers["X-Request-Id"] = request_id
     log.info("request", method=request.method, path=request.path, status=response.status,
              latency_ms=round((time.perf_counter() - started) * 1000, 2))

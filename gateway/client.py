@@ -17,15 +17,15 @@ from multidict import CIMultiDict
 
 from gateway.keys import PublicKey, SigningKey, public_from_jwk
 from gateway.outbound import body_digest
-from gateway.signing import SIGNATURE_HEADER, verify_detached
+from gateway.signing import SIGNATURE_HEADER, request_digest, verify_detached
 
 
 def client_assertion(key: SigningKey, client_id: str, audience: str, method: str, path_qs: str, body: bytes,
-                     lifetime_s: int = 60, now: int | None = None) -> str:
+                     lifetime_s: int = 60, now: int | None = None, jti: str | None = None) -> str:
     issued = int(time.time()) if now is None else now
     claims = {
         "iss": client_id, "sub": client_id, "aud": audience, "iat": issued, "exp": issued + lifetime_s,
-        "jti": uuid.uuid4().hex, "htm": method.upper(), "htu": path_qs, "body_sha256": body_digest(body),
+        "jti": jti or uuid.uuid4().hex, "htm": method.upper(), "htu": path_qs, "body_sha256": body_digest(body),
     }
     return jwt.encode(claims, key.private, algorithm=key.alg, headers={"kid": key.kid})
 
@@ -35,7 +35,7 @@ class Answer:
     status: int
     body: bytes
     headers: CIMultiDict[str]
-    signature_header: dict[str, Any] | None  # the verified JWS protected header, None if it did not verify
+    signature_header: dict[str, Any] | None  # verified JWS protected header; None if invalid or not ours
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -75,15 +75,19 @@ class GatewayClient:
                       body: bytes | None = None, headers: dict[str, str] | None = None) -> Answer:
         if body is None:
             body = orjson.dumps(document) if document is not None else b""
+        jti = uuid.uuid4().hex
         all_headers = {"Content-Type": "application/json",
                        "Authorization": "Bearer " + client_assertion(
-                           self.key, self.client_id, self.gateway_id, method, path, body)}
+                           self.key, self.client_id, self.gateway_id, method, path, body, jti=jti)}
         all_headers.update(headers or {})
         async with self.session.request(method, self.base_url + path, data=body, headers=all_headers) as resp:
             raw = await resp.read()
             answer_headers = CIMultiDict(resp.headers)
             status = resp.status
-        return Answer(status, raw, answer_headers, await self.verify_signature(answer_headers, raw))
+        header = await self.verify_signature(answer_headers, raw)
+        if header is not None and header.get("request_sha256") != request_digest(jti, body):
+            header = None  # a valid signature, but over the answer to another question
+        return Answer(status, raw, answer_headers, header)
 
     async def verify_signature(self, headers: CIMultiDict[str], body: bytes) -> dict[str, Any] | None:
         token = headers.get(SIGNATURE_HEADER)

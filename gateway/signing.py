@@ -1,13 +1,17 @@
 """Signatures on the gateway's answers: a compact JWS with detached payload (RFC 7515 appendix F).
 
 ``X-JWS-Signature: <protected header>..<signature>`` covers the exact response body bytes. The protected
-header carries ``alg``, ``kid``, ``iat`` and the request's ``request_id``. The payload is the ordinary
+header carries ``alg``, ``kid``, ``iat``, the request's ``request_id`` and ``request_sha256`` =
+base64url(SHA-256(jti || 0x0A || request body)) — the question this is the answer to, so an answer cannot
+be presented as the answer to another question (``jti`` is empty when the request carried no valid
+assertion). The payload is the ordinary
 base64url-encoded body (no ``b64: false``), so any standard JOSE library verifies it given only the
 gateway's JWKS: re-insert ``base64url(body)`` between the two dots.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 
@@ -28,9 +32,17 @@ def _sign(key: SigningKey, data: bytes) -> bytes:
     return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
-def sign_detached(key: SigningKey, body: bytes, request_id: str, now: int | None = None) -> str:
-    header = {"alg": key.alg, "kid": key.kid, "iat": int(time.time()) if now is None else now,
-              "request_id": request_id}
+def request_digest(jti: str, body: bytes) -> str:
+    """What binds an answer to its question: base64url(SHA-256(jti || LF || body))."""
+    return b64url(hashlib.sha256(jti.encode("utf-8") + b"\n" + body).digest())
+
+
+def sign_detached(key: SigningKey, body: bytes, request_id: str, now: int | None = None,
+                  request_sha256: str | None = None) -> str:
+    header: dict[str, object] = {"alg": key.alg, "kid": key.kid, "iat": int(time.time()) if now is None else now,
+                                 "request_id": request_id}
+    if request_sha256 is not None:
+        header["request_sha256"] = request_sha256
     protected = b64url(json.dumps(header, separators=(",", ":"), sort_keys=True).encode())
     signature = _sign(key, f"{protected}.{b64url(body)}".encode("ascii"))
     return f"{protected}..{b64url(signature)}"

@@ -17,7 +17,7 @@ from gateway.errors import NotFound, PayloadTooLarge
 from gateway.federation import Subject
 from gateway.outbound import OutboundSigner
 from gateway.policy import authorise
-from gateway.state import AUDIT_NOTE, REQUEST_ID, RUNTIME, AuditNote
+from gateway.state import AUDIT_NOTE, REQUEST_BODY, REQUEST_ID, RUNTIME, AuditNote
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -34,6 +34,7 @@ async def create_verification(request: web.Request) -> web.Response:
     settings = runtime.settings
     note: AuditNote = request[AUDIT_NOTE]
     body = await read_body(request, settings.max_body_bytes)
+    request[REQUEST_BODY] = body
     note.request_sha256 = hashlib.sha256(body).hexdigest()
 
     caller = authenticate(

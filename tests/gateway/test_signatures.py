@@ -17,6 +17,7 @@ REGISTRY = JWSRegistry(
     header_registry={
         "iat": HeaderParameter("Issued at", "int"),
         "request_id": HeaderParameter("Gateway request id", "str"),
+        "request_sha256": HeaderParameter("Digest of the question (jti + body)", "str"),
     },
     algorithms=["EdDSA", "ES256"],
 )
@@ -51,3 +52,35 @@ async def test_error_responses_are_signed_too(stack: Stack) -> None:
         token = resp.headers["X-JWS-Signature"]
     assert resp.status == 401
     jws.deserialize_compact(token, key_set, algorithms=["EdDSA"], registry=REGISTRY, payload=body)
+
+
+async def test_signature_binds_the_answer_to_its_question(stack: Stack) -> None:
+    import hashlib
+
+    import aiohttp
+
+    from gateway import keys
+    from gateway.client import client_assertion
+    from gateway.signing import verify_detached
+
+    jwks_keys = {k["kid"]: keys.public_from_jwk(k) for k in (await _jwks(stack))["keys"]}
+    body = (b'{"subject":{"idcs":"' + stack.population.fixture("amo_tadamon").father.idcs.encode()
+            + b'"},"purpose":"asd.eligibility","case_ref":"BIND-1","checks":["identity"]}')
+    token = client_assertion(stack.client.key, "anss.asd", "anss-gateway", "POST", "/v1/verifications", body,
+                             jti="jti-bind-1")
+    async with aiohttp.ClientSession() as session, session.post(
+        stack.gateway.url + "/v1/verifications", data=body,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    ) as resp:
+        answer, signature = await resp.read(), resp.headers["X-JWS-Signature"]
+    header = verify_detached(signature, answer, jwks_keys)
+    expected = keys.b64url(hashlib.sha256(b"jti-bind-1\n" + body).digest())
+    assert header["request_sha256"] == expected
+    other_question = keys.b64url(hashlib.sha256(b"jti-bind-2\n" + body).digest())
+    assert header["request_sha256"] != other_question, "the same answer cannot pass for another question"
+
+
+async def _jwks(stack: Stack) -> dict[str, list[dict[str, str]]]:
+    async with stack.client.session.get(stack.gateway.url + "/.well-known/jwks.json") as resp:
+        document: dict[str, list[dict[str, str]]] = await resp.json(content_type=None)
+        return document
