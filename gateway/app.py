@@ -27,6 +27,7 @@ from gateway.errors import (
     PROBLEM_CONTENT_TYPE,
     BadRequest,
     GatewayError,
+    HeadersTooLarge,
     InternalError,
     MethodNotAllowed,
     NotFound,
@@ -97,6 +98,12 @@ async def _append_access_record(request: web.Request, response: web.Response, st
     await runtime.access_log.append(record)
 
 
+def _check_header_sizes(request: web.Request, limit: int) -> None:
+    for name, value in request.headers.items():
+        if len(value) > limit:
+            raise HeadersTooLarge(f"the {name} header is larger than {limit} bytes")
+
+
 @web.middleware
 async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse:
     structlog.contextvars.clear_contextvars()
@@ -107,6 +114,7 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
     started = time.perf_counter()
 
     try:
+        _check_header_sizes(request, request.app[SETTINGS].max_header_bytes)
         response = await handler(request)
         if not isinstance(response, web.Response):
             raise InternalError("streaming responses are not signed")
@@ -167,7 +175,17 @@ def _runtime_context(settings: Settings) -> Callable[[web.Application], AsyncIte
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[pipeline], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[pipeline],
+        client_max_size=settings.max_body_bytes,
+        handler_args={
+            # our own limit (431, logged) is max_header_bytes; the parser's is larger so ours speaks first
+            "max_field_size": max(16384, settings.max_header_bytes * 2),
+            "max_headers": 64,
+            # a connection that does not complete a request head in time is closed (slow senders)
+            "keepalive_timeout": settings.idle_timeout_s,
+        },
+    )
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_runtime_context(settings))
     app.router.add_get("/healthz", public.healthz)

@@ -32,6 +32,13 @@ class Caller:
     jti: str
 
 
+def single_authorization(values: list[str]) -> str | None:
+    """The one Authorization header; several are ambiguous (which one did a proxy check?) and refused."""
+    if len(values) > 1:
+        raise Unauthenticated("send exactly one Authorization header")
+    return values[0] if values else None
+
+
 def _bearer(authorization: str | None) -> str:
     if not authorization:
         raise Unauthenticated("an Authorization: Bearer client assertion is required")

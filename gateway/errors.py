@@ -6,12 +6,15 @@ own text, never a backend's message or a stack trace::
 
     GatewayError
      ├── BadRequest (ValueError)            400 invalid_request, unknown_purpose
-     ├── Unauthenticated (PermissionError)  401 unauthenticated, invalid_assertion
+     ├── Unauthenticated (PermissionError)  401 unauthenticated, invalid_assertion, assertion_replayed
      ├── Forbidden (PermissionError)        403 forbidden_purpose, forbidden_check
      ├── NotFound (LookupError)             404 subject_not_found, not_found
      ├── MethodNotAllowed                   405 method_not_allowed
+     ├── RequestTimeout (TimeoutError)      408 request_timeout
      ├── PayloadTooLarge                    413 body_too_large
      ├── UnsupportedMediaType               415 unsupported_media_type
+     ├── TooManyRequests                    429 rate_limited
+     ├── HeadersTooLarge                    431 headers_too_large
      ├── InternalError                      500 internal_error
      └── ServiceUnavailable                 503 audit_unavailable, not_ready
 """
@@ -77,8 +80,20 @@ class MethodNotAllowed(GatewayError):
     default_code = "method_not_allowed"
 
 
+class RequestTimeout(GatewayError, TimeoutError):
+    default_code = "request_timeout"
+
+
 class PayloadTooLarge(GatewayError):
     default_code = "body_too_large"
+
+
+class TooManyRequests(GatewayError):
+    default_code = "rate_limited"
+
+
+class HeadersTooLarge(GatewayError):
+    default_code = "headers_too_large"
 
 
 class UnsupportedMediaType(GatewayError):
@@ -113,11 +128,14 @@ __all__ = [
     "BadRequest",
     "Forbidden",
     "GatewayError",
+    "HeadersTooLarge",
     "InternalError",
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
+    "RequestTimeout",
     "ServiceUnavailable",
+    "TooManyRequests",
     "Unauthenticated",
     "UnsupportedMediaType",
     "catalogue",

@@ -73,6 +73,9 @@ class Settings:
     purposes: Mapping[str, Purpose]
     connectors: tuple[ConnectorConfig, ...]
     simulators: SimulatorSettings = field(default_factory=SimulatorSettings)
+    idle_timeout_s: float = 15.0  # a connection must deliver a complete request head within this
+    body_timeout_s: float = 10.0  # ... and its body within this
+    max_header_bytes: int = 8192  # any single header value; bigger is refused with 431
 
     def connector(self, name: str) -> ConnectorConfig:
         return next(c for c in self.connectors if c.name == name)
@@ -216,6 +219,9 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
         root=ROOT,
         max_body_bytes=_get(gw, "max_body_bytes", int, where, 65536),
         clock_leeway_s=_get(gw, "clock_leeway_s", int, where, 30),
+        idle_timeout_s=_get(gw, "idle_timeout_s", float, where, 15.0),
+        body_timeout_s=_get(gw, "body_timeout_s", float, where, 10.0),
+        max_header_bytes=_get(gw, "max_header_bytes", int, where, 8192),
         signing_key_file=_resolve(config_dir, env.get("ANSS_GATEWAY_SIGNING_KEY_FILE") or gw.get("signing_key_file")),
         audit_database=_resolve(state_dir, _get(audit, "database", str, f"{gateway_file} [audit]",
                                                 "access-log.sqlite3")) or state_dir / "access-log.sqlite3",

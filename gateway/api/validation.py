@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, ValidationError, validators
 
 from gateway.errors import BadRequest, UnsupportedMediaType
 
@@ -16,10 +17,27 @@ MAX_DEPTH = 8
 
 
 @cache
-def validator(name: str) -> Draft202012Validator:
+def _ecma_pattern(pattern: str) -> re.Pattern[str]:
+    r"""JSON Schema patterns are ECMA-262: ``$`` means end of input. Python's ``$`` also matches before a
+    final newline, which would let ``"1234567890\n"`` pass as an IDCS — so anchor with ``\Z``."""
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.compile(pattern)
+
+
+def _strict_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    if isinstance(instance, str) and not _ecma_pattern(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+StrictValidator = validators.extend(Draft202012Validator, {"pattern": _strict_pattern})  # type: ignore[no-untyped-call]
+
+
+@cache
+def validator(name: str) -> Any:
     schema = json.loads((SCHEMAS / name).read_text(encoding="utf-8"))
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    return StrictValidator(schema)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

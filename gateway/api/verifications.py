@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import UTC, datetime
 from typing import Any
@@ -12,33 +13,36 @@ from aiohttp import web
 from connectors.base import CallContext
 from gateway import checks as check_rules
 from gateway.api.validation import parse_json
-from gateway.auth import authenticate
-from gateway.errors import NotFound, PayloadTooLarge
+from gateway.auth import authenticate, single_authorization
+from gateway.errors import NotFound, PayloadTooLarge, RequestTimeout
 from gateway.federation import Subject
 from gateway.outbound import OutboundSigner
 from gateway.policy import authorise
 from gateway.state import AUDIT_NOTE, REQUEST_BODY, REQUEST_ID, RUNTIME, AuditNote
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"the body may hold at most {limit} bytes")
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise PayloadTooLarge(f"the body may hold at most {limit} bytes")
-    return body
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await request.read()  # the whole body, however it was split; capped by client_max_size
+    except TimeoutError as exc:
+        raise RequestTimeout(f"the body did not arrive within {timeout_s:g} s") from exc
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise PayloadTooLarge(f"the body may hold at most {limit} bytes") from exc
 
 
 async def create_verification(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     settings = runtime.settings
     note: AuditNote = request[AUDIT_NOTE]
-    body = await read_body(request, settings.max_body_bytes)
+    body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
     request[REQUEST_BODY] = body
     note.request_sha256 = hashlib.sha256(body).hexdigest()
 
     caller = authenticate(
-        request.headers.get("Authorization"), request.method, request.path_qs, body,
+        single_authorization(request.headers.getall("Authorization", [])), request.method, request.path_qs, body,
         settings.gateway_id, settings.clients, runtime.client_keys, settings.clock_leeway_s,
     )
     note.client = caller.client_id

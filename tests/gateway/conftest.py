@@ -37,6 +37,8 @@ def make_settings(state_dir: Path, timeout_s: float = 0.5) -> Settings:
     settings = load(env={"ANSS_GATEWAY_STATE_DIR": str(state_dir)})
     return replace(
         settings,
+        idle_timeout_s=2.0,
+        body_timeout_s=1.0,
         connectors=tuple(replace(c, timeout_s=timeout_s, connect_timeout_s=timeout_s) for c in settings.connectors),
     )
 
