@@ -122,6 +122,7 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
         error = _as_gateway_error(exc)
         response = _problem_response(error, request_id)
         request[PROBLEM_CODE] = error.code
+        request[AUDIT_NOTE].detail["reason"] = error.detail  # every refusal is logged with its reason
 
     runtime = request.app.get(RUNTIME)
     if runtime is not None and request.path not in UNLOGGED_PATHS:

@@ -18,6 +18,15 @@ from connectors.base import ConnectorConfig
 
 ROOT = Path(os.environ.get("ANSS_GATEWAY_ROOT", Path(__file__).resolve().parent.parent))
 CHECKS = ("identity", "household", "schooling", "health_coverage", "employment")
+# The facts each check can report (see gateway/checks.py); field masks name these.
+FACTS: dict[str, frozenset[str]] = {
+    "identity": frozenset({"idcs", "cin", "first_name", "last_name", "first_name_ar", "last_name_ar", "sex",
+                           "birth_date", "alive", "death_date"}),
+    "household": frozenset({"relation", "sex", "birth_date", "alive", "death_date"}),
+    "schooling": frozenset({"massar_code", "school_year", "status", "level", "school"}),
+    "health_coverage": frozenset({"scheme", "status", "since", "severe_disability"}),
+    "employment": frozenset({"employer", "declared_months", "declared_days", "declared_salary_mad"}),
+}
 
 
 class ConfigError(ValueError):
@@ -28,6 +37,7 @@ class ConfigError(ValueError):
 class Right:
     purpose: str
     checks: frozenset[str]
+    deny: frozenset[str] = frozenset()  # field masks: "<check>.<fact>[:adults|:children]"
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,35 @@ def _get(table: Mapping[str, Any], key: str, kind: type, where: str, default: An
     return value
 
 
+def _line(path: Path, *needles: str, after: str | None = None) -> str:
+    """``file:line`` of the first line holding every needle, past the line holding ``after`` (a table
+    header) if given — TOML parsers report no positions, so the mistake is found in the text."""
+    try:
+        started = after is None
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            started = started or (after is not None and after in line)
+            if started and all(n in line for n in needles):
+                return f"{path}:{number}"
+    except OSError:
+        pass
+    return str(path)
+
+
+def _check_deny_rule(rule: str, checks: frozenset[str]) -> str | None:
+    """What is wrong with a field-mask rule, or None."""
+    target, _, qualifier = rule.partition(":")
+    check, _, fact = target.partition(".")
+    if check not in FACTS:
+        return f"unknown check {check!r} in field mask {rule!r}"
+    if check not in checks:
+        return f"field mask {rule!r} names a check this right does not grant"
+    if fact not in FACTS[check]:
+        return f"unknown fact {fact!r} of {check!r} in field mask {rule!r}; known: {sorted(FACTS[check])}"
+    if qualifier not in ("", "adults", "children"):
+        return f"field mask {rule!r}: the qualifier must be 'adults' or 'children'"
+    return None
+
+
 def _resolve(base: Path, value: str | None) -> Path | None:
     if not value:
         return None
@@ -126,7 +165,8 @@ def _load_purposes(path: Path) -> dict[str, Purpose]:
         checks = tuple(_get(table, "checks", list, where))
         unknown = sorted(set(checks) - set(CHECKS))
         if unknown:
-            raise ConfigError(f"{where}: unknown check(s) {unknown}; known: {list(CHECKS)}")
+            raise ConfigError(f"{_line(path, chr(34) + unknown[0] + chr(34))} {where}: "
+                              f"unknown check(s) {unknown}; known: {list(CHECKS)}")
         basis = _get(table, "legal_basis", str, where)
         if basis not in ("statute", "consent"):
             raise ConfigError(f"{where}: `legal_basis` must be 'statute' or 'consent'")
@@ -141,17 +181,29 @@ def _load_clients(path: Path, purposes: Mapping[str, Purpose]) -> dict[str, Clie
     clients: dict[str, ClientSettings] = {}
     for client_id, table in _read(path).get("clients", {}).items():
         where = f"{path} [clients.{client_id!r}]"
+
+        def fail(token: str, message: str, _header: str = f'[clients."{client_id}"]') -> ConfigError:
+            return ConfigError(f"{_line(path, chr(34) + token + chr(34), after=_header)} {message}")
+
         rights = []
         for i, right in enumerate(_get(table, "rights", list, where, [])):
             rwhere = f"{where} rights[{i}]"
             purpose = _get(right, "purpose", str, rwhere)
             if purpose not in purposes:
-                raise ConfigError(f"{rwhere}: unknown purpose {purpose!r}")
+                raise fail(purpose, f"{rwhere}: unknown purpose {purpose!r}")
             checks = frozenset(_get(right, "checks", list, rwhere))
+            unknown = sorted(checks - set(CHECKS))
+            if unknown:
+                raise fail(unknown[0], f"{rwhere}: unknown check(s) {unknown}; known: {list(CHECKS)}")
             outside = sorted(checks - set(purposes[purpose].checks))
             if outside:
-                raise ConfigError(f"{rwhere}: check(s) {outside} are not allowed by purpose {purpose!r}")
-            rights.append(Right(purpose, checks))
+                raise fail(outside[0], f"{rwhere}: check(s) {outside} are not allowed by purpose {purpose!r}")
+            deny = frozenset(_get(right, "deny", list, rwhere, []))
+            for rule in sorted(deny):
+                problem = _check_deny_rule(rule, checks)
+                if problem:
+                    raise fail(rule, f"{rwhere}: {problem}")
+            rights.append(Right(purpose, checks, deny))
         key_files = tuple(
             p for p in (_resolve(path.parent, f) for f in _get(table, "public_key_files", list, where, [])) if p
         )

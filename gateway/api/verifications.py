@@ -17,7 +17,7 @@ from gateway.auth import authenticate, single_authorization
 from gateway.errors import NotFound, PayloadTooLarge, RequestTimeout
 from gateway.federation import Subject
 from gateway.outbound import OutboundSigner
-from gateway.policy import authorise
+from gateway.policy import apply_masks, authorise
 from gateway.state import AUDIT_NOTE, REQUEST_BODY, REQUEST_ID, RUNTIME, AuditNote
 
 
@@ -54,8 +54,10 @@ async def create_verification(request: web.Request) -> web.Response:
     kind, value = next(iter(subject_in.items()))
     note.subject = runtime.pseudonymiser.pseudonym(kind, value)
 
-    checks = authorise(settings, caller.client_id, payload["purpose"], payload.get("checks"))
+    decision = authorise(settings, caller.client_id, payload["purpose"], payload.get("checks"))
+    checks = decision.checks
     note.checks = checks
+    note.detail["decision"] = decision.reason
     purpose = settings.purposes[payload["purpose"]]
     note.legal_basis = purpose.statute if purpose.legal_basis == "statute" else "consent"
 
@@ -75,6 +77,9 @@ async def create_verification(request: web.Request) -> web.Response:
     if evidence.subject_unknown:
         raise NotFound("the civil registry does not know this subject", "subject_not_found")
     results = check_rules.evaluate(checks, evidence)
+    withheld = apply_masks(results, decision.withheld, today)
+    if withheld:
+        note.detail["withheld"] = withheld
     complete = all(r["status"] == "verified" for r in results.values())
     note.outcome = "answered" if complete else "partial"
     document: dict[str, Any] = {

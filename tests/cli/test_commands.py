@@ -126,7 +126,14 @@ def _config_copy(tmp_path: Path) -> Path:
     ("file", "old", "new", "message"),
     [
         ("clients.toml", 'checks = ["identity", "health_coverage"]', 'checks = ["identity", "credit"]',
+         "unknown check"),
+        ("clients.toml", 'checks = ["identity", "health_coverage"]', 'checks = ["identity", "schooling"]',
          "not allowed by purpose"),
+        ("clients.toml", 'checks = ["identity", "health_coverage"]',
+         'checks = ["identity", "health_coverage"], deny = ["identity.salary"]', "unknown fact 'salary'"),
+        ("clients.toml", 'checks = ["identity", "health_coverage"]',
+         'checks = ["identity", "health_coverage"], deny = ["household.birth_date:adults"]',
+         "does not grant"),
         ("clients.toml", 'purpose = "amo.tadamon.eligibility"', 'purpose = "marketing"', "unknown purpose"),
         ("purposes.toml", '"identity", "household", "health_coverage"]', '"identity", "horoscope"]',
          "unknown check"),
@@ -143,6 +150,9 @@ def test_config_errors_name_file_and_setting(tmp_path: Path, file: str, old: str
     with pytest.raises(ConfigError) as info:
         load(config, env={})
     assert str(path) in str(info.value) and message in str(info.value)
+    if file != "gateway.toml":  # rights and purposes errors also name the line
+        line = int(str(info.value).split(f"{path}:")[1].split(" ")[0])
+        assert new in path.read_text().splitlines()[line - 1], "the named line holds the mistake"
     assert main(["--config", str(config), "fixtures"]) == 2
     assert "configuration error" in capsys.readouterr().err
 

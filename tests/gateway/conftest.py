@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -43,9 +44,12 @@ def make_settings(state_dir: Path, timeout_s: float = 0.5) -> Settings:
     )
 
 
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+@asynccontextmanager
+async def build_stack(tmp_path: Path, adjust: Callable[[Settings], Settings] | None = None) -> AsyncIterator[Stack]:
+    """The stack, optionally with adjusted settings (other rights, limits...)."""
     settings = make_settings(tmp_path / "state")
+    if adjust is not None:
+        settings = adjust(settings)
     population = Population(SEED, HOUSEHOLDS)
     gateway_key = load_gateway_key(settings)
     sims = await start_simulators(population, {gateway_key.kid: gateway_key.public})
@@ -57,3 +61,9 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
                 yield Stack(settings, gw, sims, population, client)
     finally:
         await sims.stop()
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    async with build_stack(tmp_path) as built:
+        yield built
