@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import ssl
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
@@ -17,11 +20,33 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load(Path(args.config) if args.config else None)
 
 
+TLS_ENV = {"tls_cert": "ANSS_GATEWAY_TLS_CERT", "tls_key": "ANSS_GATEWAY_TLS_KEY",
+           "tls_client_ca": "ANSS_GATEWAY_TLS_CLIENT_CA"}
+
+
+def _server_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The server TLS context from ``--tls-*`` (or their variables); ``None`` for plain HTTP."""
+    from gateway.tls import server_ssl_context
+
+    cert, key, client_ca = args.tls_cert, args.tls_key, args.tls_client_ca
+    if not (cert or key or client_ca):
+        return None
+    if not cert or not key:
+        raise ConfigError("TLS needs both --tls-cert and --tls-key (ANSS_GATEWAY_TLS_CERT, ANSS_GATEWAY_TLS_KEY)")
+    try:
+        return server_ssl_context(Path(cert), Path(key), Path(client_ca) if client_ca else None,
+                                  require_client_cert=bool(client_ca))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"TLS: cannot load the certificate, key or client CA: {exc}") from exc
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.runner import serve
 
+    settings = _settings(args)
+    ssl_context = _server_tls(args)
     logs.configure(json=True)
-    asyncio.run(serve(_settings(args), with_simulators=args.with_simulators))
+    asyncio.run(serve(settings, with_simulators=args.with_simulators, ssl_context=ssl_context))
     return 0
 
 
@@ -41,6 +66,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_client_verify(args: argparse.Namespace) -> int:
+    import aiohttp
+
     from gateway.client import GatewayClient
     from gateway.keyring import dev_client_key_path
 
@@ -51,17 +78,37 @@ def cmd_client_verify(args: argparse.Namespace) -> int:
         return 2
     key = keys.load_private_pem(key_path)
     subject = {"idcs": args.idcs} if args.idcs else {"cin": args.cin}
-    url = args.url or f"http://{settings.host}:{settings.port}"
+    context = _client_tls(args)
+    url = args.url or f"{'https' if context else 'http'}://{settings.host}:{settings.port}"
 
     async def run() -> int:
-        async with GatewayClient(url, args.client, key, settings.gateway_id) as client:
-            answer = await client.verify(subject, args.purpose, args.case_ref, args.check or None)
+        session = None
+        if context is not None:
+            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context),
+                                            timeout=aiohttp.ClientTimeout(total=30))
+        try:
+            async with GatewayClient(url, args.client, key, settings.gateway_id, session=session) as client:
+                answer = await client.verify(subject, args.purpose, args.case_ref, args.check or None)
+        finally:
+            if session is not None:
+                await session.close()
         print(orjson.dumps(answer.json(), option=orjson.OPT_INDENT_2).decode())
         valid = answer.signature_header is not None
         print(f"HTTP {answer.status}; response signature {'valid' if valid else 'INVALID'}", file=sys.stderr)
         return 0 if answer.status < 400 and valid else 1
 
     return asyncio.run(run())
+
+
+def _client_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    from gateway.tls import client_ssl_context
+
+    if not (args.tls_ca or args.tls_cert):
+        return None
+    try:
+        return client_ssl_context(args.tls_ca, args.tls_cert, args.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"TLS: cannot load the CA, certificate or key: {exc}") from exc
 
 
 def cmd_keys_generate(args: argparse.Namespace) -> int:
@@ -78,9 +125,28 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_jwks(args: argparse.Namespace) -> int:
-    from gateway.keyring import load_gateway_key
+    from gateway.keyring import load_signing_keys
 
-    print(orjson.dumps(keys.jwks([load_gateway_key(_settings(args))]), option=orjson.OPT_INDENT_2).decode())
+    _active, published = load_signing_keys(_settings(args))
+    print(orjson.dumps(keys.jwks(published), option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from gateway.keyring import GatewaySigningKeys
+
+    settings = _settings(args)
+    source = GatewaySigningKeys(settings)
+    if source.store is None:
+        print(f"the signing key is the configured file {settings.signing_key_file}: rotate it in the "
+              "configuration (new `signing_key_file`, the old one under `previous_signing_key_files`)",
+              file=sys.stderr)
+        return 2
+    rotation = source.store.rotate_detailed(args.alg)
+    overlap = timedelta(seconds=round(source.overlap_s))
+    print(f"old kid: {rotation.previous}\nnew kid: {rotation.key.kid} ({rotation.key.alg})\n"
+          f"overlap: {overlap} (the old key stays in the JWKS until "
+          f"{rotation.previous_published_until.isoformat(timespec='seconds')})")
     return 0
 
 
@@ -116,8 +182,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="configuration directory (default: config/, or $ANSS_GATEWAY_CONFIG)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("serve", help="run the gateway")
+    s = sub.add_parser("serve", help="run the gateway", description=(
+        "Run the gateway. Plain HTTP unless --tls-cert/--tls-key are given; with --tls-client-ca too, "
+        "mutual TLS: every client must present a certificate from that CA naming it (SAN URI "
+        "urn:anss:client:<client-id>, else the subject CN), and it must match the client's token."))
     s.add_argument("--with-simulators", action="store_true", help="also run the four simulators (development)")
+    s.add_argument("--tls-cert", default=os.environ.get(TLS_ENV["tls_cert"]),
+                   help="server certificate chain (PEM); env ANSS_GATEWAY_TLS_CERT")
+    s.add_argument("--tls-key", default=os.environ.get(TLS_ENV["tls_key"]),
+                   help="server private key (PEM); env ANSS_GATEWAY_TLS_KEY")
+    s.add_argument("--tls-client-ca", default=os.environ.get(TLS_ENV["tls_client_ca"]),
+                   help="CA bundle (PEM) for client certificates: enables and requires mutual TLS; "
+                        "env ANSS_GATEWAY_TLS_CLIENT_CA")
     s.set_defaults(func=cmd_serve)
     sub.add_parser("simulate", help="run the four administration simulators").set_defaults(func=cmd_simulate)
     d = sub.add_parser("demo", help="verify the fixture households end to end")
@@ -136,6 +212,9 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--case-ref", default="CLI-1")
     v.add_argument("--check", action="append", help="a check to run (repeatable); default: all allowed")
     v.add_argument("--url", help="gateway base URL (default: from config)")
+    v.add_argument("--tls-ca", help="CA bundle (PEM) to verify the gateway's certificate (https)")
+    v.add_argument("--tls-cert", help="client certificate (PEM) for mutual TLS")
+    v.add_argument("--tls-key", help="the client certificate's private key (PEM)")
     v.set_defaults(func=cmd_client_verify)
 
     k = sub.add_parser("keys", help="signing keys").add_subparsers(dest="keys_cmd", required=True)
@@ -143,7 +222,13 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--alg", choices=["EdDSA", "ES256"], default="EdDSA")
     g.add_argument("--out", required=True)
     g.set_defaults(func=cmd_keys_generate)
-    k.add_parser("jwks", help="print the gateway's public JWKS").set_defaults(func=cmd_keys_jwks)
+    k.add_parser("jwks", help="print the gateway's public JWKS: the active key and retired keys still in overlap"
+                 ).set_defaults(func=cmd_keys_jwks)
+    r = k.add_parser("rotate", help="make a new signing key active; the old one stays published for the overlap",
+                     description="Rotate the signing key of the key store under state_dir/keys. A running "
+                                 "gateway picks it up within a second. Not for a configured signing_key_file.")
+    r.add_argument("--alg", choices=["EdDSA", "ES256"], default="EdDSA")
+    r.set_defaults(func=cmd_keys_rotate)
 
     a = sub.add_parser("audit", help="the access log").add_subparsers(dest="audit_cmd", required=True)
     av = a.add_parser("verify", help="recompute the hash chain; exit 1 naming the first bad entry")
