@@ -36,7 +36,9 @@ from gateway.errors import (
     problem_body,
 )
 from gateway.federation import Federation
-from gateway.keyring import ResolverChain, StaticClientKeys, load_gateway_key
+from gateway.keyring import GatewaySigningKeys, ResolverChain, StaticClientKeys
+from gateway.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from gateway.replay import RedisReplayCache, ReplayCache, SqliteReplayCache
 from gateway.settings import Settings
 from gateway.signing import SIGNATURE_HEADER, request_digest, sign_detached
 from gateway.state import AUDIT_NOTE, PROBLEM_CODE, REQUEST_BODY, REQUEST_ID, RUNTIME, SETTINGS, AuditNote, Runtime
@@ -145,11 +147,25 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
     return response
 
 
+def _replay_cache(settings: Settings) -> ReplayCache:
+    if settings.replay_backend == "redis":
+        return RedisReplayCache(settings.redis_url)
+    return SqliteReplayCache(settings.replay_database or settings.state_dir / "replay.sqlite3")
+
+
+def _rate_limiter(settings: Settings) -> RateLimiter:
+    return RedisRateLimiter(settings.redis_url) if settings.rate_limit_backend == "redis" else LocalRateLimiter()
+
+
 def _runtime_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
-        signing_key = load_gateway_key(settings)
+        signing_keys = GatewaySigningKeys(settings)
+        signing_key, published_keys = signing_keys.load()
         access_log = SqliteAccessLog(settings.audit_database)
         await access_log.open()
+        replay = _replay_cache(settings)
+        await replay.open()
+        limiter = _rate_limiter(settings)
         connector = aiohttp.TCPConnector(limit=512, limit_per_host=0, ttl_dns_cache=300)
         session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30),
                                         raise_for_status=False, auto_decompress=True)
@@ -157,19 +173,24 @@ def _runtime_context(settings: Settings) -> Callable[[web.Application], AsyncIte
         app[RUNTIME] = Runtime(
             settings=settings,
             signing_key=signing_key,
-            published_keys=[signing_key],
+            published_keys=published_keys,
             client_keys=ResolverChain((StaticClientKeys.from_settings(settings),)),
             access_log=access_log,
             pseudonymiser=Pseudonymiser.load(settings.pseudonym_key_file, settings.state_dir),
             session=session,
             federation=Federation(connectors),
+            replay=replay,
+            limiter=limiter,
         )
         log.info("gateway_ready", gateway_id=settings.gateway_id, kid=signing_key.kid,
                  connectors=sorted(connectors))
-        yield
+        async with signing_keys.kept_current(app[RUNTIME]):  # follows `keys rotate` without a restart
+            yield
         for c in connectors.values():
             await c.aclose()
         await session.close()
+        await limiter.close()
+        await replay.close()
         await access_log.close()
 
     return runtime_ctx

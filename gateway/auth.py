@@ -30,6 +30,7 @@ class Caller:
     client_id: str
     kid: str
     jti: str
+    expires_at: float  # the assertion's exp: after it (plus leeway) no replica accepts it
 
 
 def single_authorization(values: list[str]) -> str | None:
@@ -98,4 +99,4 @@ def authenticate(
         raise Unauthenticated("the assertion is bound to another request", "invalid_assertion")
     if claims["body_sha256"] != body_digest(body):
         raise Unauthenticated("the body does not match `body_sha256`", "invalid_assertion")
-    return Caller(client_id=client_id, kid=str(kid), jti=str(claims["jti"]))
+    return Caller(client_id=client_id, kid=str(kid), jti=str(claims["jti"]), expires_at=float(claims["exp"]))

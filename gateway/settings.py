@@ -41,12 +41,19 @@ class Right:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    rate_per_s: float
+    burst: int
+
+
+@dataclass(frozen=True)
 class ClientSettings:
     id: str
     name: str
     public_key_files: tuple[Path, ...]
     dev_key: bool
     rights: tuple[Right, ...]
+    rate_limit: RateLimit | None = None  # None: the gateway's default
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,13 @@ class Settings:
     purposes: Mapping[str, Purpose]
     connectors: tuple[ConnectorConfig, ...]
     simulators: SimulatorSettings = field(default_factory=SimulatorSettings)
+    signing_key_overlap_s: float = 86400.0  # how long a retired signing key stays in the JWKS
+    previous_signing_key_files: tuple[Path, ...] = ()
+    replay_backend: str = "sqlite"  # "sqlite" (one host) or "redis" (several replicas)
+    replay_database: Path | None = None
+    rate_limit_backend: str = "local"  # "local" (per process) or "redis" (shared by replicas)
+    default_rate_limit: RateLimit = RateLimit(50.0, 100)
+    redis_url: str = "redis://127.0.0.1:6379/0"
     idle_timeout_s: float = 15.0  # a connection must deliver a complete request head within this
     body_timeout_s: float = 10.0  # ... and its body within this
     max_header_bytes: int = 8192  # any single header value; bigger is refused with 431
@@ -210,8 +224,15 @@ def _load_clients(path: Path, purposes: Mapping[str, Purpose]) -> dict[str, Clie
         dev_key = _get(table, "dev_key", bool, where, False)
         if not key_files and not dev_key:
             raise ConfigError(f"{where}: a client needs `public_key_files` (or `dev_key = true` in development)")
+        limit = table.get("rate_limit")
+        rate_limit = None
+        if limit is not None:
+            lwhere = f"{where} rate_limit"
+            rate_limit = RateLimit(_get(limit, "rate_per_s", float, lwhere), _get(limit, "burst", int, lwhere))
+            if rate_limit.rate_per_s <= 0 or rate_limit.burst < 1:
+                raise ConfigError(f"{lwhere}: `rate_per_s` must be > 0 and `burst` ≥ 1")
         clients[client_id] = ClientSettings(
-            client_id, _get(table, "name", str, where, client_id), key_files, dev_key, tuple(rights)
+            client_id, _get(table, "name", str, where, client_id), key_files, dev_key, tuple(rights), rate_limit
         )
     return clients
 
@@ -261,6 +282,15 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
             raise ConfigError("environment ANSS_GATEWAY_PORT must be an integer") from exc
     audit = data.get("audit", {})
     sims = data.get("simulators", {})
+    replay, limits, redis = data.get("replay", {}), data.get("rate_limits", {}), data.get("redis", {})
+    replay_backend = env.get("ANSS_GATEWAY_REPLAY_BACKEND") or _get(replay, "backend", str, "[replay]", "sqlite")
+    limit_backend = env.get("ANSS_GATEWAY_RATE_LIMIT_BACKEND") or _get(limits, "backend", str, "[rate_limits]",
+                                                                       "local")
+    if replay_backend not in ("sqlite", "redis"):
+        raise ConfigError(f"{gateway_file} [replay]: `backend` must be 'sqlite' or 'redis'")
+    if limit_backend not in ("local", "redis"):
+        raise ConfigError(f"{gateway_file} [rate_limits]: `backend` must be 'local' or 'redis'")
+    overlap = env.get("ANSS_GATEWAY_SIGNING_KEY_OVERLAP_S")
     purposes = _load_purposes(config_dir / "purposes.toml")
     return Settings(
         gateway_id=_get(gw, "id", str, where, "anss-gateway"),
@@ -271,6 +301,16 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
         root=ROOT,
         max_body_bytes=_get(gw, "max_body_bytes", int, where, 65536),
         clock_leeway_s=_get(gw, "clock_leeway_s", int, where, 30),
+        signing_key_overlap_s=float(overlap) if overlap else _get(gw, "signing_key_overlap_s", float, where, 86400.0),
+        previous_signing_key_files=tuple(
+            p for p in (_resolve(config_dir, f) for f in _get(gw, "previous_signing_key_files", list, where, [])) if p
+        ),
+        replay_backend=replay_backend,
+        replay_database=_resolve(state_dir, _get(replay, "database", str, "[replay]", "replay.sqlite3")),
+        rate_limit_backend=limit_backend,
+        default_rate_limit=RateLimit(_get(limits, "rate_per_s", float, "[rate_limits]", 50.0),
+                                     _get(limits, "burst", int, "[rate_limits]", 100)),
+        redis_url=env.get("ANSS_GATEWAY_REDIS_URL") or _get(redis, "url", str, "[redis]", "redis://127.0.0.1:6379/0"),
         idle_timeout_s=_get(gw, "idle_timeout_s", float, where, 15.0),
         body_timeout_s=_get(gw, "body_timeout_s", float, where, 10.0),
         max_header_bytes=_get(gw, "max_header_bytes", int, where, 8192),

@@ -12,6 +12,8 @@ from gateway.audit import AccessLog, Pseudonymiser
 from gateway.federation import Federation
 from gateway.keyring import KeyResolver
 from gateway.keys import SigningKey
+from gateway.ratelimit import RateLimiter
+from gateway.replay import ReplayCache
 from gateway.settings import Settings
 
 
@@ -27,6 +29,8 @@ class Runtime:
     pseudonymiser: Pseudonymiser
     session: aiohttp.ClientSession
     federation: Federation
+    replay: ReplayCache
+    limiter: RateLimiter
 
 
 @dataclass
