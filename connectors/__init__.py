@@ -11,9 +11,12 @@ from connectors.base import (
     ConnectorError,
     Query,
     Record,
+    SourceFault,
+    SourceMalformed,
     SourceNotFound,
     SourceRejected,
     SourceTimeout,
+    SourceTooLarge,
     SourceUnavailable,
 )
 
@@ -24,8 +27,11 @@ __all__ = [
     "ConnectorError",
     "Query",
     "Record",
+    "SourceFault",
+    "SourceMalformed",
     "SourceNotFound",
     "SourceRejected",
     "SourceTimeout",
+    "SourceTooLarge",
     "SourceUnavailable",
 ]

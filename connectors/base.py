@@ -11,7 +11,15 @@ Exceptions (all carry a stable ``code`` that ends up in the per-source status, n
      ├── SourceNotFound       the administration does not know the subject (a normal answer)
      ├── SourceTimeout        no complete answer within the connector's timeout (also a TimeoutError)
      ├── SourceRejected       the administration refused our call (401/403, SOAP auth fault)
-     └── SourceUnavailable    connection refused, 5xx, malformed or oversized answer, SOAP fault
+     └── SourceUnavailable    no usable answer: refused or broken connection, 502/503/504, other statuses
+          ├── SourceFault     the administration reported its own failure (a SOAP fault, HTTP 500 and
+          │                   the 5xx statuses that are not about availability)
+          ├── SourceMalformed an answer off the contract: unparseable, hostile XML (DTD, entities),
+          │                   wrong namespace or shape, invalid JSON, an HTML page, a redirect
+          └── SourceTooLarge  an answer over ``max_response_bytes`` (declared, streamed or decompressed)
+
+A subclass of ``SourceUnavailable`` is still "unavailable" to whoever catches the base class; only its
+``code`` says more. The codes are part of the public answer (``sources[].error``), so they never change.
 """
 
 from __future__ import annotations
@@ -53,6 +61,18 @@ class SourceRejected(ConnectorError):
 
 class SourceUnavailable(ConnectorError):
     code = "source_unavailable"
+
+
+class SourceFault(SourceUnavailable):
+    code = "source_fault"
+
+
+class SourceMalformed(SourceUnavailable):
+    code = "source_malformed"
+
+
+class SourceTooLarge(SourceUnavailable):
+    code = "source_too_large"
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,18 +6,27 @@ operation, how to build the path and query from the query parameters and how to 
 a canonical record. Every record is checked against ``schemas/records/<kind>.json`` before it leaves.
 
 One call: sign it for this path and audience, send it through the gateway's shared session (at most
-``max_connections`` at a time per connector), read at most ``max_response_bytes``, require a JSON object.
+``max_connections`` at a time per connector, redirects never followed), look at the status and media type
+before reading anything, read at most ``max_response_bytes`` (counted on the decoded bytes as they stream
+in: an endless or decompressing body is cut off, and its connection closed, as soon as it crosses the
+cap), require a JSON object. The whole call, body included, runs inside the one ``timeout_s`` deadline,
+so a body that trickles in slowly times out too.
 
-    HTTP 200 + JSON object matching the schema   → Record
-    HTTP 404                                     → SourceNotFound
-    HTTP 401 / 403                               → SourceRejected
-    no complete answer within ``timeout_s``      → SourceTimeout
-    anything else (5xx, 3xx, other 4xx, refused connection, non-JSON, oversized, off-schema)
-                                                 → SourceUnavailable
+    HTTP 200 + JSON object matching the schema       → Record
+    HTTP 404                                         → SourceNotFound
+    HTTP 401 / 403                                   → SourceRejected
+    no complete answer within ``timeout_s``          → SourceTimeout
+    HTTP 500 and the other 5xx not listed below      → SourceFault
+    a redirect; not JSON (an HTML page...); invalid JSON; JSON that is not an object; a record that does
+    not fit its schema                               → SourceMalformed
+    more than ``max_response_bytes`` (declared, streamed or decompressed)
+                                                     → SourceTooLarge
+    refused or broken connection, 502 / 503 / 504 (after the retry), other 4xx
+                                                     → SourceUnavailable
 
 Idempotent reads are tried at most twice, only after a connection error or a 502/503/504, with a jittered
 pause, and always inside the one ``timeout_s`` deadline. Exception details are our own short words: the
-backend's text never reaches them.
+backend's text never reaches them, nor do the messages of the decoder that read it.
 """
 
 from __future__ import annotations
@@ -44,9 +53,12 @@ from connectors.base import (
     ConnectorError,
     Query,
     Record,
+    SourceFault,
+    SourceMalformed,
     SourceNotFound,
     SourceRejected,
     SourceTimeout,
+    SourceTooLarge,
     SourceUnavailable,
 )
 
@@ -164,7 +176,7 @@ class RestConnector:
         raise AssertionError("unreachable: tenacity re-raises the last failure")
 
     async def _call(self, method: str, path_qs: str, ctx: CallContext) -> dict[str, Any]:
-        """One attempt: send, read (capped), map the status, decode the JSON object."""
+        """One attempt: send, map the status and media type, read (capped), decode the JSON object."""
         headers = {"Accept": "application/json",
                    "Authorization": ctx.sign(method, path_qs, b"", self._config.audience)}
         url = URL(self._origin + path_qs, encoded=True)  # sent exactly as signed
@@ -172,7 +184,9 @@ class RestConnector:
             async with self._slots, ctx.session.request(
                 method, url, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as resp:
-                status, content_type = resp.status, resp.content_type
+                if resp.status == 404:
+                    await self._read_capped(resp)  # a normal answer: drain it so the connection is reused
+                self._check_status(resp.status, resp.content_type)
                 body = await self._read_capped(resp)
         except ConnectorError:
             raise
@@ -182,35 +196,45 @@ class RestConnector:
             raise _Retryable(self.name, "connection failed") from exc
         except Exception as exc:  # payload errors, bad URLs, anything unforeseen in the transport
             raise SourceUnavailable(self.name, "broken answer") from exc
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise SourceMalformed(self.name, "answer is not valid JSON") from None
+        if not isinstance(payload, dict):
+            raise SourceMalformed(self.name, "answer is not a JSON object")
+        return payload
+
+    def _check_status(self, status: int, content_type: str) -> None:
+        """Map every status but 200, and a 200 that is not JSON, before a byte of the body is read."""
         if status == 404:
             raise SourceNotFound(self.name, "subject unknown")
         if status in (401, 403):
             raise SourceRejected(self.name, f"call refused (HTTP {status})")
+        if 300 <= status < 400:
+            raise SourceMalformed(self.name, f"redirect not followed (HTTP {status})")
         if status in RETRY_STATUSES:
             raise _Retryable(self.name, f"HTTP {status}")
+        if status >= 500:
+            raise SourceFault(self.name, f"server error (HTTP {status})")
         if status != 200:
             raise SourceUnavailable(self.name, f"unexpected HTTP {status}")
         if content_type != "application/json" and not content_type.endswith("+json"):
-            raise SourceUnavailable(self.name, "answer is not JSON")
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise SourceUnavailable(self.name, "answer is not valid JSON") from None
-        if not isinstance(payload, dict):
-            raise SourceUnavailable(self.name, "answer is not a JSON object")
-        return payload
+            raise SourceMalformed(self.name, "answer is not JSON")
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The decoded body, or ``SourceTooLarge`` (connection closed) as soon as it crosses the cap."""
         cap = self._config.max_response_bytes
         declared = resp.content_length
         if declared is not None and declared > cap and "Content-Encoding" not in resp.headers:
-            raise SourceUnavailable(self.name, "answer too large")
+            resp.close()
+            raise SourceTooLarge(self.name, "answer too large")
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_chunked(_CHUNK):  # decoded bytes: caps gzip bombs too
             size += len(chunk)
             if size > cap:
-                raise SourceUnavailable(self.name, "answer too large")
+                resp.close()  # never hand a half-read connection back to the pool
+                raise SourceTooLarge(self.name, "answer too large")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -218,9 +242,9 @@ class RestConnector:
         try:
             data = op.to_record(payload)
         except (KeyError, TypeError, ValueError, AttributeError):
-            raise SourceUnavailable(self.name, "answer lacks expected fields") from None
+            raise SourceMalformed(self.name, "answer lacks expected fields") from None
         if not self._validators[op.record_kind].is_valid(data):
-            raise SourceUnavailable(self.name, f"answer does not fit the {op.record_kind} record")
+            raise SourceMalformed(self.name, f"answer does not fit the {op.record_kind} record")
         return data
 
 

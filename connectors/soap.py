@@ -9,20 +9,31 @@ turn the deserialised reply into canonical record data. Every record is checked 
 
 zeep is used only to build and parse envelopes. The WSDL is parsed once, at construction, from the local
 file, through a transport that cannot reach the network (DTDs, entities and external references
-forbidden). Calls go through the gateway's shared aiohttp session, signed for this path and audience, at
-most ``max_connections`` at a time per connector; the answer is read up to ``max_response_bytes`` and
-parsed once by ``binding.process_reply``.
+forbidden) and that is sealed afterwards: parsing a reply can never make it read anything. Calls go
+through the gateway's shared aiohttp session, signed for this path and audience, at most
+``max_connections`` at a time per connector, redirects never followed; the answer is read up to
+``max_response_bytes`` (counted on the decoded bytes as they stream in, so an endless or decompressing
+body is cut off, and its connection closed, as soon as it crosses the cap), all of it inside the one
+``timeout_s`` deadline (a body that trickles in slowly times out too). A reply that declares a DTD is
+refused before any parser sees it; the rest is parsed once by ``binding.process_reply`` with DTDs,
+entities and external references forbidden and lxml's huge-tree limits on.
 
-    HTTP 200, status FOUND, record fits its schema          → Record
-    HTTP 200, status NOT_FOUND                              → SourceNotFound
-    HTTP 401 / 403, or a soap:Client "Unauthorized" fault   → SourceRejected
-    no complete answer within ``timeout_s``                 → SourceTimeout
-    anything else (refused connection, 5xx, other faults, non-XML, oversized, off-schema)
-                                                            → SourceUnavailable
+    HTTP 200, status FOUND, record fits its schema             → Record
+    HTTP 200, status NOT_FOUND                                 → SourceNotFound
+    HTTP 401 / 403, or a soap:Client "Unauthorized" fault      → SourceRejected
+    no complete answer within ``timeout_s``                    → SourceTimeout
+    any other SOAP fault, HTTP 500 without one, other 5xx      → SourceFault
+    a redirect; non-XML; a DTD or entity; unparseable XML; a reply element of another namespace or
+    shape; a record that does not fit its schema               → SourceMalformed
+    more than ``max_response_bytes`` (declared, streamed or decompressed)
+                                                               → SourceTooLarge
+    refused or broken connection, 502 / 503 / 504, other statuses
+                                                               → SourceUnavailable
 
 SOAP calls are not retried here. Exception details are our own short words: the backend's text (fault
-strings included) never reaches them. A query this connector cannot express (unknown operation, missing
-parameter) is a caller bug and raises ``ValueError``.
+strings included) never reaches them, nor do the messages of the parsers that read it. A query this
+connector cannot express (unknown operation, missing parameter) is a caller bug and raises
+``ValueError``.
 """
 
 from __future__ import annotations
@@ -50,15 +61,24 @@ from connectors.base import (
     ConnectorError,
     Query,
     Record,
+    SourceFault,
+    SourceMalformed,
     SourceNotFound,
     SourceRejected,
     SourceTimeout,
+    SourceTooLarge,
     SourceUnavailable,
 )
 
 _CHUNK = 65_536
 _XML_MEDIA_TYPES = frozenset({"text/xml", "application/xml"})
 _PARSED_STATUSES = frozenset({200, 500})  # SOAP 1.1 answers 200, or 500 with a fault
+_AVAILABILITY_STATUSES = frozenset({502, 503, 504})  # "not now" from the server or a proxy, not a fault
+# A DOCTYPE is how DTDs, entities (XXE, "billion laughs") and external references get into XML: a reply
+# that declares one is refused on sight, in the encodings an XML reply may use, before any parsing.
+# (zeep's own parse, with DTDs and entities forbidden, is the second lock behind this one.)
+_DOCTYPE_MARKERS = tuple("<!DOCTYPE".encode(encoding)
+                         for encoding in ("utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +102,15 @@ class OfflineTransport(zeep.Transport):
     def __init__(self) -> None:
         super().__init__(cache=None)  # type: ignore[no-untyped-call]
         self.loads = 0
+        self.sealed = False
+
+    def seal(self) -> None:
+        """Refuse every load from now on (once the WSDL is in memory, nothing else may be read)."""
+        self.sealed = True
 
     def load(self, url: str) -> bytes:
+        if self.sealed:
+            raise PermissionError("refusing to load anything: this transport is sealed")
         parts = urlsplit(url)
         if parts.scheme not in ("", "file") or parts.netloc not in ("", "localhost"):
             raise PermissionError(f"refusing to load {url!r}: only local files")
@@ -199,6 +226,7 @@ class SoapConnector:
             )
         except (OSError, zeep_errors.Error, etree.XMLSyntaxError) as exc:
             raise ValueError(f"{where}: cannot load WSDL {wsdl}: {exc}") from exc
+        self._transport.seal()
         self._binding = self._client.service._binding
         self._soap_ops: dict[str, Any] = {}
         for name, op in self._operations.items():
@@ -273,55 +301,71 @@ class SoapConnector:
             async with self._slots, ctx.session.post(
                 self._url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as resp:
-                if resp.status in (401, 403):
-                    raise SourceRejected(self.name, f"call refused (HTTP {resp.status})")
-                if resp.status not in _PARSED_STATUSES:
-                    raise SourceUnavailable(self.name, f"unexpected HTTP {resp.status}")
+                status = resp.status
+                if status in (401, 403):
+                    raise SourceRejected(self.name, f"call refused (HTTP {status})")
+                if 300 <= status < 400:
+                    raise SourceMalformed(self.name, f"redirect not followed (HTTP {status})")
+                if status in _AVAILABILITY_STATUSES:
+                    raise SourceUnavailable(self.name, f"HTTP {status}")
+                if status not in _PARSED_STATUSES:
+                    if status >= 500:
+                        raise SourceFault(self.name, f"server error (HTTP {status})")
+                    raise SourceUnavailable(self.name, f"unexpected HTTP {status}")
                 if resp.content_type not in _XML_MEDIA_TYPES:
-                    raise SourceUnavailable(self.name, "answer is not XML")
+                    if status >= 500:
+                        raise SourceFault(self.name, f"server error (HTTP {status})")
+                    raise SourceMalformed(self.name, "answer is not XML")
                 content = await self._read_capped(resp)
-                return _Reply(resp.status, resp.headers, content, resp.charset)
+                return _Reply(status, resp.headers, content, resp.charset)
         except ConnectorError:
             raise
         except TimeoutError:  # also aiohttp.ServerTimeoutError and its subclasses
             raise SourceTimeout(self.name, "no answer in time") from None
         except aiohttp.ClientConnectionError:
             raise SourceUnavailable(self.name, "connection failed") from None
-        except (aiohttp.ClientError, ValueError):
+        except (aiohttp.ClientError, ValueError):  # a payload cut short, a broken chunk or encoding
             raise SourceUnavailable(self.name, "broken answer") from None
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The decoded body, or ``SourceTooLarge`` (connection closed) as soon as it crosses the cap."""
         cap = self._config.max_response_bytes
         declared = resp.content_length
         if declared is not None and declared > cap and "Content-Encoding" not in resp.headers:
-            raise SourceUnavailable(self.name, "answer too large")
+            resp.close()
+            raise SourceTooLarge(self.name, "answer too large")
         chunks: list[bytes] = []
         size = 0
         while chunk := await resp.content.read(_CHUNK):  # decoded bytes: caps compressed bombs too
             size += len(chunk)
             if size > cap:
-                raise SourceUnavailable(self.name, "answer too large")
+                resp.close()  # never hand a half-read connection back to the pool
+                raise SourceTooLarge(self.name, "answer too large")
             chunks.append(chunk)
         return b"".join(chunks)
 
     def _to_record(self, op: SoapOperation, soap_op: Any, reply: _Reply) -> dict[str, Any]:
-        """Parse the reply once, map faults, then map and check the record."""
+        """Refuse a DTD on sight, parse the reply once, map faults, then map and check the record."""
+        if any(marker in reply.content for marker in _DOCTYPE_MARKERS):
+            raise SourceMalformed(self.name, "answer declares a DTD")
         try:
             result = self._binding.process_reply(self._client, soap_op, reply)
         except zeep_errors.Fault as fault:
             if _is_auth_fault(fault):
                 raise SourceRejected(self.name, "call refused (SOAP fault)") from None
-            raise SourceUnavailable(self.name, "SOAP fault") from None
+            raise SourceFault(self.name, "SOAP fault") from None
         except Exception:  # malformed XML, DTD/entities, off-contract elements, anything zeep trips on
-            raise SourceUnavailable(self.name, "malformed answer") from None
+            if reply.status_code >= 500:  # an error page the parser could not read is still an error
+                raise SourceFault(self.name, f"server error (HTTP {reply.status_code})") from None
+            raise SourceMalformed(self.name, "malformed answer") from None
         try:
             data = op.to_record(result)
         except (AttributeError, KeyError, TypeError, ValueError):
-            raise SourceUnavailable(self.name, "answer lacks expected fields") from None
+            raise SourceMalformed(self.name, "answer lacks expected fields") from None
         if data is None:
             raise SourceNotFound(self.name, "subject unknown")
         if not self._validators[op.record_kind].is_valid(data):
-            raise SourceUnavailable(self.name, f"answer does not fit the {op.record_kind} record")
+            raise SourceMalformed(self.name, f"answer does not fit the {op.record_kind} record")
         return data
 
 

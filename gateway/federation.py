@@ -45,8 +45,14 @@ class Subject:
     cin: str | None = None
 
 
-_STATUS_OF_ERROR = {"source_rejected": "rejected", "source_unavailable": "unavailable",
-                    "source_timeout": "timeout", "source_error": "unavailable"}
+_STATUS_OF_ERROR = {"source_rejected": "rejected", "source_fault": "unavailable",
+                    "source_malformed": "unavailable", "source_too_large": "unavailable",
+                    "source_unavailable": "unavailable", "source_timeout": "timeout",
+                    "source_error": "unavailable"}
+# worst first: a rejection (our configuration), then what the source did wrong (it reported a fault, its
+# answer was off the contract or too large), then a plain failure to answer, then slowness
+_ERROR_ORDER = ("source_rejected", "source_fault", "source_malformed", "source_too_large",
+                "source_unavailable", "source_timeout")
 
 
 @dataclass
@@ -59,13 +65,14 @@ class SourceTally:
 
     @property
     def worst_error(self) -> str | None:
-        """The stable code of the worst failure: a rejection (configuration) over a failure over a timeout.
+        """The stable code of the worst failure, in ``_ERROR_ORDER``: a rejection (configuration), then a
+        fault, a malformed or oversized answer, a failure to answer, and last a timeout.
 
         A code this gateway does not know (a plugin's own) is reported as ``source_error``.
         """
         if not self.errors:
             return None
-        for code in ("source_rejected", "source_unavailable", "source_timeout"):
+        for code in _ERROR_ORDER:
             if code in self.errors:
                 return code
         return "source_error"

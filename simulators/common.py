@@ -16,21 +16,34 @@ from aiohttp import web
 from gateway.keys import PublicKey
 from gateway.outbound import OutboundAuthError, verify_outbound
 from simulators.population import Population
+from simulators.rogue import ROGUE_MODES
 
 
 @dataclass
 class SimulatorControl:
-    """Mutable knobs: ``delay_s`` before answering; ``fail`` answers 503 (REST) or a server fault (SOAP).
+    """Mutable knobs: ``delay_s`` before answering; ``fail`` answers 503 ("temporarily unavailable": a JSON
+    error for REST, a Server fault for SOAP); ``rogue`` names a misbehaviour (see ``simulators.rogue``)
+    to answer with, once the call's signature checked out, instead of the real answer.
 
     Counters: ``calls`` received, and ``max_in_flight`` — the most signed calls ever served at once, which
-    lets tests prove the gateway's fan-out is concurrent without timing anything.
+    lets tests prove the gateway's fan-out is concurrent without timing anything; ``open_streams`` and
+    ``streamed_bytes`` — the rogue streams still being written, and every byte they wrote, which lets
+    tests prove the gateway hung up on an endless answer.
     """
 
     delay_s: float = 0.0
     fail: bool = False
+    rogue: str | None = None
     calls: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    open_streams: int = 0
+    streamed_bytes: int = 0
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "rogue" and value is not None and value not in ROGUE_MODES:
+            raise ValueError(f"unknown rogue mode {value!r}; one of {sorted(ROGUE_MODES)}")
+        super().__setattr__(name, value)
 
     @contextmanager
     def track(self) -> Iterator[None]:

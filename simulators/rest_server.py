@@ -1,5 +1,6 @@
-"""The JSON/REST server core the REST simulators share: the signature check, the test controls and JSON
-errors for every refusal (aiohttp's own 404/405 included)."""
+"""The JSON/REST server core the REST simulators share: the signature check, the test controls (``rogue``
+answers come from ``simulators.rogue``) and JSON errors for every refusal (aiohttp's own 404/405
+included)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from simulators import rogue
 from simulators.common import CONTEXT, OutboundAuthError, check_signature
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -34,9 +36,13 @@ async def rest_guard(request: web.Request, handler: Handler) -> web.StreamRespon
         if control.fail:
             return json_error(503, "unavailable", "the service is temporarily unavailable")
         try:
-            return await handler(request)
+            response = await handler(request)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
             error = "not_found" if exc.status == 404 else "bad_request" if exc.status < 500 else "server_error"
             return json_error(exc.status, error, exc.reason)
+        # a rogue administration misbehaves instead of giving its answer (found or not found)
+        if control.rogue is not None and isinstance(response, web.Response) and response.status in (200, 404):
+            return await rogue.rest_reply(request, control, control.rogue, response)
+        return response

@@ -1,5 +1,6 @@
 """The SOAP 1.1 server core the SOAP simulators share: hardened envelope parsing (no DTD, no entities,
-no network), faults, the signature check and the test controls, and the WSDL at ``?wsdl``."""
+no network), faults, the signature check and the test controls (``rogue`` answers come from
+``simulators.rogue``), and the WSDL at ``?wsdl``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from aiohttp import web
 from lxml import etree
 
+from simulators import rogue
 from simulators.common import CONTEXT, OutboundAuthError, SimulatorContext, check_signature
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -101,7 +103,7 @@ def soap_app(
 ) -> web.Application:
     """An application serving ``operations`` (by body element name) at ``path`` and the WSDL at ``?wsdl``."""
 
-    async def call(request: web.Request) -> web.Response:
+    async def call(request: web.Request) -> web.StreamResponse:
         sim = request.app[CONTEXT]
         sim.control.calls += 1
         try:
@@ -116,7 +118,7 @@ def soap_app(
             if sim.control.delay_s > 0:
                 await asyncio.sleep(sim.control.delay_s)
             if sim.control.fail:
-                return fault_response(SoapFault("Server", "Service unavailable"))
+                return fault_response(SoapFault("Server", "Service unavailable", 503))
             try:
                 element = _parse_envelope(body, namespace)
                 name = etree.QName(element).localname
@@ -129,7 +131,10 @@ def soap_app(
                 payload = handler(sim, element)
             except SoapFault as fault:
                 return fault_response(fault)
-        return web.Response(body=_envelope(payload), content_type="text/xml", charset="utf-8")
+            answer = _envelope(payload)
+            if sim.control.rogue is not None:
+                return await rogue.soap_reply(request, sim.control, sim.control.rogue, answer, namespace)
+        return web.Response(body=answer, content_type="text/xml", charset="utf-8")
 
     async def wsdl(request: web.Request) -> web.Response:
         if "wsdl" not in request.query:
