@@ -14,6 +14,7 @@ import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import suppress
 from datetime import UTC, datetime
 
 import aiohttp
@@ -164,7 +165,10 @@ def _runtime_context(settings: Settings) -> Callable[[web.Application], AsyncIte
         access_log = SqliteAccessLog(settings.audit_database)
         await access_log.open()
         replay = _replay_cache(settings)
-        await replay.open()
+        try:
+            await replay.open()
+        except Exception as exc:  # e.g. Redis not up yet: start anyway, refuse requests until it is (503)
+            log.error("replay_cache_unavailable_at_start", backend=settings.replay_backend, error=type(exc).__name__)
         limiter = _rate_limiter(settings)
         connector = aiohttp.TCPConnector(limit=512, limit_per_host=0, ttl_dns_cache=300)
         session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30),
@@ -190,7 +194,8 @@ def _runtime_context(settings: Settings) -> Callable[[web.Application], AsyncIte
             await c.aclose()
         await session.close()
         await limiter.close()
-        await replay.close()
+        with suppress(Exception):
+            await replay.close()
         await access_log.close()
 
     return runtime_ctx

@@ -91,9 +91,13 @@ def authenticate(
         raise Unauthenticated(
             f"the client assertion is invalid ({type(exc).__name__})", "invalid_assertion"
         ) from exc
+    for claim in ("iat", "exp"):  # PyJWT accepts numeric strings for these; arithmetic below must not break
+        value = claims[claim]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise Unauthenticated(f"`{claim}` must be a NumericDate (a number)", "invalid_assertion")
     if claims["sub"] != client_id:
         raise Unauthenticated("`sub` must equal `iss`", "invalid_assertion")
-    if not isinstance(claims["iat"], int | float) or claims["exp"] - claims["iat"] > MAX_LIFETIME_S:
+    if claims["exp"] - claims["iat"] > MAX_LIFETIME_S:
         raise Unauthenticated(f"the assertion may live at most {MAX_LIFETIME_S} s", "invalid_assertion")
     if claims["htm"] != method.upper() or claims["htu"] != path_qs:
         raise Unauthenticated("the assertion is bound to another request", "invalid_assertion")

@@ -6,7 +6,8 @@ at that index; ``verify`` names the first bad one. Triggers refuse UPDATE and DE
 off the tail is detected once signed tree heads exist; see the Merkle log work.)
 
 SQLite is blocking, so every call runs on one dedicated writer thread: the event loop never waits on disk,
-and appends are serialised without a lock. Concurrent appends are grouped into one transaction.
+and appends are serialised without a lock. Concurrent appends are grouped into one transaction, which
+reads the chain head under SQLite's write lock, so several processes may share one file.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ class SqliteAccessLog:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="access-log")
         self._conn: sqlite3.Connection | None = None
-        self._head: tuple[int, bytes] = (0, GENESIS)  # (next index, last chain hash)
         self._pending: list[tuple[AccessRecord, asyncio.Future[int], asyncio.AbstractEventLoop]] = []
         self._lock = threading.Lock()
 
@@ -58,9 +58,8 @@ class SqliteAccessLog:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=10000")
         conn.executescript(SCHEMA)
-        row = conn.execute("SELECT idx, chain_hash FROM access_log ORDER BY idx DESC LIMIT 1").fetchone()
-        self._head = (row[0] + 1, bytes(row[1])) if row else (0, GENESIS)
         self._conn = conn
 
     async def append(self, record: AccessRecord) -> int:
@@ -79,16 +78,18 @@ class SqliteAccessLog:
         if not batch:
             return
         assert self._conn is not None, "open() the access log first"
-        index, previous = self._head
-        rows = []
-        for record, _, _ in batch:
-            entry = record.canonical()
-            leaf = leaf_hash(entry)
-            previous = chain_hash(previous, leaf)
-            rows.append((index, entry, leaf, previous))
-            index += 1
         try:
             self._conn.execute("BEGIN IMMEDIATE")
+            # the head is read inside the write lock: another process may have appended meanwhile
+            row = self._conn.execute("SELECT idx, chain_hash FROM access_log ORDER BY idx DESC LIMIT 1").fetchone()
+            index, previous = (row[0] + 1, bytes(row[1])) if row else (0, GENESIS)
+            rows = []
+            for record, _, _ in batch:
+                entry = record.canonical()
+                leaf = leaf_hash(entry)
+                previous = chain_hash(previous, leaf)
+                rows.append((index, entry, leaf, previous))
+                index += 1
             self._conn.executemany("INSERT INTO access_log VALUES (?, ?, ?, ?)", rows)
             self._conn.execute("COMMIT")
         except BaseException as exc:
@@ -97,7 +98,6 @@ class SqliteAccessLog:
             for _, future, loop in batch:
                 loop.call_soon_threadsafe(_set_exception, future, exc)
             return
-        self._head = (index, previous)
         for (_, future, loop), row in zip(batch, rows, strict=True):
             loop.call_soon_threadsafe(_set_result, future, row[0])
 
