@@ -22,6 +22,7 @@ import structlog
 from aiohttp import web
 
 from connectors.registry import build as build_connector
+from gateway import logs
 from gateway.api import public, verifications
 from gateway.audit import AccessRecord, Pseudonymiser, SqliteAccessLog
 from gateway.errors import (
@@ -202,6 +203,8 @@ def _runtime_context(settings: Settings) -> Callable[[web.Application], AsyncIte
 
 
 def create_app(settings: Settings) -> web.Application:
+    if not structlog.is_configured():  # an embedding program gets our JSON logs, never dev tracebacks with locals
+        logs.configure()
     app = web.Application(
         middlewares=[pipeline],
         client_max_size=settings.max_body_bytes,

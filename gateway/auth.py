@@ -8,6 +8,7 @@ exact body). Anything else is refused with 401 and a precise, stable code.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -40,13 +41,19 @@ def single_authorization(values: list[str]) -> str | None:
     return values[0] if values else None
 
 
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+
 def _bearer(authorization: str | None) -> str:
     if not authorization:
         raise Unauthenticated("an Authorization: Bearer client assertion is required")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token or " " in token.strip():
         raise Unauthenticated("the Authorization header must be `Bearer <JWT>`")
-    return token.strip()
+    token = token.strip()
+    if not _COMPACT_JWS.fullmatch(token):  # before any JOSE library sees it: three base64url segments, ASCII
+        raise Unauthenticated("the client assertion is not a compact JWS", "invalid_assertion")
+    return token
 
 
 def authenticate(
@@ -95,6 +102,10 @@ def authenticate(
         value = claims[claim]
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise Unauthenticated(f"`{claim}` must be a NumericDate (a number)", "invalid_assertion")
+    if not isinstance(claims["jti"], str) or not 0 < len(claims["jti"]) <= 256:
+        raise Unauthenticated("`jti` must be a non-empty string of at most 256 characters", "invalid_assertion")
+    if claims["aud"] != gateway_id:  # one audience, this gateway (a list would be valid JWT, but not our contract)
+        raise Unauthenticated("`aud` must be exactly this gateway's id", "invalid_assertion")
     if claims["sub"] != client_id:
         raise Unauthenticated("`sub` must equal `iss`", "invalid_assertion")
     if claims["exp"] - claims["iat"] > MAX_LIFETIME_S:

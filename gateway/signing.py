@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, utils
@@ -52,12 +53,26 @@ class SignatureInvalid(ValueError):
     pass
 
 
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
+def _strict_b64url(text: str) -> bytes:
+    """Base64url as RFC 7515 requires it: the URL-safe alphabet, no padding, and the canonical encoding
+    (unused trailing bits zero) — so a signature has exactly one textual form."""
+    if not _B64URL.fullmatch(text):
+        raise SignatureInvalid("not base64url")
+    raw = b64url_decode(text)
+    if b64url(raw) != text:
+        raise SignatureInvalid("not the canonical base64url encoding")
+    return raw
+
+
 def verify_detached(token: str, body: bytes, keys_by_kid: dict[str, PublicKey]) -> dict[str, object]:
     """Verify a detached JWS over ``body``; return its protected header. Used by the bundled client."""
     try:
         protected, empty, signature = token.split(".")
-        header = json.loads(b64url_decode(protected))
-        raw = b64url_decode(signature)
+        header = json.loads(_strict_b64url(protected))
+        raw = _strict_b64url(signature)
     except ValueError as exc:
         raise SignatureInvalid("malformed detached JWS") from exc
     if empty or not isinstance(header, dict):
