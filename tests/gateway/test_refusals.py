@@ -200,6 +200,8 @@ async def test_oversized_body_is_413(stack: Stack) -> None:
     body = b'{"pad":"' + b"x" * (stack.settings.max_body_bytes + 10) + b'"}'
     status, doc, _ = await raw_post(stack, body, bearer(stack, body))
     assert_problem(status, doc, 413, "body_too_large")
+    entry = await last_entry(stack)
+    assert (entry["outcome"], entry["request_id"]) == ("body_too_large", doc["request_id"])
     await assert_still_serving(stack)
 
 
@@ -207,6 +209,9 @@ async def test_wrong_content_type_is_415(stack: Stack) -> None:
     body = body_for(stack)
     status, doc, _ = await raw_post(stack, body, {**bearer(stack, body), "Content-Type": "text/plain"})
     assert_problem(status, doc, 415, "unsupported_media_type")
+    entry = await last_entry(stack)
+    assert (entry["outcome"], entry["client"]) == ("unsupported_media_type", "anss.asd")
+    await assert_still_serving(stack)
 
 
 async def test_unknown_route_and_method(stack: Stack) -> None:
