@@ -32,7 +32,6 @@ backend's text never reaches them, nor do the messages of the decoder that read 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,7 +42,6 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 import orjson
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped,unused-ignore]
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_random
 from yarl import URL
 
@@ -58,15 +56,14 @@ from connectors.base import (
     SourceNotFound,
     SourceRejected,
     SourceTimeout,
-    SourceTooLarge,
     SourceUnavailable,
 )
+from connectors.transport import read_capped, record_validators
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD"})
 RETRY_STATUSES = frozenset({502, 503, 504})
 MAX_ATTEMPTS = 2
 RETRY_JITTER_S = (0.01, 0.1)
-_CHUNK = 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,17 +108,8 @@ class RestConnector:
             raise ValueError(f"connector {config.name!r}: mapping {config.mapping!r} must define "
                              "OPERATIONS: dict[str, RestOperation]")
         self._operations: dict[str, RestOperation] = dict(operations)
-        self._validators: dict[str, Draft202012Validator] = {}
-        for op in self._operations.values():
-            if op.record_kind not in self._validators:
-                schema_path = root / "schemas" / "records" / f"{op.record_kind}.json"
-                try:
-                    schema = json.loads(schema_path.read_text(encoding="utf-8"))
-                except (OSError, ValueError) as exc:
-                    raise ValueError(f"connector {config.name!r}: cannot load record schema "
-                                     f"{schema_path}: {exc}") from exc
-                Draft202012Validator.check_schema(schema)
-                self._validators[op.record_kind] = Draft202012Validator(schema)
+        self._validators = record_validators(root, (op.record_kind for op in self._operations.values()),
+                                             f"connector {config.name!r}")
         base = urlsplit(config.base_url)
         if base.scheme not in ("http", "https") or not base.netloc:
             raise ValueError(f"connector {config.name!r}: base_url must be an http(s) URL")
@@ -222,21 +210,7 @@ class RestConnector:
             raise SourceMalformed(self.name, "answer is not JSON")
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
-        """The decoded body, or ``SourceTooLarge`` (connection closed) as soon as it crosses the cap."""
-        cap = self._config.max_response_bytes
-        declared = resp.content_length
-        if declared is not None and declared > cap and "Content-Encoding" not in resp.headers:
-            resp.close()
-            raise SourceTooLarge(self.name, "answer too large")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in resp.content.iter_chunked(_CHUNK):  # decoded bytes: caps gzip bombs too
-            size += len(chunk)
-            if size > cap:
-                resp.close()  # never hand a half-read connection back to the pool
-                raise SourceTooLarge(self.name, "answer too large")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_capped(resp, self._config.max_response_bytes, self.name)
 
     def _to_record(self, op: RestOperation, payload: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -39,7 +39,6 @@ connector cannot express (unknown operation, missing parameter) is a caller bug 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -50,7 +49,6 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import zeep
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped,unused-ignore]
 from lxml import etree
 from multidict import CIMultiDictProxy
 from zeep import exceptions as zeep_errors
@@ -66,11 +64,10 @@ from connectors.base import (
     SourceNotFound,
     SourceRejected,
     SourceTimeout,
-    SourceTooLarge,
     SourceUnavailable,
 )
+from connectors.transport import read_capped, record_validators
 
-_CHUNK = 65_536
 _XML_MEDIA_TYPES = frozenset({"text/xml", "application/xml"})
 _PARSED_STATUSES = frozenset({200, 500})  # SOAP 1.1 answers 200, or 500 with a fault
 _AVAILABILITY_STATUSES = frozenset({502, 503, 504})  # "not now" from the server or a proxy, not a fault
@@ -236,16 +233,8 @@ class SoapConnector:
                 raise ValueError(f"{where}: operation {name!r} names {op.soap_operation!r}, "
                                  f"which {wsdl} does not define") from None
 
-        self._validators: dict[str, Draft202012Validator] = {}
-        for op in self._operations.values():
-            if op.record_kind not in self._validators:
-                schema_path = root / "schemas" / "records" / f"{op.record_kind}.json"
-                try:
-                    schema = json.loads(schema_path.read_text(encoding="utf-8"))
-                except (OSError, ValueError) as exc:
-                    raise ValueError(f"{where}: cannot load record schema {schema_path}: {exc}") from exc
-                Draft202012Validator.check_schema(schema)
-                self._validators[op.record_kind] = Draft202012Validator(schema)
+        self._validators = record_validators(root, (op.record_kind for op in self._operations.values()),
+                                             where)
 
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_s, connect=config.connect_timeout_s)
         self._slots = asyncio.Semaphore(config.max_connections)
@@ -328,21 +317,7 @@ class SoapConnector:
             raise SourceUnavailable(self.name, "broken answer") from None
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
-        """The decoded body, or ``SourceTooLarge`` (connection closed) as soon as it crosses the cap."""
-        cap = self._config.max_response_bytes
-        declared = resp.content_length
-        if declared is not None and declared > cap and "Content-Encoding" not in resp.headers:
-            resp.close()
-            raise SourceTooLarge(self.name, "answer too large")
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := await resp.content.read(_CHUNK):  # decoded bytes: caps compressed bombs too
-            size += len(chunk)
-            if size > cap:
-                resp.close()  # never hand a half-read connection back to the pool
-                raise SourceTooLarge(self.name, "answer too large")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_capped(resp, self._config.max_response_bytes, self.name)
 
     def _to_record(self, op: SoapOperation, soap_op: Any, reply: _Reply) -> dict[str, Any]:
         """Refuse a DTD on sight, parse the reply once, map faults, then map and check the record."""

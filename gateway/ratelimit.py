@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Protocol, runtime_checkable
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from gateway.redis_pool import redis_client
 
 __all__ = ["Decision", "Limit", "LocalRateLimiter", "RateLimiter", "RedisRateLimiter", "headers"]
 
@@ -179,7 +179,7 @@ class RedisRateLimiter:
         self, url: str, prefix: str = "anss:rl:", *, timeout_s: float = 2.0, max_connections: int = 64
     ) -> None:
         self.prefix = prefix
-        self._redis = _redis_client(url, timeout_s, max_connections)
+        self._redis = redis_client(url, timeout_s, max_connections)
         self._script = self._redis.register_script(TOKEN_BUCKET)  # EVALSHA; on NOSCRIPT, loads it and retries
 
     def key(self, client_id: str) -> str:
@@ -192,16 +192,3 @@ class RedisRateLimiter:
 
     async def close(self) -> None:
         await self._redis.aclose()
-
-
-def _redis_client(url: str, timeout_s: float, max_connections: int) -> Redis:
-    # A blocking pool: a burst of concurrent calls waits (up to timeout_s) for a connection instead of failing
-    # with "Too many connections"; every socket operation is bounded by timeout_s.
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=timeout_s,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-    )
-    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes both

@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from gateway.redis_pool import redis_client
 
 __all__ = ["MIN_RETENTION_S", "RedisReplayCache", "ReplayCache", "SqliteReplayCache", "replay_digest"]
 
@@ -215,7 +215,7 @@ class RedisReplayCache:
         self, url: str, prefix: str = "anss:jti:", *, timeout_s: float = 2.0, max_connections: int = 64
     ) -> None:
         self.prefix = prefix
-        self._redis = _redis_client(url, timeout_s, max_connections)
+        self._redis = redis_client(url, timeout_s, max_connections)
 
     def key(self, client_id: str, jti: str) -> str:
         return self.prefix + replay_digest(client_id, jti).hex()
@@ -229,16 +229,3 @@ class RedisReplayCache:
 
     async def close(self) -> None:
         await self._redis.aclose()
-
-
-def _redis_client(url: str, timeout_s: float, max_connections: int) -> Redis:
-    # A blocking pool: a burst of concurrent calls waits (up to timeout_s) for a connection instead of failing
-    # with "Too many connections"; every socket operation is bounded by timeout_s.
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=timeout_s,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-    )
-    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes both
