@@ -15,6 +15,7 @@ from connectors.base import CallContext
 from gateway import checks as check_rules
 from gateway.api.validation import parse_json
 from gateway.auth import Caller, authenticate, single_authorization
+from gateway.consent import enforce_consent
 from gateway.errors import (
     NotFound,
     PayloadTooLarge,
@@ -96,6 +97,7 @@ async def create_verification(request: web.Request) -> web.Response:
     note.detail["decision"] = decision.reason
     purpose = settings.purposes[payload["purpose"]]
     note.legal_basis = purpose.statute if purpose.legal_basis == "statute" else "consent"
+    await enforce_consent(runtime, note, caller.client_id, purpose, subject_in, checks)  # before any source
 
     ctx = CallContext(
         session=runtime.session,
