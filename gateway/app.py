@@ -23,8 +23,9 @@ from aiohttp import web
 
 from connectors.registry import build as build_connector
 from gateway import logs
-from gateway.api import public, verifications
-from gateway.audit import AccessRecord, Pseudonymiser, SqliteAccessLog
+from gateway.api import consents, public, verifications
+from gateway.audit import AccessRecord, Pseudonymiser, SqliteAccessLog, TreeHeadSigner, log_id_for
+from gateway.consent import SqliteConsentStore
 from gateway.errors import (
     PROBLEM_CONTENT_TYPE,
     BadRequest,
@@ -98,6 +99,7 @@ async def _append_access_record(request: web.Request, response: web.Response, st
         request_sha256=note.request_sha256,
         response_sha256=hashlib.sha256(body).hexdigest(),
         detail=note.detail,
+        consent_id=note.consent_id,
     )
     await runtime.access_log.append(record)
 
@@ -159,6 +161,15 @@ def _rate_limiter(settings: Settings) -> RateLimiter:
     return RedisRateLimiter(settings.redis_url) if settings.rate_limit_backend == "redis" else LocalRateLimiter()
 
 
+def _tree_head_signer(runtime: Runtime) -> TreeHeadSigner:
+    """Signs the access log's tree heads with the current signing key (rotations included) on the configured
+    cadence, prunes per retention, and signs a last head on the way out (docs/merkle-log.md section 5)."""
+    s = runtime.settings
+    return TreeHeadSigner(runtime.access_log, lambda: runtime.signing_key, log_id_for(s.gateway_id),
+                          interval_s=s.tree_head_interval_s, max_entries=s.tree_head_max_entries,
+                          retention_days=s.audit_retention_days)
+
+
 def _runtime_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         signing_keys = GatewaySigningKeys(settings)
@@ -171,6 +182,8 @@ def _runtime_context(settings: Settings) -> Callable[[web.Application], AsyncIte
         except Exception as exc:  # e.g. Redis not up yet: start anyway, refuse requests until it is (503)
             log.error("replay_cache_unavailable_at_start", backend=settings.replay_backend, error=type(exc).__name__)
         limiter = _rate_limiter(settings)
+        consent_store = SqliteConsentStore(settings.consent_store_path)
+        await consent_store.open()
         connector = aiohttp.TCPConnector(limit=512, limit_per_host=0, ttl_dns_cache=300)
         session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30),
                                         raise_for_status=False, auto_decompress=True)
@@ -186,10 +199,12 @@ def _runtime_context(settings: Settings) -> Callable[[web.Application], AsyncIte
             federation=Federation(connectors),
             replay=replay,
             limiter=limiter,
+            consents=consent_store,
         )
         log.info("gateway_ready", gateway_id=settings.gateway_id, kid=signing_key.kid,
                  connectors=sorted(connectors))
-        async with signing_keys.kept_current(app[RUNTIME]):  # follows `keys rotate` without a restart
+        async with (signing_keys.kept_current(app[RUNTIME]),  # follows `keys rotate` without a restart
+                    _tree_head_signer(app[RUNTIME]).running()):
             yield
         for c in connectors.values():
             await c.aclose()
@@ -197,6 +212,7 @@ def _runtime_context(settings: Settings) -> Callable[[web.Application], AsyncIte
         await limiter.close()
         with suppress(Exception):
             await replay.close()
+        await consent_store.close()
         await access_log.close()
 
     return runtime_ctx
@@ -222,4 +238,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/readyz", public.readyz)
     app.router.add_get("/.well-known/jwks.json", public.jwks)
     app.router.add_post("/v1/verifications", verifications.create_verification)
+    app.router.add_post("/v1/consents", consents.grant_consent)
+    app.router.add_get("/v1/consents", consents.list_consents)
+    app.router.add_get("/v1/consents/{consent_id}", consents.show_consent)
+    app.router.add_post("/v1/consents/{consent_id}/revoke", consents.revoke_consent)
     return app

@@ -38,6 +38,7 @@ class Right:
     purpose: str
     checks: frozenset[str]
     deny: frozenset[str] = frozenset()  # field masks: "<check>.<fact>[:adults|:children]"
+    manage_consents: bool = False  # may record, list, show and revoke consents for this (consent-based) purpose
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,14 @@ class Settings:
     idle_timeout_s: float = 15.0  # a connection must deliver a complete request head within this
     body_timeout_s: float = 10.0  # ... and its body within this
     max_header_bytes: int = 8192  # any single header value; bigger is refused with 431
+    tree_head_interval_s: float = 60.0  # the access log gets a signed tree head at least this often (when it grew)
+    tree_head_max_entries: int = 10_000  # ... and as soon as this many entries are not covered by one
+    audit_retention_days: int = 0  # entries older than this lose their payload (leaf hashes stay); 0: keep forever
+    consent_database: Path | None = None  # the consent registry (SQLite); None: state_dir/consents.sqlite3
+
+    @property
+    def consent_store_path(self) -> Path:
+        return self.consent_database or self.state_dir / "consents.sqlite3"
 
     def connector(self, name: str) -> ConnectorConfig:
         return next(c for c in self.connectors if c.name == name)
@@ -217,7 +226,12 @@ def _load_clients(path: Path, purposes: Mapping[str, Purpose]) -> dict[str, Clie
                 problem = _check_deny_rule(rule, checks)
                 if problem:
                     raise fail(rule, f"{rwhere}: {problem}")
-            rights.append(Right(purpose, checks, deny))
+            manage = _get(right, "manage_consents", bool, rwhere, False)
+            if manage and purposes[purpose].legal_basis != "consent":
+                at = _line(path, "manage_consents", chr(34) + purpose + chr(34), after=f'[clients."{client_id}"]')
+                raise ConfigError(f"{at} {rwhere}: `manage_consents` needs a consent-based purpose; "
+                                  f"{purpose!r} rests on a statute")
+            rights.append(Right(purpose, checks, deny, manage))
         key_files = tuple(
             p for p in (_resolve(path.parent, f) for f in _get(table, "public_key_files", list, where, [])) if p
         )
@@ -263,6 +277,18 @@ def _load_connectors(directory: Path, env: Mapping[str, str]) -> tuple[Connector
     return tuple(configs)
 
 
+def _audit_cadence(audit: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Tree-head cadence and retention of the access log (docs/merkle-log.md section 5)."""
+    interval = _get(audit, "tree_head_interval_s", float, where, 60.0)
+    max_entries = _get(audit, "tree_head_max_entries", int, where, 10_000)
+    retention = _get(audit, "retention_days", int, where, 0)
+    if interval <= 0 or max_entries < 1 or retention < 0:
+        raise ConfigError(f"{where}: `tree_head_interval_s` must be > 0, `tree_head_max_entries` >= 1 and "
+                          "`retention_days` >= 0 (0: keep entries forever)")
+    return {"tree_head_interval_s": interval, "tree_head_max_entries": max_entries,
+            "audit_retention_days": retention}
+
+
 def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Load and validate the settings; environment overrides win over the files."""
     env = os.environ if env is None else env
@@ -280,7 +306,7 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
             port = int(env["ANSS_GATEWAY_PORT"])
         except ValueError as exc:
             raise ConfigError("environment ANSS_GATEWAY_PORT must be an integer") from exc
-    audit = data.get("audit", {})
+    audit, consents = data.get("audit", {}), data.get("consents", {})
     sims = data.get("simulators", {})
     replay, limits, redis = data.get("replay", {}), data.get("rate_limits", {}), data.get("redis", {})
     replay_backend = env.get("ANSS_GATEWAY_REPLAY_BACKEND") or _get(replay, "backend", str, "[replay]", "sqlite")
@@ -317,9 +343,12 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
         signing_key_file=_resolve(config_dir, env.get("ANSS_GATEWAY_SIGNING_KEY_FILE") or gw.get("signing_key_file")),
         audit_database=_resolve(state_dir, _get(audit, "database", str, f"{gateway_file} [audit]",
                                                 "access-log.sqlite3")) or state_dir / "access-log.sqlite3",
+        consent_database=_resolve(state_dir, _get(consents, "database", str, f"{gateway_file} [consents]",
+                                                  "consents.sqlite3")),
         pseudonym_key_file=_resolve(
             config_dir, env.get("ANSS_GATEWAY_PSEUDONYM_KEY_FILE") or audit.get("pseudonym_key_file")
         ),
+        **_audit_cadence(audit, f"{gateway_file} [audit]"),
         clients=_load_clients(config_dir / "clients.toml", purposes),
         purposes=purposes,
         connectors=_load_connectors(config_dir / "connectors", env),

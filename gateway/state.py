@@ -9,6 +9,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.audit import AccessLog, Pseudonymiser
+from gateway.consent.store import ConsentStore
 from gateway.federation import Federation
 from gateway.keyring import KeyResolver
 from gateway.keys import SigningKey
@@ -31,6 +32,7 @@ class Runtime:
     federation: Federation
     replay: ReplayCache
     limiter: RateLimiter
+    consents: ConsentStore
 
 
 @dataclass
@@ -46,6 +48,7 @@ class AuditNote:
     sources: tuple[tuple[str, str], ...] = ()
     outcome: str | None = None
     request_sha256: str | None = None
+    consent_id: str | None = None  # the consent a consent-based query or a consent change rests on
     detail: dict[str, Any] = field(default_factory=dict)
 
 

@@ -1,15 +1,19 @@
 """One access-log entry and its canonical bytes.
 
 An entry holds who, when, why and what happened — never the personal data that flowed: the subject is a
-keyed-HMAC pseudonym, the request and response bodies are SHA-256 digests. ``leaf_hash`` is the RFC 6962
-leaf hash (``SHA-256(0x00 || entry)``) so the chain can later be upgraded to a Merkle tree log without
-rewriting entries.
+keyed-HMAC pseudonym, the request and response bodies are SHA-256 digests. ``leaf_hash`` is the RFC 9162
+leaf hash (``SHA-256(0x00 || entry)``) of the Merkle tree log (docs/merkle-log.md).
+
+The canonical bytes are what the log commits to, and the log never re-serialises a stored entry. A field
+added to ``AccessRecord`` after the first release is written only when it holds a value (not ``None``, not
+empty): adding a field never changes the bytes of entries that do not use it. (``chain_hash`` and
+``GENESIS`` belong to the hash chain of schema v1, kept to check a v1 log before migrating it.)
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
 import orjson
@@ -34,12 +38,29 @@ class AccessRecord:
     request_sha256: str | None = None
     response_sha256: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    consent_id: str | None = None  # the consent a consent-based query or a consent change rests on
 
     def canonical(self) -> bytes:
-        data = asdict(self)
+        """Sorted-key JSON (orjson, no whitespace, UTF-8); see the module docstring for added fields.
+
+        The same bytes as ``orjson.dumps(dataclasses.asdict(self))`` with the two conversions below, without
+        ``asdict``'s deep copy (this runs once per request)."""
+        data: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name not in FIRST_RELEASE_FIELDS and value in (None, "", [], (), {}):
+                continue
+            data[f.name] = asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
         data["checks"] = list(self.checks)
         data["sources"] = [{"name": n, "status": s} for n, s in self.sources]
         return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+
+
+# The members every entry has carried since the first release, always written (null when unset).
+FIRST_RELEASE_FIELDS = frozenset({
+    "time", "request_id", "method", "path", "status", "outcome", "latency_ms", "client", "purpose", "legal_basis",
+    "case_ref", "checks", "subject", "sources", "request_sha256", "response_sha256", "detail",
+})
 
 
 def leaf_hash(entry: bytes) -> bytes:

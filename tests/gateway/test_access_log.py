@@ -1,18 +1,38 @@
-"""The access log: one entry per request, pseudonymised, and `anss-gateway audit verify` catches tampering."""
+"""The access log: one entry per request, pseudonymised, in a Merkle tree log whose heads the running gateway
+signs; `anss-gateway audit verify` catches tampering; replicas and restarts keep one tree; a v1 (hash chain)
+file is migrated. (The store contract is tests/audit/test_store_contract.py; tampering tests/audit/test_tamper.py.)"""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import hashlib
+import json
 import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from gateway.audit import AccessRecord, SqliteAccessLog
+from gateway.audit import AccessLogCorrupt, AccessRecord, SqliteAccessLog, log_id_for, tree_head_keys
+from gateway.audit import merkle as m
+from gateway.audit.record import GENESIS, chain_hash
 from gateway.audit.sqlite import verify_database
 from gateway.cli import main
-from tests.gateway.conftest import Stack
+from tests.gateway.conftest import Stack, build_stack
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def own_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`audit verify` reads the configured gateway keys: those of a state directory of this test."""
+    monkeypatch.setenv("ANSS_GATEWAY_STATE_DIR", str(tmp_path / "cli-state"))
 
 
 def entries(path: Path) -> list[dict[str, Any]]:
@@ -86,9 +106,9 @@ async def _log_of(path: Path, n: int) -> None:
 
 def _tamper(path: Path, sql: str, *args: Any) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
-    try:  # an attacker with file access can drop our triggers; the chain still tells
-        conn.execute("DROP TRIGGER access_log_no_update")
-        conn.execute("DROP TRIGGER access_log_no_delete")
+    try:  # an attacker with file access can drop our triggers; the tree still tells
+        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+            conn.execute(f"DROP TRIGGER {name}")
         conn.execute(sql, args)
     finally:
         conn.close()
@@ -127,9 +147,7 @@ async def test_audit_verify_names_first_bad_entry(tmp_path: Path, capsys: pytest
     assert f"entry {bad_index}" in capsys.readouterr().out
 
 
-async def test_concurrent_appends_keep_the_chain(tmp_path: Path) -> None:
-    import asyncio
-
+async def test_concurrent_appends_keep_one_tree(tmp_path: Path) -> None:
     path = tmp_path / "log.sqlite3"
     store = SqliteAccessLog(path)
     await store.open()
@@ -142,7 +160,188 @@ async def test_concurrent_appends_keep_the_chain(tmp_path: Path) -> None:
     reopened = SqliteAccessLog(path)
     await reopened.open()
     try:
-        assert await reopened.append(_record(1)) == 300, "the chain continues after a restart"
+        assert await reopened.append(_record(1)) == 300, "the tree continues after a restart"
     finally:
         await reopened.close()
     assert verify_database(path) is None
+
+
+# --- the running gateway signs tree heads -----------------------------------------------------------------------------
+
+
+async def test_the_gateway_signs_tree_heads_on_its_cadence(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    def every_two_entries(settings: Any) -> Any:
+        return replace(settings, tree_head_max_entries=2, tree_head_interval_s=3600.0)
+
+    async with build_stack(tmp_path, every_two_entries) as stack:
+        path = stack.settings.audit_database
+        idcs = stack.population.fixture("amo_tadamon").father.idcs
+        for case in ("HEAD-1", "HEAD-2", "HEAD-3"):
+            assert (await stack.client.verify({"idcs": idcs}, "asd.eligibility", case, ["identity"])).status == 200
+        deadline = time.monotonic() + 5
+        while _latest_head_size(path) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert _latest_head_size(path) >= 2, "two unsigned entries: a head is due within a poll"
+        settings = stack.settings
+    assert _latest_head_size(path) == len(entries(path)) == 3, "a stopping gateway signs its tail"
+    trusted = tree_head_keys(settings)
+    assert verify_database(path, trusted) is None
+    conn = sqlite3.connect(path)
+    try:
+        log_ids = {r[0] for r in conn.execute("SELECT log_id FROM tree_heads")}
+    finally:
+        conn.close()
+    assert log_ids == {log_id_for(settings.gateway_id)}
+    monkeypatch.setenv("ANSS_GATEWAY_STATE_DIR", str(settings.state_dir))
+    capsys.readouterr()
+    assert main(["audit", "verify"]) == 0, capsys.readouterr().out
+
+
+def _latest_head_size(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("SELECT COALESCE(MAX(tree_size), -1) FROM tree_heads").fetchone()[0])
+    finally:
+        conn.close()
+
+
+# --- several processes on one file ------------------------------------------------------------------------------------
+
+APPENDER = """
+import asyncio, sys
+from pathlib import Path
+from gateway import keys
+from gateway.audit import AccessRecord, SqliteAccessLog
+
+async def main(path, who, n, pem):
+    key = keys.load_private_pem(Path(pem))
+    store = SqliteAccessLog(Path(path))
+    await store.open()
+    try:
+        for start in range(0, n, 64):
+            batch = [AccessRecord(time="2026-11-23T10:00:00.000000+00:00", request_id=f"{who}-{i}", method="POST",
+                                  path="/v1/verifications", status=200, outcome="answered", latency_ms=1.0)
+                     for i in range(start, min(start + 64, n))]
+            await asyncio.gather(*(store.append(r) for r in batch))
+            await store.issue_tree_head(key, "anss-gateway.access")
+    finally:
+        await store.close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]))
+"""
+
+
+def test_two_processes_on_one_file_grow_one_tree(tmp_path: Path) -> None:
+    from gateway import keys
+
+    path, pem = tmp_path / "shared.sqlite3", tmp_path / "key.pem"
+    key = keys.generate()
+    pem.write_bytes(keys.private_pem(key))
+    procs = [subprocess.Popen([sys.executable, "-c", APPENDER, str(path), who, "320", str(pem)], cwd=ROOT,
+                              stderr=subprocess.PIPE) for who in ("a", "b")]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()[-2000:]
+    logged = entries(path)
+    assert sorted(e["request_id"] for e in logged) == sorted(f"{w}-{i}" for w in "ab" for i in range(320))
+    assert verify_database(path, {key.kid: key.public}) is None
+    assert _latest_head_size(path) == 640
+
+
+# --- schema v1 (the hash chain) is migrated ---------------------------------------------------------------------------
+
+V1_SCHEMA = """
+CREATE TABLE access_log (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL, leaf_hash BLOB NOT NULL,
+                         chain_hash BLOB NOT NULL);
+CREATE TRIGGER access_log_no_update BEFORE UPDATE ON access_log
+BEGIN SELECT RAISE(ABORT, 'the access log is append-only'); END;
+CREATE TRIGGER access_log_no_delete BEFORE DELETE ON access_log
+BEGIN SELECT RAISE(ABORT, 'the access log is append-only'); END;
+"""
+
+
+def _v1_log(path: Path, n: int, break_at: int | None = None) -> list[bytes]:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.executescript(V1_SCHEMA)
+        previous, written = GENESIS, []
+        for i in range(n):
+            entry = _record(i % 60).canonical()
+            leaf = hashlib.sha256(b"\x00" + entry).digest()
+            previous = chain_hash(previous, leaf)
+            stored = entry.replace(b"C", b"X") if i == break_at else entry
+            conn.execute("INSERT INTO access_log VALUES (?, ?, ?, ?)", (i, stored, leaf, previous))
+            written.append(entry)
+        return written
+    finally:
+        conn.close()
+
+
+async def test_a_v1_log_is_migrated_keeping_entries_and_leaf_hashes(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "v1.sqlite3"
+    written = _v1_log(path, 130)
+    assert verify_database(path) is None, "a v1 file is still checked as a chain"
+    store = SqliteAccessLog(path)
+    await store.open()
+    try:
+        assert await store.entries(0, 130) == written
+        assert await store.leaf_hashes(0, 130) == [m.leaf_hash(e) for e in written]
+        assert await store.append(_record(7)) == 130
+    finally:
+        await store.close()
+    conn = sqlite3.connect(path)
+    try:
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        conn.close()
+    chain = GENESIS
+    for entry in written:
+        chain = chain_hash(chain, m.leaf_hash(entry))
+    assert meta == {"schema_version": "2", "migrated_from": "v1 hash chain", "v1_chain_head": chain.hex(),
+                    "v1_entries": "130"}
+    assert tables == {"meta", "access_log", "merkle_nodes", "tree_heads"}
+    assert verify_database(path) is None
+    assert main(["audit", "verify", "--database", str(path)]) == 0
+
+
+async def test_a_broken_v1_log_is_not_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "v1.sqlite3"
+    _v1_log(path, 20, break_at=9)
+    before = _dump(path)
+    store = SqliteAccessLog(path)
+    with pytest.raises(AccessLogCorrupt, match="broken at entry 9"):
+        await store.open()
+    await store.close()
+    assert _dump(path) == before, "left as it was, as evidence"
+
+
+def _dump(path: Path) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
+
+# --- the canonical bytes ----------------------------------------------------------------------------------------------
+
+
+def test_fields_added_later_do_not_change_existing_entries() -> None:
+    record = _record(3)
+    first_release = {f.name for f in dataclasses.fields(AccessRecord)} - {"consent_id"}
+    assert set(json.loads(record.canonical())) == first_release, "an unset later field is not written"
+
+    @dataclasses.dataclass(frozen=True)
+    class Later(AccessRecord):
+        retention_class: str | None = None
+        flags: tuple[str, ...] = ()
+
+    assert Later(**dataclasses.asdict(record)).canonical() == record.canonical()
+    later = Later(**{**dataclasses.asdict(record), "retention_class": "long", "flags": ("a", "b")})
+    assert json.loads(later.canonical()) == {**json.loads(record.canonical()), "retention_class": "long",
+                                             "flags": ["a", "b"]}
+    unset = replace(record, case_ref=None, detail={})
+    assert json.loads(unset.canonical())["case_ref"] is None, "first-release members are always written"

@@ -1,0 +1,114 @@
+"""Append throughput of the SQLite access log (the Merkle tree log), in entries per second. Printed, never asserted.
+
+Appends full-size entries (like a verification's: client, purpose, legal basis, five checks, four sources,
+digests) to a fresh file in a temporary directory: one at a time (each append waits for its commit), then with
+64 appends in flight (group commit), then from two stores on the same file at once (two processes' worth of
+contention). Also times a signed tree head, an inclusion proof, a full verification and an export.
+
+    python -m bench.access_log [--entries 5000] [--concurrency 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from gateway import keys
+from gateway.audit import AccessRecord, SqliteAccessLog
+from gateway.audit.sqlite import verify_database
+
+LOG_ID = "anss-gateway.access"
+
+
+def record(i: int) -> AccessRecord:
+    return AccessRecord(
+        time="2026-11-23T10:00:00.123456+00:00", request_id=uuid.uuid4().hex, method="POST",
+        path="/v1/verifications", status=200, outcome="answered", latency_ms=41.237, client="anss.asd",
+        purpose="asd.eligibility", legal_basis="Loi n° 58-23 relative aux régimes de soutien social direct",
+        case_ref=f"DOSSIER-{i:08d}", checks=("identity", "household", "schooling", "health_coverage", "employment"),
+        subject=uuid.uuid4().hex * 2, sources=(("civil_registry", "ok"), ("education", "ok"), ("health", "ok"),
+                                               ("employment", "ok")),
+        request_sha256=uuid.uuid4().hex * 2, response_sha256=uuid.uuid4().hex * 2, detail={"jti": uuid.uuid4().hex},
+    )
+
+
+async def sequential(store: SqliteAccessLog, n: int) -> float:
+    started = time.perf_counter()
+    for i in range(n):
+        await store.append(record(i))
+    return n / (time.perf_counter() - started)
+
+
+async def concurrent(stores: list[SqliteAccessLog], n: int, concurrency: int) -> float:
+    counter = iter(range(n))
+
+    async def worker(store: SqliteAccessLog) -> None:
+        for i in counter:
+            await store.append(record(i))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(stores[w % len(stores)]) for w in range(concurrency)))
+    return n / (time.perf_counter() - started)
+
+
+async def run(entries: int, concurrency: int) -> None:
+    key = keys.generate()
+    with tempfile.TemporaryDirectory(prefix="anss-bench-log-") as tmp:
+        path = Path(tmp) / "access-log.sqlite3"
+        store = SqliteAccessLog(path)
+        other = SqliteAccessLog(path)
+        await store.open()
+        await other.open()
+        try:
+            seq = await sequential(store, max(entries // 5, 200))
+            conc = await concurrent([store], entries, concurrency)
+            two = await concurrent([store, other], entries, concurrency)
+            size = await store.count()
+            print(f"SQLite access log, {len(record(0).canonical())}-byte entries, synchronous=FULL, WAL")
+            print(f"  sequential appends (1 in flight)        {seq:>9,.0f} entries/s")
+            print(f"  concurrent appends ({concurrency} in flight)       {conc:>9,.0f} entries/s")
+            print(f"  two stores on one file ({concurrency} in flight)  {two:>9,.0f} entries/s")
+
+            timings = []
+            for _ in range(20):
+                await store.append(record(0))
+                started = time.perf_counter()
+                await store.issue_tree_head(key, LOG_ID)
+                timings.append((time.perf_counter() - started) * 1000)
+            size = await store.count()
+            print(f"  sign a tree head                        {statistics.median(timings):>9.2f} ms (median)")
+            started = time.perf_counter()
+            for i in range(0, size, max(size // 200, 1)):
+                await store.inclusion_proof(i, size)
+            per_proof = (time.perf_counter() - started) * 1000 / len(range(0, size, max(size // 200, 1)))
+            print(f"  inclusion proof ({size:,} entries)       {per_proof:>9.2f} ms")
+            started = time.perf_counter()
+            assert verify_database(path, {key.kid: key.public}) is None
+            print(f"  full verification                       {size / (time.perf_counter() - started):>9,.0f} "
+                  "entries/s")
+            out = io.StringIO()
+            started = time.perf_counter()
+            await store.export(out)
+            print(f"  export with proofs                      {size / (time.perf_counter() - started):>9,.0f} "
+                  f"entries/s ({len(out.getvalue()) / size:,.0f} bytes per entry)")
+        finally:
+            await other.close()
+            await store.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--entries", type=int, default=5000, help="entries per concurrent run (default 5000)")
+    p.add_argument("--concurrency", type=int, default=64)
+    opts = p.parse_args()
+    asyncio.run(run(opts.entries, opts.concurrency))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""When the gateway signs tree heads, whose keys verify them, and retention.
+
+``TreeHeadSigner`` runs beside a gateway: it signs a head of the access log with the gateway's current key
+whenever the log has grown and a head is due — ``interval_s`` after the latest head, or as soon as
+``max_entries`` entries are unsigned — and, with a retention period, prunes entries older than it every hour.
+Due-ness is read from the store (the latest head's time and size), so replicas sharing one log share one
+cadence, and the store makes sure two replicas never sign two heads of one size. On the way out it signs
+a last head, so a stopped gateway leaves no unsigned tail behind.
+
+``tree_head_keys`` gathers the public keys a verifier trusts: every key the gateway's key store ever held
+(retired keys included: heads outlive rotation), the configured key files, and any JWKS file given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from gateway import keys
+from gateway.audit.merkle import SignedTreeHead
+from gateway.audit.store import AccessLog
+from gateway.keys import PublicKey, SigningKey
+from gateway.keystore import KeyStore, Manifest
+from gateway.settings import ConfigError, Settings
+
+log = structlog.get_logger("gateway.audit")
+PRUNE_EVERY_S = 3600.0
+
+
+def log_id_for(gateway_id: str) -> str:
+    """The log id of a gateway's access log: ``<gateway id>.access``, in the tree-head alphabet."""
+    cleaned = re.sub(r"[^A-Za-z0-9._:-]", "-", gateway_id).lstrip("._:-")[:120] or "gateway"
+    return f"{cleaned}.access"
+
+
+class TreeHeadSigner:
+    """Signs tree heads of ``access_log`` on a cadence (see the module docstring)."""
+
+    def __init__(self, access_log: AccessLog, key: Callable[[], SigningKey], log_id: str, *,
+                 interval_s: float = 60.0, max_entries: int = 10_000, retention_days: int = 0,
+                 poll_s: float | None = None, clock: Callable[[], float] = time.time) -> None:
+        if interval_s <= 0 or max_entries < 1 or retention_days < 0:
+            raise ValueError("interval_s > 0, max_entries >= 1 and retention_days >= 0, please")
+        self.access_log, self.key, self.log_id = access_log, key, log_id
+        self.interval_s, self.max_entries, self.retention_days = interval_s, max_entries, retention_days
+        self.poll_s = min(1.0, interval_s / 4) if poll_s is None else poll_s
+        self.clock = clock
+        self._pruned_at = float("-inf")
+
+    async def due(self) -> bool:
+        """Whether the log has grown since the latest head and a head is due."""
+        count = await self.access_log.count()
+        latest = await self.access_log.latest_tree_head()
+        if latest is None:
+            return count > 0
+        unsigned = count - latest.head.tree_size
+        age_s = self.clock() - latest.head.timestamp_ms / 1000
+        return unsigned > 0 and (unsigned >= self.max_entries or age_s >= self.interval_s)
+
+    async def tick(self) -> SignedTreeHead | None:
+        """One round: sign a head if one is due, prune if retention says so; the head signed, if any."""
+        signed = await self.access_log.issue_tree_head(self.key(), self.log_id) if await self.due() else None
+        if signed is not None:
+            log.info("tree_head_signed", tree_size=signed.head.tree_size, kid=self.key().kid)
+        if self.retention_days and self.clock() - self._pruned_at >= PRUNE_EVERY_S:
+            self._pruned_at = self.clock()
+            cutoff = datetime.fromtimestamp(self.clock(), UTC) - timedelta(days=self.retention_days)
+            pruned = await self.access_log.prune(cutoff)
+            if pruned:
+                log.info("access_log_pruned", entries=pruned, before=cutoff.isoformat())
+        return signed
+
+    async def run(self) -> None:
+        """Tick until cancelled; a failing round is logged and retried, never fatal."""
+        while True:
+            try:
+                await self.tick()
+            except Exception as exc:
+                log.error("tree_head_round_failed", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(self.poll_s)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[TreeHeadSigner]:
+        """``run`` in the background for the ``async with`` block; then one last head for the tail."""
+        task = asyncio.create_task(self.run(), name="tree-head-signer")
+        try:
+            yield self
+        finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+            try:
+                count = await self.access_log.count()
+                latest = await self.access_log.latest_tree_head()
+                if count and (latest is None or latest.head.tree_size < count):
+                    await self.access_log.issue_tree_head(self.key(), self.log_id)
+            except Exception as exc:
+                log.error("tree_head_at_exit_failed", error=f"{type(exc).__name__}: {exc}")
+
+
+# --- whose keys verify tree heads ------------------------------------------------------------------------------------
+
+
+def keys_from_jwks(jwks: Mapping[str, Any]) -> dict[str, PublicKey]:
+    """kid → public key of a JWKS (``kid`` as published, else the RFC 7638 thumbprint)."""
+    found: dict[str, PublicKey] = {}
+    for jwk in jwks.get("keys", []) if isinstance(jwks.get("keys"), list) else []:
+        if not isinstance(jwk, dict):
+            continue
+        try:
+            public = keys.public_from_jwk(jwk)
+        except (ValueError, KeyError, TypeError):
+            continue
+        found[str(jwk.get("kid") or keys.thumbprint(keys.public_jwk(public)))] = public
+    return found
+
+
+def read_jwks_document(path: Path) -> dict[str, Any]:
+    """A JWKS file, checked to hold at least one usable key."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a readable JWKS ({exc})") from exc
+    if not isinstance(document, dict) or not keys_from_jwks(document):
+        raise ConfigError(f"{path}: no Ed25519 or P-256 public key in this JWKS")
+    return document
+
+
+def read_jwks(path: Path) -> dict[str, PublicKey]:
+    """kid → public key of a JWKS file."""
+    return keys_from_jwks(read_jwks_document(path))
+
+
+def tree_head_keys(settings: Settings) -> dict[str, PublicKey]:
+    """Every public key the configured gateway signs (or ever signed) tree heads with, by kid. Creates
+    nothing: a gateway that never ran has no keys yet."""
+    found: dict[str, PublicKey] = {}
+    for path in (settings.signing_key_file, *tuple(getattr(settings, "previous_signing_key_files", ()) or ())):
+        if path is not None and path.exists():
+            key = keys.load_private_pem(path)
+            found[key.kid] = key.public
+    store = KeyStore(settings.state_dir / "keys")
+    if store.manifest_path.exists():
+        manifest = Manifest.parse(store.manifest_path.read_bytes(), store.manifest_path)
+        for record in manifest.keys:
+            path = store.key_path(record.kid)
+            if path.exists():
+                found[record.kid] = keys.load_private_pem(path).public
+    return found

@@ -1,0 +1,428 @@
+"""Tampering with the SQLite access log, as someone with write access to the file would, and what
+`anss-gateway audit verify` says; exports verified offline by the code and by the verifier printed in
+docs/merkle-log.md, which must agree.
+
+The log under test: 160 entries, signed tree heads of size 100 and 150 (by the gateway key of the test's state
+directory, which `audit verify` trusts through the configuration), 10 entries after the last head.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway import keys
+from gateway.audit import SqliteAccessLog, log_id_for
+from gateway.audit import merkle as m
+from gateway.audit.offline import ExportInvalid, verify_export_file, verify_export_lines
+from gateway.audit.recompute import NODE_LEVEL
+from gateway.audit.record import AccessRecord
+from gateway.cli import main
+from gateway.keyring import load_signing_keys
+from gateway.settings import Settings, load
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "merkle-log.md"
+T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+
+
+def doc_verifier() -> Callable[[list[str], dict[str, Any]], tuple[int, bytes]]:
+    text = DOC.read_text(encoding="utf-8")
+    code = re.search(r"```python\n(.*?)```", text[text.index("## 7. Reference verifier"):], re.S)
+    assert code
+    namespace: dict[str, Any] = {}
+    exec(code.group(1), namespace)  # the published verifier, as printed
+    verify: Callable[[list[str], dict[str, Any]], tuple[int, bytes]] = namespace["verify_export"]
+    return verify
+
+
+DOC_VERIFY = doc_verifier()
+
+
+def record(i: int) -> AccessRecord:
+    return AccessRecord(time=(T0 + timedelta(seconds=i)).isoformat(timespec="microseconds"),
+                        request_id=f"req-{i:05d}", method="POST", path="/v1/verifications", status=200,
+                        outcome="answered", latency_ms=2.5, client="anss.asd", purpose="asd.eligibility",
+                        case_ref=f"CASE-{i:05d}", checks=("identity", "household"), subject=f"{i:064x}",
+                        sources=(("civil_registry", "ok"),))
+
+
+class Log:
+    """The configured gateway's log in a temporary state directory."""
+
+    def __init__(self, state: Path) -> None:
+        self.settings: Settings = load(env={"ANSS_GATEWAY_STATE_DIR": str(state)})
+        self.path = self.settings.audit_database
+        self.key = load_signing_keys(self.settings)[0]
+        self.log_id = log_id_for(self.settings.gateway_id)
+
+    async def build(self, n: int = 160, heads: tuple[int, ...] = (100, 150)) -> None:
+        store = SqliteAccessLog(self.path)
+        await store.open()
+        try:
+            for i in range(n):
+                await store.append(record(i))
+                if i + 1 in heads:
+                    assert await store.issue_tree_head(self.key, self.log_id) is not None
+        finally:
+            await store.close()
+
+    async def run(self, fn: Callable[[SqliteAccessLog], Any]) -> Any:
+        store = SqliteAccessLog(self.path)
+        await store.open()
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
+    def sql(self, *statements: str, drop_triggers: bool = True) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:  # an attacker with file access can drop our triggers; the tree still tells
+            if drop_triggers:
+                for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+                    conn.execute(f"DROP TRIGGER {name}")
+            for statement in statements:
+                conn.execute(statement)
+        finally:
+            conn.close()
+
+    def rows(self) -> list[tuple[int, bytes, bytes, bytes]]:
+        conn = sqlite3.connect(self.path)
+        try:
+            return conn.execute("SELECT idx, entry, leaf_hash, tree_root FROM access_log ORDER BY idx").fetchall()
+        finally:
+            conn.close()
+
+    def jwks_file(self, capsys: pytest.CaptureFixture[str]) -> Path:
+        """The JWKS as the operator publishes it (`anss-gateway keys jwks`)."""
+        capsys.readouterr()
+        assert main(["keys", "jwks"]) == 0
+        path = self.path.parent / "jwks.json"
+        path.write_text(capsys.readouterr().out, encoding="utf-8")
+        return path
+
+
+@pytest.fixture
+def log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Log:
+    monkeypatch.setenv("ANSS_GATEWAY_STATE_DIR", str(tmp_path / "state"))
+    the_log = Log(tmp_path / "state")
+    asyncio.run(the_log.build())
+    return the_log
+
+
+def verify(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(["audit", "verify", *args])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def broken_at(capsys: pytest.CaptureFixture[str], index: int, *words: str) -> str:
+    code, out = verify(capsys)
+    assert code == 1, out
+    assert out.startswith(f"access log BROKEN at entry {index}: "), out
+    for word in words:
+        assert word in out, out
+    return out
+
+
+# --- the database ---------------------------------------------------------------------------------------------------
+
+
+def test_a_clean_log_verifies(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = verify(capsys)
+    assert code == 0, out
+    assert "intact" in out and "160 entries (0 pruned), 2 signed tree heads" in out
+    assert "latest signed tree head: size 150" in out and "10 entries after it are not signed yet" in out
+
+
+def test_sql_cannot_change_the_log_with_the_triggers_in_place(log: Log) -> None:
+    for statement in ("UPDATE access_log SET entry = x'00' WHERE idx = 1",
+                      "UPDATE access_log SET leaf_hash = leaf_hash WHERE idx = 1",
+                      "UPDATE access_log SET entry = NULL, leaf_hash = x'00' WHERE idx = 1",
+                      "UPDATE access_log SET idx = 1000 WHERE idx = 159",
+                      "DELETE FROM access_log WHERE idx = 159",
+                      "UPDATE tree_heads SET timestamp_ms = 0", "DELETE FROM tree_heads",
+                      "UPDATE merkle_nodes SET hash = x'00'", "DELETE FROM merkle_nodes",
+                      "UPDATE meta SET value = '3'", "DELETE FROM meta"):
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            log.sql(statement, drop_triggers=False)
+    log.sql("UPDATE access_log SET entry = NULL WHERE idx = 0", drop_triggers=False)  # what pruning does
+
+
+def test_an_altered_field_is_named(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
+    log.sql("UPDATE access_log SET entry = replace(entry, 'CASE-00037', 'CASE-99999') WHERE idx = 37")
+    broken_at(capsys, 37, "altered")
+
+
+def test_an_altered_field_with_its_leaf_hash_recomputed_is_named(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
+    forged = record(37).canonical().replace(b"CASE-00037", b"CASE-99999")
+    log.sql(f"UPDATE access_log SET entry = x'{forged.hex()}', leaf_hash = x'{m.leaf_hash(forged).hex()}' "
+            "WHERE idx = 37")
+    broken_at(capsys, 37, "rewritten")
+
+
+def test_a_deleted_row_is_named(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
+    log.sql("DELETE FROM access_log WHERE idx = 42")
+    broken_at(capsys, 42, "entry 42 is missing")
+
+
+def test_swapped_rows_are_named(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
+    log.sql("UPDATE access_log SET idx = -1 WHERE idx = 20", "UPDATE access_log SET idx = 20 WHERE idx = 90",
+            "UPDATE access_log SET idx = 90 WHERE idx = -1")
+    broken_at(capsys, 20, "moved")
+
+
+def test_an_inserted_row_is_named(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
+    forged = record(999).canonical()
+    log.sql("UPDATE access_log SET idx = -idx - 1 WHERE idx >= 50", "UPDATE access_log SET idx = -idx WHERE idx < 0",
+            f"INSERT INTO access_log VALUES (50, x'{forged.hex()}', x'{m.leaf_hash(forged).hex()}', "
+            "(SELECT tree_root FROM access_log WHERE idx = 51))")
+    broken_at(capsys, 50, "inserted")
+
+
+def test_a_truncated_tail_is_caught_against_the_last_signed_head(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
+    log.sql("DELETE FROM access_log WHERE idx >= 140")
+    broken_at(capsys, 140, "truncated after index 139", "signed tree head of size 150")
+
+
+def test_the_tail_after_the_last_head_is_only_as_safe_as_the_file(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
+    """What the cadence is for: entries after the last signed head can be cut off unnoticed (the next head,
+    due within `tree_head_interval_s` or `tree_head_max_entries`, closes that window)."""
+    log.sql("DELETE FROM access_log WHERE idx >= 150")
+    assert verify(capsys)[0] == 0
+
+
+def test_a_truncation_that_removes_a_stored_subtree_is_caught_even_before_a_head(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANSS_GATEWAY_STATE_DIR", str(tmp_path / "unsigned"))
+    unsigned = Log(tmp_path / "unsigned")
+    asyncio.run(unsigned.build(140, heads=()))
+    unsigned.sql("DELETE FROM access_log WHERE idx >= 100")  # the subtree over 64..127 was stored
+    broken_at(capsys, 100, "truncated after index 99", "subtree covers entries up to 127")
+
+
+def test_a_forger_who_rewrites_every_hash_is_caught_by_the_signed_head(log: Log,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    rows = log.rows()
+    rows[37] = (37, rows[37][1].replace(b"CASE-00037", b"CASE-99999"), b"", b"")
+    edge, statements = m.CompactRange(), ["DELETE FROM merkle_nodes"]
+    for idx, entry, _, _ in rows:
+        leaf = m.leaf_hash(entry)
+        for node in edge.append(leaf):
+            if node.level >= NODE_LEVEL:
+                statements.append(f"INSERT INTO merkle_nodes VALUES ({node.level}, {node.index}, x'{node.hash.hex()}')")
+        statements.append(f"UPDATE access_log SET entry = x'{entry.hex()}', leaf_hash = x'{leaf.hex()}', "
+                          f"tree_root = x'{edge.root().hex()}' WHERE idx = {idx}")
+    log.sql(*statements)
+    broken_at(capsys, 0, "entries 0..99 do not match the signed tree head of size 100")
+    # ... and re-signing the heads needs the gateway's key
+    intruder = keys.generate()
+    for size in (100, 150):
+        head = m.TreeHead(size, m.root([m.leaf_hash(r[1]) for r in rows[:size]]), 1, log.log_id).sign(intruder)
+        log.sql(f"UPDATE tree_heads SET root_hash = x'{head.head.root_hash.hex()}', signature = '{head.signature}' "
+                f"WHERE tree_size = {size}")
+    broken_at(capsys, 0, "does not verify against the gateway's keys")
+
+
+def test_an_intruders_head_is_refused(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
+    leaves = [r[2] for r in log.rows()]
+    head = m.TreeHead(160, m.root(leaves), 2**42, log.log_id).sign(keys.generate())
+    log.sql(f"INSERT INTO tree_heads VALUES (160, x'{head.head.root_hash.hex()}', {2**42}, '{log.log_id}', "
+            f"'{head.signature}')")
+    broken_at(capsys, 150, "does not verify", "unknown kid")
+
+
+def test_a_stored_subtree_that_was_changed_is_named(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
+    log.sql(f"UPDATE merkle_nodes SET hash = x'{'00' * 32}' WHERE level = 6 AND idx = 1")
+    broken_at(capsys, 64, "subtree over entries 64..127 does not match")
+
+
+def test_a_payload_removed_out_of_order_is_named(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
+    log.sql("UPDATE access_log SET entry = NULL WHERE idx = 60", drop_triggers=False)  # the trigger allows it...
+    broken_at(capsys, 60, "out of order")  # ... but pruning only ever removes the oldest entries
+
+
+def test_a_changed_column_type_is_named(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
+    log.sql("UPDATE access_log SET leaf_hash = hex(leaf_hash) WHERE idx = 12")
+    broken_at(capsys, 12, "not stored as written")
+
+
+def test_heads_signed_by_a_retired_key_still_verify(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keys", "rotate"]) == 0
+    rotated = load_signing_keys(log.settings)[0]
+    assert rotated.kid != log.key.kid
+    asyncio.run(log.run(lambda s: s.issue_tree_head(rotated, log.log_id)))
+    code, out = verify(capsys)
+    assert code == 0 and "3 signed tree heads" in out, out
+
+
+# --- retention ------------------------------------------------------------------------------------------------------
+
+
+def test_pruning_then_verify_still_passes_and_a_pruned_entry_is_proven(log: Log,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    entry = record(42).canonical()
+    assert asyncio.run(log.run(lambda s: s.prune(T0 + timedelta(seconds=120)))) == 120
+    code, out = verify(capsys)
+    assert code == 0 and "160 entries (120 pruned)" in out, out
+
+    async def prove(store: SqliteAccessLog) -> tuple[list[bytes], m.SignedTreeHead | None, bytes | None]:
+        return await store.inclusion_proof(42, 150), await store.tree_head(150), await store.entry(42)
+
+    proof, head, stored = asyncio.run(log.run(prove))
+    assert stored is None and head is not None
+    assert m.verify_inclusion(m.leaf_hash(entry), 42, 150, proof, head.head.root_hash)
+
+
+# --- exports --------------------------------------------------------------------------------------------------------
+
+
+def export(log: Log, capsys: pytest.CaptureFixture[str], *args: str) -> Path:
+    out = log.path.parent / "export.jsonl"
+    capsys.readouterr()
+    assert main(["audit", "export", "--out", str(out), *args]) == 0
+    assert "exported entries 0.." in capsys.readouterr().out
+    return out
+
+
+def test_an_export_verifies_offline_with_the_documented_algorithm(log: Log,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    out = export(log, capsys)
+    jwks = log.jwks_file(capsys)
+    code, said = verify(capsys, "--export", str(out), "--jwks", str(jwks))
+    assert code == 0 and "entries 0..159 (0 pruned), 3 signed tree heads" in said, said
+    lines = out.read_text(encoding="utf-8").splitlines()
+    size, root = DOC_VERIFY(lines, json.loads(jwks.read_text()))
+    summary = verify_export_file(out, json.loads(jwks.read_text()))
+    assert (size, root) == (summary.tree_size, summary.root_hash) == (160, m.root([r[2] for r in log.rows()]))
+    assert not list(out.parent.glob(".*.partial")), "written through a temporary file"
+
+
+def test_an_export_needs_the_verifiers_own_jwks(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
+    out = export(log, capsys)
+    code, said = verify(capsys, "--export", str(out))
+    assert code == 2 and "--jwks" in said
+    stranger = out.parent / "stranger.json"
+    stranger.write_text(json.dumps(keys.jwks([keys.generate()])))
+    code, said = verify(capsys, "--export", str(out), "--jwks", str(stranger))
+    assert code == 1 and "does not verify" in said
+
+
+def test_a_tampered_export_is_broken_at_the_entry(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
+    out = export(log, capsys)
+    jwks = log.jwks_file(capsys)
+    out.write_text(out.read_text().replace('"CASE-00037"', '"CASE-00038"'))
+    code, said = verify(capsys, "--export", str(out), "--jwks", str(jwks))
+    assert code == 1 and said.startswith("export BROKEN at entry 37: entry 37: "), said
+
+
+def test_an_export_of_a_tampered_log_fails_at_the_same_entry(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
+    log.sql("UPDATE access_log SET entry = replace(entry, 'CASE-00037', 'CASE-99999') WHERE idx = 37")
+    out = export(log, capsys, "--no-sign")
+    with pytest.raises(ExportInvalid, match=r"^entry 37: does not match its leaf_hash") as caught:
+        verify_export_file(out, keys.jwks([log.key]))
+    assert caught.value.index == 37
+    with pytest.raises(ValueError, match=r"^entry 37: "):
+        DOC_VERIFY(out.read_text().splitlines(), keys.jwks([log.key]))
+
+
+def test_export_refuses_a_log_that_cannot_be_signed(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     log: Log) -> None:
+    log.sql("DELETE FROM access_log WHERE idx >= 140")
+    capsys.readouterr()
+    assert main(["audit", "export", "--out", str(tmp_path / "x.jsonl")]) == 1
+    assert "truncated" in capsys.readouterr().err
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+# --- the code's offline verifier agrees with the printed one --------------------------------------------------------
+
+
+def pruned_export(log: Log) -> list[str]:
+    import io
+
+    async def go(store: SqliteAccessLog) -> str:
+        await store.prune(T0 + timedelta(seconds=30))
+        await store.issue_tree_head(log.key, log.log_id)
+        out = io.StringIO()
+        await store.export(out)
+        return out.getvalue()
+
+    return asyncio.run(log.run(go)).splitlines()
+
+
+def at(lines: list[str], kind: str, index: int) -> int:
+    return next(n for n, x in enumerate(lines) if x.startswith(f'{{"type":"{kind}","index":{index},'))
+
+
+def replaced(lines: list[str], n: int, line: str) -> list[str]:
+    return [*lines[:n], line, *lines[n + 1:]]
+
+
+def entry_line(index: int, entry: bytes) -> str:
+    leaf = keys.b64url(m.leaf_hash(entry))
+    return f'{{"type":"entry","index":{index},"leaf_hash":"{leaf}","entry":{entry.decode()}}}'
+
+
+def pruned_line(index: int, leaf: bytes) -> str:
+    return f'{{"type":"pruned","index":{index},"leaf_hash":"{keys.b64url(leaf)}"}}'
+
+
+TAMPERINGS: dict[str, Callable[[list[str]], list[str]]] = {
+    "none": lambda x: x,
+    "changed byte": lambda x: [y.replace('"CASE-00077"', '"CASE-00078"') for y in x],
+    "changed entry and leaf hash": lambda x: replaced(
+        x, at(x, "entry", 77), entry_line(77, record(77).canonical().replace(b"CASE-00077", b"CASE-00078"))),
+    "deleted entry": lambda x: [y for n, y in enumerate(x) if n != at(x, "entry", 77)],
+    "deleted entry and its proof": lambda x: [y for n, y in enumerate(x) if n not in (at(x, "entry", 77),
+                                                                                     at(x, "entry", 77) + 1)],
+    "swapped entries": lambda x: replaced(replaced(x, at(x, "entry", 40), x[at(x, "entry", 90)]),
+                                          at(x, "entry", 90), x[at(x, "entry", 40)]),
+    "inserted entry": lambda x: [*x[:at(x, "entry", 77)], entry_line(77, record(999).canonical()),
+                                 *x[at(x, "entry", 77):]],
+    "appended entry": lambda x: [*x, entry_line(160, record(999).canonical())],
+    "truncated": lambda x: [y for n, y in enumerate(x) if n < at(x, "entry", 150) or '"tree_head"' in y],
+    "entry turned into a pruned line": lambda x: replaced(x, at(x, "entry", 30), pruned_line(
+        30, m.leaf_hash(record(30).canonical()))),
+    "pruned after a kept entry": lambda x: replaced(x, at(x, "entry", 77), pruned_line(
+        77, m.leaf_hash(record(77).canonical()))),
+    "pruned line with another leaf hash": lambda x: replaced(x, at(x, "pruned", 10), pruned_line(
+        10, m.leaf_hash(record(11).canonical()))),
+    "pruned line renumbered": lambda x: replaced(x, at(x, "pruned", 10), x[at(x, "pruned", 10)].replace(
+        '"index":10,', '"index":11,')),
+    "head root changed": lambda x: [y.replace('"tree_size":150,"root_hash":"', '"tree_size":150,"root_hash":"A')
+                                    for y in x],
+    "unknown line": lambda x: [*x, '{"type":"comment"}'],
+}
+
+
+@pytest.mark.parametrize("tampering", list(TAMPERINGS))
+def test_the_code_and_the_printed_verifier_agree(log: Log, tampering: str) -> None:
+    lines = TAMPERINGS[tampering](pruned_export(log))
+    jwks = keys.jwks([log.key])
+    try:
+        expected: tuple[int, bytes] | str = DOC_VERIFY(lines, jwks)
+    except ValueError as exc:
+        expected = str(exc)
+    except Exception:  # a JOSE error: a head that does not verify
+        expected = "a tree head does not verify"
+    try:
+        summary = verify_export_lines(lines, jwks)
+        got: tuple[int, bytes] | str = (summary.tree_size, summary.root_hash)
+    except ExportInvalid as exc:
+        got = str(exc)
+    if isinstance(expected, tuple) or expected.startswith("entry "):
+        assert got == expected, "the same result, or the same first bad entry for the same reason"
+    else:  # a fault that is not an entry's (a head, a line type): both refuse, in their own words
+        assert isinstance(got, str), (got, expected)
+    if tampering in ("none", "entry turned into a pruned line"):
+        assert isinstance(got, tuple), "pruning the next-oldest entry is what retention does"
+        assert summary.pruned == (30 if tampering == "none" else 31)
