@@ -28,6 +28,7 @@ import structlog
 from gateway import keys
 from gateway.audit.merkle import SignedTreeHead
 from gateway.audit.store import AccessLog
+from gateway.keyring import gateway_key_dir
 from gateway.keys import PublicKey, SigningKey
 from gateway.keystore import KeyStore, Manifest
 from gateway.settings import ConfigError, Settings
@@ -148,7 +149,7 @@ def tree_head_keys(settings: Settings) -> dict[str, PublicKey]:
         if path is not None and path.exists():
             key = keys.load_private_pem(path)
             found[key.kid] = key.public
-    store = KeyStore(settings.state_dir / "keys")
+    store = KeyStore(gateway_key_dir(settings.state_dir))
     if store.manifest_path.exists():
         manifest = Manifest.parse(store.manifest_path.read_bytes(), store.manifest_path)
         for record in manifest.keys:

@@ -1,6 +1,6 @@
 """Verify an export offline: the reference algorithm of docs/merkle-log.md section 7, streamed.
 
-The checks and the messages are the printed verifier's (``tests/audit/test_offline.py`` runs both on the same
+The checks and the messages are the printed verifier's (``tests/audit/test_tamper.py`` runs both on the same
 exports and tamperings and compares): the entry named is the first one that differs from what the signed
 heads commit to. Two differences, both stricter, neither needed for what an export proves:
 

@@ -1,6 +1,6 @@
 """The SQLite layout of the access log (schema v2, a Merkle tree log) and the migration from v1 (a hash chain).
 
-Tables (docs/merkle-log.md section 9)::
+Tables (docs/merkle-log.md section 8)::
 
     meta(key PK, value)                              schema_version = 2; migration notes
     access_log(idx PK, entry NULL, leaf_hash, tree_root)

@@ -216,6 +216,25 @@ async def test_the_signer_signs_the_tail_when_it_stops(store_factory: StoreFacto
     assert latest is not None and latest.head.tree_size == 7
 
 
+async def test_the_signer_prunes_per_retention_hourly(store_factory: StoreFactory) -> None:
+    store = await store_factory()
+    clock = Clock()
+    clock.now = (T0 + timedelta(days=2)).timestamp()
+    signer = TreeHeadSigner(store, lambda: KEY, LOG_ID, interval_s=60, max_entries=100, retention_days=1,
+                            clock=clock)
+    await filled(store, 10)
+    assert (await signer.tick()) is not None, "signed first: only what a head covers is pruned"
+    assert await store.entries(0, 10) == [None] * 10
+    await filled(store, 5, start=10)
+    await store.issue_tree_head(KEY, LOG_ID)
+    await signer.tick()
+    assert await store.entry(10) is not None, "pruning runs once an hour"
+    clock.now += 3600
+    await signer.tick()
+    assert await store.entries(10, 15) == [None] * 5
+    assert await store.verify() is None
+
+
 # --- concurrency and restarts ---------------------------------------------------------------------------------------
 
 

@@ -345,3 +345,37 @@ def test_fields_added_later_do_not_change_existing_entries() -> None:
                                              "flags": ["a", "b"]}
     unset = replace(record, case_ref=None, detail={})
     assert json.loads(unset.canonical())["case_ref"] is None, "first-release members are always written"
+
+
+# --- configuration ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gateway_id", ["anss-gateway", "Passerelle ANSS/é", "..x", "", "a" * 300])
+def test_the_log_id_is_always_a_valid_tree_head_log_id(gateway_id: str) -> None:
+    log_id = log_id_for(gateway_id)
+    assert m.TreeHead(0, m.EMPTY_ROOT, 0, log_id).log_id == log_id
+    assert log_id_for("anss-gateway") == "anss-gateway.access"
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("tree_head_interval_s = 0", "tree_head_interval_s"),
+    ("tree_head_max_entries = 0", "tree_head_max_entries"),
+    ("retention_days = -1", "retention_days"),
+    ('retention_days = "30"', "retention_days"),
+])
+def test_bad_audit_settings_are_refused(tmp_path: Path, line: str, message: str) -> None:
+    import shutil
+
+    from gateway.settings import ConfigError, load
+
+    config = tmp_path / "config"
+    shutil.copytree(ROOT / "config", config)
+    text = (config / "gateway.toml").read_text(encoding="utf-8")
+    key = line.split(" ")[0]
+    text = "\n".join(line if x.startswith(f"{key} =") else x for x in text.splitlines())
+    (config / "gateway.toml").write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        load(config, env={})
+    settings = load(ROOT / "config", env={})
+    assert (settings.tree_head_interval_s, settings.tree_head_max_entries, settings.audit_retention_days) == (
+        60.0, 10_000, 0)
