@@ -1,0 +1,52 @@
+"""Searching the access log: what officers and citizens may ask of it, as values every store answers.
+
+A ``LogQuery`` filters on the fields an entry records (never on personal data: the subject filter is the
+keyed-HMAC pseudonym the gateway computes from an identifier; the identifier itself is never stored or
+logged). Results come newest first, a page at a time; ``cursor`` is the index to continue *below*.
+Every store implementation (SQLite, PostgreSQL) passes ``tests/audit/test_search_contract.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+MAX_PAGE = 200
+
+
+@dataclass(frozen=True)
+class LogQuery:
+    since: datetime | None = None  # inclusive, on the entry's `time`
+    until: datetime | None = None  # exclusive
+    client: str | None = None
+    purpose: str | None = None
+    case_ref: str | None = None
+    outcome: str | None = None
+    check: str | None = None  # the entry's `checks` contains it
+    source: str | None = None  # the entry's `sources` names it
+    subject: str | None = None  # a pseudonym, as stored
+    limit: int = 50
+    cursor: int | None = None  # return entries with index < cursor
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.limit <= MAX_PAGE:
+            raise ValueError(f"limit must be between 1 and {MAX_PAGE}")
+
+
+@dataclass(frozen=True)
+class LogHit:
+    index: int
+    entry: dict[str, Any]  # the canonical entry, decoded
+
+
+@dataclass(frozen=True)
+class LogPage:
+    hits: list[LogHit] = field(default_factory=list)
+    next_cursor: int | None = None  # None: no more results
+
+
+class SearchableLog(Protocol):
+    async def search(self, query: LogQuery) -> LogPage:
+        """Entries matching every given filter, newest first; pruned entries are not returned."""
+        ...
