@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -74,6 +75,28 @@ class SimulatorSettings:
     base_port: int = 8101  # civil registry; education, health, employment follow
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class AnomalySettings:
+    """Thresholds of the access-log anomaly flags (``[audit.anomalies]``; see gateway/audit/anomalies.py)."""
+
+    timezone: str = "Africa/Casablanca"
+    working_days: tuple[int, ...] = (0, 1, 2, 3, 4)  # date.weekday(): Monday is 0
+    working_hours: tuple[int, int] = (8 * 60, 18 * 60)  # minutes after midnight: [start, end)
+    window_hours: float = 24.0  # flags are raised over the entries of this last period
+    baseline_days: int = 14  # ... against each client's own history over the days before it
+    volume_factor: float = 5.0  # an hour with this many times the client's median active hour
+    volume_min_requests: int = 50  # ... and at least this many requests
+    refusal_burst: int = 10  # this many refusals of one client
+    refusal_burst_minutes: float = 5.0  # ... within this many minutes
+    citizen_clients: int = 3  # one citizen looked up by at least this many distinct clients
+    citizen_window_hours: float = 24.0  # ... within this many hours
+    rare_purpose_share: float = 0.05  # a purpose below this share of the client's own history
+    rare_purpose_min_history: int = 100  # ... once that history holds at least this many queries
+
+
 @dataclass(frozen=True)
 class Settings:
     gateway_id: str
@@ -105,6 +128,7 @@ class Settings:
     tree_head_max_entries: int = 10_000  # ... and as soon as this many entries are not covered by one
     audit_retention_days: int = 0  # entries older than this lose their payload (leaf hashes stay); 0: keep forever
     consent_database: Path | None = None  # the consent registry (SQLite); None: state_dir/consents.sqlite3
+    anomalies: AnomalySettings = field(default_factory=AnomalySettings)  # [audit.anomalies]
 
     @property
     def consent_store_path(self) -> Path:
@@ -289,6 +313,53 @@ def _audit_cadence(audit: Mapping[str, Any], where: str) -> dict[str, Any]:
             "audit_retention_days": retention}
 
 
+def _clock_minutes(value: str, where: str) -> int:
+    hours, _, minutes = value.partition(":")
+    if not (hours.isdigit() and minutes.isdigit() and len(minutes) == 2) or int(hours) > 24 or int(minutes) > 59:
+        raise ConfigError(f"{where}: `working_hours` must hold two times as \"HH:MM\", not {value!r}")
+    return min(int(hours) * 60 + int(minutes), 24 * 60)
+
+
+def _anomaly_settings(table: Mapping[str, Any], where: str) -> AnomalySettings:
+    """``[audit.anomalies]``: the thresholds of the anomaly flags, each defaulting to ``AnomalySettings``."""
+    d = AnomalySettings()
+    zone = _get(table, "timezone", str, where, d.timezone)
+    try:
+        zoneinfo.ZoneInfo(zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"{where}: unknown `timezone` {zone!r}") from exc
+    days = _get(table, "working_days", list, where, [WEEKDAYS[i] for i in d.working_days])
+    if not days or any(day not in WEEKDAYS for day in days):
+        raise ConfigError(f"{where}: `working_days` must list days among {list(WEEKDAYS)}")
+    hours = _get(table, "working_hours", list, where, ["08:00", "18:00"])
+    if len(hours) != 2 or not all(isinstance(h, str) for h in hours):
+        raise ConfigError(f"{where}: `working_hours` must be [\"HH:MM\", \"HH:MM\"] (start, end)")
+    start, end = (_clock_minutes(h, where) for h in hours)
+    if start >= end:
+        raise ConfigError(f"{where}: `working_hours` must start before they end")
+    found = AnomalySettings(
+        timezone=zone, working_days=tuple(sorted({WEEKDAYS.index(day) for day in days})), working_hours=(start, end),
+        window_hours=_get(table, "window_hours", float, where, d.window_hours),
+        baseline_days=_get(table, "baseline_days", int, where, d.baseline_days),
+        volume_factor=_get(table, "volume_factor", float, where, d.volume_factor),
+        volume_min_requests=_get(table, "volume_min_requests", int, where, d.volume_min_requests),
+        refusal_burst=_get(table, "refusal_burst", int, where, d.refusal_burst),
+        refusal_burst_minutes=_get(table, "refusal_burst_minutes", float, where, d.refusal_burst_minutes),
+        citizen_clients=_get(table, "citizen_clients", int, where, d.citizen_clients),
+        citizen_window_hours=_get(table, "citizen_window_hours", float, where, d.citizen_window_hours),
+        rare_purpose_share=_get(table, "rare_purpose_share", float, where, d.rare_purpose_share),
+        rare_purpose_min_history=_get(table, "rare_purpose_min_history", int, where, d.rare_purpose_min_history),
+    )
+    positive = ("window_hours", "baseline_days", "volume_factor", "volume_min_requests", "refusal_burst",
+                "refusal_burst_minutes", "citizen_clients", "citizen_window_hours", "rare_purpose_min_history")
+    for name in positive:
+        if getattr(found, name) <= 0:
+            raise ConfigError(f"{where}: `{name}` must be greater than 0")
+    if not 0 < found.rare_purpose_share < 1:
+        raise ConfigError(f"{where}: `rare_purpose_share` must be between 0 and 1 (a share, e.g. 0.05)")
+    return found
+
+
 def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Load and validate the settings; environment overrides win over the files."""
     env = os.environ if env is None else env
@@ -349,6 +420,7 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
             config_dir, env.get("ANSS_GATEWAY_PSEUDONYM_KEY_FILE") or audit.get("pseudonym_key_file")
         ),
         **_audit_cadence(audit, f"{gateway_file} [audit]"),
+        anomalies=_anomaly_settings(audit.get("anomalies", {}), f"{gateway_file} [audit.anomalies]"),
         clients=_load_clients(config_dir / "clients.toml", purposes),
         purposes=purposes,
         connectors=_load_connectors(config_dir / "connectors", env),
