@@ -32,6 +32,9 @@ FACTS: dict[str, frozenset[str]] = {
 }
 
 
+ROLES = ("data", "officer")  # see gateway/officers.py
+
+
 class ConfigError(ValueError):
     """The configuration is wrong; the message names the file and the setting."""
 
@@ -58,6 +61,7 @@ class ClientSettings:
     dev_key: bool
     rights: tuple[Right, ...]
     rate_limit: RateLimit | None = None  # None: the gateway's default
+    role: str = "data"  # "data": queries citizen data, manages consents; "officer": reads the access log only
     console_password_hash: str | None = None  # an officer's console password (scrypt; `anss-gateway officer password`)
 
 
@@ -271,6 +275,13 @@ def _load_clients(path: Path, purposes: Mapping[str, Purpose]) -> dict[str, Clie
                 raise ConfigError(f"{at} {rwhere}: `manage_consents` needs a consent-based purpose; "
                                   f"{purpose!r} rests on a statute")
             rights.append(Right(purpose, checks, deny, manage))
+        role = _get(table, "role", str, where, "data")
+        if role not in ROLES:
+            raise fail(role, f"{where}: `role` must be one of {list(ROLES)}")
+        if role == "officer" and rights:  # officers read the log; they never query citizen data
+            at = _line(path, "rights", after=f'[clients."{client_id}"]')
+            raise ConfigError(f"{at} {where}: an officer may hold no data rights (`rights` must be empty): give "
+                              "data rights to a separate client")
         key_files = tuple(
             p for p in (_resolve(path.parent, f) for f in _get(table, "public_key_files", list, where, [])) if p
         )
@@ -290,7 +301,7 @@ def _load_clients(path: Path, purposes: Mapping[str, Purpose]) -> dict[str, Clie
                                       "`anss-gateway officer password` prints (scrypt$N$r$p$salt$hash)")
         clients[client_id] = ClientSettings(
             client_id, _get(table, "name", str, where, client_id), key_files, dev_key, tuple(rights), rate_limit,
-            console_password_hash=password_hash or None,
+            role, console_password_hash=password_hash or None,
         )
     return clients
 

@@ -17,6 +17,7 @@ from gateway.console import audit_pages, pages
 from gateway.console.passwords import dev_password, hash_password
 from gateway.console.sessions import SessionCodec, load_session_key
 from gateway.console.web import CONSOLE, Console, Officer, static_files, templates
+from gateway.officers import OFFICER
 from gateway.settings import Settings
 from gateway.state import SETTINGS
 
@@ -24,7 +25,7 @@ __all__ = ["CONSOLE", "banner", "officers", "setup"]
 
 
 def officer_ids(settings: Settings) -> list[str]:
-    return sorted(c.id for c in settings.clients.values() if getattr(c, "role", "") == "officer")
+    return sorted(c.id for c in settings.clients.values() if c.role == OFFICER)
 
 
 def officers(settings: Settings) -> dict[str, Officer]:

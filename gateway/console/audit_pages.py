@@ -10,24 +10,20 @@ verification, whichever replica ran it), ``console_anomalies_shown`` (``detail.f
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from aiohttp import web
 
 from gateway.api.anomalies import scan
 from gateway.audit.merkle import leaf_hash
-from gateway.audit.query import LogQuery, SearchableLog
+from gateway.audit.query import LogQuery
 from gateway.console import filters
 from gateway.console.proofs import head_view, inclusion, trusted_keys
 from gateway.console.web import Page, Refused, page
 from gateway.keys import b64url
 
 VERIFICATION_OUTCOME = "console_log_verification"
-
-
-def _searchable(current: Page) -> SearchableLog:
-    return cast(SearchableLog, current.runtime.access_log)
 
 
 @page()
@@ -52,7 +48,7 @@ async def search(current: Page) -> web.Response:
                               page_result=None, carry=[], zone=current.t.zone_name)
     note.subject = chosen.query.subject
     note.detail["filters"] = chosen.logged
-    result = await _searchable(current).search(chosen.query)
+    result = await current.runtime.access_log.search(chosen.query)
     note.detail["results"] = len(result.hits)
     return current.render("search.html", form=chosen.shown, choices=filters.choices(settings), error="",
                           page_result=result, carry=chosen.carry, zone=current.t.zone_name)
@@ -86,7 +82,7 @@ async def _integrity(current: Page, result: dict[str, Any] | None = None) -> web
     signed = await access_log.latest_tree_head()
     head = head_view(signed, keys) if signed else None
     last = None
-    found = await _searchable(current).search(LogQuery(outcome=VERIFICATION_OUTCOME, limit=1))
+    found = await current.runtime.access_log.search(LogQuery(outcome=VERIFICATION_OUTCOME, limit=1))
     if found.hits:
         hit = found.hits[0]
         verification = hit.entry.get("detail", {}).get("verification", {})
@@ -120,7 +116,7 @@ async def verify_now(current: Page) -> web.Response:
 @page()
 async def anomalies(current: Page) -> web.Response:
     settings = current.runtime.settings.anomalies
-    found = await scan(_searchable(current), settings, datetime.now(UTC))
+    found = await scan(current.runtime.access_log, settings, datetime.now(UTC))
     current.note.outcome = "console_anomalies_shown"
     current.note.detail["flags"] = len(found.flags)
     return current.render("anomalies.html", flags=found.flags, hours=f"{settings.window_hours:g}",

@@ -19,6 +19,7 @@ from aiohttp import web
 from gateway.console.passwords import verify_password
 from gateway.console.sessions import LOGIN_COOKIE, LOGIN_TOKEN_S, SESSION_COOKIE
 from gateway.console.web import LoginRequired, Page, mark_refused, page, redirect, signed_in
+from gateway.officers import OFFICER, authenticated_as, check_role
 from gateway.ratelimit import Limit
 
 log = structlog.get_logger("gateway.console")
@@ -97,6 +98,8 @@ async def do_login(current: Page) -> web.Response:
             or officer is None:
         mark_refused(current, "console_login_failed", "wrong officer id or password")
         return login_form(current, 401, "login_failed", officer_id=officer_id)
+    check_role(current.runtime.settings, officer.id, OFFICER)
+    authenticated_as(current.request, officer.id)
     session = current.console.codec.open(officer.id, officer.password_hash)
     current.session = session
     note.client = officer.id

@@ -28,6 +28,7 @@ from gateway.api.verifications import read_body
 from gateway.console.i18n import LANG_COOKIE, LANGUAGES, Translator, negotiate
 from gateway.console.sessions import SESSION_COOKIE, Session, SessionCodec, csrf_matches
 from gateway.errors import GatewayError, UnsupportedMediaType
+from gateway.officers import OFFICER, authenticated_as, check_role
 from gateway.state import AUDIT_NOTE, PROBLEM_CODE, REQUEST_ID, RUNTIME, AuditNote, Runtime
 
 log = structlog.get_logger("gateway.console")
@@ -161,6 +162,8 @@ def signed_in(page: Page) -> Session:
     officer = console.officers.get(session.officer) if session else None
     if session is None or officer is None or console.codec.password_tag(officer.password_hash) != session.password_tag:
         raise LoginRequired
+    check_role(page.runtime.settings, officer.id, OFFICER)  # the same check as the officers' API
+    authenticated_as(page.request, officer.id)
     page.session = console.codec.renew(session)
     page.note.client = officer.id
     page.note.detail["session"] = session.session_id
