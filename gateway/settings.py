@@ -8,6 +8,7 @@ files; a bad value is a ``ConfigError`` naming the file and the setting.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 import zoneinfo
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from typing import Any
 
 from connectors.base import ConnectorConfig
 
+SCRYPT_HASH = re.compile(r"scrypt\$[0-9]{1,8}\$[0-9]{1,3}\$[0-9]{1,3}\$[A-Za-z0-9_-]{16,64}\$[A-Za-z0-9_-]{43}")
 ROOT = Path(os.environ.get("ANSS_GATEWAY_ROOT", Path(__file__).resolve().parent.parent))
 CHECKS = ("identity", "household", "schooling", "health_coverage", "employment")
 # The facts each check can report (see gateway/checks.py); field masks name these.
@@ -60,6 +62,7 @@ class ClientSettings:
     rights: tuple[Right, ...]
     rate_limit: RateLimit | None = None  # None: the gateway's default
     role: str = "data"  # "data": queries citizen data, manages consents; "officer": reads the access log only
+    console_password_hash: str | None = None  # an officer's console password (scrypt; `anss-gateway officer password`)
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,17 @@ class SimulatorSettings:
     households: int = 3_200_000
     host: str = "127.0.0.1"
     base_port: int = 8101  # civil registry; education, health, employment follow
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """The officers' web console (``[console]``; docs/officers.md)."""
+
+    session_key_file: Path | None = None  # None: $ANSS_GATEWAY_CONSOLE_SESSION_KEY, else a dev key under state_dir
+    session_idle_minutes: float = 30.0  # a session unused this long ends
+    session_max_hours: float = 10.0  # ... and any session ends this long after its login
+    login_attempts: int = 5  # login attempts per officer id, and per address, ...
+    login_window_minutes: float = 15.0  # ... within this many minutes
 
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -133,6 +147,7 @@ class Settings:
     audit_retention_days: int = 0  # entries older than this lose their payload (leaf hashes stay); 0: keep forever
     consent_database: Path | None = None  # the consent registry (SQLite); None: state_dir/consents.sqlite3
     anomalies: AnomalySettings = field(default_factory=AnomalySettings)  # [audit.anomalies]
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)  # [console]
 
     @property
     def consent_store_path(self) -> Path:
@@ -280,9 +295,13 @@ def _load_clients(path: Path, purposes: Mapping[str, Purpose]) -> dict[str, Clie
             rate_limit = RateLimit(_get(limit, "rate_per_s", float, lwhere), _get(limit, "burst", int, lwhere))
             if rate_limit.rate_per_s <= 0 or rate_limit.burst < 1:
                 raise ConfigError(f"{lwhere}: `rate_per_s` must be > 0 and `burst` ≥ 1")
+        password_hash = _get(table, "console_password_hash", str, where, "")
+        if password_hash and not SCRYPT_HASH.fullmatch(password_hash):
+            raise fail(password_hash, f"{where}: `console_password_hash` must be what "
+                                      "`anss-gateway officer password` prints (scrypt$N$r$p$salt$hash)")
         clients[client_id] = ClientSettings(
             client_id, _get(table, "name", str, where, client_id), key_files, dev_key, tuple(rights), rate_limit,
-            role,
+            role, console_password_hash=password_hash or None,
         )
     return clients
 
@@ -330,6 +349,24 @@ def _clock_minutes(value: str, where: str) -> int:
     if not (hours.isdigit() and minutes.isdigit() and len(minutes) == 2) or int(hours) > 24 or int(minutes) > 59:
         raise ConfigError(f"{where}: `working_hours` must hold two times as \"HH:MM\", not {value!r}")
     return min(int(hours) * 60 + int(minutes), 24 * 60)
+
+
+def _console_settings(table: Mapping[str, Any], where: str, config_dir: Path,
+                      env: Mapping[str, str]) -> ConsoleSettings:
+    """``[console]``: officers' sessions and login throttling."""
+    d = ConsoleSettings()
+    found = ConsoleSettings(
+        session_key_file=_resolve(config_dir, env.get("ANSS_GATEWAY_CONSOLE_SESSION_KEY_FILE")
+                                  or _get(table, "session_key_file", str, where, "")),
+        session_idle_minutes=_get(table, "session_idle_minutes", float, where, d.session_idle_minutes),
+        session_max_hours=_get(table, "session_max_hours", float, where, d.session_max_hours),
+        login_attempts=_get(table, "login_attempts", int, where, d.login_attempts),
+        login_window_minutes=_get(table, "login_window_minutes", float, where, d.login_window_minutes),
+    )
+    for name in ("session_idle_minutes", "session_max_hours", "login_attempts", "login_window_minutes"):
+        if getattr(found, name) <= 0:
+            raise ConfigError(f"{where}: `{name}` must be greater than 0")
+    return found
 
 
 def _anomaly_settings(table: Mapping[str, Any], where: str) -> AnomalySettings:
@@ -433,6 +470,7 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
         ),
         **_audit_cadence(audit, f"{gateway_file} [audit]"),
         anomalies=_anomaly_settings(audit.get("anomalies", {}), f"{gateway_file} [audit.anomalies]"),
+        console=_console_settings(data.get("console", {}), f"{gateway_file} [console]", config_dir, env),
         clients=_load_clients(config_dir / "clients.toml", purposes),
         purposes=purposes,
         connectors=_load_connectors(config_dir / "connectors", env),
