@@ -21,7 +21,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from gateway.audit.query import LogHit, SearchableLog
+from gateway.audit.query import LogHit
 from gateway.citizen import devidp
 from gateway.citizen.jwks import JwksError, JwksFile
 from gateway.citizen.labels import choose_language
@@ -41,7 +41,7 @@ PATH = "/v1/citizen/access-log"
 ACTOR = "citizen"  # the access log's `client` for a citizen's own request
 OUTCOME = "citizen_access_log_read"
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
-NUMBER = re.compile(r"[0-9]{1,19}")
+NUMBER = re.compile(r"[1-9][0-9]{0,17}")  # below 2^63: an index of the log
 CITIZEN_TOKENS: web.AppKey[CitizenTokenVerifier] = web.AppKey("citizen_tokens", CitizenTokenVerifier)
 
 
@@ -84,7 +84,7 @@ def _query(request: web.Request) -> tuple[int, int | None]:
         limit = int(query["limit"])
     cursor = None
     if "cursor" in query:
-        if not NUMBER.fullmatch(query["cursor"]) or int(query["cursor"]) < 1:
+        if not NUMBER.fullmatch(query["cursor"]):
             raise BadRequest("`cursor` must be a `next_cursor` given by a previous page")
         cursor = int(query["cursor"])
     return limit, cursor
@@ -130,9 +130,8 @@ async def access_log(request: web.Request) -> web.Response:
     limit, cursor = _query(request)
     await _admit(runtime, pseudonyms[0])
     language = choose_language(request.headers.get("Accept-Language"))
-    searchable: SearchableLog = runtime.access_log  # type: ignore[assignment]
     try:
-        page = await collect(searchable, pseudonyms, lambda hit: classify(hit.entry, pseudonyms) is not None,
+        page = await collect(runtime.access_log, pseudonyms, lambda hit: classify(hit.entry, pseudonyms) is not None,
                              limit, cursor)
     except Exception as exc:
         log.error("access_log_unreadable", error=type(exc).__name__)
