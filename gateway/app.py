@@ -23,7 +23,7 @@ from aiohttp import web
 
 from connectors.registry import build as build_connector
 from gateway import console, logs
-from gateway.api import consents, public, verifications
+from gateway.api import citizen, consents, public, verifications
 from gateway.audit import AccessRecord, Pseudonymiser, SqliteAccessLog, TreeHeadSigner, log_id_for
 from gateway.consent import SqliteConsentStore
 from gateway.errors import (
@@ -233,6 +233,7 @@ def create_app(settings: Settings) -> web.Application:
         },
     )
     app[SETTINGS] = settings
+    app.cleanup_ctx.append(citizen.context(settings))  # the citizens' identity provider keys: checked first
     app.cleanup_ctx.append(_runtime_context(settings))
     app.router.add_get("/healthz", public.healthz)
     app.router.add_get("/readyz", public.readyz)
@@ -243,4 +244,5 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/v1/consents/{consent_id}", consents.show_consent)
     app.router.add_post("/v1/consents/{consent_id}/revoke", consents.revoke_consent)
     console.setup(app)  # the officers' console (HTML pages under /console; docs/officers.md)
+    app.router.add_get(citizen.PATH, citizen.access_log)
     return app

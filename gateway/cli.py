@@ -1,4 +1,5 @@
-"""``anss-gateway``: serve, simulate, demo, client verify, keys, audit verify, consent, officer, fixtures."""
+"""``anss-gateway``: serve, simulate, demo, client verify, keys, audit verify, consent, officer, citizen token,
+fixtures."""
 
 from __future__ import annotations
 
@@ -267,6 +268,22 @@ def cmd_officer_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_citizen_token(args: argparse.Namespace) -> int:
+    """Mint a dev identity provider token for ``GET /v1/citizen/access-log`` (development only)."""
+    from gateway.citizen import devidp
+
+    try:
+        token = devidp.mint(_settings(args), args.idcs, args.cin, args.lifetime)
+    except devidp.NotTheDevProvider as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
 def cmd_fixtures(args: argparse.Namespace) -> int:
     from simulators.population import FIXTURE_NAMES, Population
 
@@ -277,6 +294,22 @@ def cmd_fixtures(args: argparse.Namespace) -> int:
         print(f"{name:<20} father idcs={household.father.idcs} cin={household.father.cin}")
     print(f"{'unknown_identifier':<20} idcs={population.unknown_idcs()}")
     return 0
+
+
+def _idcs(value: str) -> str:
+    from gateway.citizen.token import IDCS
+
+    if not IDCS.fullmatch(value):
+        raise argparse.ArgumentTypeError("an IDCS is 10 digits")
+    return value
+
+
+def _cin(value: str) -> str:
+    from gateway.citizen.token import CIN
+
+    if not CIN.fullmatch(value):
+        raise argparse.ArgumentTypeError("a CIN is 1–2 capital letters and 5–6 digits")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -382,6 +415,18 @@ def parser() -> argparse.ArgumentParser:
     cs.add_argument("consent_id")
     for command in (cg, cr, cl, cs):
         command.set_defaults(func=cmd_consent)
+
+    z = sub.add_parser("citizen", help="citizens' access to their log (development identity provider)"
+                       ).add_subparsers(dest="citizen_cmd", required=True)
+    zt = z.add_parser("token", help="mint a short-lived token of the dev identity provider for a citizen",
+                      description="Development only: sign a token with the dev identity provider's key under "
+                                  "state_dir/citizen-idp/ (refused when [citizens] jwks_file names another "
+                                  "provider's keys). Use it as `Authorization: Bearer <token>` on "
+                                  "GET /v1/citizen/access-log.")
+    zt.add_argument("--idcs", required=True, type=_idcs, help="the citizen's IDCS (10 digits)")
+    zt.add_argument("--cin", type=_cin, help="the citizen's CIN too (optional)")
+    zt.add_argument("--lifetime", type=int, default=600, help="seconds (default 600)")
+    zt.set_defaults(func=cmd_citizen_token)
     return p
 
 

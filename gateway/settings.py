@@ -63,6 +63,7 @@ class ClientSettings:
     rate_limit: RateLimit | None = None  # None: the gateway's default
     role: str = "data"  # "data": queries citizen data, manages consents; "officer": reads the access log only
     console_password_hash: str | None = None  # an officer's console password (scrypt; `anss-gateway officer password`)
+    names: Mapping[str, str] = field(default_factory=dict)  # display name by language ("fr", "en"): `name_fr`...
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class Purpose:
     legal_basis: str
     statute: str | None
     checks: tuple[str, ...]
+    titles: Mapping[str, str] = field(default_factory=dict)  # title by language ("fr", "en"): `title_fr`...
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,26 @@ class SimulatorSettings:
     households: int = 3_200_000
     host: str = "127.0.0.1"
     base_port: int = 8101  # civil registry; education, health, employment follow
+
+
+CITIZEN_ALGORITHMS = ("EdDSA", "ES256", "RS256")  # asymmetric only: never `none`, never HS*
+LANGUAGES = ("fr", "en")
+
+
+@dataclass(frozen=True)
+class CitizenSettings:
+    """``[citizens]``: the identity provider whose tokens citizens present to ``GET /v1/citizen/access-log``."""
+
+    issuer: str = "urn:anss:dev-identity-provider"
+    audience: str = "anss-gateway-citizens"
+    jwks_file: Path | None = None  # the provider's public keys on disk; None: the dev provider under state_dir
+    algorithms: tuple[str, ...] = CITIZEN_ALGORITHMS
+    clock_leeway_s: int = 60
+    max_token_lifetime_s: int = 3600  # `exp` - `iat` at most this
+    idcs_claim: str = "idcs"
+    cin_claim: str | None = "cin"  # optional claim; None: not read
+    show_consent_evidence: bool = True  # a consent's evidence reference is shown to the citizen it is about
+    jwks_setting: str = "[citizens] jwks_file"  # where jwks_file was configured (file:line), for error messages
 
 
 @dataclass(frozen=True)
@@ -148,6 +170,7 @@ class Settings:
     consent_database: Path | None = None  # the consent registry (SQLite); None: state_dir/consents.sqlite3
     anomalies: AnomalySettings = field(default_factory=AnomalySettings)  # [audit.anomalies]
     console: ConsoleSettings = field(default_factory=ConsoleSettings)  # [console]
+    citizens: CitizenSettings = field(default_factory=CitizenSettings)
 
     @property
     def consent_store_path(self) -> Path:
@@ -224,6 +247,55 @@ def _resolve(base: Path, value: str | None) -> Path | None:
     return path if path.is_absolute() else base / path
 
 
+def _by_language(table: Mapping[str, Any], key: str, where: str) -> dict[str, str]:
+    """The optional translations ``<key>_fr``, ``<key>_en`` of a display text, by language."""
+    texts = {lang: _get(table, f"{key}_{lang}", str, where, "") for lang in LANGUAGES}
+    return {lang: text for lang, text in texts.items() if text.strip()}
+
+
+def _load_citizens(path: Path, table: Mapping[str, Any], config_dir: Path) -> CitizenSettings:
+    """``[citizens]`` (docs/citizens.md): the identity provider of citizens' tokens, checked at file:line."""
+    where = f"{path} [citizens]"
+
+    def fail(key: str, message: str) -> ConfigError:
+        return ConfigError(f"{_line(path, key, after='[citizens]')} {where}: {message}")
+
+    defaults = CitizenSettings()
+    issuer = _get(table, "issuer", str, where, defaults.issuer)
+    audience = _get(table, "audience", str, where, defaults.audience)
+    for key, value in (("issuer", issuer), ("audience", audience)):
+        if not value.strip() or value != value.strip():
+            raise fail(key, f"`{key}` must be a non-empty string without surrounding blanks")
+    algorithms = tuple(_get(table, "algorithms", list, where, list(defaults.algorithms)))
+    refused = [a for a in algorithms if a not in CITIZEN_ALGORITHMS]
+    if refused or not algorithms:
+        raise fail("algorithms", f"`algorithms` must name some of {list(CITIZEN_ALGORITHMS)} (asymmetric "
+                                 f"signatures only; refused: {refused or 'an empty list'})")
+    leeway = _get(table, "clock_leeway_s", int, where, defaults.clock_leeway_s)
+    if not 0 <= leeway <= 300:
+        raise fail("clock_leeway_s", "`clock_leeway_s` must be between 0 and 300")
+    lifetime = _get(table, "max_token_lifetime_s", int, where, defaults.max_token_lifetime_s)
+    if not 60 <= lifetime <= 86400:
+        raise fail("max_token_lifetime_s", "`max_token_lifetime_s` must be between 60 and 86400")
+    claims = {}
+    for key, default in (("idcs_claim", defaults.idcs_claim), ("cin_claim", defaults.cin_claim)):
+        claims[key] = _get(table, key, str, where, default)
+        if key == "idcs_claim" and not claims[key]:
+            raise fail(key, "`idcs_claim` must name the claim that carries the citizen's IDCS")
+        if claims[key] in ("iss", "aud", "exp", "nbf", "iat", "sub", "jti"):
+            raise fail(key, f"`{key}` cannot be the registered claim {claims[key]!r}")
+    if claims["idcs_claim"] == claims["cin_claim"]:
+        raise fail("cin_claim", "`cin_claim` must differ from `idcs_claim`")
+    jwks_file = _get(table, "jwks_file", str, where, "")
+    return CitizenSettings(
+        issuer=issuer, audience=audience, jwks_file=_resolve(config_dir, jwks_file), algorithms=algorithms,
+        clock_leeway_s=leeway, max_token_lifetime_s=lifetime, idcs_claim=claims["idcs_claim"],
+        cin_claim=claims["cin_claim"] or None,
+        show_consent_evidence=_get(table, "show_consent_evidence", bool, where, defaults.show_consent_evidence),
+        jwks_setting=f"{_line(path, 'jwks_file', after='[citizens]')} [citizens] jwks_file",
+    )
+
+
 def _load_purposes(path: Path) -> dict[str, Purpose]:
     purposes: dict[str, Purpose] = {}
     for name, table in _read(path).get("purposes", {}).items():
@@ -239,7 +311,8 @@ def _load_purposes(path: Path) -> dict[str, Purpose]:
         statute = _get(table, "statute", str, where, "")
         if basis == "statute" and not statute.strip():
             raise ConfigError(f"{where}: a statute-based purpose needs its `statute` reference")
-        purposes[name] = Purpose(name, _get(table, "title", str, where, ""), basis, statute or None, checks)
+        purposes[name] = Purpose(name, _get(table, "title", str, where, ""), basis, statute or None, checks,
+                                 _by_language(table, "title", where))
     return purposes
 
 
@@ -301,7 +374,7 @@ def _load_clients(path: Path, purposes: Mapping[str, Purpose]) -> dict[str, Clie
                                       "`anss-gateway officer password` prints (scrypt$N$r$p$salt$hash)")
         clients[client_id] = ClientSettings(
             client_id, _get(table, "name", str, where, client_id), key_files, dev_key, tuple(rights), rate_limit,
-            role, console_password_hash=password_hash or None,
+            role, console_password_hash=password_hash or None, names=_by_language(table, "name", where),
         )
     return clients
 
@@ -468,6 +541,7 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
         pseudonym_key_file=_resolve(
             config_dir, env.get("ANSS_GATEWAY_PSEUDONYM_KEY_FILE") or audit.get("pseudonym_key_file")
         ),
+        citizens=_load_citizens(gateway_file, data.get("citizens", {}), config_dir),
         **_audit_cadence(audit, f"{gateway_file} [audit]"),
         anomalies=_anomaly_settings(audit.get("anomalies", {}), f"{gateway_file} [audit.anomalies]"),
         console=_console_settings(data.get("console", {}), f"{gateway_file} [console]", config_dir, env),
