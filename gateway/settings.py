@@ -109,6 +109,7 @@ class Settings:
     tree_head_max_entries: int = 10_000  # ... and as soon as this many entries are not covered by one
     audit_retention_days: int = 0  # entries older than this lose their payload (leaf hashes stay); 0: keep forever
     consent_database: Path | None = None  # the consent registry (SQLite); None: state_dir/consents.sqlite3
+    audit_export_max_bytes: int = 64 * 1024 * 1024  # GET /v1/audit/export answers up to this; larger: the CLI
 
     @property
     def consent_store_path(self) -> Path:
@@ -301,6 +302,13 @@ def _audit_cadence(audit: Mapping[str, Any], where: str) -> dict[str, Any]:
             "audit_retention_days": retention}
 
 
+def _positive(table: Mapping[str, Any], key: str, where: str, default: int) -> int:
+    value: int = _get(table, key, int, where, default)
+    if value < 1:
+        raise ConfigError(f"{where}: `{key}` must be a positive integer")
+    return value
+
+
 def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Load and validate the settings; environment overrides win over the files."""
     env = os.environ if env is None else env
@@ -361,6 +369,7 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
             config_dir, env.get("ANSS_GATEWAY_PSEUDONYM_KEY_FILE") or audit.get("pseudonym_key_file")
         ),
         **_audit_cadence(audit, f"{gateway_file} [audit]"),
+        audit_export_max_bytes=_positive(audit, "export_max_bytes", f"{gateway_file} [audit]", 64 * 1024 * 1024),
         clients=_load_clients(config_dir / "clients.toml", purposes),
         purposes=purposes,
         connectors=_load_connectors(config_dir / "connectors", env),
