@@ -2,17 +2,19 @@
 
 Each is one access-log entry with the officer as client and its own outcome: ``console_search`` (with the
 filters in ``detail.filters`` and the citizen's pseudonym as the entry's subject — never the identifier),
-``console_entry_shown`` (``detail.entry``), ``console_integrity_shown``, ``console_log_verification``
-(``detail.verification``: the result; the integrity page shows the latest such entry as the last
-verification, whichever replica ran it), ``console_anomalies_shown`` (``detail.flags``).
+``console_entry_shown`` (``detail.entry``), ``console_integrity_shown``, ``audit_verification`` (the result in
+``detail``, as the officers' API records it: the integrity panel shows the newest such entry, from the API or
+the console, whichever replica ran it), ``console_anomalies_shown`` (``detail.flags``).
 """
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import structlog
 from aiohttp import web
 
 from gateway.api.anomalies import scan
@@ -23,7 +25,9 @@ from gateway.console.proofs import head_view, inclusion, trusted_keys
 from gateway.console.web import Page, Refused, page
 from gateway.keys import b64url
 
-VERIFICATION_OUTCOME = "console_log_verification"
+VERIFICATION = "audit_verification"  # the outcome of a full verification, from the API or the console
+VERIFY_PATHS = frozenset({"/v1/audit/verify", "/console/integrity/verify"})
+log = structlog.get_logger("gateway.console")
 
 
 @page()
@@ -75,21 +79,29 @@ async def entry(current: Page) -> web.Response:
                           detail_json=detail_json)
 
 
+async def last_verification(current: Page) -> dict[str, Any] | None:
+    """The newest full verification, from the officers' API or the console: read back from its own entry."""
+    cursor = None
+    for _ in range(5):  # a handful of pages: only the two verify handlers give this outcome
+        found = await current.runtime.access_log.search(LogQuery(outcome=VERIFICATION, limit=20, cursor=cursor))
+        for hit in found.hits:
+            e, d = hit.entry, hit.entry.get("detail") or {}
+            if e.get("path") in VERIFY_PATHS and e.get("status") == 200 and d.get("result") in ("intact", "broken"):
+                return {**d, "time": e.get("time"), "officer": e.get("client"), "entry": hit.index}
+        if found.next_cursor is None:
+            return None
+        cursor = found.next_cursor
+    return None
+
+
 async def _integrity(current: Page, result: dict[str, Any] | None = None) -> web.Response:
     access_log = current.runtime.access_log
     keys = await trusted_keys(current.runtime)
     count = await access_log.count()
     signed = await access_log.latest_tree_head()
     head = head_view(signed, keys) if signed else None
-    last = None
-    found = await current.runtime.access_log.search(LogQuery(outcome=VERIFICATION_OUTCOME, limit=1))
-    if found.hits:
-        hit = found.hits[0]
-        verification = hit.entry.get("detail", {}).get("verification", {})
-        last = {**verification, "time": hit.entry.get("time"), "officer": hit.entry.get("client"),
-                "entry": hit.index}
-    return current.render("integrity.html", head=head, count=count,
-                          unsigned=count - (head.tree_size if head else 0), last=last, result=result)
+    return current.render("integrity.html", head=head, count=count, unsigned=count - (head.tree_size if head else 0),
+                          last=await last_verification(current), result=result)
 
 
 @page()
@@ -103,13 +115,20 @@ async def verify_now(current: Page) -> web.Response:
     await current.checked_form()
     access_log = current.runtime.access_log
     keys = await trusted_keys(current.runtime)
-    size = await access_log.count()
+    count = await access_log.count()
+    signed = await access_log.latest_tree_head()
+    started = time.perf_counter()
     problem = await access_log.verify(keys)
-    result: dict[str, Any] = {"intact": problem is None, "tree_size": size}
+    result: dict[str, Any] = {  # the shape the officers' API records (POST /v1/audit/verify)
+        "result": "intact" if problem is None else "broken",
+        "first_bad_index": problem.index if problem else None, "reason": problem.reason if problem else None,
+        "entries": count, "tree_size": signed.head.tree_size if signed else None,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+    }
     if problem is not None:
-        result |= {"index": problem.index, "reason": problem.reason}
-    current.note.outcome = VERIFICATION_OUTCOME
-    current.note.detail["verification"] = result
+        log.error("access_log_verification_failed", index=problem.index, reason=problem.reason)
+    current.note.outcome = VERIFICATION
+    current.note.detail.update(result)
     return await _integrity(current, result)
 
 

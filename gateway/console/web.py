@@ -71,7 +71,7 @@ CONSOLE: web.AppKey[Console] = web.AppKey("console", Console)
 
 def templates() -> jinja2.Environment:
     return jinja2.Environment(loader=jinja2.PackageLoader("gateway.console", "templates"),
-                              autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
+                              autoescape=True, undefined=jinja2.ChainableUndefined, trim_blocks=True,
                               lstrip_blocks=True)
 
 
