@@ -10,15 +10,20 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from yarl import URL
 
 from gateway.console.passwords import dev_password_path
 from gateway.console.sessions import SESSION_COOKIE, SessionCodec, load_session_key
+from gateway.runner import gateway_running
+from gateway.settings import load
 from gateway.state import RUNTIME
-from tests.console.conftest import OFFICER, PASSWORD, Browser, Seen
+from gateway.tls import client_ssl_context, server_ssl_context
+from tests.console.conftest import CSRF, OFFICER, PASSWORD, Browser, Seen, with_officer
 from tests.gateway.conftest import Stack, build_stack
 from tests.officers.conftest import raw_log, stored_entries
+from tests.trust.pki import make_pki
 
 
 def entries_with(stack: Stack, **fields: object) -> list[dict[str, object]]:
@@ -57,7 +62,7 @@ async def test_sign_in_lands_on_the_search_page_with_a_strict_session_cookie(con
         assert response.status == 303 and response.headers["Location"] == "/console/search"
         cookie = next(c for c in response.headers.getall("Set-Cookie") if c.startswith(SESSION_COOKIE + "="))
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/console" in cookie
-    assert "Secure" not in cookie  # plain HTTP here; under TLS the cookie is Secure (tests/console/test_browser.py)
+    assert "Secure" not in cookie  # plain HTTP here; under TLS the cookie is Secure (below)
     page = await browser.get("/console/search")
     assert page.status == 200 and f"<strong>{OFFICER}</strong>" in page.text
     [login] = await logged(console_stack, outcome="console_login")
@@ -93,6 +98,26 @@ async def test_login_attempts_are_throttled(console_stack: Stack, browser: Brows
     assert throttled.status == 429 and "Trop de tentatives de connexion" in throttled.text
     assert browser.cookie(SESSION_COOKIE) is None
     assert await logged(console_stack, outcome="rate_limited", path="/console/login")
+
+
+async def test_under_tls_the_session_cookie_is_secure(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    settings = with_officer(load(env={"ANSS_GATEWAY_STATE_DIR": str(tmp_path / "state")}))
+    context = server_ssl_context(pki.server.cert, pki.server.key, None, require_client_cert=False)
+    async with gateway_running(settings, port=0, ssl_context=context) as gw:
+        assert gw.url.startswith("https://")
+        connector = aiohttp.TCPConnector(ssl=client_ssl_context(pki.ca))
+        async with aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            async with http.get(gw.url + "/console/login") as response:
+                token = CSRF.search(await response.text())
+                assert token and "Secure" in response.headers["Set-Cookie"]
+            async with http.post(gw.url + "/console/login", allow_redirects=False, data={
+                    "officer": OFFICER, "password": PASSWORD, "csrf": token.group(1)}) as response:
+                assert response.status == 303
+                cookie = next(c for c in response.headers.getall("Set-Cookie") if c.startswith(SESSION_COOKIE))
+            assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+            async with http.get(gw.url + "/console/search") as response:
+                assert response.status == 200 and OFFICER in await response.text()
 
 
 async def test_the_dev_password_is_generated_kept_and_announced(tmp_path: Path) -> None:

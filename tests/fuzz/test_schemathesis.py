@@ -86,7 +86,8 @@ def test_the_schema_loads_with_its_external_references() -> None:
     operations = {(r.ok().method.upper(), r.ok().path) for r in SCHEMA.get_all_operations()}
     assert operations == {("POST", VERIFICATIONS), ("GET", "/healthz"), ("GET", "/readyz"),
                           ("GET", "/.well-known/jwks.json"), ("POST", "/v1/consents"), ("GET", "/v1/consents"),
-                          ("GET", "/v1/consents/{consent_id}"), ("POST", "/v1/consents/{consent_id}/revoke")}
+                          ("GET", "/v1/consents/{consent_id}"), ("POST", "/v1/consents/{consent_id}/revoke"),
+                          ("GET", "/v1/audit/anomalies")}
     body = SCHEMA[VERIFICATIONS]["POST"].body[0]
     assert body.media_type == "application/json"
 
