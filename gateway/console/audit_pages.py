@@ -22,7 +22,7 @@ from gateway.audit.merkle import leaf_hash
 from gateway.audit.query import LogQuery
 from gateway.console import filters
 from gateway.console.proofs import head_view, inclusion, trusted_keys
-from gateway.console.web import Page, Refused, page
+from gateway.console.web import Page, Refused, mark_refused, page
 from gateway.keys import b64url
 
 VERIFICATION = "audit_verification"  # the outcome of a full verification, from the API or the console
@@ -46,7 +46,7 @@ async def search(current: Page) -> web.Response:
     try:
         chosen = filters.parse(form, settings, current.runtime.pseudonymiser)
     except (filters.FilterInvalid, ValueError) as exc:
-        note.detail["reason"] = str(exc)
+        mark_refused(current, "invalid_request", str(exc))
         shown = {k: v for k, v in form.items() if k != "csrf"}
         return current.render("search.html", 400, form=shown, choices=filters.choices(settings), error=str(exc),
                               page_result=None, carry=[], zone=current.t.zone_name)

@@ -227,8 +227,11 @@ async def test_search_by_citizen_logs_the_pseudonym_never_the_identifier(console
     assert search["detail"]["filters"] == {  # type: ignore[index]
         "client": "anss.asd", "subject": pseudonym, "subject_kind": "idcs", "limit": 50}
     assert idcs.encode() not in raw_log(console_stack)
-    nothing = await browser.post("/console/search", {"citizen": "12345"})
+    nothing = await browser.post("/console/search", {"citizen": "zz98765q"})
     assert nothing.status == 400 and "Filtre invalide" in nothing.text
+    [refused] = await logged(console_stack, outcome="invalid_request", path="/console/search")
+    raw = raw_log(console_stack)
+    assert refused["client"] == OFFICER and b"zz98765q" not in raw and b"ZZ98765Q" not in raw
 
 
 async def test_results_come_a_page_at_a_time(console_stack: Stack, browser: Browser) -> None:
