@@ -148,6 +148,7 @@ class Settings:
     consent_database: Path | None = None  # the consent registry (SQLite); None: state_dir/consents.sqlite3
     anomalies: AnomalySettings = field(default_factory=AnomalySettings)  # [audit.anomalies]
     console: ConsoleSettings = field(default_factory=ConsoleSettings)  # [console]
+    audit_export_max_bytes: int = 64 * 1024 * 1024  # GET /v1/audit/export answers up to this; larger: the CLI
 
     @property
     def consent_store_path(self) -> Path:
@@ -409,6 +410,13 @@ def _anomaly_settings(table: Mapping[str, Any], where: str) -> AnomalySettings:
     return found
 
 
+def _positive(table: Mapping[str, Any], key: str, where: str, default: int) -> int:
+    value: int = _get(table, key, int, where, default)
+    if value < 1:
+        raise ConfigError(f"{where}: `{key}` must be a positive integer")
+    return value
+
+
 def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Load and validate the settings; environment overrides win over the files."""
     env = os.environ if env is None else env
@@ -471,6 +479,7 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
         **_audit_cadence(audit, f"{gateway_file} [audit]"),
         anomalies=_anomaly_settings(audit.get("anomalies", {}), f"{gateway_file} [audit.anomalies]"),
         console=_console_settings(data.get("console", {}), f"{gateway_file} [console]", config_dir, env),
+        audit_export_max_bytes=_positive(audit, "export_max_bytes", f"{gateway_file} [audit]", 64 * 1024 * 1024),
         clients=_load_clients(config_dir / "clients.toml", purposes),
         purposes=purposes,
         connectors=_load_connectors(config_dir / "connectors", env),
