@@ -2,28 +2,31 @@
 
 Each is one access-log entry with the officer as client and its own outcome: ``console_search`` (with the
 filters in ``detail.filters`` and the citizen's pseudonym as the entry's subject — never the identifier),
-``console_entry_shown`` (``detail.entry``), ``console_integrity_shown``, ``console_log_verification``
-(``detail.verification``: the result; the integrity page shows the latest such entry as the last
-verification, whichever replica ran it), ``console_anomalies_shown`` (``detail.flags``).
+``console_entry_shown`` (``detail.entry``), ``console_integrity_shown``, ``audit_verification`` (the result in
+``detail``, as the officers' API records it: the integrity panel shows the newest such entry, from the API or
+the console, whichever replica ran it), ``console_anomalies_shown`` (``detail.flags``).
 """
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import structlog
 from aiohttp import web
 
 from gateway.api.anomalies import scan
+from gateway.api.audit import last_verification
 from gateway.audit.merkle import leaf_hash
-from gateway.audit.query import LogQuery
 from gateway.console import filters
 from gateway.console.proofs import head_view, inclusion, trusted_keys
-from gateway.console.web import Page, Refused, page
+from gateway.console.web import Page, Refused, mark_refused, page
 from gateway.keys import b64url
 
-VERIFICATION_OUTCOME = "console_log_verification"
+VERIFICATION = "audit_verification"  # the outcome of a full verification, from the API or the console
+log = structlog.get_logger("gateway.console")
 
 
 @page()
@@ -42,7 +45,7 @@ async def search(current: Page) -> web.Response:
     try:
         chosen = filters.parse(form, settings, current.runtime.pseudonymiser)
     except (filters.FilterInvalid, ValueError) as exc:
-        note.detail["reason"] = str(exc)
+        mark_refused(current, "invalid_request", str(exc))
         shown = {k: v for k, v in form.items() if k != "csrf"}
         return current.render("search.html", 400, form=shown, choices=filters.choices(settings), error=str(exc),
                               page_result=None, carry=[], zone=current.t.zone_name)
@@ -81,15 +84,8 @@ async def _integrity(current: Page, result: dict[str, Any] | None = None) -> web
     count = await access_log.count()
     signed = await access_log.latest_tree_head()
     head = head_view(signed, keys) if signed else None
-    last = None
-    found = await current.runtime.access_log.search(LogQuery(outcome=VERIFICATION_OUTCOME, limit=1))
-    if found.hits:
-        hit = found.hits[0]
-        verification = hit.entry.get("detail", {}).get("verification", {})
-        last = {**verification, "time": hit.entry.get("time"), "officer": hit.entry.get("client"),
-                "entry": hit.index}
-    return current.render("integrity.html", head=head, count=count,
-                          unsigned=count - (head.tree_size if head else 0), last=last, result=result)
+    return current.render("integrity.html", head=head, count=count, unsigned=count - (head.tree_size if head else 0),
+                          last=await last_verification(current.runtime.access_log), result=result)
 
 
 @page()
@@ -103,13 +99,20 @@ async def verify_now(current: Page) -> web.Response:
     await current.checked_form()
     access_log = current.runtime.access_log
     keys = await trusted_keys(current.runtime)
-    size = await access_log.count()
+    count = await access_log.count()
+    signed = await access_log.latest_tree_head()
+    started = time.perf_counter()
     problem = await access_log.verify(keys)
-    result: dict[str, Any] = {"intact": problem is None, "tree_size": size}
+    result: dict[str, Any] = {  # the shape the officers' API records (POST /v1/audit/verify)
+        "result": "intact" if problem is None else "broken",
+        "first_bad_index": problem.index if problem else None, "reason": problem.reason if problem else None,
+        "entries": count, "tree_size": signed.head.tree_size if signed else None,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+    }
     if problem is not None:
-        result |= {"index": problem.index, "reason": problem.reason}
-    current.note.outcome = VERIFICATION_OUTCOME
-    current.note.detail["verification"] = result
+        log.error("access_log_verification_failed", index=problem.index, reason=problem.reason)
+    current.note.outcome = VERIFICATION
+    current.note.detail.update(result)
     return await _integrity(current, result)
 
 

@@ -36,7 +36,7 @@ class Filters:
     query: LogQuery
     shown: dict[str, str]  # what the form shows again (the identifier included: it is the officer's own page)
     carry: list[tuple[str, str]] = field(default_factory=list)  # hidden fields of the next-page form
-    logged: dict[str, Any] = field(default_factory=dict)  # what the access log records (no identifier)
+    logged: dict[str, Any] = field(default_factory=dict)  # as the officers' API logs them: no identifier
 
 
 def _local_time(value: str, name: str, zone: ZoneInfo) -> datetime | None:
@@ -96,11 +96,12 @@ def parse(form: dict[str, str], settings: Settings, pseudonymiser: Pseudonymiser
     if subject:
         carry.append(("subject", subject))
     logged: dict[str, Any] = {name: values[name] for name in TEXT_FILTERS if values[name]}
+    if subject:
+        logged["subject"], logged["subject_kind"] = subject, kind if identifier else "pseudonym"
     for name, moment in (("since", since), ("until", until)):
         if moment is not None:
-            logged[name] = moment.isoformat()
-    if subject:
-        logged["subject"] = "by_identifier" if identifier else "by_pseudonym"
+            logged[name] = moment.isoformat(timespec="microseconds")
+    logged["limit"] = PAGE_SIZE
     if query.cursor is not None:
         logged["cursor"] = query.cursor
     return Filters(query, shown, carry, logged)

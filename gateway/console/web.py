@@ -71,7 +71,7 @@ CONSOLE: web.AppKey[Console] = web.AppKey("console", Console)
 
 def templates() -> jinja2.Environment:
     return jinja2.Environment(loader=jinja2.PackageLoader("gateway.console", "templates"),
-                              autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
+                              autoescape=True, undefined=jinja2.ChainableUndefined, trim_blocks=True,
                               lstrip_blocks=True)
 
 
@@ -140,18 +140,14 @@ def redirect(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location})
 
 
-def secure(request: web.Request) -> bool:
-    return request.secure
-
-
-def set_cookie(response: web.Response, request: web.Request, name: str, value: str, max_age: float,
-               *, http_only: bool = True) -> None:
-    response.set_cookie(name, value, max_age=max(0, int(max_age)), path="/console", httponly=http_only,
-                        samesite="Strict", secure=secure(request))
+def set_cookie(response: web.Response, request: web.Request, name: str, value: str, max_age: float) -> None:
+    """HttpOnly, SameSite=Strict, only for /console, and Secure when the request came over TLS."""
+    response.set_cookie(name, value, max_age=max(0, int(max_age)), path="/console", httponly=True,
+                        samesite="Strict", secure=request.secure)
 
 
 def drop_cookie(response: web.Response, request: web.Request, name: str) -> None:
-    response.del_cookie(name, path="/console", samesite="Strict", secure=secure(request), httponly=True)
+    response.del_cookie(name, path="/console", samesite="Strict", secure=request.secure, httponly=True)
 
 
 def signed_in(page: Page) -> Session:

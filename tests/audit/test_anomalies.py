@@ -16,7 +16,7 @@ import pytest
 from gateway.audit.anomalies import Flag, Kind, Severity, Window, detect, lookback, working
 from gateway.audit.query import LogHit
 from gateway.audit.record import AccessRecord
-from gateway.settings import ROOT, AnomalySettings, ConfigError, load
+from gateway.settings import ROOT, AnomalySettings, ConfigError, ConsoleSettings, load
 
 NOW = datetime(2026, 4, 15, 15, 0, tzinfo=UTC)  # Wednesday 15 April 2026, 16:00 in Casablanca
 S = AnomalySettings()
@@ -298,7 +298,9 @@ def write_config(tmp_path: Path, anomalies: str) -> Path:
 
 
 def test_the_shipped_configuration_holds_the_defaults() -> None:
-    assert load(env={}).anomalies == AnomalySettings()
+    settings = load(env={})
+    assert settings.anomalies == AnomalySettings()
+    assert settings.console == ConsoleSettings()
 
 
 def test_configuration_is_read_and_checked(tmp_path: Path) -> None:

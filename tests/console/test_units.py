@@ -11,7 +11,7 @@ from gateway.cli import main
 from gateway.console import i18n
 from gateway.console.passwords import dev_password, hash_password, verify_password
 from gateway.console.sessions import SessionCodec, csrf_matches, load_session_key
-from gateway.settings import SCRYPT_HASH
+from gateway.settings import ROOT, SCRYPT_HASH, ConfigError, load
 
 KEY = bytes(range(32))
 
@@ -165,3 +165,43 @@ def test_times_are_shown_in_local_time_with_their_offset() -> None:
     assert en.when("2026-03-04T07:30:00+00:00") == "2026-03-04 07:30:00 (UTC+00:00)"  # Ramadan: UTC+0
     assert fr("entry_title", index=7) == "Entrée n° 7" and en("entry_title", index=7) == "Entry no. 7"
     assert i18n.Translator("de", "Africa/Casablanca").lang == "fr"
+
+
+# --- configuration ----------------------------------------------------------------------------------------------------
+
+
+def config_copy(tmp_path: Path) -> Path:
+    config = tmp_path / "config"
+    config.mkdir()
+    for name in ("gateway.toml", "purposes.toml", "clients.toml"):
+        (config / name).write_text((ROOT / "config" / name).read_text())
+    (config / "connectors").symlink_to(ROOT / "config" / "connectors")
+    return config
+
+
+def test_a_malformed_password_hash_is_refused_at_its_line(tmp_path: Path) -> None:
+    config = config_copy(tmp_path)
+    clients = config / "clients.toml"
+    clients.write_text(clients.read_text().replace('role = "officer"\n', 'role = "officer"\n'
+                                                   'console_password_hash = "plain-text-password"\n'))
+    line = clients.read_text().splitlines().index('console_password_hash = "plain-text-password"') + 1
+    with pytest.raises(ConfigError, match=f"clients.toml:{line} .*`anss-gateway officer password`"):
+        load(config, env={})
+    good = hash_password("a long console password")
+    clients.write_text(clients.read_text().replace("plain-text-password", good))
+    assert load(config, env={}).clients["dgssi.officer"].console_password_hash == good
+
+
+def test_console_settings_are_read_and_checked(tmp_path: Path) -> None:
+    config = config_copy(tmp_path)
+    gateway = config / "gateway.toml"
+    text = gateway.read_text()
+    gateway.write_text(text.replace("session_idle_minutes = 30", "session_idle_minutes = 5")
+                       .replace("# session_key_file =", "session_key_file = \"session.key\" #"))
+    console = load(config, env={}).console
+    assert console.session_idle_minutes == 5 and console.session_key_file == config / "session.key"
+    assert load(config, env={"ANSS_GATEWAY_CONSOLE_SESSION_KEY_FILE": "/elsewhere.key"}).console.session_key_file \
+        == Path("/elsewhere.key")
+    gateway.write_text(text.replace("login_attempts = 5", "login_attempts = 0"))
+    with pytest.raises(ConfigError, match=r"\[console\]: `login_attempts` must be greater than 0"):
+        load(config, env={})

@@ -96,7 +96,8 @@ def test_the_schema_loads_with_its_external_references() -> None:
                           ("GET", "/v1/consents/{consent_id}"), ("POST", "/v1/consents/{consent_id}/revoke"),
                           ("GET", "/v1/citizen/access-log"),
                           ("POST", "/v1/audit/search"), ("GET", "/v1/audit/entries/{index}"),
-                          ("GET", "/v1/audit/integrity"), ("POST", "/v1/audit/verify"), ("GET", "/v1/audit/export")}
+                          ("GET", "/v1/audit/integrity"), ("POST", "/v1/audit/verify"), ("GET", "/v1/audit/export"),
+                          ("GET", "/v1/audit/anomalies")}
     body = SCHEMA[VERIFICATIONS]["POST"].body[0]
     assert body.media_type == "application/json"
 
