@@ -22,7 +22,7 @@ import structlog
 from aiohttp import web
 
 from connectors.registry import build as build_connector
-from gateway import logs
+from gateway import console, logs
 from gateway.api import citizen, consents, public, verifications
 from gateway.audit import AccessRecord, Pseudonymiser, SqliteAccessLog, TreeHeadSigner, log_id_for
 from gateway.consent import SqliteConsentStore
@@ -244,4 +244,5 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/v1/consents/{consent_id}", consents.show_consent)
     app.router.add_post("/v1/consents/{consent_id}/revoke", consents.revoke_consent)
     app.router.add_get(citizen.PATH, citizen.access_log)
+    console.setup(app)  # the officers' console (HTML pages under /console; docs/officers.md)
     return app

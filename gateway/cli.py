@@ -1,4 +1,4 @@
-"""``anss-gateway``: serve, simulate, demo, client verify, keys, audit verify, consent, citizen token, fixtures."""
+"""``anss-gateway``: serve, simulate, demo, client verify, keys, audit verify, consent, officer, citizen, fixtures."""
 
 from __future__ import annotations
 
@@ -250,6 +250,23 @@ def cmd_consent(args: argparse.Namespace) -> int:
     return command(_settings(args), args)
 
 
+def cmd_officer_password(args: argparse.Namespace) -> int:
+    """Prompt for a console password twice and print its scrypt hash for ``console_password_hash``."""
+    import getpass
+
+    from gateway.console.passwords import hash_password
+
+    first = getpass.getpass("console password: ")
+    if len(first) < 12:
+        print("a console password holds at least 12 characters", file=sys.stderr)
+        return 2
+    if getpass.getpass("again: ") != first:
+        print("the two passwords differ", file=sys.stderr)
+        return 2
+    print(hash_password(first))
+    return 0
+
+
 def cmd_citizen_token(args: argparse.Namespace) -> int:
     """Mint a dev identity provider token for ``GET /v1/citizen/access-log`` (development only)."""
     from gateway.citizen import devidp
@@ -367,6 +384,12 @@ def parser() -> argparse.ArgumentParser:
     ae.add_argument("--no-sign", action="store_true", help="export up to the latest existing head only")
     ae.add_argument("--no-proofs", action="store_true", help="leave out inclusion and consistency proofs")
     ae.set_defaults(func=cmd_audit_export)
+
+    o = sub.add_parser("officer", help="security officers").add_subparsers(dest="officer_cmd", required=True)
+    o.add_parser("password", help="print the hash of a console password (prompted) for clients.toml",
+                 description="Prompt for an officer's console password (twice) and print its scrypt hash: put it "
+                             "as `console_password_hash` on the officer's client in clients.toml."
+                 ).set_defaults(func=cmd_officer_password)
 
     c = sub.add_parser("consent", help="citizens' consents for consent-based purposes (the ANSS office)",
                        description="Record, revoke, list and show consents on the configured registry directly. "

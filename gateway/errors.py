@@ -9,7 +9,8 @@ own text, never a backend's message or a stack trace::
      ├── Unauthenticated (PermissionError)  401 unauthenticated, invalid_assertion, assertion_replayed
      │    └── CitizenTokenInvalid           401 citizen_token_invalid (gateway/citizen/token.py)
      ├── Forbidden (PermissionError)        403 forbidden_purpose, forbidden_check, consent_missing, consent_revoked,
- │                                          consent_expired, consent_not_yet_valid, consent_out_of_scope
+ │                                          consent_expired, consent_not_yet_valid, consent_out_of_scope,
+ │                                          forbidden_role
      ├── NotFound (LookupError)             404 subject_not_found, not_found
      ├── MethodNotAllowed                   405 method_not_allowed
      ├── RequestTimeout (TimeoutError)      408 request_timeout

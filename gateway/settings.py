@@ -8,7 +8,9 @@ files; a bad value is a ``ConfigError`` naming the file and the setting.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 
 from connectors.base import ConnectorConfig
 
+SCRYPT_HASH = re.compile(r"scrypt\$[0-9]{1,8}\$[0-9]{1,3}\$[0-9]{1,3}\$[A-Za-z0-9_-]{16,64}\$[A-Za-z0-9_-]{43}")
 ROOT = Path(os.environ.get("ANSS_GATEWAY_ROOT", Path(__file__).resolve().parent.parent))
 CHECKS = ("identity", "household", "schooling", "health_coverage", "employment")
 # The facts each check can report (see gateway/checks.py); field masks name these.
@@ -27,6 +30,9 @@ FACTS: dict[str, frozenset[str]] = {
     "health_coverage": frozenset({"scheme", "status", "since", "severe_disability"}),
     "employment": frozenset({"employer", "declared_months", "declared_days", "declared_salary_mad"}),
 }
+
+
+ROLES = ("data", "officer")  # see gateway/officers.py
 
 
 class ConfigError(ValueError):
@@ -55,6 +61,8 @@ class ClientSettings:
     dev_key: bool
     rights: tuple[Right, ...]
     rate_limit: RateLimit | None = None  # None: the gateway's default
+    role: str = "data"  # "data": queries citizen data, manages consents; "officer": reads the access log only
+    console_password_hash: str | None = None  # an officer's console password (scrypt; `anss-gateway officer password`)
     names: Mapping[str, str] = field(default_factory=dict)  # display name by language ("fr", "en"): `name_fr`...
 
 
@@ -97,6 +105,39 @@ class CitizenSettings:
 
 
 @dataclass(frozen=True)
+class ConsoleSettings:
+    """The officers' web console (``[console]``; docs/officers.md)."""
+
+    session_key_file: Path | None = None  # None: $ANSS_GATEWAY_CONSOLE_SESSION_KEY, else a dev key under state_dir
+    session_idle_minutes: float = 30.0  # a session unused this long ends
+    session_max_hours: float = 10.0  # ... and any session ends this long after its login
+    login_attempts: int = 5  # login attempts per officer id, and per address, ...
+    login_window_minutes: float = 15.0  # ... within this many minutes
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class AnomalySettings:
+    """Thresholds of the access-log anomaly flags (``[audit.anomalies]``; see gateway/audit/anomalies.py)."""
+
+    timezone: str = "Africa/Casablanca"
+    working_days: tuple[int, ...] = (0, 1, 2, 3, 4)  # date.weekday(): Monday is 0
+    working_hours: tuple[int, int] = (8 * 60, 18 * 60)  # minutes after midnight: [start, end)
+    window_hours: float = 24.0  # flags are raised over the entries of this last period
+    baseline_days: int = 14  # ... against each client's own history over the days before it
+    volume_factor: float = 5.0  # an hour with this many times the client's median active hour
+    volume_min_requests: int = 50  # ... and at least this many requests
+    refusal_burst: int = 10  # this many refusals of one client
+    refusal_burst_minutes: float = 5.0  # ... within this many minutes
+    citizen_clients: int = 3  # one citizen looked up by at least this many distinct clients
+    citizen_window_hours: float = 24.0  # ... within this many hours
+    rare_purpose_share: float = 0.05  # a purpose below this share of the client's own history
+    rare_purpose_min_history: int = 100  # ... once that history holds at least this many queries
+
+
+@dataclass(frozen=True)
 class Settings:
     gateway_id: str
     host: str
@@ -127,6 +168,8 @@ class Settings:
     tree_head_max_entries: int = 10_000  # ... and as soon as this many entries are not covered by one
     audit_retention_days: int = 0  # entries older than this lose their payload (leaf hashes stay); 0: keep forever
     consent_database: Path | None = None  # the consent registry (SQLite); None: state_dir/consents.sqlite3
+    anomalies: AnomalySettings = field(default_factory=AnomalySettings)  # [audit.anomalies]
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)  # [console]
     citizens: CitizenSettings = field(default_factory=CitizenSettings)
 
     @property
@@ -305,6 +348,13 @@ def _load_clients(path: Path, purposes: Mapping[str, Purpose]) -> dict[str, Clie
                 raise ConfigError(f"{at} {rwhere}: `manage_consents` needs a consent-based purpose; "
                                   f"{purpose!r} rests on a statute")
             rights.append(Right(purpose, checks, deny, manage))
+        role = _get(table, "role", str, where, "data")
+        if role not in ROLES:
+            raise fail(role, f"{where}: `role` must be one of {list(ROLES)}")
+        if role == "officer" and rights:  # officers read the log; they never query citizen data
+            at = _line(path, "rights", after=f'[clients."{client_id}"]')
+            raise ConfigError(f"{at} {where}: an officer may hold no data rights (`rights` must be empty): give "
+                              "data rights to a separate client")
         key_files = tuple(
             p for p in (_resolve(path.parent, f) for f in _get(table, "public_key_files", list, where, [])) if p
         )
@@ -318,9 +368,14 @@ def _load_clients(path: Path, purposes: Mapping[str, Purpose]) -> dict[str, Clie
             rate_limit = RateLimit(_get(limit, "rate_per_s", float, lwhere), _get(limit, "burst", int, lwhere))
             if rate_limit.rate_per_s <= 0 or rate_limit.burst < 1:
                 raise ConfigError(f"{lwhere}: `rate_per_s` must be > 0 and `burst` ≥ 1")
+        password_hash = _get(table, "console_password_hash", str, where, "")
+        if password_hash and not SCRYPT_HASH.fullmatch(password_hash):
+            raise fail(password_hash, f"{where}: `console_password_hash` must be what "
+                                      "`anss-gateway officer password` prints (scrypt$N$r$p$salt$hash)")
         clients[client_id] = ClientSettings(
             client_id, _get(table, "name", str, where, client_id), key_files, dev_key, tuple(rights), rate_limit,
-            _by_language(table, "name", where),
+            role, console_password_hash=password_hash or None,
+            names=_by_language(table, "name", where),
         )
     return clients
 
@@ -361,6 +416,71 @@ def _audit_cadence(audit: Mapping[str, Any], where: str) -> dict[str, Any]:
                           "`retention_days` >= 0 (0: keep entries forever)")
     return {"tree_head_interval_s": interval, "tree_head_max_entries": max_entries,
             "audit_retention_days": retention}
+
+
+def _clock_minutes(value: str, where: str) -> int:
+    hours, _, minutes = value.partition(":")
+    if not (hours.isdigit() and minutes.isdigit() and len(minutes) == 2) or int(hours) > 24 or int(minutes) > 59:
+        raise ConfigError(f"{where}: `working_hours` must hold two times as \"HH:MM\", not {value!r}")
+    return min(int(hours) * 60 + int(minutes), 24 * 60)
+
+
+def _console_settings(table: Mapping[str, Any], where: str, config_dir: Path,
+                      env: Mapping[str, str]) -> ConsoleSettings:
+    """``[console]``: officers' sessions and login throttling."""
+    d = ConsoleSettings()
+    found = ConsoleSettings(
+        session_key_file=_resolve(config_dir, env.get("ANSS_GATEWAY_CONSOLE_SESSION_KEY_FILE")
+                                  or _get(table, "session_key_file", str, where, "")),
+        session_idle_minutes=_get(table, "session_idle_minutes", float, where, d.session_idle_minutes),
+        session_max_hours=_get(table, "session_max_hours", float, where, d.session_max_hours),
+        login_attempts=_get(table, "login_attempts", int, where, d.login_attempts),
+        login_window_minutes=_get(table, "login_window_minutes", float, where, d.login_window_minutes),
+    )
+    for name in ("session_idle_minutes", "session_max_hours", "login_attempts", "login_window_minutes"):
+        if getattr(found, name) <= 0:
+            raise ConfigError(f"{where}: `{name}` must be greater than 0")
+    return found
+
+
+def _anomaly_settings(table: Mapping[str, Any], where: str) -> AnomalySettings:
+    """``[audit.anomalies]``: the thresholds of the anomaly flags, each defaulting to ``AnomalySettings``."""
+    d = AnomalySettings()
+    zone = _get(table, "timezone", str, where, d.timezone)
+    try:
+        zoneinfo.ZoneInfo(zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"{where}: unknown `timezone` {zone!r}") from exc
+    days = _get(table, "working_days", list, where, [WEEKDAYS[i] for i in d.working_days])
+    if not days or any(day not in WEEKDAYS for day in days):
+        raise ConfigError(f"{where}: `working_days` must list days among {list(WEEKDAYS)}")
+    hours = _get(table, "working_hours", list, where, ["08:00", "18:00"])
+    if len(hours) != 2 or not all(isinstance(h, str) for h in hours):
+        raise ConfigError(f"{where}: `working_hours` must be [\"HH:MM\", \"HH:MM\"] (start, end)")
+    start, end = (_clock_minutes(h, where) for h in hours)
+    if start >= end:
+        raise ConfigError(f"{where}: `working_hours` must start before they end")
+    found = AnomalySettings(
+        timezone=zone, working_days=tuple(sorted({WEEKDAYS.index(day) for day in days})), working_hours=(start, end),
+        window_hours=_get(table, "window_hours", float, where, d.window_hours),
+        baseline_days=_get(table, "baseline_days", int, where, d.baseline_days),
+        volume_factor=_get(table, "volume_factor", float, where, d.volume_factor),
+        volume_min_requests=_get(table, "volume_min_requests", int, where, d.volume_min_requests),
+        refusal_burst=_get(table, "refusal_burst", int, where, d.refusal_burst),
+        refusal_burst_minutes=_get(table, "refusal_burst_minutes", float, where, d.refusal_burst_minutes),
+        citizen_clients=_get(table, "citizen_clients", int, where, d.citizen_clients),
+        citizen_window_hours=_get(table, "citizen_window_hours", float, where, d.citizen_window_hours),
+        rare_purpose_share=_get(table, "rare_purpose_share", float, where, d.rare_purpose_share),
+        rare_purpose_min_history=_get(table, "rare_purpose_min_history", int, where, d.rare_purpose_min_history),
+    )
+    positive = ("window_hours", "baseline_days", "volume_factor", "volume_min_requests", "refusal_burst",
+                "refusal_burst_minutes", "citizen_clients", "citizen_window_hours", "rare_purpose_min_history")
+    for name in positive:
+        if getattr(found, name) <= 0:
+            raise ConfigError(f"{where}: `{name}` must be greater than 0")
+    if not 0 < found.rare_purpose_share < 1:
+        raise ConfigError(f"{where}: `rare_purpose_share` must be between 0 and 1 (a share, e.g. 0.05)")
+    return found
 
 
 def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -424,6 +544,8 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
         ),
         citizens=_load_citizens(gateway_file, data.get("citizens", {}), config_dir),
         **_audit_cadence(audit, f"{gateway_file} [audit]"),
+        anomalies=_anomaly_settings(audit.get("anomalies", {}), f"{gateway_file} [audit.anomalies]"),
+        console=_console_settings(data.get("console", {}), f"{gateway_file} [console]", config_dir, env),
         clients=_load_clients(config_dir / "clients.toml", purposes),
         purposes=purposes,
         connectors=_load_connectors(config_dir / "connectors", env),
