@@ -15,12 +15,12 @@ import hashlib
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import AsyncConnectionPool
+if TYPE_CHECKING:  # the driver is imported when a connection is made: settings load without it
+    import psycopg
+    from psycopg import sql
+    from psycopg_pool import AsyncConnectionPool
 
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 DEFAULT_SCHEMA = "anss_gateway"
@@ -33,6 +33,9 @@ class DatabaseUnavailable(RuntimeError):
 
 def check_dsn(dsn: str) -> dict[str, Any]:
     """The DSN's parts; ``ValueError`` (without echoing any of it) if it is not a PostgreSQL DSN."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
     try:
         parts = conninfo_to_dict(dsn)
     except psycopg.Error:
@@ -79,10 +82,14 @@ class PostgresTarget:
         return int.from_bytes(digest[:8], "big", signed=True)
 
     def search_path(self) -> sql.Composed:
+        from psycopg import sql
+
         return sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema))
 
     async def connect(self) -> psycopg.AsyncConnection[Any]:
         """One connection of its own (autocommit, in the schema): for a lock held for the session."""
+        import psycopg
+
         try:
             conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
         except psycopg.Error as exc:
@@ -92,6 +99,8 @@ class PostgresTarget:
 
     def connect_sync(self) -> psycopg.Connection[Any]:
         """A blocking connection (autocommit, in the schema), for commands and worker threads."""
+        import psycopg
+
         try:
             conn = psycopg.Connection.connect(self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
         except psycopg.Error as exc:
@@ -101,6 +110,7 @@ class PostgresTarget:
 
     def pool(self, name: str, max_size: int) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
         """A pool of connections in the schema (not opened yet: ``open_pool``)."""
+        from psycopg_pool import AsyncConnectionPool
 
         async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
             await conn.execute(self.search_path())
@@ -121,6 +131,8 @@ async def in_ddl_lock(target: PostgresTarget, conn: psycopg.AsyncConnection[Any]
                       create: Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]]) -> None:
     """Run ``create`` in one transaction holding the schema's DDL lock, with the schema created first: several
     processes (replicas, commands) may start at once, and only one may create tables, functions, triggers."""
+    from psycopg import sql
+
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (target.lock_key("ddl"),))
         row = await (await conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (target.schema,))).fetchone()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.base import ConnectorConfig
+from gateway.postgres import DEFAULT_SCHEMA, SCHEMA_NAME, PostgresTarget
 
 ROOT = Path(os.environ.get("ANSS_GATEWAY_ROOT", Path(__file__).resolve().parent.parent))
 CHECKS = ("identity", "household", "schooling", "health_coverage", "employment")
@@ -105,6 +106,8 @@ class Settings:
     tree_head_max_entries: int = 10_000  # ... and as soon as this many entries are not covered by one
     audit_retention_days: int = 0  # entries older than this lose their payload (leaf hashes stay); 0: keep forever
     consent_database: Path | None = None  # the consent registry (SQLite); None: state_dir/consents.sqlite3
+    storage_backend: str = "sqlite"  # access log and consents: "sqlite" (the files above) or "postgres" (shared)
+    database: PostgresTarget | None = None  # with "postgres": DSN (never in a repr or a message) and schema
 
     @property
     def consent_store_path(self) -> Path:
@@ -289,6 +292,41 @@ def _audit_cadence(audit: Mapping[str, Any], where: str) -> dict[str, Any]:
             "audit_retention_days": retention}
 
 
+DSN_ENV = "ANSS_GATEWAY_DATABASE_DSN"
+
+
+def _storage(table: Mapping[str, Any], where: str, config_dir: Path, env: Mapping[str, str]) -> dict[str, Any]:
+    """``[storage]``: the backend of the access log and the consent registry; for PostgreSQL the DSN (from
+    ``$ANSS_GATEWAY_DATABASE_DSN``, else ``dsn_file``: it may hold a password, so never from the TOML itself
+    and never echoed) and the schema."""
+    backend = env.get("ANSS_GATEWAY_STORAGE_BACKEND") or _get(table, "backend", str, where, "sqlite")
+    if backend not in ("sqlite", "postgres"):
+        raise ConfigError(f"{where}: `backend` must be 'sqlite' or 'postgres'")
+    if "dsn" in table:
+        raise ConfigError(f"{where}: a DSN may hold a password: put it in the file named by `dsn_file` or in the "
+                          f"environment variable {DSN_ENV}, not in the configuration")
+    if backend == "sqlite":
+        return {"storage_backend": backend}
+    schema = env.get("ANSS_GATEWAY_DATABASE_SCHEMA") or _get(table, "schema", str, where, DEFAULT_SCHEMA)
+    if not SCHEMA_NAME.fullmatch(schema):
+        raise ConfigError(f"{where}: `schema` {schema!r}: 1 to 63 of a-z 0-9 _, not starting with a digit")
+    dsn, source = env.get(DSN_ENV), f"the environment variable {DSN_ENV}"
+    if not dsn:
+        path = _resolve(config_dir, _get(table, "dsn_file", str, where, ""))
+        if path is None:
+            raise ConfigError(f"{where}: backend 'postgres' needs a DSN: `dsn_file`, or the environment variable "
+                              f"{DSN_ENV}")
+        try:
+            dsn, source = path.read_text(encoding="utf-8").strip(), f"`dsn_file` {path}"
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{where}: `dsn_file` {path}: cannot read it ({type(exc).__name__})") from None
+    try:
+        return {"storage_backend": backend, "database": PostgresTarget(dsn, schema)}
+    except ValueError:
+        raise ConfigError(f"{where}: the DSN in {source} is not a PostgreSQL connection string (key=value "
+                          "pairs or a postgresql:// URI)") from None
+
+
 def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Load and validate the settings; environment overrides win over the files."""
     env = os.environ if env is None else env
@@ -349,6 +387,7 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
             config_dir, env.get("ANSS_GATEWAY_PSEUDONYM_KEY_FILE") or audit.get("pseudonym_key_file")
         ),
         **_audit_cadence(audit, f"{gateway_file} [audit]"),
+        **_storage(data.get("storage", {}), f"{gateway_file} [storage]", config_dir, env),
         clients=_load_clients(config_dir / "clients.toml", purposes),
         purposes=purposes,
         connectors=_load_connectors(config_dir / "connectors", env),
