@@ -8,7 +8,8 @@ own text, never a backend's message or a stack trace::
      ├── BadRequest (ValueError)            400 invalid_request, unknown_purpose
      ├── Unauthenticated (PermissionError)  401 unauthenticated, invalid_assertion, assertion_replayed
      ├── Forbidden (PermissionError)        403 forbidden_purpose, forbidden_check, consent_missing, consent_revoked,
- │                                          consent_expired, consent_not_yet_valid, consent_out_of_scope
+ │                                          consent_expired, consent_not_yet_valid, consent_out_of_scope,
+ │                                          forbidden_role
      ├── NotFound (LookupError)             404 subject_not_found, not_found
      ├── MethodNotAllowed                   405 method_not_allowed
      ├── RequestTimeout (TimeoutError)      408 request_timeout

@@ -30,6 +30,9 @@ FACTS: dict[str, frozenset[str]] = {
 }
 
 
+ROLES = ("data", "officer")  # see gateway/officers.py
+
+
 class ConfigError(ValueError):
     """The configuration is wrong; the message names the file and the setting."""
 
@@ -56,6 +59,7 @@ class ClientSettings:
     dev_key: bool
     rights: tuple[Right, ...]
     rate_limit: RateLimit | None = None  # None: the gateway's default
+    role: str = "data"  # "data": queries citizen data, manages consents; "officer": reads the access log only
 
 
 @dataclass(frozen=True)
@@ -235,6 +239,13 @@ def _load_clients(path: Path, purposes: Mapping[str, Purpose]) -> dict[str, Clie
                 raise ConfigError(f"{at} {rwhere}: `manage_consents` needs a consent-based purpose; "
                                   f"{purpose!r} rests on a statute")
             rights.append(Right(purpose, checks, deny, manage))
+        role = _get(table, "role", str, where, "data")
+        if role not in ROLES:
+            raise fail(role, f"{where}: `role` must be one of {list(ROLES)}")
+        if role == "officer" and rights:  # officers read the log; they never query citizen data
+            at = _line(path, "rights", after=f'[clients."{client_id}"]')
+            raise ConfigError(f"{at} {where}: an officer may hold no data rights (`rights` must be empty): give "
+                              "data rights to a separate client")
         key_files = tuple(
             p for p in (_resolve(path.parent, f) for f in _get(table, "public_key_files", list, where, [])) if p
         )
@@ -249,7 +260,8 @@ def _load_clients(path: Path, purposes: Mapping[str, Purpose]) -> dict[str, Clie
             if rate_limit.rate_per_s <= 0 or rate_limit.burst < 1:
                 raise ConfigError(f"{lwhere}: `rate_per_s` must be > 0 and `burst` ≥ 1")
         clients[client_id] = ClientSettings(
-            client_id, _get(table, "name", str, where, client_id), key_files, dev_key, tuple(rights), rate_limit
+            client_id, _get(table, "name", str, where, client_id), key_files, dev_key, tuple(rights), rate_limit,
+            role,
         )
     return clients
 

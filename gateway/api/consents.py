@@ -25,6 +25,7 @@ from gateway.auth import authenticate, single_authorization
 from gateway.consent.rules import CONSENT_ID, IDCS, grant_for, parse_time, require_manager
 from gateway.consent.store import Consent, check_reason
 from gateway.errors import BadRequest, NotFound, ServiceUnavailable
+from gateway.officers import DATA, authenticated_as, require_role
 from gateway.state import AUDIT_NOTE, REQUEST_BODY, REQUEST_ID, RUNTIME, AuditNote, Runtime
 from gateway.tls import check_binding
 
@@ -55,8 +56,10 @@ async def _caller(request: web.Request) -> tuple[Runtime, AuditNote, frozenset[s
     )
     note.client = caller.client_id
     note.detail["jti"] = caller.jti
+    authenticated_as(request, caller.client_id)
     check_binding(request, caller.client_id)
     await admit(runtime, caller, settings.clock_leeway_s)
+    require_role(request, DATA)  # officers never manage consents
     return runtime, note, require_manager(settings, caller.client_id), body
 
 

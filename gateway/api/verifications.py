@@ -25,6 +25,7 @@ from gateway.errors import (
     Unauthenticated,
 )
 from gateway.federation import Subject
+from gateway.officers import DATA, authenticated_as, require_role
 from gateway.outbound import OutboundSigner
 from gateway.policy import apply_masks, authorise
 from gateway.ratelimit import Limit
@@ -82,8 +83,10 @@ async def create_verification(request: web.Request) -> web.Response:
     )
     note.client = caller.client_id
     note.detail["jti"] = caller.jti
+    authenticated_as(request, caller.client_id)
     check_binding(request, caller.client_id)  # with mutual TLS, the token's client is the certificate's
     await admit(runtime, caller, settings.clock_leeway_s)
+    require_role(request, DATA)  # officers read the log; they never query citizen data
 
     payload = parse_json(body, request.content_type, "verification-request.json")
     note.purpose, note.case_ref = payload["purpose"], payload["case_ref"]

@@ -8,7 +8,8 @@ Layout: ``gateway.audit.postgres_schema``. What makes one tree out of many write
   assigned by one writer at a time, across processes; under it the writer reads the tree's right edge — the
   compact range kept from its last commit, checked against the root stored with the last entry, caught up
   from the leaves another process appended meanwhile or rebuilt from the stored subtrees — then inserts the
-  entries with their leaf hashes and roots, the subtrees they complete and their search-index rows. Indices
+  entries with their leaf hashes and roots, the subtrees they complete and their search-index rows
+  (``gateway.audit.postgres_search``). Indices
   are never taken from a sequence (sequences leave gaps on rollback); the lock goes with the transaction.
 * **One signer.** Tree heads are signed on a cadence only by the *elected* process: the one holding the
   session-level advisory lock ``pg_try_advisory_lock`` (``leading``; ``TreeHeadSigner`` asks before each
@@ -37,7 +38,9 @@ from gateway.audit.merkle import EMPTY_ROOT, CompactRange, Prover, SignedTreeHea
 from gateway.audit.merkle import leaf_hash as merkle_leaf_hash
 from gateway.audit.postgres_audit import HEAD_COLUMNS, export_postgres, parse_head, verify_postgres
 from gateway.audit.postgres_schema import ensure_schema
+from gateway.audit.postgres_search import drop_pruned, last_high_water, search, write_index
 from gateway.audit.prefetch import Key, prove
+from gateway.audit.query import LogPage, LogQuery
 from gateway.audit.recompute import NODE_LEVEL
 from gateway.audit.record import AccessRecord
 from gateway.audit.rules import (
@@ -49,6 +52,7 @@ from gateway.audit.rules import (
     prune_cut,
     size_to_sign,
 )
+from gateway.audit.search_index import IndexFields, record_fields
 from gateway.audit.store import ChainBreak
 from gateway.keys import PublicKey, SigningKey
 from gateway.postgres import PostgresTarget
@@ -73,7 +77,7 @@ class PostgresAccessLog:
         self._sequencer_lock = target.lock_key("access-log-sequencer")  # session lock: the elected signer
         self._write = asyncio.Lock()  # one write transaction at a time in this process
         self._edge: CompactRange | None = None  # the right edge after our last commit
-        self._pending: list[tuple[bytes, asyncio.Future[int]]] = []
+        self._pending: list[tuple[bytes, IndexFields, asyncio.Future[int]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._election: Conn | None = None  # the session that holds (or asks for) the sequencer lock
         self._leading = False
@@ -131,8 +135,9 @@ class PostgresAccessLog:
 
     async def append(self, record: AccessRecord) -> int:
         entry = record.canonical()  # a record that cannot be serialised fails alone, before joining a batch
+        fields = record_fields(record)  # what the search index holds, from the record the bytes are made of
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append((entry, future))
+        self._pending.append((entry, fields, future))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush(), name="access-log-flush")
         return await future
@@ -142,20 +147,20 @@ class PostgresAccessLog:
             while self._pending:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 try:
-                    indices = await self._commit([entry for entry, _ in batch])
+                    indices = await self._commit([(entry, fields) for entry, fields, _ in batch])
                 except Exception as exc:
-                    for _, future in batch:
+                    for _, _, future in batch:
                         if not future.done():
                             future.set_exception(exc)
                     continue
-                for (_, future), index in zip(batch, indices, strict=True):
+                for (_, _, future), index in zip(batch, indices, strict=True):
                     if not future.done():  # its caller was cancelled meanwhile: the entry stands
                         future.set_result(index)
         finally:
             self._flusher = None
 
-    async def _commit(self, entries: Sequence[bytes]) -> list[int]:
-        leaves = [merkle_leaf_hash(entry) for entry in entries]  # outside the lock
+    async def _commit(self, entries: Sequence[tuple[bytes, IndexFields]]) -> list[int]:
+        leaves = [merkle_leaf_hash(entry) for entry, _ in entries]  # outside the lock
         async with self._write, self._connection() as conn:
             try:
                 async with conn.transaction():
@@ -163,7 +168,7 @@ class PostgresAccessLog:
                     edge = await self._right_edge(conn, self._edge)  # another process may have appended
                     rows: list[tuple[int, bytes, bytes, bytes]] = []
                     nodes: list[tuple[int, int, bytes]] = []
-                    for entry, leaf in zip(entries, leaves, strict=True):
+                    for (entry, _), leaf in zip(entries, leaves, strict=True):
                         index = edge.size
                         nodes.extend((n.level, n.index, n.hash) for n in edge.append(leaf) if n.level >= NODE_LEVEL)
                         rows.append((index, entry, leaf, edge.root()))
@@ -173,6 +178,8 @@ class PostgresAccessLog:
                         if nodes:
                             await cursor.executemany("INSERT INTO merkle_nodes (level, idx, hash) VALUES (%s, %s, %s)",
                                                      nodes)
+                    await write_index(conn, zip((r[0] for r in rows), (f for _, f in entries), strict=True),
+                                      await last_high_water(conn))
             except BaseException:
                 self._edge = None
                 raise
@@ -255,6 +262,12 @@ class PostgresAccessLog:
                 raise ValueError(f"the log has fewer than {new_size} entries")
             return await _prove(conn, lambda p: p.consistency_proof(old_size, new_size))
 
+    # --- search ---------------------------------------------------------------------------------------------------
+
+    async def search(self, query: LogQuery) -> LogPage:
+        async with self._connection() as conn:
+            return await search(conn, query)
+
     # --- verification, export, retention -------------------------------------------------------------------------
 
     async def verify(self, keys: Mapping[str, PublicKey] | None = None) -> ChainBreak | None:
@@ -285,6 +298,8 @@ class PostgresAccessLog:
                     pruned = await conn.execute("UPDATE access_log SET entry = NULL WHERE idx >= %s AND idx < %s "
                                                 "AND entry IS NOT NULL", (first, cut))
                     total += pruned.rowcount
+                    # the index holds the same fields as the entry: retention removes it too
+                    await drop_pruned(conn, [(idx, entry) for idx, entry in rows if idx < cut and entry is not None])
             if cut < first + PRUNE_CHUNK or cut >= covered:
                 return total
 

@@ -7,7 +7,7 @@ Tables::
     access_log(idx PK, entry NULL, leaf_hash, tree_root)
     merkle_nodes(level, idx, hash)  PK (level, idx)  complete subtrees of 2^level leaves, level >= 6
     tree_heads(tree_size PK, root_hash, timestamp_ms, log_id, signature)
-    access_index(idx PK, time_us, client, purpose, case_ref, outcome, subject, checks[], sources[])
+    access_index, access_index_checks, access_index_sources    the search index (gateway.audit.postgres_search)
 
 Triggers refuse every UPDATE, DELETE and TRUNCATE of the tree tables, with one exception: an UPDATE of
 ``access_log`` that sets a present ``entry`` to NULL and changes nothing else (retention pruning). The search
@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 
+from gateway.audit.postgres_search import INDEX_CHILDREN, INDEX_GUARD, INDEX_TABLES, INDEX_TRIGGERS
 from gateway.audit.store import AccessLogCorrupt
 from gateway.postgres import PostgresTarget, in_ddl_lock
 
@@ -43,15 +44,7 @@ TABLES = (
         tree_size bigint PRIMARY KEY, root_hash bytea NOT NULL, timestamp_ms bigint NOT NULL,
         log_id text NOT NULL, signature text NOT NULL
     )""",
-    """CREATE TABLE access_index (
-        idx bigint PRIMARY KEY, time_us bigint, client text, purpose text, case_ref text, outcome text,
-        subject text, checks text[] NOT NULL, sources text[] NOT NULL
-    )""",
-    "CREATE INDEX access_index_time ON access_index (time_us)",
-    *(f"CREATE INDEX access_index_{column} ON access_index ({column}, idx)"
-      for column in ("client", "purpose", "case_ref", "outcome", "subject")),
-    "CREATE INDEX access_index_checks ON access_index USING gin (checks)",
-    "CREATE INDEX access_index_sources ON access_index USING gin (sources)",
+    *INDEX_TABLES,
 )
 
 FUNCTIONS = (
@@ -70,13 +63,7 @@ FUNCTIONS = (
     BEGIN
         RAISE EXCEPTION '{APPEND_ONLY}';
     END $$""",
-    f"""CREATE FUNCTION access_index_guard() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
-    BEGIN
-        IF TG_OP = 'DELETE' AND EXISTS (SELECT 1 FROM access_log WHERE idx = OLD.idx AND entry IS NULL) THEN
-            RETURN OLD;
-        END IF;
-        RAISE EXCEPTION '{APPEND_ONLY} (its index loses only the rows of pruned entries)';
-    END $$""",
+    INDEX_GUARD,
 )
 
 TRIGGERS = (
@@ -85,9 +72,9 @@ TRIGGERS = (
     *(f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
       "FOR EACH ROW EXECUTE FUNCTION access_log_append_only()" for table in TREE_TABLES if table != "access_log"),
     *(f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
-      "FOR EACH STATEMENT EXECUTE FUNCTION access_log_append_only()" for table in (*TREE_TABLES, "access_index")),
-    "CREATE TRIGGER access_index_guard BEFORE UPDATE OR DELETE ON access_index "
-    "FOR EACH ROW EXECUTE FUNCTION access_index_guard()",
+      "FOR EACH STATEMENT EXECUTE FUNCTION access_log_append_only()"
+      for table in (*TREE_TABLES, "access_index", *INDEX_CHILDREN)),
+    *INDEX_TRIGGERS,
 )
 
 

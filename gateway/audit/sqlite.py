@@ -9,12 +9,14 @@ writer thread; concurrent appends are grouped into one transaction (group commit
 right edge under SQLite's write lock (``BEGIN IMMEDIATE``), so several processes may share the file and still
 grow one tree: the edge is kept in memory and checked against the last stored root, caught up or rebuilt
 (``Prover.compact_range``) when another process appended meanwhile. Short reads run on a reader thread with
-its own connection; a full verification or an export on a third thread, each over one read snapshot.
+its own connection; a full verification or an export on a third thread, each over one read snapshot; searches
+on a fourth (``gateway.audit.sqlite_search``: the index is written in the same transaction as the entries).
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,11 +27,14 @@ from typing import TextIO, TypeVar
 
 from gateway.audit.merkle import CompactRange, SignedTreeHead, TreeHead
 from gateway.audit.merkle import leaf_hash as merkle_leaf_hash
+from gateway.audit.query import LogPage, LogQuery
 from gateway.audit.recompute import NODE_LEVEL
 from gateway.audit.record import AccessRecord
 from gateway.audit.rules import check_extends, head_timestamp, size_to_sign
 from gateway.audit.rules import dated_before as _dated_before
+from gateway.audit.search_index import IndexFields, record_fields
 from gateway.audit.sqlite_schema import ensure_schema
+from gateway.audit.sqlite_search import drop_pruned, last_high_water, search, write_index
 from gateway.audit.sqlite_tree import (
     HEAD_COLUMNS,
     LogStatus,
@@ -60,10 +65,13 @@ class SqliteAccessLog:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="access-log")
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="access-log-read")
         self._auditor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="access-log-audit")
+        self._searcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="access-log-search")
         self._write_tree: Tree | None = None
         self._read_tree: Tree | None = None
+        self._search_conn: sqlite3.Connection | None = None
         self._edge: CompactRange | None = None  # the right edge after our last commit (writer thread only)
-        self._pending: list[tuple[bytes | BaseException, asyncio.Future[int], asyncio.AbstractEventLoop]] = []
+        self._pending: list[tuple[tuple[bytes, IndexFields] | BaseException, asyncio.Future[int],
+                                  asyncio.AbstractEventLoop]] = []
         self._lock = threading.Lock()
 
     async def _write(self, fn: Callable[..., T], *args: object) -> T:
@@ -77,6 +85,7 @@ class SqliteAccessLog:
     async def open(self) -> None:
         await self._write(self._open_writer)
         await self._read(self._open_reader)
+        await asyncio.get_running_loop().run_in_executor(self._searcher, self._open_searcher)
 
     def _open_writer(self) -> None:
         conn = connect(self.path)
@@ -90,12 +99,19 @@ class SqliteAccessLog:
     def _open_reader(self) -> None:
         self._read_tree = Tree(connect(self.path))
 
+    def _open_searcher(self) -> None:
+        self._search_conn = connect(self.path)
+
     async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._search_conn is not None:
+            await loop.run_in_executor(self._searcher, self._search_conn.close)
         for tree, executor in ((self._read_tree, self._reader), (self._write_tree, self._writer)):
             if tree is not None:
-                await asyncio.get_running_loop().run_in_executor(executor, tree.conn.close)
+                await loop.run_in_executor(executor, tree.conn.close)
         self._read_tree = self._write_tree = None
-        for executor in (self._reader, self._writer, self._auditor):
+        self._search_conn = None
+        for executor in (self._reader, self._writer, self._auditor, self._searcher):
             executor.shutdown(wait=True)
 
     def _writing(self) -> Tree:
@@ -113,8 +129,8 @@ class SqliteAccessLog:
     async def append(self, record: AccessRecord) -> int:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
-        try:
-            entry: bytes | BaseException = record.canonical()
+        try:  # the search index's fields come from the record the bytes are made of (no parsing back)
+            entry: tuple[bytes, IndexFields] | BaseException = (record.canonical(), record_fields(record))
         except Exception as exc:  # this record alone fails; it never joins (and spoils) a batch
             entry = exc
         with self._lock:
@@ -127,15 +143,15 @@ class SqliteAccessLog:
     def _flush(self) -> None:
         with self._lock:
             batch, self._pending = self._pending, []
-        entries: list[bytes] = []
+        entries: list[tuple[bytes, IndexFields]] = []
         outcomes: list[tuple[asyncio.Future[int], asyncio.AbstractEventLoop, int | BaseException]] = []
         for entry, future, loop in batch:
-            if isinstance(entry, bytes):
-                entries.append(entry)
-            else:
+            if isinstance(entry, BaseException):
                 outcomes.append((future, loop, entry))
+            else:
+                entries.append(entry)
         if entries:
-            waiting = [(f, loop) for e, f, loop in batch if isinstance(e, bytes)]
+            waiting = [(f, loop) for e, f, loop in batch if not isinstance(e, BaseException)]
             try:
                 indices: list[int] | BaseException = self._commit(entries)
             except BaseException as exc:
@@ -148,7 +164,7 @@ class SqliteAccessLog:
         for loop, settled in by_loop.items():  # one wake-up per event loop, not one per entry
             loop.call_soon_threadsafe(_settle, settled)
 
-    def _commit(self, entries: Sequence[bytes]) -> list[int]:
+    def _commit(self, entries: Sequence[tuple[bytes, IndexFields]]) -> list[int]:
         tree = self._writing()
         conn = tree.conn
         try:
@@ -156,7 +172,7 @@ class SqliteAccessLog:
             edge = tree.right_edge(self._edge)  # read under the write lock: another process may have appended
             rows: list[tuple[int, bytes, bytes, bytes]] = []
             nodes: list[tuple[int, int, bytes]] = []
-            for entry in entries:
+            for entry, _ in entries:
                 leaf = merkle_leaf_hash(entry)
                 index = edge.size
                 nodes.extend((n.level, n.index, n.hash) for n in edge.append(leaf) if n.level >= NODE_LEVEL)
@@ -164,6 +180,7 @@ class SqliteAccessLog:
             conn.executemany("INSERT INTO access_log (idx, entry, leaf_hash, tree_root) VALUES (?, ?, ?, ?)", rows)
             if nodes:
                 conn.executemany("INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
+            write_index(conn, zip((r[0] for r in rows), (f for _, f in entries), strict=True), last_high_water(conn))
             conn.execute("COMMIT")
         except BaseException:
             self._edge = None
@@ -233,6 +250,16 @@ class SqliteAccessLog:
     async def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         return await self._read(lambda: self._reading().consistency_proof(old_size, new_size))
 
+    # --- search ---------------------------------------------------------------------------------------------------
+
+    async def search(self, query: LogQuery) -> LogPage:
+        return await asyncio.get_running_loop().run_in_executor(self._searcher, self._search, query)
+
+    def _search(self, query: LogQuery) -> LogPage:
+        if self._search_conn is None:
+            raise RuntimeError("open() the access log first")
+        return search(self._search_conn, query)
+
     # --- verification, export, retention -------------------------------------------------------------------------
 
     async def verify(self, keys: Mapping[str, PublicKey] | None = None) -> ChainBreak | None:
@@ -263,13 +290,17 @@ class SqliteAccessLog:
                 rows = conn.execute("SELECT idx, entry FROM access_log WHERE idx >= ? AND idx < ? ORDER BY idx",
                                     (first, min(first + PRUNE_CHUNK, covered))).fetchall()
                 cut = first
+                pruned: list[tuple[int, bytes]] = []
                 for idx, entry in rows:
                     if entry is not None and not _dated_before(entry, before):
                         break
                     cut = idx + 1
+                    if entry is not None:
+                        pruned.append((idx, entry))
                 if cut > first:
                     total += conn.execute("UPDATE access_log SET entry = NULL WHERE idx >= ? AND idx < ? "
                                           "AND entry IS NOT NULL", (first, cut)).rowcount
+                    drop_pruned(conn, pruned)  # the index holds the same fields: retention removes it too
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:

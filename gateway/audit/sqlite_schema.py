@@ -1,14 +1,19 @@
-"""The SQLite layout of the access log (schema v2, a Merkle tree log) and the migration from v1 (a hash chain).
+"""The SQLite layout of the access log (schema v3: a Merkle tree log and its search index) and the migrations
+from v2 (the tree without the index) and v1 (a hash chain).
 
 Tables (docs/merkle-log.md section 8)::
 
-    meta(key PK, value)                              schema_version = 2; migration notes
+    meta(key PK, value)                              schema_version = 3; migration notes
     access_log(idx PK, entry NULL, leaf_hash, tree_root)
     merkle_nodes(level, idx, hash)  PK (level, idx)  complete subtrees of 2^level leaves, level >= 6
     tree_heads(tree_size PK, root_hash, timestamp_ms, log_id, signature)
+    access_index, access_index_checks, access_index_sources     the search index (gateway.audit.sqlite_search)
 
-Triggers refuse every UPDATE and DELETE on all four, with one exception: an UPDATE of ``access_log`` that sets
-a present ``entry`` to NULL and changes nothing else (retention pruning).
+Triggers refuse every UPDATE and DELETE on the first four, with one exception: an UPDATE of ``access_log`` that
+sets a present ``entry`` to NULL and changes nothing else (retention pruning). The index is derived data
+outside the tree; its own triggers allow deleting only the rows of pruned entries.
+
+A v2 file gains the index in one transaction when it is opened, built from the kept entries.
 
 A v1 file (``access_log`` with a ``chain_hash`` column, no ``meta``) is migrated in one transaction when it is
 opened: the chain is verified first (a broken v1 log is never migrated: it would launder the break), then each
@@ -23,9 +28,11 @@ import sqlite3
 from gateway.audit.merkle import CompactRange
 from gateway.audit.recompute import NODE_LEVEL
 from gateway.audit.record import GENESIS, chain_hash, leaf_hash
+from gateway.audit.sqlite_search import INDEX_TABLES, INDEX_TRIGGERS, INDEXES, build_index
 from gateway.audit.store import AccessLogCorrupt, ChainBreak
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+TREE_VERSIONS = (2, 3)  # the tree's layout is the same in both: verification and export read either
 APPEND_ONLY = "the access log is append-only"
 
 TABLES = (
@@ -72,7 +79,7 @@ def schema_version(conn: sqlite3.Connection) -> int:
 
 def ensure_schema(conn: sqlite3.Connection) -> int:
     """Create or migrate the schema inside one write transaction (several processes may open at once);
-    return the version found (0 when created, 1 when migrated, 2 when already current)."""
+    return the version found (0 when created, 1 or 2 when migrated, 3 when already current)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         found = schema_version(conn)
@@ -81,6 +88,8 @@ def ensure_schema(conn: sqlite3.Connection) -> int:
                                    f"{SCHEMA_VERSION}")
         if found == 1:
             _migrate_v1(conn)
+        elif found == 2:
+            _migrate_v2(conn)
         elif found == 0:
             _create(conn, ())
         conn.execute("COMMIT")
@@ -92,12 +101,24 @@ def ensure_schema(conn: sqlite3.Connection) -> int:
 
 
 def _create(conn: sqlite3.Connection, notes: tuple[tuple[str, str], ...]) -> None:
-    for statement in TABLES:
+    for statement in (*TABLES, *INDEX_TABLES, *INDEXES):
         conn.execute(statement)
     conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
                      [("schema_version", str(SCHEMA_VERSION)), *notes])
-    for statement in TRIGGERS:
+    for statement in (*TRIGGERS, *INDEX_TRIGGERS):
         conn.execute(statement)
+
+
+def _migrate_v2(conn: sqlite3.Connection) -> None:
+    """Add the search index, built from the kept entries; the tree is not touched."""
+    for statement in INDEX_TABLES:
+        conn.execute(statement)
+    build_index(conn)
+    for statement in (*INDEXES, *INDEX_TRIGGERS):
+        conn.execute(statement)
+    conn.execute("DROP TRIGGER meta_no_update")  # the one change ever made to meta, then the trigger is back
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+    conn.execute(next(t for t in TRIGGERS if "meta_no_update" in t))
 
 
 def verify_v1(conn: sqlite3.Connection) -> tuple[ChainBreak | None, bytes, int]:
@@ -139,3 +160,4 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
         conn.executemany("INSERT INTO access_log (idx, entry, leaf_hash, tree_root) VALUES (?, ?, ?, ?)", rows)
         conn.executemany("INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
     conn.execute("DROP TABLE access_log_v1")
+    build_index(conn)

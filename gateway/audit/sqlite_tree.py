@@ -16,7 +16,7 @@ from gateway.audit.export import ExportRow, NodeCache, WindowedLeaves, export_ro
 from gateway.audit.merkle import EMPTY_ROOT, CompactRange, Prover, SignedTreeHead
 from gateway.audit.recompute import NODE_LEVEL, HeadRow, head_from_row, recompute
 from gateway.audit.rules import catch_up_range, caught_up, check_edge
-from gateway.audit.sqlite_schema import schema_version, verify_v1
+from gateway.audit.sqlite_schema import TREE_VERSIONS, schema_version, verify_v1
 from gateway.audit.store import AccessLogCorrupt, ChainBreak
 from gateway.keys import PublicKey
 
@@ -146,7 +146,7 @@ def verify_database(path: Path, keys: Mapping[str, PublicKey] | None = None) -> 
         version = schema_version(conn)
         if version == 1:
             return verify_v1(conn)[0]
-        if version != 2:
+        if version not in TREE_VERSIONS:
             return ChainBreak(0, f"not an access log of a known schema (version {version})")
         tree = Tree(conn)
 
@@ -169,8 +169,8 @@ def export_database(path: Path, write: Callable[[str], object], *, inclusion_pro
     conn = connect(path, read_only=True)
     try:
         conn.execute("BEGIN")
-        if schema_version(conn) != 2:
-            raise AccessLogCorrupt("not an access log of schema version 2: open it with the gateway first")
+        if schema_version(conn) not in TREE_VERSIONS:
+            raise AccessLogCorrupt("not an access log of schema version 2 or 3: open it with the gateway first")
         tree = Tree(conn)
         heads = [Tree._parse(row) for row in tree.head_rows("ORDER BY tree_size")]
         if not heads:

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Protocol, TextIO, runtime_checkable
 
 from gateway.audit.merkle import SignedTreeHead
+from gateway.audit.query import LogPage, LogQuery
 from gateway.audit.record import AccessRecord
 from gateway.keys import PublicKey, SigningKey
 
@@ -100,6 +101,11 @@ class AccessLog(Protocol):
                      consistency_proofs: bool = True) -> SignedTreeHead:
         """Write the JSON Lines export (docs/merkle-log.md section 6) up to the latest signed head and return
         that head; ``ValueError`` if no head was ever issued."""
+        ...
+
+    async def search(self, query: LogQuery) -> LogPage:
+        """Entries matching every filter of ``query``, newest first, a page at a time; pruned entries are not
+        returned (``gateway.audit.query``; ``tests/audit/test_search_contract.py``)."""
         ...
 
     async def close(self) -> None: ...

@@ -21,6 +21,7 @@ import pytest
 
 from gateway.audit import AccessLogCorrupt, AccessRecord, SqliteAccessLog, log_id_for, tree_head_keys
 from gateway.audit import merkle as m
+from gateway.audit.query import LogQuery
 from gateway.audit.record import GENESIS, chain_hash
 from gateway.audit.sqlite import verify_database
 from gateway.cli import main
@@ -289,6 +290,7 @@ async def test_a_v1_log_is_migrated_keeping_entries_and_leaf_hashes(tmp_path: Pa
         assert await store.entries(0, 130) == written
         assert await store.leaf_hashes(0, 130) == [m.leaf_hash(e) for e in written]
         assert await store.append(_record(7)) == 130
+        assert [h.index for h in (await store.search(LogQuery(limit=200))).hits] == list(range(130, -1, -1))
     finally:
         await store.close()
     conn = sqlite3.connect(path)
@@ -300,9 +302,10 @@ async def test_a_v1_log_is_migrated_keeping_entries_and_leaf_hashes(tmp_path: Pa
     chain = GENESIS
     for entry in written:
         chain = chain_hash(chain, m.leaf_hash(entry))
-    assert meta == {"schema_version": "2", "migrated_from": "v1 hash chain", "v1_chain_head": chain.hex(),
+    assert meta == {"schema_version": "3", "migrated_from": "v1 hash chain", "v1_chain_head": chain.hex(),
                     "v1_entries": "130"}
-    assert tables == {"meta", "access_log", "merkle_nodes", "tree_heads"}
+    assert tables == {"meta", "access_log", "merkle_nodes", "tree_heads",
+                      "access_index", "access_index_checks", "access_index_sources"}  # v1 → v3: with the index
     assert verify_database(path) is None
     assert main(["audit", "verify", "--database", str(path)]) == 0
 
