@@ -38,7 +38,7 @@ from gateway.audit.merkle import EMPTY_ROOT, CompactRange, Prover, SignedTreeHea
 from gateway.audit.merkle import leaf_hash as merkle_leaf_hash
 from gateway.audit.postgres_audit import HEAD_COLUMNS, export_postgres, parse_head, verify_postgres
 from gateway.audit.postgres_schema import ensure_schema
-from gateway.audit.postgres_search import drop_pruned, last_high_water, search, write_index
+from gateway.audit.postgres_search import HIGH_WATER, drop_pruned, search, write_index
 from gateway.audit.prefetch import Key, prove
 from gateway.audit.query import LogPage, LogQuery
 from gateway.audit.recompute import NODE_LEVEL
@@ -162,9 +162,10 @@ class PostgresAccessLog:
     async def _commit(self, entries: Sequence[tuple[bytes, IndexFields]]) -> list[int]:
         leaves = [merkle_leaf_hash(entry) for entry, _ in entries]  # outside the lock
         async with self._write, self._connection() as conn:
-            try:
-                async with conn.transaction():
+            try:  # pipelined: one round trip takes the lock and reads the edge, one writes the batch and commits
+                async with conn.pipeline(), conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._log_lock,))
+                    high_water = await conn.execute(HIGH_WATER)
                     edge = await self._right_edge(conn, self._edge)  # another process may have appended
                     rows: list[tuple[int, bytes, bytes, bytes]] = []
                     nodes: list[tuple[int, int, bytes]] = []
@@ -178,8 +179,9 @@ class PostgresAccessLog:
                         if nodes:
                             await cursor.executemany("INSERT INTO merkle_nodes (level, idx, hash) VALUES (%s, %s, %s)",
                                                      nodes)
+                    hw = await high_water.fetchone()
                     await write_index(conn, zip((r[0] for r in rows), (f for _, f in entries), strict=True),
-                                      await last_high_water(conn))
+                                      hw[0] if hw else None)
             except BaseException:
                 self._edge = None
                 raise

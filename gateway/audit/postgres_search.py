@@ -59,9 +59,7 @@ INDEX_TRIGGERS = tuple(
     "EXECUTE FUNCTION access_index_guard()" for table in ("access_index", *INDEX_CHILDREN))
 
 
-async def last_high_water(conn: Conn) -> int | None:
-    row = await (await conn.execute("SELECT time_hw FROM access_index ORDER BY idx DESC LIMIT 1")).fetchone()
-    return row[0] if row else None
+HIGH_WATER = "SELECT time_hw FROM access_index ORDER BY idx DESC LIMIT 1"  # of the last entry indexed
 
 
 async def write_index(conn: Conn, rows: Iterable[tuple[int, IndexFields]], high_water: int | None) -> None:
