@@ -173,12 +173,11 @@ class PostgresAccessLog:
                         index = edge.size
                         nodes.extend((n.level, n.index, n.hash) for n in edge.append(leaf) if n.level >= NODE_LEVEL)
                         rows.append((index, entry, leaf, edge.root()))
-                    async with conn.cursor() as cursor:
-                        await cursor.executemany("INSERT INTO access_log (idx, entry, leaf_hash, tree_root) "
-                                                 "VALUES (%s, %s, %s, %s)", rows)
-                        if nodes:
-                            await cursor.executemany("INSERT INTO merkle_nodes (level, idx, hash) VALUES (%s, %s, %s)",
-                                                     nodes)
+                    await conn.execute("INSERT INTO access_log (idx, entry, leaf_hash, tree_root) SELECT * FROM "
+                                       "unnest(%b::bigint[], %b::bytea[], %b::bytea[], %b::bytea[])", _columns(rows, 4))
+                    if nodes:
+                        await conn.execute("INSERT INTO merkle_nodes (level, idx, hash) SELECT * FROM "
+                                           "unnest(%b::integer[], %b::bigint[], %b::bytea[])", _columns(nodes, 3))
                     hw = await high_water.fetchone()
                     await write_index(conn, zip((r[0] for r in rows), (f for _, f in entries), strict=True),
                                       hw[0] if hw else None)
@@ -304,6 +303,11 @@ class PostgresAccessLog:
                     await drop_pruned(conn, [(idx, entry) for idx, entry in rows if idx < cut and entry is not None])
             if cut < first + PRUNE_CHUNK or cut >= covered:
                 return total
+
+
+def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:
+    """Rows as columns: one ``INSERT ... SELECT * FROM unnest(...)`` writes a whole batch in one statement."""
+    return [[row[i] for row in rows] for i in range(width)]
 
 
 # --- reads shared by the store's transactions --------------------------------------------------------------------

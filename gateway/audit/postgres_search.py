@@ -65,20 +65,24 @@ HIGH_WATER = "SELECT time_hw FROM access_index ORDER BY idx DESC LIMIT 1"  # of 
 async def write_index(conn: Conn, rows: Iterable[tuple[int, IndexFields]], high_water: int | None) -> None:
     """Insert the index rows of entries (in index order) after one whose high-water mark is ``high_water``.
     Runs inside the caller's transaction, under the log's lock."""
-    main: list[tuple[object, ...]] = []
-    children: dict[str, list[tuple[str, int]]] = {table: [] for table in INDEX_CHILDREN}
+    main: list[list[object]] = [[] for _ in range(8)]  # by column: one statement per table and batch
+    children: dict[str, tuple[list[str], list[int]]] = {table: ([], []) for table in INDEX_CHILDREN}
     for idx, f in rows:
         if f.time_us is not None and (high_water is None or f.time_us > high_water):
             high_water = f.time_us
-        main.append((idx, f.time_us, high_water, f.client, f.purpose, f.case_ref, f.outcome, f.subject))
-        children["access_index_checks"].extend((name, idx) for name in f.checks)
-        children["access_index_sources"].extend((name, idx) for name in f.sources)
-    async with conn.cursor() as cursor:
-        await cursor.executemany("INSERT INTO access_index (idx, time_us, time_hw, client, purpose, case_ref, "
-                                 "outcome, subject) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", main)
-        for table, names in children.items():
-            if names:
-                await cursor.executemany(f"INSERT INTO {table} (name, idx) VALUES (%s, %s)", names)
+        for column, value in zip(main, (idx, f.time_us, high_water, f.client, f.purpose, f.case_ref, f.outcome,
+                                        f.subject), strict=True):
+            column.append(value)
+        for table, values in (("access_index_checks", f.checks), ("access_index_sources", f.sources)):
+            children[table][0].extend(values)
+            children[table][1].extend([idx] * len(values))
+    await conn.execute("INSERT INTO access_index (idx, time_us, time_hw, client, purpose, case_ref, outcome, subject) "
+                       "SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[], %b::text[], %b::text[], "
+                       "%b::text[], %b::text[], %b::text[])", main)
+    for table, (names, indices) in children.items():
+        if names:
+            await conn.execute(f"INSERT INTO {table} (name, idx) SELECT * FROM unnest(%b::text[], %b::bigint[])",
+                               (names, indices))
 
 
 async def drop_pruned(conn: Conn, pruned: Sequence[tuple[int, bytes]]) -> None:
