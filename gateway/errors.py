@@ -15,6 +15,7 @@ own text, never a backend's message or a stack trace::
      ├── RequestTimeout (TimeoutError)      408 request_timeout
      ├── PayloadTooLarge                    413 body_too_large
      ├── UnsupportedMediaType               415 unsupported_media_type
+     ├── (gateway.api.audit) ExportTooLarge 422 export_too_large
      ├── TooManyRequests                    429 rate_limited
      ├── HeadersTooLarge                    431 headers_too_large
      ├── InternalError                      500 internal_error

@@ -110,6 +110,7 @@ class Settings:
     tree_head_max_entries: int = 10_000  # ... and as soon as this many entries are not covered by one
     audit_retention_days: int = 0  # entries older than this lose their payload (leaf hashes stay); 0: keep forever
     consent_database: Path | None = None  # the consent registry (SQLite); None: state_dir/consents.sqlite3
+    audit_export_max_bytes: int = 64 * 1024 * 1024  # GET /v1/audit/export answers up to this; larger: the CLI
     storage_backend: str = "sqlite"  # access log and consents: "sqlite" (the files above) or "postgres" (shared)
     database: PostgresTarget | None = None  # with "postgres": DSN (never in a repr or a message) and schema
 
@@ -304,6 +305,13 @@ def _audit_cadence(audit: Mapping[str, Any], where: str) -> dict[str, Any]:
             "audit_retention_days": retention}
 
 
+def _positive(table: Mapping[str, Any], key: str, where: str, default: int) -> int:
+    value: int = _get(table, key, int, where, default)
+    if value < 1:
+        raise ConfigError(f"{where}: `{key}` must be a positive integer")
+    return value
+
+
 DSN_ENV = "ANSS_GATEWAY_DATABASE_DSN"
 
 
@@ -399,6 +407,7 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
             config_dir, env.get("ANSS_GATEWAY_PSEUDONYM_KEY_FILE") or audit.get("pseudonym_key_file")
         ),
         **_audit_cadence(audit, f"{gateway_file} [audit]"),
+        audit_export_max_bytes=_positive(audit, "export_max_bytes", f"{gateway_file} [audit]", 64 * 1024 * 1024),
         **_storage(data.get("storage", {}), f"{gateway_file} [storage]", config_dir, env),
         clients=_load_clients(config_dir / "clients.toml", purposes),
         purposes=purposes,
