@@ -26,6 +26,7 @@ from tests.audit.pg_support import DSN, fresh_schema, fresh_schema_async
 from tests.audit.test_store_contract import KEY, LOG_ID, TRUSTED, record
 from tests.consent.conftest import GRANTEE, PURPOSE, calls
 from tests.gateway.conftest import build_stack
+from tests.officers.conftest import OFFICER
 
 SECRET = "s3cret-Pa55word"
 
@@ -237,18 +238,25 @@ async def test_the_gateway_the_office_and_audit_verify_share_one_schema(
                 refused = await housing.verify({"idcs": idcs}, PURPOSE, "PG-2", ["identity"])
             assert (refused.status, refused.json()["code"]) == (403, "consent_revoked")
             assert calls(stack) == before, "refused before any administration was contacted"
+            async with stack.client_for(OFFICER) as officer:  # the officers' API over the same schema
+                found = await officer.request("POST", "/v1/audit/search", {"subject": {"idcs": idcs}})
+                assert found.status == 200
+                assert [h["index"] for h in found.json()["entries"]] == [3, 2, 1, 0]
+                checked = await officer.request("POST", "/v1/audit/verify")
+                assert (checked.status, checked.json()["result"]) == (200, "intact")
         with target.connect_sync() as conn:
             logged = [json.loads(r[0]) for r in conn.execute("SELECT entry FROM access_log ORDER BY idx")]
             heads = conn.execute("SELECT count(*) FROM tree_heads").fetchone()
-        assert [(e["method"], e["outcome"]) for e in logged] == [
+        assert [(e["method"], e["outcome"]) for e in logged[:4]] == [
             ("CLI", "consent_granted"), ("POST", "answered"), ("CLI", "consent_revoked"), ("POST", "consent_revoked")]
+        assert [e["client"] for e in logged[4:]] == [OFFICER, OFFICER], "the officer's own actions are logged"
         assert logged[1]["request_id"] == used.headers["X-Request-Id"] and logged[1]["consent_id"] == consent_id
         assert heads is not None and heads[0] >= 1, "the gateway signed the tail on its way out"
         assert idcs not in json.dumps(logged), "the identifier is stored nowhere"
         capsys.readouterr()
         assert main(["audit", "verify"]) == 0
         out = capsys.readouterr().out
-        assert f"access log intact (PostgreSQL 127.0.0.1:5432/test, schema {target.schema}): 4 entries" in out
+        assert f"access log intact (PostgreSQL 127.0.0.1:5432/test, schema {target.schema}): 6 entries" in out
         assert verify_postgres(target, tree_head_keys(load())) is None
         export = tmp_path / "export.jsonl"
         assert await asyncio.to_thread(main, ["audit", "export", "--out", str(export)]) == 0
