@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # the driver is imported when a connection is made: settings 
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 DEFAULT_SCHEMA = "anss_gateway"
 CONNECT_TIMEOUT_S = 5
+POOL_WAIT_S = 10.0
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -108,14 +109,22 @@ class PostgresTarget:
         conn.execute(self.search_path())
         return conn
 
-    def pool(self, name: str, max_size: int) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
-        """A pool of connections in the schema (not opened yet: ``open_pool``)."""
+    def pool(self, name: str, max_size: int, session: Mapping[str, str] | None = None
+             ) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+        """A pool of connections in the schema, with ``session`` settings (not opened yet: ``open_pool``).
+        Each connection is checked when taken (a server restart costs no request), and a request waits at most
+        ``POOL_WAIT_S`` for one."""
+        from psycopg import sql
         from psycopg_pool import AsyncConnectionPool
 
         async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
             await conn.execute(self.search_path())
+            for key, value in (session or {}).items():
+                await conn.execute(sql.SQL("SELECT set_config({}, {}, false)").format(sql.Literal(key),
+                                                                                      sql.Literal(value)))
 
         return AsyncConnectionPool(self.dsn, min_size=1, max_size=max_size, open=False, name=name,
+                                   timeout=POOL_WAIT_S,
                                    kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
                                    configure=configure, check=AsyncConnectionPool.check_connection)
 

@@ -55,11 +55,19 @@ from gateway.audit.rules import (
 from gateway.audit.search_index import IndexFields, record_fields
 from gateway.audit.store import ChainBreak
 from gateway.keys import PublicKey, SigningKey
-from gateway.postgres import PostgresTarget
+from gateway.postgres import DatabaseUnavailable, PostgresTarget
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
 MAX_BATCH = 1024  # entries per append transaction: the log's lock is never held long
+# A writer never waits for the log's lock for ever, and a session stuck inside a transaction (holding the
+# lock) is ended by the server, which frees the lock for the others.
+SESSION = {"lock_timeout": "10s", "idle_in_transaction_session_timeout": "60s"}
+# The elected session: the server probes it, so the seat of a process that vanished without closing its
+# connection is freed within about a minute; our own check of it never waits long.
+ELECTION_SESSION = ("SET tcp_keepalives_idle = 20", "SET tcp_keepalives_interval = 10",
+                    "SET tcp_keepalives_count = 3")
+ELECTION_CHECK_S = 5.0
 PRUNE_CHUNK = 2048  # entries pruned per transaction
 
 
@@ -82,20 +90,24 @@ class PostgresAccessLog:
         self._election: Conn | None = None  # the session that holds (or asks for) the sequencer lock
         self._leading = False
         self._electing = asyncio.Lock()
+        self._closed = False
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
 
     async def open(self) -> None:
+        if self._pool is not None:
+            return
         conn = await self.target.connect()
         try:
             await ensure_schema(self.target, conn)
         finally:
             await conn.close()
-        pool = self.target.pool("access-log", self._pool_size)
+        pool = self.target.pool("access-log", self._pool_size, SESSION)
         await self.target.open_pool(pool)
-        self._pool = pool
+        self._pool, self._closed = pool, False
 
     async def close(self) -> None:
+        self._closed = True  # no new election after this
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
         async with self._electing:
@@ -117,18 +129,23 @@ class PostgresAccessLog:
         """Whether this instance is the elected sequencer, which signs tree heads on the cadence: it holds the
         log's session-level advisory lock, or takes it now if it is free (its holder stopped or died)."""
         async with self._electing:
-            if self._election is not None and self._leading:
-                try:
-                    await self._election.execute("SELECT 1")
+            if self._closed:
+                return False
+            try:
+                if self._election is not None and self._leading:
+                    await asyncio.wait_for(self._election.execute("SELECT 1"), ELECTION_CHECK_S)
                     return True
-                except psycopg.Error:  # our session is gone, and the lock with it
+                if self._election is None or self._election.closed:
+                    self._election = await self.target.connect()
+                    for setting in ELECTION_SESSION:
+                        await self._election.execute(setting)
+                row = await (await asyncio.wait_for(self._election.execute(
+                    "SELECT pg_try_advisory_lock(%s)", (self._sequencer_lock,)), ELECTION_CHECK_S)).fetchone()
+                self._leading = bool(row and row[0])
+            except (psycopg.Error, DatabaseUnavailable, TimeoutError):  # our session is gone, and the seat with it
+                if self._election is not None:
                     await self._election.close()
-                    self._election, self._leading = None, False
-            if self._election is None or self._election.closed:
-                self._election = await self.target.connect()
-            row = await (await self._election.execute("SELECT pg_try_advisory_lock(%s)",
-                                                      (self._sequencer_lock,))).fetchone()
-            self._leading = bool(row and row[0])
+                self._election, self._leading = None, False
             return self._leading
 
     # --- appending (group commit) ---------------------------------------------------------------------------------
