@@ -44,7 +44,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,10 @@ from simulators.population import Population
 
 CLIENT_ID = "anss.asd"
 PURPOSE = "asd.eligibility"
+# --consent: a purpose resting on each citizen's consent, so every request also looks its consent up
+CONSENT_CLIENT_ID = "mhpv.housing"
+CONSENT_PURPOSE = "partner.social-housing"
+CONSENT_PATH = "/v1/consents"
 VERIFY_PATH = "/v1/verifications"
 TARGET_RATIO = 0.5
 SIMULATOR_CACHE = 4096  # the simulators' household cache (Population: lru_cache maxsize)
@@ -230,7 +234,8 @@ class Baseline:
     """The gateway's backend plan for one subject (gateway/federation.py), with nothing around it."""
 
     def __init__(self, connectors: Mapping[str, Connector], session: aiohttp.ClientSession, sign: OutboundSigner,
-                 checks: tuple[str, ...]) -> None:
+                 checks: tuple[str, ...], client_id: str = CLIENT_ID, purpose: str = PURPOSE) -> None:
+        self.client_id, self.purpose = client_id, purpose
         self.routes = Federation(connectors).routes  # the same operation → connector routing
         self.session = session
         self.sign = sign
@@ -248,7 +253,7 @@ class Baseline:
     async def verify(self, idcs: str, tally: dict[str, int]) -> bool:
         """True if every backend answered (a subject unknown to one administration is an answer)."""
         today = datetime.now(UTC).date()
-        ctx = CallContext(self.session, self.sign, uuid.uuid4().hex, CLIENT_ID, PURPOSE)
+        ctx = CallContext(self.session, self.sign, uuid.uuid4().hex, self.client_id, self.purpose)
         first, last = last_complete_months(today, 6)
         stage1: list[tuple[str, dict[str, str]]] = [("person", {"idcs": idcs})]
         if self.wanted & NEEDS_FAMILY:
@@ -291,7 +296,9 @@ class Baseline:
 class GatewayLoad:
     """Signed verification requests, as ``GatewayClient`` sends them; counts the backend calls answered."""
 
-    def __init__(self, base_url: str, session: aiohttp.ClientSession, key: keys.SigningKey, audience: str) -> None:
+    def __init__(self, base_url: str, session: aiohttp.ClientSession, key: keys.SigningKey, audience: str,
+                 client_id: str = CLIENT_ID, purpose: str = PURPOSE) -> None:
+        self.client_id, self.purpose = client_id, purpose
         self.url = base_url.rstrip("/") + VERIFY_PATH
         self.base_url = base_url.rstrip("/")
         self.session = session
@@ -307,9 +314,9 @@ class GatewayLoad:
         self.gateway_keys = {k["kid"]: public_from_jwk(k) for k in document["keys"]}
 
     async def verify(self, idcs: str, case_ref: str, tally: dict[str, int]) -> bool:
-        body = orjson.dumps({"subject": {"idcs": idcs}, "purpose": PURPOSE, "case_ref": case_ref})
+        body = orjson.dumps({"subject": {"idcs": idcs}, "purpose": self.purpose, "case_ref": case_ref})
         headers = {"Content-Type": "application/json",
-                   "Authorization": "Bearer " + client_assertion(self.key, CLIENT_ID, self.audience, "POST",
+                   "Authorization": "Bearer " + client_assertion(self.key, self.client_id, self.audience, "POST",
                                                                  VERIFY_PATH, body)}
         async with self.session.post(self.url, data=body, headers=headers) as resp:
             raw = await resp.read()
@@ -328,6 +335,32 @@ class GatewayLoad:
             tally[source["name"]] = tally.get(source["name"], 0) + source["calls"]
             ok = ok and source["status"] == "ok"
         return ok
+
+    async def grant_consents(self, subjects: list[str], checks: tuple[str, ...], concurrency: int) -> int:
+        """Record each subject's consent to this client's purpose through ``/v1/consents``, untimed."""
+        began = time.perf_counter()
+        until = (datetime.now(UTC) + timedelta(days=365)).isoformat()
+        pending = iter(subjects)
+        granted = 0
+
+        async def worker() -> None:
+            nonlocal granted
+            for idcs in pending:
+                body = orjson.dumps({"subject": {"idcs": idcs}, "grantee": self.client_id, "purpose": self.purpose,
+                                     "checks": list(checks), "valid_until": until,
+                                     "evidence": "benchmark: signed form on file"})
+                token = client_assertion(self.key, self.client_id, self.audience, "POST", CONSENT_PATH, body)
+                async with self.session.post(self.base_url + CONSENT_PATH, data=body, headers={
+                        "Content-Type": "application/json", "Authorization": "Bearer " + token}) as resp:
+                    await resp.read()
+                    if resp.status != 201:
+                        raise RuntimeError(f"granting a consent failed with HTTP {resp.status}")
+                granted += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        print(f"  recorded {granted:,} consents through {CONSENT_PATH} in {time.perf_counter() - began:.1f} s",
+              flush=True)
+        return granted
 
 
 # ---------------------------------------------------------------- the closed-loop driver
@@ -525,6 +558,7 @@ class Options:
     profile_requests: int
     log_level: str
     strict: bool
+    consent: bool = False
 
 
 @dataclass
@@ -536,6 +570,7 @@ class Results:
     memory_phase: Phase | None = None
     profile_phases: list[Phase] = field(default_factory=list)
     gateway_requests: int = 0
+    consents_granted: int = 0  # requests to /v1/consents before timing (each one an access-log entry)
 
     def phases(self) -> list[Phase]:
         found = [self.warm_baseline, self.warm_gateway, self.memory_phase, *self.profile_phases]
@@ -546,7 +581,7 @@ async def prime_simulators(baseline: Baseline, subjects: list[str], concurrency:
     """One civil-registry look-up per household, untimed, so the simulators' household cache is as warm for
     the baseline's first round as it is for the gateway's."""
     began = time.perf_counter()
-    ctx = CallContext(baseline.session, baseline.sign, "prime", CLIENT_ID, PURPOSE)
+    ctx = CallContext(baseline.session, baseline.sign, "prime", baseline.client_id, baseline.purpose)
     person = baseline.routes["person"]
     pending = iter(subjects)
 
@@ -571,9 +606,10 @@ async def run_phases(settings: Settings, opts: Options, subjects: list[str], sim
     """Warmups, then ``rounds`` × (baseline, gateway) on the same households; then profile and memory runs."""
     results = Results()
     settings = settings.with_connector_urls(sims.urls)
-    checks = authorise(settings, CLIENT_ID, PURPOSE, None).checks  # what the gateway runs for this client
+    client_id, purpose = (CONSENT_CLIENT_ID, CONSENT_PURPOSE) if opts.consent else (CLIENT_ID, PURPOSE)
+    checks = authorise(settings, client_id, purpose, None).checks  # what the gateway runs for this client
     gateway_key = load_gateway_key(settings)
-    client_key = keys.load_or_create(dev_client_key_path(settings.state_dir, CLIENT_ID))
+    client_key = keys.load_or_create(dev_client_key_path(settings.state_dir, client_id))
     n = len(subjects)
     timed = opts.requests if opts.duration_s is None else None
     connectors = {c.name: build_connector(c, settings.root) for c in settings.connectors}
@@ -582,13 +618,16 @@ async def run_phases(settings: Settings, opts: Options, subjects: list[str], sim
         # (b) the baseline: its own session and connectors, the gateway's plan, nothing else
         backend_session = await stack.enter_async_context(new_session())
         baseline = Baseline(connectors, backend_session,
-                            OutboundSigner(gateway_key, settings.gateway_id, CLIENT_ID, PURPOSE), checks)
+                            OutboundSigner(gateway_key, settings.gateway_id, client_id, purpose), checks,
+                            client_id, purpose)
         # (a) the real gateway (idle while the baseline runs) and its load generator
         gw = await stack.enter_async_context(gateway_running(settings, port=0))
         client_session = await stack.enter_async_context(aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=60)))
-        load_gen = GatewayLoad(gw.url, client_session, client_key, settings.gateway_id)
+        load_gen = GatewayLoad(gw.url, client_session, client_key, settings.gateway_id, client_id, purpose)
         await load_gen.fetch_keys()
+        if opts.consent:
+            results.consents_granted = await load_gen.grant_consents(subjects, checks, opts.concurrency)
 
         async def baseline_work(i: int, tally: dict[str, int]) -> bool:
             return await baseline.verify(subjects[i % n], tally)
@@ -630,7 +669,8 @@ async def run_phases(settings: Settings, opts: Options, subjects: list[str], sim
             await memory_run(opts, results, gateway_work, sims.pid)
         if load_gen.bad_signatures:
             print(f"  ! {load_gen.bad_signatures} answers whose signature did not verify", flush=True)
-        results.gateway_requests = sum(p.done + p.failed for p in results.phases() if "(b)" not in p.name)
+        results.gateway_requests = (sum(p.done + p.failed for p in results.phases() if "(b)" not in p.name)
+                                    + results.consents_granted)
     for connector in connectors.values():
         await connector.aclose()
     return results
@@ -737,6 +777,9 @@ def report(opts: Options, results: Results, access_log_rows: int | None) -> int:
     p50_ratio = statistics.median(p50s) if p50s else float("nan")
     verdict = "PASS" if ratio >= TARGET_RATIO else "BELOW TARGET"
     spread = f" (median of {len(ratios)} rounds; {ratios[0]:.2f}..{ratios[-1]:.2f})" if len(ratios) > 1 else ""
+    if opts.consent:
+        print(f"\nconsent-based purpose {CONSENT_PURPOSE} as {CONSENT_CLIENT_ID}: every gateway request looked up "
+              f"one of {results.consents_granted:,} recorded consents")
     print(f"\nthroughput ratio gateway/baseline: {ratio:.2f}{spread}  (target >= {TARGET_RATIO:.2f})  {verdict}")
     print(f"p50 latency ratio gateway/baseline: {p50_ratio:.2f}")
 
@@ -813,6 +856,9 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--profile-requests", type=int, default=1000)
     parser.add_argument("--log-level", default="INFO", help="the gateway's JSON log level (default INFO, as served)")
     parser.add_argument("--strict", action="store_true", help=f"exit 1 if the ratio is below {TARGET_RATIO}")
+    parser.add_argument("--consent", action="store_true",
+                        help=f"query as {CONSENT_CLIENT_ID} for {CONSENT_PURPOSE}, a purpose resting on consent: each "
+                             "sampled citizen's consent is recorded first, and every request looks it up")
     args = parser.parse_args(argv)
     if min(args.households, args.concurrency, args.rounds) < 1 or min(args.warmup, args.memory_run) < 0:
         parser.error("--households, --concurrency and --rounds must be positive; --warmup and --memory-run "
@@ -820,7 +866,7 @@ def parse_args(argv: list[str] | None) -> Options:
     requests = args.requests if args.requests is not None else (None if args.duration else 2000)
     return Options(args.households, args.concurrency, requests, args.duration, args.warmup, args.memory_run,
                    args.memory_max_seconds, args.rounds, args.seed, args.verify_signatures, args.profile,
-                   args.profile_requests, args.log_level.upper(), args.strict)
+                   args.profile_requests, args.log_level.upper(), args.strict, args.consent)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,8 +22,8 @@ import structlog
 from aiohttp import web
 
 from connectors.registry import build as build_connector
-from gateway import logs, storage
-from gateway.api import audit, consents, public, verifications
+from gateway import console, logs, storage
+from gateway.api import anomalies, audit, citizen, consents, public, verifications
 from gateway.audit import AccessRecord, Pseudonymiser, TreeHeadSigner, log_id_for
 from gateway.errors import (
     PROBLEM_CONTENT_TYPE,
@@ -232,6 +232,7 @@ def create_app(settings: Settings) -> web.Application:
         },
     )
     app[SETTINGS] = settings
+    app.cleanup_ctx.append(citizen.context(settings))  # the citizens' identity provider keys: checked first
     app.cleanup_ctx.append(_runtime_context(settings))
     app.router.add_get("/healthz", public.healthz)
     app.router.add_get("/readyz", public.readyz)
@@ -241,9 +242,12 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/v1/consents", consents.list_consents)
     app.router.add_get("/v1/consents/{consent_id}", consents.show_consent)
     app.router.add_post("/v1/consents/{consent_id}/revoke", consents.revoke_consent)
+    app.router.add_get(citizen.PATH, citizen.access_log)
     app.router.add_post("/v1/audit/search", audit.search_entries)  # officers only (gateway/officers.py)
     app.router.add_get(r"/v1/audit/entries/{index:\d{1,19}}", audit.show_entry)
     app.router.add_get("/v1/audit/integrity", audit.integrity)
     app.router.add_post("/v1/audit/verify", audit.verify_now)
     app.router.add_get("/v1/audit/export", audit.export)
+    app.router.add_get("/v1/audit/anomalies", anomalies.list_anomalies)
+    console.setup(app)  # the officers' console (HTML pages under /console; docs/officers.md)
     return app

@@ -1,4 +1,5 @@
-"""``anss-gateway``: serve, simulate, demo, client verify, keys, audit verify, consent, fixtures."""
+"""``anss-gateway``: serve, simulate, demo, client verify, keys, audit verify, consent, officer, citizen token,
+fixtures."""
 
 from __future__ import annotations
 
@@ -252,6 +253,39 @@ def cmd_consent(args: argparse.Namespace) -> int:
     return command(_settings(args), args)
 
 
+def cmd_officer_password(args: argparse.Namespace) -> int:
+    """Prompt for a console password twice and print its scrypt hash for ``console_password_hash``."""
+    import getpass
+
+    from gateway.console.passwords import hash_password
+
+    first = getpass.getpass("console password: ")
+    if len(first) < 12:
+        print("a console password holds at least 12 characters", file=sys.stderr)
+        return 2
+    if getpass.getpass("again: ") != first:
+        print("the two passwords differ", file=sys.stderr)
+        return 2
+    print(hash_password(first))
+    return 0
+
+
+def cmd_citizen_token(args: argparse.Namespace) -> int:
+    """Mint a dev identity provider token for ``GET /v1/citizen/access-log`` (development only)."""
+    from gateway.citizen import devidp
+
+    try:
+        token = devidp.mint(_settings(args), args.idcs, args.cin, args.lifetime)
+    except devidp.NotTheDevProvider as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
 def cmd_fixtures(args: argparse.Namespace) -> int:
     from simulators.population import FIXTURE_NAMES, Population
 
@@ -262,6 +296,22 @@ def cmd_fixtures(args: argparse.Namespace) -> int:
         print(f"{name:<20} father idcs={household.father.idcs} cin={household.father.cin}")
     print(f"{'unknown_identifier':<20} idcs={population.unknown_idcs()}")
     return 0
+
+
+def _idcs(value: str) -> str:
+    from gateway.citizen.token import IDCS
+
+    if not IDCS.fullmatch(value):
+        raise argparse.ArgumentTypeError("an IDCS is 10 digits")
+    return value
+
+
+def _cin(value: str) -> str:
+    from gateway.citizen.token import CIN
+
+    if not CIN.fullmatch(value):
+        raise argparse.ArgumentTypeError("a CIN is 1–2 capital letters and 5–6 digits")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -338,6 +388,12 @@ def parser() -> argparse.ArgumentParser:
     ae.add_argument("--no-proofs", action="store_true", help="leave out inclusion and consistency proofs")
     ae.set_defaults(func=cmd_audit_export)
 
+    o = sub.add_parser("officer", help="security officers").add_subparsers(dest="officer_cmd", required=True)
+    o.add_parser("password", help="print the hash of a console password (prompted) for clients.toml",
+                 description="Prompt for an officer's console password (twice) and print its scrypt hash: put it "
+                             "as `console_password_hash` on the officer's client in clients.toml."
+                 ).set_defaults(func=cmd_officer_password)
+
     c = sub.add_parser("consent", help="citizens' consents for consent-based purposes (the ANSS office)",
                        description="Record, revoke, list and show consents on the configured registry directly. "
                                    "Each action is appended to the access log (method CLI, client cli:<operator>)."
@@ -361,6 +417,18 @@ def parser() -> argparse.ArgumentParser:
     cs.add_argument("consent_id")
     for command in (cg, cr, cl, cs):
         command.set_defaults(func=cmd_consent)
+
+    z = sub.add_parser("citizen", help="citizens' access to their log (development identity provider)"
+                       ).add_subparsers(dest="citizen_cmd", required=True)
+    zt = z.add_parser("token", help="mint a short-lived token of the dev identity provider for a citizen",
+                      description="Development only: sign a token with the dev identity provider's key under "
+                                  "state_dir/citizen-idp/ (refused when [citizens] jwks_file names another "
+                                  "provider's keys). Use it as `Authorization: Bearer <token>` on "
+                                  "GET /v1/citizen/access-log.")
+    zt.add_argument("--idcs", required=True, type=_idcs, help="the citizen's IDCS (10 digits)")
+    zt.add_argument("--cin", type=_cin, help="the citizen's CIN too (optional)")
+    zt.add_argument("--lifetime", type=int, default=600, help="seconds (default 600)")
+    zt.set_defaults(func=cmd_citizen_token)
     return p
 
 

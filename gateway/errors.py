@@ -7,6 +7,7 @@ own text, never a backend's message or a stack trace::
     GatewayError
      ├── BadRequest (ValueError)            400 invalid_request, unknown_purpose
      ├── Unauthenticated (PermissionError)  401 unauthenticated, invalid_assertion, assertion_replayed
+     │    └── CitizenTokenInvalid           401 citizen_token_invalid (gateway/citizen/token.py)
      ├── Forbidden (PermissionError)        403 forbidden_purpose, forbidden_check, consent_missing, consent_revoked,
  │                                          consent_expired, consent_not_yet_valid, consent_out_of_scope,
  │                                          forbidden_role

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from gateway import console
 from gateway.app import create_app
 from gateway.keyring import load_signing_keys
 from gateway.settings import Settings
@@ -74,10 +75,12 @@ async def serve(settings: Settings, with_simulators: bool, ssl_context: ssl.SSLC
             async with gateway_running(settings, ssl_context=ssl_context) as gw:
                 print(f"simulators: {sims.urls}", flush=True)
                 print(f"gateway listening on {gw.url}", flush=True)
+                print("\n".join(console.banner(gw.runner.app, gw.url)), flush=True)
                 await wait_for_signal()
     else:
         async with gateway_running(settings, ssl_context=ssl_context) as gw:
             print(f"gateway listening on {gw.url}", flush=True)
+            print("\n".join(console.banner(gw.runner.app, gw.url)), flush=True)
             await wait_for_signal()
 
 

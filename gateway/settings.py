@@ -8,7 +8,9 @@ files; a bad value is a ``ConfigError`` naming the file and the setting.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Any
 from connectors.base import ConnectorConfig
 from gateway.postgres import DEFAULT_SCHEMA, SCHEMA_NAME, PostgresTarget
 
+SCRYPT_HASH = re.compile(r"scrypt\$[0-9]{1,8}\$[0-9]{1,3}\$[0-9]{1,3}\$[A-Za-z0-9_-]{16,64}\$[A-Za-z0-9_-]{43}")
 ROOT = Path(os.environ.get("ANSS_GATEWAY_ROOT", Path(__file__).resolve().parent.parent))
 CHECKS = ("identity", "household", "schooling", "health_coverage", "employment")
 # The facts each check can report (see gateway/checks.py); field masks name these.
@@ -60,6 +63,8 @@ class ClientSettings:
     rights: tuple[Right, ...]
     rate_limit: RateLimit | None = None  # None: the gateway's default
     role: str = "data"  # "data": queries citizen data, manages consents; "officer": reads the access log only
+    console_password_hash: str | None = None  # an officer's console password (scrypt; `anss-gateway officer password`)
+    names: Mapping[str, str] = field(default_factory=dict)  # display name by language ("fr", "en"): `name_fr`...
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class Purpose:
     legal_basis: str
     statute: str | None
     checks: tuple[str, ...]
+    titles: Mapping[str, str] = field(default_factory=dict)  # title by language ("fr", "en"): `title_fr`...
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,59 @@ class SimulatorSettings:
     households: int = 3_200_000
     host: str = "127.0.0.1"
     base_port: int = 8101  # civil registry; education, health, employment follow
+
+
+CITIZEN_ALGORITHMS = ("EdDSA", "ES256", "RS256")  # asymmetric only: never `none`, never HS*
+LANGUAGES = ("fr", "en")
+
+
+@dataclass(frozen=True)
+class CitizenSettings:
+    """``[citizens]``: the identity provider whose tokens citizens present to ``GET /v1/citizen/access-log``."""
+
+    issuer: str = "urn:anss:dev-identity-provider"
+    audience: str = "anss-gateway-citizens"
+    jwks_file: Path | None = None  # the provider's public keys on disk; None: the dev provider under state_dir
+    algorithms: tuple[str, ...] = CITIZEN_ALGORITHMS
+    clock_leeway_s: int = 60
+    max_token_lifetime_s: int = 3600  # `exp` - `iat` at most this
+    idcs_claim: str = "idcs"
+    cin_claim: str | None = "cin"  # optional claim; None: not read
+    show_consent_evidence: bool = True  # a consent's evidence reference is shown to the citizen it is about
+    jwks_setting: str = "[citizens] jwks_file"  # where jwks_file was configured (file:line), for error messages
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """The officers' web console (``[console]``; docs/officers.md)."""
+
+    session_key_file: Path | None = None  # None: $ANSS_GATEWAY_CONSOLE_SESSION_KEY, else a dev key under state_dir
+    session_idle_minutes: float = 30.0  # a session unused this long ends
+    session_max_hours: float = 10.0  # ... and any session ends this long after its login
+    login_attempts: int = 5  # login attempts per officer id, and per address, ...
+    login_window_minutes: float = 15.0  # ... within this many minutes
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class AnomalySettings:
+    """Thresholds of the access-log anomaly flags (``[audit.anomalies]``; see gateway/audit/anomalies.py)."""
+
+    timezone: str = "Africa/Casablanca"
+    working_days: tuple[int, ...] = (0, 1, 2, 3, 4)  # date.weekday(): Monday is 0
+    working_hours: tuple[int, int] = (8 * 60, 18 * 60)  # minutes after midnight: [start, end)
+    window_hours: float = 24.0  # flags are raised over the entries of this last period
+    baseline_days: int = 14  # ... against each client's own history over the days before it
+    volume_factor: float = 5.0  # an hour with this many times the client's median active hour
+    volume_min_requests: int = 50  # ... and at least this many requests
+    refusal_burst: int = 10  # this many refusals of one client
+    refusal_burst_minutes: float = 5.0  # ... within this many minutes
+    citizen_clients: int = 3  # one citizen looked up by at least this many distinct clients
+    citizen_window_hours: float = 24.0  # ... within this many hours
+    rare_purpose_share: float = 0.05  # a purpose below this share of the client's own history
+    rare_purpose_min_history: int = 100  # ... once that history holds at least this many queries
 
 
 @dataclass(frozen=True)
@@ -110,6 +169,9 @@ class Settings:
     tree_head_max_entries: int = 10_000  # ... and as soon as this many entries are not covered by one
     audit_retention_days: int = 0  # entries older than this lose their payload (leaf hashes stay); 0: keep forever
     consent_database: Path | None = None  # the consent registry (SQLite); None: state_dir/consents.sqlite3
+    anomalies: AnomalySettings = field(default_factory=AnomalySettings)  # [audit.anomalies]
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)  # [console]
+    citizens: CitizenSettings = field(default_factory=CitizenSettings)
     audit_export_max_bytes: int = 64 * 1024 * 1024  # GET /v1/audit/export answers up to this; larger: the CLI
     storage_backend: str = "sqlite"  # access log and consents: "sqlite" (the files above) or "postgres" (shared)
     database: PostgresTarget | None = None  # with "postgres": DSN (never in a repr or a message) and schema
@@ -189,6 +251,55 @@ def _resolve(base: Path, value: str | None) -> Path | None:
     return path if path.is_absolute() else base / path
 
 
+def _by_language(table: Mapping[str, Any], key: str, where: str) -> dict[str, str]:
+    """The optional translations ``<key>_fr``, ``<key>_en`` of a display text, by language."""
+    texts = {lang: _get(table, f"{key}_{lang}", str, where, "") for lang in LANGUAGES}
+    return {lang: text for lang, text in texts.items() if text.strip()}
+
+
+def _load_citizens(path: Path, table: Mapping[str, Any], config_dir: Path) -> CitizenSettings:
+    """``[citizens]`` (docs/citizens.md): the identity provider of citizens' tokens, checked at file:line."""
+    where = f"{path} [citizens]"
+
+    def fail(key: str, message: str) -> ConfigError:
+        return ConfigError(f"{_line(path, key, after='[citizens]')} {where}: {message}")
+
+    defaults = CitizenSettings()
+    issuer = _get(table, "issuer", str, where, defaults.issuer)
+    audience = _get(table, "audience", str, where, defaults.audience)
+    for key, value in (("issuer", issuer), ("audience", audience)):
+        if not value.strip() or value != value.strip():
+            raise fail(key, f"`{key}` must be a non-empty string without surrounding blanks")
+    algorithms = tuple(_get(table, "algorithms", list, where, list(defaults.algorithms)))
+    refused = [a for a in algorithms if a not in CITIZEN_ALGORITHMS]
+    if refused or not algorithms:
+        raise fail("algorithms", f"`algorithms` must name some of {list(CITIZEN_ALGORITHMS)} (asymmetric "
+                                 f"signatures only; refused: {refused or 'an empty list'})")
+    leeway = _get(table, "clock_leeway_s", int, where, defaults.clock_leeway_s)
+    if not 0 <= leeway <= 300:
+        raise fail("clock_leeway_s", "`clock_leeway_s` must be between 0 and 300")
+    lifetime = _get(table, "max_token_lifetime_s", int, where, defaults.max_token_lifetime_s)
+    if not 60 <= lifetime <= 86400:
+        raise fail("max_token_lifetime_s", "`max_token_lifetime_s` must be between 60 and 86400")
+    claims = {}
+    for key, default in (("idcs_claim", defaults.idcs_claim), ("cin_claim", defaults.cin_claim)):
+        claims[key] = _get(table, key, str, where, default)
+        if key == "idcs_claim" and not claims[key]:
+            raise fail(key, "`idcs_claim` must name the claim that carries the citizen's IDCS")
+        if claims[key] in ("iss", "aud", "exp", "nbf", "iat", "sub", "jti"):
+            raise fail(key, f"`{key}` cannot be the registered claim {claims[key]!r}")
+    if claims["idcs_claim"] == claims["cin_claim"]:
+        raise fail("cin_claim", "`cin_claim` must differ from `idcs_claim`")
+    jwks_file = _get(table, "jwks_file", str, where, "")
+    return CitizenSettings(
+        issuer=issuer, audience=audience, jwks_file=_resolve(config_dir, jwks_file), algorithms=algorithms,
+        clock_leeway_s=leeway, max_token_lifetime_s=lifetime, idcs_claim=claims["idcs_claim"],
+        cin_claim=claims["cin_claim"] or None,
+        show_consent_evidence=_get(table, "show_consent_evidence", bool, where, defaults.show_consent_evidence),
+        jwks_setting=f"{_line(path, 'jwks_file', after='[citizens]')} [citizens] jwks_file",
+    )
+
+
 def _load_purposes(path: Path) -> dict[str, Purpose]:
     purposes: dict[str, Purpose] = {}
     for name, table in _read(path).get("purposes", {}).items():
@@ -204,7 +315,8 @@ def _load_purposes(path: Path) -> dict[str, Purpose]:
         statute = _get(table, "statute", str, where, "")
         if basis == "statute" and not statute.strip():
             raise ConfigError(f"{where}: a statute-based purpose needs its `statute` reference")
-        purposes[name] = Purpose(name, _get(table, "title", str, where, ""), basis, statute or None, checks)
+        purposes[name] = Purpose(name, _get(table, "title", str, where, ""), basis, statute or None, checks,
+                                 _by_language(table, "title", where))
     return purposes
 
 
@@ -260,9 +372,13 @@ def _load_clients(path: Path, purposes: Mapping[str, Purpose]) -> dict[str, Clie
             rate_limit = RateLimit(_get(limit, "rate_per_s", float, lwhere), _get(limit, "burst", int, lwhere))
             if rate_limit.rate_per_s <= 0 or rate_limit.burst < 1:
                 raise ConfigError(f"{lwhere}: `rate_per_s` must be > 0 and `burst` ≥ 1")
+        password_hash = _get(table, "console_password_hash", str, where, "")
+        if password_hash and not SCRYPT_HASH.fullmatch(password_hash):
+            raise fail(password_hash, f"{where}: `console_password_hash` must be what "
+                                      "`anss-gateway officer password` prints (scrypt$N$r$p$salt$hash)")
         clients[client_id] = ClientSettings(
             client_id, _get(table, "name", str, where, client_id), key_files, dev_key, tuple(rights), rate_limit,
-            role,
+            role, console_password_hash=password_hash or None, names=_by_language(table, "name", where),
         )
     return clients
 
@@ -303,6 +419,71 @@ def _audit_cadence(audit: Mapping[str, Any], where: str) -> dict[str, Any]:
                           "`retention_days` >= 0 (0: keep entries forever)")
     return {"tree_head_interval_s": interval, "tree_head_max_entries": max_entries,
             "audit_retention_days": retention}
+
+
+def _clock_minutes(value: str, where: str) -> int:
+    hours, _, minutes = value.partition(":")
+    if not (hours.isdigit() and minutes.isdigit() and len(minutes) == 2) or int(hours) > 24 or int(minutes) > 59:
+        raise ConfigError(f"{where}: `working_hours` must hold two times as \"HH:MM\", not {value!r}")
+    return min(int(hours) * 60 + int(minutes), 24 * 60)
+
+
+def _console_settings(table: Mapping[str, Any], where: str, config_dir: Path,
+                      env: Mapping[str, str]) -> ConsoleSettings:
+    """``[console]``: officers' sessions and login throttling."""
+    d = ConsoleSettings()
+    found = ConsoleSettings(
+        session_key_file=_resolve(config_dir, env.get("ANSS_GATEWAY_CONSOLE_SESSION_KEY_FILE")
+                                  or _get(table, "session_key_file", str, where, "")),
+        session_idle_minutes=_get(table, "session_idle_minutes", float, where, d.session_idle_minutes),
+        session_max_hours=_get(table, "session_max_hours", float, where, d.session_max_hours),
+        login_attempts=_get(table, "login_attempts", int, where, d.login_attempts),
+        login_window_minutes=_get(table, "login_window_minutes", float, where, d.login_window_minutes),
+    )
+    for name in ("session_idle_minutes", "session_max_hours", "login_attempts", "login_window_minutes"):
+        if getattr(found, name) <= 0:
+            raise ConfigError(f"{where}: `{name}` must be greater than 0")
+    return found
+
+
+def _anomaly_settings(table: Mapping[str, Any], where: str) -> AnomalySettings:
+    """``[audit.anomalies]``: the thresholds of the anomaly flags, each defaulting to ``AnomalySettings``."""
+    d = AnomalySettings()
+    zone = _get(table, "timezone", str, where, d.timezone)
+    try:
+        zoneinfo.ZoneInfo(zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"{where}: unknown `timezone` {zone!r}") from exc
+    days = _get(table, "working_days", list, where, [WEEKDAYS[i] for i in d.working_days])
+    if not days or any(day not in WEEKDAYS for day in days):
+        raise ConfigError(f"{where}: `working_days` must list days among {list(WEEKDAYS)}")
+    hours = _get(table, "working_hours", list, where, ["08:00", "18:00"])
+    if len(hours) != 2 or not all(isinstance(h, str) for h in hours):
+        raise ConfigError(f"{where}: `working_hours` must be [\"HH:MM\", \"HH:MM\"] (start, end)")
+    start, end = (_clock_minutes(h, where) for h in hours)
+    if start >= end:
+        raise ConfigError(f"{where}: `working_hours` must start before they end")
+    found = AnomalySettings(
+        timezone=zone, working_days=tuple(sorted({WEEKDAYS.index(day) for day in days})), working_hours=(start, end),
+        window_hours=_get(table, "window_hours", float, where, d.window_hours),
+        baseline_days=_get(table, "baseline_days", int, where, d.baseline_days),
+        volume_factor=_get(table, "volume_factor", float, where, d.volume_factor),
+        volume_min_requests=_get(table, "volume_min_requests", int, where, d.volume_min_requests),
+        refusal_burst=_get(table, "refusal_burst", int, where, d.refusal_burst),
+        refusal_burst_minutes=_get(table, "refusal_burst_minutes", float, where, d.refusal_burst_minutes),
+        citizen_clients=_get(table, "citizen_clients", int, where, d.citizen_clients),
+        citizen_window_hours=_get(table, "citizen_window_hours", float, where, d.citizen_window_hours),
+        rare_purpose_share=_get(table, "rare_purpose_share", float, where, d.rare_purpose_share),
+        rare_purpose_min_history=_get(table, "rare_purpose_min_history", int, where, d.rare_purpose_min_history),
+    )
+    positive = ("window_hours", "baseline_days", "volume_factor", "volume_min_requests", "refusal_burst",
+                "refusal_burst_minutes", "citizen_clients", "citizen_window_hours", "rare_purpose_min_history")
+    for name in positive:
+        if getattr(found, name) <= 0:
+            raise ConfigError(f"{where}: `{name}` must be greater than 0")
+    if not 0 < found.rare_purpose_share < 1:
+        raise ConfigError(f"{where}: `rare_purpose_share` must be between 0 and 1 (a share, e.g. 0.05)")
+    return found
 
 
 def _positive(table: Mapping[str, Any], key: str, where: str, default: int) -> int:
@@ -406,7 +587,10 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
         pseudonym_key_file=_resolve(
             config_dir, env.get("ANSS_GATEWAY_PSEUDONYM_KEY_FILE") or audit.get("pseudonym_key_file")
         ),
+        citizens=_load_citizens(gateway_file, data.get("citizens", {}), config_dir),
         **_audit_cadence(audit, f"{gateway_file} [audit]"),
+        anomalies=_anomaly_settings(audit.get("anomalies", {}), f"{gateway_file} [audit.anomalies]"),
+        console=_console_settings(data.get("console", {}), f"{gateway_file} [console]", config_dir, env),
         audit_export_max_bytes=_positive(audit, "export_max_bytes", f"{gateway_file} [audit]", 64 * 1024 * 1024),
         **_storage(data.get("storage", {}), f"{gateway_file} [storage]", config_dir, env),
         clients=_load_clients(config_dir / "clients.toml", purposes),

@@ -50,6 +50,7 @@ T = TypeVar("T")
 CURSOR_VERSION = b"\x01"
 VERIFICATION = "audit_verification"  # the outcome of a verify-now entry: the integrity panel reads it back
 VERIFY_PATH = "/v1/audit/verify"
+VERIFY_PATHS = frozenset({VERIFY_PATH, "/console/integrity/verify"})  # where officers run a full verification
 FILTERS = ("client", "purpose", "case_ref", "outcome", "check", "source")
 
 
@@ -236,13 +237,14 @@ async def show_entry(request: web.Request) -> web.Response:
 
 
 async def last_verification(access_log: AccessLog) -> dict[str, Any] | None:
-    """The newest verify-now result, read back from its own access-log entry (any replica wrote it)."""
+    """The newest verify-now result (API or console), read back from its own access-log entry (any replica wrote
+    it)."""
     cursor = None
-    for _ in range(5):  # a handful of pages: only the verify handler gives this outcome
+    for _ in range(5):  # a handful of pages: only the two verify handlers give this outcome
         page = await _reading(access_log.search(LogQuery(outcome=VERIFICATION, limit=20, cursor=cursor)))
         for hit in page.hits:
             e, d = hit.entry, hit.entry.get("detail") or {}
-            if e.get("path") == VERIFY_PATH and e.get("status") == 200 and d.get("result") in ("intact", "broken"):
+            if e.get("path") in VERIFY_PATHS and e.get("status") == 200 and d.get("result") in ("intact", "broken"):
                 return {"result": d["result"], "first_bad_index": d.get("first_bad_index"),
                         "reason": d.get("reason"), "entries": d.get("entries", 0), "tree_size": d.get("tree_size"),
                         "duration_ms": d.get("duration_ms", 0.0), "verified_at": e.get("time"),

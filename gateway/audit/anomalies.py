@@ -1,0 +1,443 @@
+"""Anomaly flags over the access log: what deserves a security officer's look, explained in plain words.
+
+Pure functions, no I/O: decoded entries (``LogHit``: the index and the canonical entry as a dict) of a time
+window, the time the window ends, and the thresholds of ``[audit.anomalies]`` (``AnomalySettings``). ``detect``
+looks at the last ``window_hours`` (*the window*) and measures each client against its own history over the
+``baseline_days`` before it (*the baseline*); so the entries given must reach back ``lookback(settings)``.
+
+=======================  ==========================================================================================
+kind                     flagged when
+=======================  ==========================================================================================
+``volume``               in one clock hour of the window a client made at least ``volume_min_requests`` requests
+                         and ``volume_factor`` times its usual hourly volume: the median of its *active* hours
+                         of the baseline (hours without a request do not count; with no history at all, one
+                         request an hour)
+``outside_hours``        a client made requests outside ``working_days`` × ``working_hours`` in ``timezone``
+``refusal_burst``        a client was refused (4xx) ``refusal_burst`` times within ``refusal_burst_minutes``
+``citizen_many_clients`` one citizen (pseudonym) was looked up, for a purpose, by ``citizen_clients`` distinct
+                         clients or more within ``citizen_window_hours``
+``rare_purpose``         a client queried for a purpose making up less than ``rare_purpose_share`` of its own
+                         queries over the baseline, once that history holds ``rare_purpose_min_history`` queries
+=======================  ==========================================================================================
+
+Each flag is a frozen ``Flag``: kind, severity, the clients and entries concerned, and an explanation in
+French and in English. Entries without a client (refused before the caller was known) are not attributed to
+anyone and are left out. Only the pseudonym of a citizen ever appears, as in the log itself.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from gateway.audit.query import LogHit
+from gateway.settings import AnomalySettings
+
+MAX_LISTED = 100  # entries listed per flag (oldest first); ``count`` says how many there were in all
+HOUR = timedelta(hours=1)
+
+
+class Kind(StrEnum):
+    VOLUME = "volume"
+    OUTSIDE_HOURS = "outside_hours"
+    REFUSAL_BURST = "refusal_burst"
+    CITIZEN_MANY_CLIENTS = "citizen_many_clients"
+    RARE_PURPOSE = "rare_purpose"
+
+
+class Severity(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+SEVERITY_RANK = {Severity.HIGH: 0, Severity.MEDIUM: 1, Severity.LOW: 2}
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One anomaly: what, how serious, who and which entries, and why — in French and in English."""
+
+    kind: Kind
+    severity: Severity
+    clients: tuple[str, ...]
+    entries: tuple[int, ...]  # indices of the entries concerned, oldest first (at most MAX_LISTED)
+    count: int  # how many entries are concerned in all
+    start: datetime  # the first and the last of them
+    end: datetime
+    explanation_fr: str
+    explanation_en: str
+    subject: str | None = None  # a citizen's pseudonym (citizen_many_clients)
+    purpose: str | None = None  # rare_purpose
+
+    @property
+    def id(self) -> str:
+        """Stable while the entries stay: the kind and the first entry concerned."""
+        return f"{self.kind.value}-{self.entries[0]}" if self.entries else self.kind.value
+
+    def explanation(self, lang: str) -> str:
+        return self.explanation_fr if lang == "fr" else self.explanation_en
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "kind": self.kind.value, "severity": self.severity.value, "clients": list(self.clients),
+            "entries": list(self.entries), "count": self.count,
+            "start": self.start.isoformat(timespec="seconds"), "end": self.end.isoformat(timespec="seconds"),
+            "subject": self.subject, "purpose": self.purpose,
+            "explanation": {"fr": self.explanation_fr, "en": self.explanation_en},
+        }
+
+
+@dataclass(frozen=True)
+class Row:
+    """The fields of an entry the detectors read."""
+
+    index: int
+    time: datetime
+    client: str | None
+    purpose: str | None
+    subject: str | None
+    status: int
+    outcome: str
+
+    @classmethod
+    def of(cls, hit: LogHit) -> Row | None:
+        e = hit.entry
+        try:
+            time = datetime.fromisoformat(str(e["time"]))
+        except (KeyError, ValueError):
+            return None
+        if time.tzinfo is None:
+            time = time.replace(tzinfo=UTC)
+        status = e.get("status")
+        return cls(hit.index, time, _text(e.get("client")), _text(e.get("purpose")), _text(e.get("subject")),
+                   status if isinstance(status, int) else 0, str(e.get("outcome") or ""))
+
+    @property
+    def refused(self) -> bool:
+        return 400 <= self.status < 500
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+@dataclass(frozen=True)
+class Window:
+    """The entries of the window and of the baseline before it, each oldest first."""
+
+    start: datetime
+    end: datetime
+    recent: tuple[Row, ...]
+    history: tuple[Row, ...]
+
+    @classmethod
+    def of(cls, hits: Iterable[LogHit], now: datetime, settings: AnomalySettings) -> Window:
+        start = now - timedelta(hours=settings.window_hours)
+        baseline_start = start - timedelta(days=settings.baseline_days)
+        rows = sorted((r for r in map(Row.of, hits) if r is not None), key=lambda r: (r.time, r.index))
+        return cls(start, now, tuple(r for r in rows if start <= r.time <= now),
+                   tuple(r for r in rows if baseline_start <= r.time < start))
+
+
+def lookback(settings: AnomalySettings) -> timedelta:
+    """How far before ``now`` the entries given to ``detect`` must reach."""
+    return timedelta(hours=settings.window_hours) + timedelta(days=settings.baseline_days)
+
+
+def detect(hits: Iterable[LogHit], now: datetime, settings: AnomalySettings) -> list[Flag]:
+    """Every flag of the window ending at ``now``, the most serious first, then the most recent."""
+    window = Window.of(hits, now, settings)
+    flags = [*volume(window, settings), *outside_hours(window, settings), *refusal_bursts(window, settings),
+             *citizen_many_clients(window, settings), *rare_purposes(window, settings)]
+    flags.sort(key=lambda f: f.start, reverse=True)
+    flags.sort(key=lambda f: SEVERITY_RANK[f.severity])
+    return flags
+
+
+def _flag(kind: Kind, severity: Severity, rows: Sequence[Row], clients: Iterable[str], fr: str, en: str,
+          **extra: str | None) -> Flag:
+    return Flag(kind, severity, tuple(sorted(set(clients))), tuple(r.index for r in rows[:MAX_LISTED]), len(rows),
+                rows[0].time, rows[-1].time, fr, en, **extra)
+
+
+def _by_client(rows: Iterable[Row]) -> dict[str, list[Row]]:
+    grouped: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        if row.client is not None:
+            grouped[row.client].append(row)
+    return grouped
+
+
+# --- volume ---------------------------------------------------------------------------------------------------------
+
+
+def _hour(t: datetime) -> datetime:
+    return t.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def volume(window: Window, s: AnomalySettings) -> list[Flag]:
+    flags = []
+    history = _by_client(window.history)
+    for client, rows in sorted(_by_client(window.recent).items()):
+        active_hours = Counter(_hour(r.time) for r in history.get(client, ()))
+        usual = statistics.median(active_hours.values()) if active_hours else 0
+        threshold = max(s.volume_min_requests, s.volume_factor * max(usual, 1))
+        per_hour: dict[datetime, list[Row]] = defaultdict(list)
+        for row in rows:
+            per_hour[_hour(row.time)].append(row)
+        busy = sorted(h for h, in_hour in per_hour.items() if len(in_hour) >= threshold)
+        for run in _consecutive(busy):
+            concerned = [r for h in run for r in per_hour[h]]
+            peak = max(len(per_hour[h]) for h in run)
+            ratio = peak / max(usual, 1)
+            severity = Severity.HIGH if ratio >= 2 * s.volume_factor else Severity.MEDIUM
+            first, last = _local(run[0], s), _local(run[-1] + HOUR, s)
+            period_fr = f"entre {_clock(first)} et {_clock(last)} le {_date_fr(first)}"
+            period_en = f"between {_clock(first)} and {_clock(last)} on {_date_en(first)}"
+            if usual:
+                base_fr = (f"soit {_num_fr(ratio)} fois son volume habituel (médiane de {_num_fr(usual)} requêtes "
+                           f"par heure d'activité sur les {s.baseline_days} jours précédents)")
+                base_en = (f"{_num_en(ratio)} times its usual volume (a median of {_num_en(usual)} requests per "
+                           f"active hour over the previous {s.baseline_days} days)")
+            else:
+                base_fr = f"alors qu'il n'avait fait aucune requête sur les {s.baseline_days} jours précédents"
+                base_en = f"while it made no request at all over the previous {s.baseline_days} days"
+            flags.append(_flag(
+                Kind.VOLUME, severity, concerned, [client],
+                f"{client} a fait {len(concerned)} requêtes {period_fr} (jusqu'à {peak} en une heure), {base_fr}.",
+                f"{client} made {len(concerned)} requests {period_en} (up to {peak} in one hour), {base_en}.",
+            ))
+    return flags
+
+
+def _consecutive(hours: Sequence[datetime]) -> list[list[datetime]]:
+    runs: list[list[datetime]] = []
+    for h in hours:
+        if runs and h - runs[-1][-1] == HOUR:
+            runs[-1].append(h)
+        else:
+            runs.append([h])
+    return runs
+
+
+# --- outside working hours ------------------------------------------------------------------------------------------
+
+
+def working(t: datetime, s: AnomalySettings) -> bool:
+    """Whether ``t`` falls within the working days and hours, in the configured time zone."""
+    local = t.astimezone(ZoneInfo(s.timezone))
+    minute = local.hour * 60 + local.minute
+    return local.weekday() in s.working_days and s.working_hours[0] <= minute < s.working_hours[1]
+
+
+def outside_hours(window: Window, s: AnomalySettings) -> list[Flag]:
+    flags = []
+    for client, rows in sorted(_by_client(r for r in window.recent if not working(r.time, s)).items()):
+        first = _local(rows[0].time, s)
+        severity = Severity.HIGH if len(rows) >= s.volume_min_requests else Severity.MEDIUM
+        flags.append(_flag(
+            Kind.OUTSIDE_HOURS, severity, rows, [client],
+            f"{client} a fait {_plural_fr(len(rows), 'requête')} en dehors des heures de travail "
+            f"({_schedule_fr(s)}), la première le {_weekday_fr(first)} {_date_fr(first)} à {_clock(first)}.",
+            f"{client} made {_plural_en(len(rows), 'request')} outside working hours ({_schedule_en(s)}), "
+            f"the first on {_weekday_en(first)} {_date_en(first)} at {_clock(first)}.",
+        ))
+    return flags
+
+
+# --- bursts of refusals ---------------------------------------------------------------------------------------------
+
+
+def _bursts(rows: Sequence[Row], span: timedelta, enough: Callable[[deque[Row]], bool]) -> list[list[Row]]:
+    """Maximal runs of ``rows`` (oldest first) in which some ``span``-long stretch satisfies ``enough`` (called
+    with the rows of the stretch); overlapping stretches merge into one run."""
+    runs: list[list[Row]] = []
+    stretch: deque[Row] = deque()
+    last_end = -1  # position (in rows) of the last row of the current run
+    for position, row in enumerate(rows):
+        stretch.append(row)
+        while row.time - stretch[0].time > span:
+            stretch.popleft()
+        if enough(stretch):
+            first = position - len(stretch) + 1
+            if runs and first <= last_end:
+                runs[-1].extend(rows[last_end + 1:position + 1])
+            else:
+                runs.append(list(stretch))
+            last_end = position
+    return runs
+
+
+def refusal_bursts(window: Window, s: AnomalySettings) -> list[Flag]:
+    flags = []
+    span = timedelta(minutes=s.refusal_burst_minutes)
+    for client, rows in sorted(_by_client(r for r in window.recent if r.refused).items()):
+        for run in _bursts(rows, span, lambda stretch: len(stretch) >= s.refusal_burst):
+            minutes = max(1, round((run[-1].time - run[0].time).total_seconds() / 60))
+            code, _ = Counter(r.outcome for r in run).most_common(1)[0]
+            first, last = _local(run[0].time, s), _local(run[-1].time, s)
+            severity = Severity.HIGH if len(run) >= 3 * s.refusal_burst else Severity.MEDIUM
+            flags.append(_flag(
+                Kind.REFUSAL_BURST, severity, run, [client],
+                f"{client} a essuyé {len(run)} refus en {_plural_fr(minutes, 'minute')} (entre {_clock(first)} et "
+                f"{_clock(last)} le {_date_fr(first)}), le plus souvent « {code} » ; le seuil est de "
+                f"{s.refusal_burst} refus en {_num_fr(s.refusal_burst_minutes)} minutes.",
+                f"{client} was refused {len(run)} times in {_plural_en(minutes, 'minute')} (between {_clock(first)} "
+                f"and {_clock(last)} on {_date_en(first)}), mostly \"{code}\"; the threshold is {s.refusal_burst} "
+                f"refusals in {_num_en(s.refusal_burst_minutes)} minutes.",
+            ))
+    return flags
+
+
+# --- one citizen, many clients --------------------------------------------------------------------------------------
+
+
+def citizen_many_clients(window: Window, s: AnomalySettings) -> list[Flag]:
+    flags = []
+    span = timedelta(hours=s.citizen_window_hours)
+    by_subject: dict[str, list[Row]] = defaultdict(list)
+    for row in window.recent:
+        if row.subject and row.client and row.purpose:
+            by_subject[row.subject].append(row)
+
+    def enough(stretch: Iterable[Row]) -> bool:
+        return len({r.client for r in stretch}) >= s.citizen_clients
+
+    for subject, rows in sorted(by_subject.items()):
+        for run in _bursts(rows, span, enough):
+            clients = sorted({r.client for r in run if r.client})
+            hours = max(1, round((run[-1].time - run[0].time).total_seconds() / 3600))
+            severity = Severity.HIGH if len(clients) >= 2 * s.citizen_clients else Severity.MEDIUM
+            names = ", ".join(clients)
+            flags.append(_flag(
+                Kind.CITIZEN_MANY_CLIENTS, severity, run, clients,
+                f"Le citoyen de pseudonyme {subject[:12]}… a été consulté par {len(clients)} clients différents en "
+                f"{_plural_fr(hours, 'heure')} ({names}) ; le seuil est de {s.citizen_clients} clients en "
+                f"{_num_fr(s.citizen_window_hours)} heures.",
+                f"The citizen with pseudonym {subject[:12]}… was looked up by {len(clients)} different clients in "
+                f"{_plural_en(hours, 'hour')} ({names}); the threshold is {s.citizen_clients} clients in "
+                f"{_num_en(s.citizen_window_hours)} hours.",
+                subject=subject,
+            ))
+    return flags
+
+
+# --- rarely used purposes -------------------------------------------------------------------------------------------
+
+
+def rare_purposes(window: Window, s: AnomalySettings) -> list[Flag]:
+    flags = []
+    history = _by_client(r for r in window.history if r.purpose)
+    for client, rows in sorted(_by_client(r for r in window.recent if r.purpose).items()):
+        past = Counter(r.purpose for r in history.get(client, ()))
+        total = sum(past.values())
+        if total < s.rare_purpose_min_history:
+            continue
+        by_purpose: dict[str, list[Row]] = defaultdict(list)
+        for row in rows:
+            by_purpose[str(row.purpose)].append(row)
+        for purpose, concerned in sorted(by_purpose.items()):
+            share = past[purpose] / total
+            if share >= s.rare_purpose_share:
+                continue
+            if past[purpose]:
+                why_fr = (f"un motif qui ne représente que {_pct_fr(share)} de ses {total} requêtes des "
+                          f"{s.baseline_days} jours précédents (seuil : {_pct_fr(s.rare_purpose_share)})")
+                why_en = (f"a purpose that makes up only {_pct_en(share)} of its {total} queries over the previous "
+                          f"{s.baseline_days} days (threshold: {_pct_en(s.rare_purpose_share)})")
+            else:
+                why_fr = f"un motif absent de ses {total} requêtes des {s.baseline_days} jours précédents"
+                why_en = f"a purpose absent from its {total} queries over the previous {s.baseline_days} days"
+            flags.append(_flag(
+                Kind.RARE_PURPOSE, Severity.LOW if past[purpose] else Severity.MEDIUM, concerned, [client],
+                f"{client} a fait {_plural_fr(len(concerned), 'requête')} pour le motif « {purpose} », {why_fr}.",
+                f"{client} made {_plural_en(len(concerned), 'query', 'queries')} for the purpose \"{purpose}\", "
+                f"{why_en}.",
+                purpose=purpose,
+            ))
+    return flags
+
+
+# --- words ----------------------------------------------------------------------------------------------------------
+
+DAYS_FR = ("lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche")
+DAYS_EN = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+MONTHS_FR = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre", "octobre",
+             "novembre", "décembre")
+MONTHS_EN = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+             "November", "December")
+
+
+def _local(t: datetime, s: AnomalySettings) -> datetime:
+    return t.astimezone(ZoneInfo(s.timezone))
+
+
+def _clock(t: datetime) -> str:
+    return f"{t.hour:02d}:{t.minute:02d}"
+
+
+def _date_fr(t: datetime) -> str:
+    return f"{'1er' if t.day == 1 else t.day} {MONTHS_FR[t.month - 1]} {t.year}"
+
+
+def _date_en(t: datetime) -> str:
+    return f"{t.day} {MONTHS_EN[t.month - 1]} {t.year}"
+
+
+def _weekday_fr(t: datetime) -> str:
+    return DAYS_FR[t.weekday()]
+
+
+def _weekday_en(t: datetime) -> str:
+    return DAYS_EN[t.weekday()]
+
+
+def _minutes(m: int) -> str:
+    return f"{m // 60:02d}:{m % 60:02d}"
+
+
+def _days(days: tuple[int, ...], names: tuple[str, ...], span: str, join: str) -> str:
+    if len(days) > 2 and days == tuple(range(days[0], days[-1] + 1)):
+        return span.format(names[days[0]], names[days[-1]])
+    return join.join(names[d] for d in days)
+
+
+def _schedule_fr(s: AnomalySettings) -> str:
+    days = _days(s.working_days, DAYS_FR, "du {} au {}", ", ")
+    return f"{days}, de {_minutes(s.working_hours[0])} à {_minutes(s.working_hours[1])}, heure de {s.timezone}"
+
+
+def _schedule_en(s: AnomalySettings) -> str:
+    days = _days(s.working_days, DAYS_EN, "{}–{}", ", ")
+    return f"{days}, {_minutes(s.working_hours[0])}–{_minutes(s.working_hours[1])}, {s.timezone} time"
+
+
+def _num_en(x: float) -> str:
+    return f"{x:.1f}".removesuffix(".0")
+
+
+def _num_fr(x: float) -> str:
+    return _num_en(x).replace(".", ",")
+
+
+def _pct_en(share: float) -> str:
+    return f"{_num_en(round(share * 100, 1))}%"
+
+
+def _pct_fr(share: float) -> str:
+    return f"{_num_fr(round(share * 100, 1))} %"
+
+
+def _plural_fr(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n > 1 else ''}"
+
+
+def _plural_en(n: int, word: str, plural: str | None = None) -> str:
+    return f"{n} {word if n == 1 else plural or word + 's'}"
