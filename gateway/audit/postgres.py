@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any, TextIO, TypeVar
 
@@ -118,7 +119,7 @@ class PostgresAccessLog:
             await self._pool.close()
             self._pool = None
 
-    def _connection(self) -> Any:
+    def _connection(self) -> AbstractAsyncContextManager[Conn]:
         if self._pool is None:
             raise RuntimeError("open() the access log first")
         return self._pool.connection()

@@ -10,6 +10,7 @@ revoke it, once. The table lives in the configured schema, beside the access log
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,7 +78,7 @@ class PostgresConsentStore:
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._closed = False
 
-    def _connection(self) -> Any:
+    def _connection(self) -> AbstractAsyncContextManager[Conn]:
         if self._closed:
             raise RuntimeError("the consent store is closed")
         if self._pool is None:
