@@ -22,10 +22,9 @@ import structlog
 from aiohttp import web
 
 from connectors.registry import build as build_connector
-from gateway import console, logs
+from gateway import console, logs, storage
 from gateway.api import anomalies, audit, citizen, consents, public, verifications
-from gateway.audit import AccessRecord, Pseudonymiser, SqliteAccessLog, TreeHeadSigner, log_id_for
-from gateway.consent import SqliteConsentStore
+from gateway.audit import AccessRecord, Pseudonymiser, TreeHeadSigner, log_id_for
 from gateway.errors import (
     PROBLEM_CONTENT_TYPE,
     BadRequest,
@@ -174,7 +173,7 @@ def _runtime_context(settings: Settings) -> Callable[[web.Application], AsyncIte
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         signing_keys = GatewaySigningKeys(settings)
         signing_key, published_keys = signing_keys.load()
-        access_log = SqliteAccessLog(settings.audit_database)
+        access_log = storage.access_log(settings)  # [storage]: SQLite files, or PostgreSQL shared by replicas
         await access_log.open()
         replay = _replay_cache(settings)
         try:
@@ -182,7 +181,7 @@ def _runtime_context(settings: Settings) -> Callable[[web.Application], AsyncIte
         except Exception as exc:  # e.g. Redis not up yet: start anyway, refuse requests until it is (503)
             log.error("replay_cache_unavailable_at_start", backend=settings.replay_backend, error=type(exc).__name__)
         limiter = _rate_limiter(settings)
-        consent_store = SqliteConsentStore(settings.consent_store_path)
+        consent_store = storage.consent_store(settings)
         await consent_store.open()
         connector = aiohttp.TCPConnector(limit=512, limit_per_host=0, ttl_dns_cache=300)
         session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30),

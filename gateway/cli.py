@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 
 from gateway import keys, logs
+from gateway.postgres import DatabaseUnavailable
 from gateway.settings import ConfigError, Settings, load
 
 
@@ -154,22 +155,22 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from gateway.audit.heads import read_jwks, tree_head_keys
     from gateway.audit.recompute import describe
-    from gateway.audit.sqlite import database_status, verify_database
+    from gateway.storage import log_location
 
     if args.export:
         return _audit_verify_export(Path(args.export), args.jwks)
     settings = _settings(args)
-    database = Path(args.database) if args.database else settings.audit_database
-    if not database.exists():
-        print(f"no access log at {database}", file=sys.stderr)
+    where = log_location(settings, Path(args.database) if args.database else None)  # [storage], or --database
+    if not where.exists():
+        print(f"no access log at {where.name}", file=sys.stderr)
         return 2
     trusted = tree_head_keys(settings) | (read_jwks(Path(args.jwks)) if args.jwks else {})
-    problem = verify_database(database, trusted)
+    problem = where.verify(trusted)
     if problem is not None:
         print(f"access log BROKEN at entry {problem.index}: {problem.reason}")
         return 1
-    status = database_status(database)
-    print(f"access log intact ({database}): {status.entries} entries ({status.pruned} pruned), "
+    status = where.status()
+    print(f"access log intact ({where.name}): {status.entries} entries ({status.pruned} pruned), "
           f"{status.heads} signed tree heads verified against {len(trusted)} known keys")
     if status.latest is not None:
         print(f"latest signed tree head: {describe(status.latest)}; "
@@ -206,19 +207,20 @@ def _audit_verify_export(path: Path, jwks: str | None) -> int:
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
-    from gateway.audit import AccessLogCorrupt, SqliteAccessLog, log_id_for
+    from gateway.audit import AccessLogCorrupt, log_id_for
     from gateway.keyring import load_signing_keys
+    from gateway.storage import log_location
 
     settings = _settings(args)
-    database = Path(args.database) if args.database else settings.audit_database
-    if not database.exists():
-        print(f"no access log at {database}", file=sys.stderr)
+    where = log_location(settings, Path(args.database) if args.database else None)
+    if not where.exists():
+        print(f"no access log at {where.name}", file=sys.stderr)
         return 2
     out = Path(args.out)
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
 
     async def run() -> tuple[int, int]:
-        store = SqliteAccessLog(database)
+        store = where.store()
         await store.open()
         try:
             if not args.no_sign:  # cover the tail: the export ends at the latest signed head
@@ -371,7 +373,7 @@ def parser() -> argparse.ArgumentParser:
                                   "signed tree head (against the gateway's keys, retired ones included, and any "
                                   "--jwks); or, with --export, verify an export offline. Exit 0 if it verifies, "
                                   "1 naming the first bad entry, 2 if it cannot be checked.")
-    av.add_argument("--database", help="the SQLite access log (default: from config)")
+    av.add_argument("--database", help="a SQLite access log file (default: the configured [storage])")
     av.add_argument("--export", metavar="FILE", help="verify this export (JSON Lines) instead, offline")
     av.add_argument("--jwks", metavar="FILE", help="the gateway's public keys (JWKS): required with --export; "
                                                    "otherwise added to the configured keys")
@@ -381,7 +383,7 @@ def parser() -> argparse.ArgumentParser:
                                   "export every entry up to it with inclusion and consistency proofs, in the "
                                   "format of docs/merkle-log.md; verify with `audit verify --export FILE --jwks`.")
     ae.add_argument("--out", required=True, metavar="FILE")
-    ae.add_argument("--database", help="the SQLite access log (default: from config)")
+    ae.add_argument("--database", help="a SQLite access log file (default: the configured [storage])")
     ae.add_argument("--no-sign", action="store_true", help="export up to the latest existing head only")
     ae.add_argument("--no-proofs", action="store_true", help="leave out inclusion and consistency proofs")
     ae.set_defaults(func=cmd_audit_export)
@@ -436,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
         result: int = args.func(args)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except DatabaseUnavailable as exc:  # its message names the server, never the DSN or a password
+        print(f"database unavailable: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.base import ConnectorConfig
+from gateway.postgres import DEFAULT_SCHEMA, SCHEMA_NAME, PostgresTarget
 
 SCRYPT_HASH = re.compile(r"scrypt\$[0-9]{1,8}\$[0-9]{1,3}\$[0-9]{1,3}\$[A-Za-z0-9_-]{16,64}\$[A-Za-z0-9_-]{43}")
 ROOT = Path(os.environ.get("ANSS_GATEWAY_ROOT", Path(__file__).resolve().parent.parent))
@@ -172,6 +173,8 @@ class Settings:
     console: ConsoleSettings = field(default_factory=ConsoleSettings)  # [console]
     citizens: CitizenSettings = field(default_factory=CitizenSettings)
     audit_export_max_bytes: int = 64 * 1024 * 1024  # GET /v1/audit/export answers up to this; larger: the CLI
+    storage_backend: str = "sqlite"  # access log and consents: "sqlite" (the files above) or "postgres" (shared)
+    database: PostgresTarget | None = None  # with "postgres": DSN (never in a repr or a message) and schema
 
     @property
     def consent_store_path(self) -> Path:
@@ -490,6 +493,41 @@ def _positive(table: Mapping[str, Any], key: str, where: str, default: int) -> i
     return value
 
 
+DSN_ENV = "ANSS_GATEWAY_DATABASE_DSN"
+
+
+def _storage(table: Mapping[str, Any], where: str, config_dir: Path, env: Mapping[str, str]) -> dict[str, Any]:
+    """``[storage]``: the backend of the access log and the consent registry; for PostgreSQL the DSN (from
+    ``$ANSS_GATEWAY_DATABASE_DSN``, else ``dsn_file``: it may hold a password, so never from the TOML itself
+    and never echoed) and the schema."""
+    backend = env.get("ANSS_GATEWAY_STORAGE_BACKEND") or _get(table, "backend", str, where, "sqlite")
+    if backend not in ("sqlite", "postgres"):
+        raise ConfigError(f"{where}: `backend` must be 'sqlite' or 'postgres'")
+    if "dsn" in table:
+        raise ConfigError(f"{where}: a DSN may hold a password: put it in the file named by `dsn_file` or in the "
+                          f"environment variable {DSN_ENV}, not in the configuration")
+    if backend == "sqlite":
+        return {"storage_backend": backend}
+    schema = env.get("ANSS_GATEWAY_DATABASE_SCHEMA") or _get(table, "schema", str, where, DEFAULT_SCHEMA)
+    if not SCHEMA_NAME.fullmatch(schema):
+        raise ConfigError(f"{where}: `schema` {schema!r}: 1 to 63 of a-z 0-9 _, not starting with a digit")
+    dsn, source = env.get(DSN_ENV), f"the environment variable {DSN_ENV}"
+    if not dsn:
+        path = _resolve(config_dir, _get(table, "dsn_file", str, where, ""))
+        if path is None:
+            raise ConfigError(f"{where}: backend 'postgres' needs a DSN: `dsn_file`, or the environment variable "
+                              f"{DSN_ENV}")
+        try:
+            dsn, source = path.read_text(encoding="utf-8").strip(), f"`dsn_file` {path}"
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{where}: `dsn_file` {path}: cannot read it ({type(exc).__name__})") from None
+    try:
+        return {"storage_backend": backend, "database": PostgresTarget(dsn, schema)}
+    except ValueError:
+        raise ConfigError(f"{where}: the DSN in {source} is not a PostgreSQL connection string (key=value "
+                          "pairs or a postgresql:// URI)") from None
+
+
 def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Load and validate the settings; environment overrides win over the files."""
     env = os.environ if env is None else env
@@ -554,6 +592,7 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
         anomalies=_anomaly_settings(audit.get("anomalies", {}), f"{gateway_file} [audit.anomalies]"),
         console=_console_settings(data.get("console", {}), f"{gateway_file} [console]", config_dir, env),
         audit_export_max_bytes=_positive(audit, "export_max_bytes", f"{gateway_file} [audit]", 64 * 1024 * 1024),
+        **_storage(data.get("storage", {}), f"{gateway_file} [storage]", config_dir, env),
         clients=_load_clients(config_dir / "clients.toml", purposes),
         purposes=purposes,
         connectors=_load_connectors(config_dir / "connectors", env),

@@ -4,7 +4,8 @@
 whenever the log has grown and a head is due — ``interval_s`` after the latest head, or as soon as
 ``max_entries`` entries are unsigned — and, with a retention period, prunes entries older than it every hour.
 Due-ness is read from the store (the latest head's time and size), so replicas sharing one log share one
-cadence, and the store makes sure two replicas never sign two heads of one size. On the way out it signs
+cadence, and the store makes sure two replicas never sign two heads of one size; a store that elects its
+signer (PostgreSQL: ``Elected``) has only the elected process sign and prune. On the way out it signs
 a last head, so a stopped gateway leaves no unsigned tail behind.
 
 ``tree_head_keys`` gathers the public keys a verifier trusts: every key the gateway's key store ever held
@@ -21,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
@@ -43,8 +44,18 @@ def log_id_for(gateway_id: str) -> str:
     return f"{cleaned}.access"
 
 
+@runtime_checkable
+class Elected(Protocol):
+    """A store shared by processes that elect one of them to sign tree heads (PostgreSQL)."""
+
+    async def leading(self) -> bool:
+        """Whether this process is the elected signer now (taking over when the seat is free)."""
+        ...
+
+
 class TreeHeadSigner:
-    """Signs tree heads of ``access_log`` on a cadence (see the module docstring)."""
+    """Signs tree heads of ``access_log`` on a cadence (see the module docstring). On a store that elects its
+    signer (``Elected``), only the elected process signs and prunes; the others' rounds do nothing."""
 
     def __init__(self, access_log: AccessLog, key: Callable[[], SigningKey], log_id: str, *,
                  interval_s: float = 60.0, max_entries: int = 10_000, retention_days: int = 0,
@@ -69,6 +80,8 @@ class TreeHeadSigner:
 
     async def tick(self) -> SignedTreeHead | None:
         """One round: sign a head if one is due, prune if retention says so; the head signed, if any."""
+        if not await self._elected():
+            return None
         signed = await self.access_log.issue_tree_head(self.key(), self.log_id) if await self.due() else None
         if signed is not None:
             log.info("tree_head_signed", tree_size=signed.head.tree_size, kid=self.key().kid)
@@ -79,6 +92,9 @@ class TreeHeadSigner:
             if pruned:
                 log.info("access_log_pruned", entries=pruned, before=cutoff.isoformat())
         return signed
+
+    async def _elected(self) -> bool:
+        return not isinstance(self.access_log, Elected) or await self.access_log.leading()
 
     async def run(self) -> None:
         """Tick until cancelled; a failing round is logged and retried, never fatal."""
@@ -102,7 +118,7 @@ class TreeHeadSigner:
             try:
                 count = await self.access_log.count()
                 latest = await self.access_log.latest_tree_head()
-                if count and (latest is None or latest.head.tree_size < count):
+                if count and (latest is None or latest.head.tree_size < count) and await self._elected():
                     await self.access_log.issue_tree_head(self.key(), self.log_id)
             except Exception as exc:
                 log.error("tree_head_at_exit_failed", error=f"{type(exc).__name__}: {exc}")

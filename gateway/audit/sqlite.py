@@ -25,13 +25,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO, TypeVar
 
-import orjson
-
-from gateway.audit.merkle import CompactRange, SignedTreeHead, TreeHead, verify_consistency
+from gateway.audit.merkle import CompactRange, SignedTreeHead, TreeHead
 from gateway.audit.merkle import leaf_hash as merkle_leaf_hash
 from gateway.audit.query import LogPage, LogQuery
 from gateway.audit.recompute import NODE_LEVEL
 from gateway.audit.record import AccessRecord
+from gateway.audit.rules import check_extends, head_timestamp, size_to_sign
+from gateway.audit.rules import dated_before as _dated_before
 from gateway.audit.search_index import IndexFields, record_fields
 from gateway.audit.sqlite_schema import ensure_schema
 from gateway.audit.sqlite_search import drop_pruned, last_high_water, search, write_index
@@ -45,7 +45,7 @@ from gateway.audit.sqlite_tree import (
     first_kept,
     verify_database,
 )
-from gateway.audit.store import AccessLogCorrupt, ChainBreak
+from gateway.audit.store import ChainBreak
 from gateway.keys import PublicKey, SigningKey
 
 __all__ = ["LogStatus", "SqliteAccessLog", "connect", "database_status", "export_database", "verify_database"]
@@ -202,22 +202,14 @@ class SqliteAccessLog:
         try:
             latest = tree.latest_head()
             edge = tree.right_edge(self._edge)
-            old = latest.head.tree_size if latest else 0
-            if edge.size < old:
-                raise AccessLogCorrupt(f"the log has {edge.size} entries but a signed tree head covers {old}: "
-                                       "truncated; run `anss-gateway audit verify`")
-            if edge.size == old and latest is not None:  # (an empty log gets its first head, of size 0)
+            if size_to_sign(latest, edge.size, log_id) is None:  # (an empty log gets its first head, of size 0)
                 conn.execute("ROLLBACK")
                 return None
             root = edge.root()
             if latest is not None:
-                if latest.head.log_id != log_id:
-                    raise ValueError(f"this log's tree heads are for log {latest.head.log_id!r}, not {log_id!r}")
-                proof = tree.prover().consistency_proof(old, edge.size)
-                if not verify_consistency(old, edge.size, latest.head.root_hash, root, proof):
-                    raise AccessLogCorrupt(f"the stored tree no longer extends the signed tree head of size {old}:"
-                                           " run `anss-gateway audit verify`")
-            timestamp = max(self._clock_ms(), latest.head.timestamp_ms if latest else 0)
+                check_extends(latest, edge.size, root, tree.prover().consistency_proof(latest.head.tree_size,
+                                                                                       edge.size))
+            timestamp = head_timestamp(self._clock_ms(), latest)
             signed = TreeHead(edge.size, root, timestamp, log_id).sign(key)
             conn.execute(f"INSERT INTO tree_heads ({HEAD_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
                          (edge.size, root, timestamp, log_id, signed.signature))
@@ -316,16 +308,6 @@ class SqliteAccessLog:
                 raise
             if cut < first + PRUNE_CHUNK or cut >= covered:
                 return total
-
-
-def _dated_before(entry: bytes, before: datetime) -> bool:
-    """Whether the entry's ``time`` is before ``before``; an entry without a readable time is never pruned."""
-    try:
-        value = orjson.loads(entry).get("time")
-        moment = datetime.fromisoformat(value)
-    except (ValueError, TypeError, AttributeError):
-        return False
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)) < before
 
 
 def _settle(settled: list[tuple[asyncio.Future[int], int | BaseException]]) -> None:

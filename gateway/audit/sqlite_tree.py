@@ -15,11 +15,11 @@ from pathlib import Path
 from gateway.audit.export import ExportRow, NodeCache, WindowedLeaves, export_rows
 from gateway.audit.merkle import EMPTY_ROOT, CompactRange, Prover, SignedTreeHead
 from gateway.audit.recompute import NODE_LEVEL, HeadRow, head_from_row, recompute
+from gateway.audit.rules import catch_up_range, caught_up, check_edge
 from gateway.audit.sqlite_schema import TREE_VERSIONS, schema_version, verify_v1
 from gateway.audit.store import AccessLogCorrupt, ChainBreak
 from gateway.keys import PublicKey
 
-CATCH_UP_LIMIT = 4096  # entries another process appended that we read rather than rebuilding the edge
 HEAD_COLUMNS = "tree_size, root_hash, timestamp_ms, log_id, signature"
 
 
@@ -92,20 +92,9 @@ class Tree:
     def right_edge(self, cached: CompactRange | None) -> CompactRange:
         """The compact range of the whole stored tree, from ``cached`` when it still describes it."""
         size, root = self.tail()
-        edge = cached
-        if edge is not None and edge.size < size <= edge.size + CATCH_UP_LIMIT:  # another process appended
-            leaves = self.leaf_hashes(edge.size, size)
-            edge = CompactRange(edge.size, edge.hashes)
-            try:
-                edge.extend(leaves)
-            except ValueError:
-                edge = None
-        if edge is None or edge.size != size or edge.root() != root:
-            edge = self.prover().compact_range(size)
-            if edge.root() != root:
-                raise AccessLogCorrupt(f"the stored tree does not add up at entry {size - 1}: run "
-                                       "`anss-gateway audit verify`")
-        return edge
+        missed = catch_up_range(cached, size)  # another process appended
+        edge = caught_up(cached, size, root, self.leaf_hashes(*missed) if missed else None)
+        return edge or check_edge(self.prover().compact_range(size), root)
 
     def entries(self, start: int, end: int) -> list[bytes | None]:
         self._check_range(start, end)

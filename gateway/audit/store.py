@@ -1,6 +1,6 @@
 """The access-log store seam (``AccessLog`` protocol), what verifying it reports, and its errors.
 
-Every implementation (SQLite today, PostgreSQL next) passes ``tests/audit/test_store_contract.py``. The
+Every implementation (SQLite, PostgreSQL) passes ``tests/audit/test_store_contract.py``. The
 tree semantics are in docs/merkle-log.md; ``gateway.audit.checks`` (the full verification) and
 ``gateway.audit.export`` (the JSON Lines export) are shared by all implementations, so a store only has to
 provide rows, subtree hashes and tree heads.

@@ -1,8 +1,9 @@
 """The consent registry: citizens' consents for consent-based purposes, and their enforcement.
 
 ``store`` holds the values, the ``ConsentStore`` seam and the rule that picks a consent; ``sqlite`` the
-embedded store; ``rules`` who may manage consents and what a new one must satisfy; ``enforce`` the step of
-a verification that refuses a consent-based query without a consent in force.
+embedded store; ``postgres`` the store shared by replicas; ``rules`` who may manage consents and what a new
+one must satisfy; ``enforce`` the step of a verification that refuses a consent-based query without a
+consent in force.
 """
 
 from gateway.consent.enforce import enforce_consent

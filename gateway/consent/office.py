@@ -9,7 +9,6 @@ to the missing entry: the two stores are separate files.)
 
 from __future__ import annotations
 
-import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -17,9 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.audit import AccessRecord, Pseudonymiser, SqliteAccessLog
+from gateway import storage
+from gateway.audit import AccessRecord, Pseudonymiser
 from gateway.consent.rules import CONSENT_ID, IDCS, grant_for, parse_time
-from gateway.consent.sqlite import SqliteConsentStore
 from gateway.consent.store import Consent, ConsentStore, check_reason
 from gateway.errors import BadRequest, GatewayError, NotFound
 from gateway.settings import Settings
@@ -68,8 +67,8 @@ async def run(settings: Settings, action: str, operator: str, work: Action, ok_s
     started = time.perf_counter()
     request_id = uuid.uuid4().hex
     note = AuditNote(client=f"cli:{operator}")
-    access_log = SqliteAccessLog(settings.audit_database)
-    store = SqliteConsentStore(settings.consent_store_path)
+    access_log = storage.access_log(settings)
+    store = storage.consent_store(settings)
     await access_log.open()
     try:
         await store.open()
@@ -187,7 +186,7 @@ def command(settings: Settings, args: Any) -> int:
     try:
         outcome = asyncio.run(run(settings, action, operator_name(args.operator), work,
                                   201 if action == "grant" else 200))
-    except (OSError, sqlite3.Error) as exc:
+    except storage.store_errors(settings) as exc:
         print(f"cannot use the consent registry or the access log: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     if outcome.error is not None:

@@ -7,7 +7,7 @@ no store ever sees the identifier. A consent is never edited; it can be revoked 
 itself at ``valid_until``.
 
 ``decide`` is the single rule every implementation applies to the consents of one (citizen, grantee,
-purpose), so the SQLite store and a future PostgreSQL store answer alike (``tests/consent``):
+purpose), so the SQLite store and the PostgreSQL store answer alike (``tests/consent``):
 
 1. a consent in force at ``at`` (not revoked, ``valid_from <= at < valid_until``) that covers every
    requested check is used — the most recently granted one;

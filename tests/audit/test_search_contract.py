@@ -24,11 +24,13 @@ import pytest
 
 from gateway import keys
 from gateway.audit import AccessLog, AccessRecord, SqliteAccessLog
+from gateway.audit.postgres import PostgresAccessLog
 from gateway.audit.query import MAX_PAGE, LogHit, LogQuery
 from gateway.keys import PublicKey
+from tests.audit.pg_support import fresh_schema_async
 
 StoreFactory = Callable[[], Awaitable[AccessLog]]
-IMPLEMENTATIONS = ["sqlite"]
+IMPLEMENTATIONS = ["sqlite", "postgres"]
 KEY = keys.generate()
 TRUSTED: dict[str, PublicKey] = {KEY.kid: KEY.public}
 LOG_ID = "anss-gateway.access"
@@ -46,6 +48,21 @@ async def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Async
             await store.open()
             opened.append(store)
             return store
+    elif request.param == "postgres":
+        async with fresh_schema_async() as target:
+
+            async def new() -> AccessLog:
+                store = PostgresAccessLog(target, trusted_keys=lambda: TRUSTED)
+                await store.open()
+                opened.append(store)
+                return store
+
+            try:
+                yield new
+            finally:
+                for store in opened:
+                    await store.close()
+        return
     else:  # pragma: no cover - an implementation named but not wired
         pytest.fail(f"no factory for {request.param}")
     try:

@@ -24,10 +24,12 @@ from gateway import keys
 from gateway.audit import AccessLog, AccessRecord, SqliteAccessLog, TreeHeadSigner
 from gateway.audit import merkle as m
 from gateway.audit.offline import verify_export_lines
+from gateway.audit.postgres import PostgresAccessLog
 from gateway.keys import PublicKey
+from tests.audit.pg_support import fresh_schema_async
 
 StoreFactory = Callable[[], Awaitable[AccessLog]]
-IMPLEMENTATIONS = ["sqlite"]
+IMPLEMENTATIONS = ["sqlite", "postgres"]
 KEY = keys.generate()
 OTHER_KEY = keys.generate("ES256")
 TRUSTED: dict[str, PublicKey] = {KEY.kid: KEY.public}
@@ -46,6 +48,21 @@ async def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Async
             await store.open()
             opened.append(store)
             return store
+    elif request.param == "postgres":
+        async with fresh_schema_async() as target:
+
+            async def new() -> AccessLog:
+                store = PostgresAccessLog(target, trusted_keys=lambda: TRUSTED)
+                await store.open()
+                opened.append(store)
+                return store
+
+            try:
+                yield new
+            finally:
+                for store in opened:
+                    await store.close()
+        return
     else:  # pragma: no cover - an implementation named but not wired
         pytest.fail(f"no factory for {request.param}")
     try:

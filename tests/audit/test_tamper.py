@@ -1,9 +1,11 @@
-"""Tampering with the SQLite access log, as someone with write access to the file would, and what
-`anss-gateway audit verify` says; exports verified offline by the code and by the verifier printed in
-docs/merkle-log.md, which must agree.
+"""Tampering with the access log, as someone with write access to the SQLite file or the PostgreSQL schema
+would (a database owner first disables the triggers), and what `anss-gateway audit verify` says; exports
+verified offline by the code and by the verifier printed in docs/merkle-log.md, which must agree.
 
-The log under test: 160 entries, signed tree heads of size 100 and 150 (by the gateway key of the test's state
-directory, which `audit verify` trusts through the configuration), 10 entries after the last head.
+Every test runs on both stores (``log`` is parametrised; PostgreSQL in a fresh schema of the real server,
+configured through ``[storage]``'s environment variables as an operator would). The log under test: 160
+entries, signed tree heads of size 100 and 150 (by the gateway key of the test's state directory, which
+`audit verify` trusts through the configuration), 10 entries after the last head.
 """
 
 from __future__ import annotations
@@ -12,22 +14,26 @@ import asyncio
 import json
 import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
-from gateway import keys
-from gateway.audit import SqliteAccessLog, log_id_for
+from gateway import keys, storage
+from gateway.audit import AccessLog, log_id_for
 from gateway.audit import merkle as m
 from gateway.audit.offline import ExportInvalid, verify_export_file, verify_export_lines
 from gateway.audit.recompute import NODE_LEVEL
 from gateway.audit.record import AccessRecord
 from gateway.cli import main
 from gateway.keyring import load_signing_keys
-from gateway.settings import Settings, load
+from gateway.postgres import PostgresTarget
+from gateway.settings import DSN_ENV, Settings, load
+from tests.audit.pg_support import dba, fresh_schema
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "merkle-log.md"
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -54,36 +60,57 @@ def record(i: int) -> AccessRecord:
                         sources=(("civil_registry", "ok"),))
 
 
-class Log:
-    """The configured gateway's log in a temporary state directory."""
+BACKENDS = ["sqlite", "postgres"]
+REFUSED = (sqlite3.DatabaseError, psycopg.Error)  # what a trigger raises, in either database
 
-    def __init__(self, state: Path) -> None:
-        self.settings: Settings = load(env={"ANSS_GATEWAY_STATE_DIR": str(state)})
-        self.path = self.settings.audit_database
+
+class Log:
+    """The configured gateway's log: a temporary state directory and, for PostgreSQL, a fresh schema.
+
+    ``environment`` is what the commands see (the test puts it in ``os.environ``); ``sql`` tampers as a
+    database owner would, with ``blob`` and ``replace`` spelling the values in the database's own SQL."""
+
+    def __init__(self, state: Path, target: PostgresTarget | None = None) -> None:
+        self.state, self.target = state, target
+        self.environment = {"ANSS_GATEWAY_STATE_DIR": str(state)}
+        if target is not None:
+            self.environment |= {"ANSS_GATEWAY_STORAGE_BACKEND": "postgres", DSN_ENV: target.dsn,
+                                 "ANSS_GATEWAY_DATABASE_SCHEMA": target.schema}
+        self.settings: Settings = load(env=self.environment)
         self.key = load_signing_keys(self.settings)[0]
         self.log_id = log_id_for(self.settings.gateway_id)
 
     async def build(self, n: int = 160, heads: tuple[int, ...] = (100, 150)) -> None:
-        store = SqliteAccessLog(self.path)
-        await store.open()
-        try:
+        async def fill(store: AccessLog) -> None:
             for i in range(n):
                 await store.append(record(i))
                 if i + 1 in heads:
                     assert await store.issue_tree_head(self.key, self.log_id) is not None
-        finally:
-            await store.close()
 
-    async def run(self, fn: Callable[[SqliteAccessLog], Any]) -> Any:
-        store = SqliteAccessLog(self.path)
+        await self.run(fill)
+
+    async def run(self, fn: Callable[[AccessLog], Any]) -> Any:
+        store = storage.access_log(self.settings)
         await store.open()
         try:
             return await fn(store)
         finally:
             await store.close()
 
+    def blob(self, data: bytes) -> str:
+        return f"'\\x{data.hex()}'::bytea" if self.target else f"x'{data.hex()}'"
+
+    def replace(self, column: str, old: str, new: str) -> str:
+        """SQL for ``column`` (bytes) with ``old`` replaced by ``new``."""
+        if self.target:
+            return f"convert_to(replace(convert_from({column}, 'UTF8'), '{old}', '{new}'), 'UTF8')"
+        return f"replace({column}, '{old}', '{new}')"
+
     def sql(self, *statements: str, drop_triggers: bool = True) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None)
+        if self.target is not None:  # a database owner can disable our triggers; the tree still tells
+            dba(self.target, *statements, disable_triggers=drop_triggers)
+            return
+        conn = sqlite3.connect(self.settings.audit_database, isolation_level=None)
         try:  # an attacker with file access can drop our triggers; the tree still tells
             if drop_triggers:
                 for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
@@ -94,9 +121,13 @@ class Log:
             conn.close()
 
     def rows(self) -> list[tuple[int, bytes, bytes, bytes]]:
-        conn = sqlite3.connect(self.path)
+        query = "SELECT idx, entry, leaf_hash, tree_root FROM access_log ORDER BY idx"
+        if self.target is not None:
+            with self.target.connect_sync() as pg:
+                return pg.execute(query).fetchall()
+        conn = sqlite3.connect(self.settings.audit_database)
         try:
-            return conn.execute("SELECT idx, entry, leaf_hash, tree_root FROM access_log ORDER BY idx").fetchall()
+            return conn.execute(query).fetchall()
         finally:
             conn.close()
 
@@ -104,15 +135,32 @@ class Log:
         """The JWKS as the operator publishes it (`anss-gateway keys jwks`)."""
         capsys.readouterr()
         assert main(["keys", "jwks"]) == 0
-        path = self.path.parent / "jwks.json"
+        path = self.state / "jwks.json"
         path.write_text(capsys.readouterr().out, encoding="utf-8")
         return path
 
 
+LogFactory = Callable[[str], Log]
+
+
+@pytest.fixture(params=BACKENDS)
+def new_log(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LogFactory]:
+    """``new_log(name)``: an empty log of the test's backend, configured for the commands from now on."""
+    with ExitStack() as cleanup:
+
+        def make(name: str) -> Log:
+            target = cleanup.enter_context(fresh_schema()) if request.param == "postgres" else None
+            made = Log(tmp_path / name, target)
+            for variable, value in made.environment.items():
+                monkeypatch.setenv(variable, value)
+            return made
+
+        yield make
+
+
 @pytest.fixture
-def log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Log:
-    monkeypatch.setenv("ANSS_GATEWAY_STATE_DIR", str(tmp_path / "state"))
-    the_log = Log(tmp_path / "state")
+def log(new_log: LogFactory) -> Log:
+    the_log = new_log("state")
     asyncio.run(the_log.build())
     return the_log
 
@@ -144,27 +192,28 @@ def test_a_clean_log_verifies(log: Log, capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_sql_cannot_change_the_log_with_the_triggers_in_place(log: Log) -> None:
-    for statement in ("UPDATE access_log SET entry = x'00' WHERE idx = 1",
+    truncations = [f"TRUNCATE {t}" for t in ("access_log", "tree_heads", "merkle_nodes", "meta")] if log.target else []
+    for statement in (f"UPDATE access_log SET entry = {log.blob(b'0')} WHERE idx = 1",
                       "UPDATE access_log SET leaf_hash = leaf_hash WHERE idx = 1",
-                      "UPDATE access_log SET entry = NULL, leaf_hash = x'00' WHERE idx = 1",
+                      f"UPDATE access_log SET entry = NULL, leaf_hash = {log.blob(b'0')} WHERE idx = 1",
                       "UPDATE access_log SET idx = 1000 WHERE idx = 159",
                       "DELETE FROM access_log WHERE idx = 159",
                       "UPDATE tree_heads SET timestamp_ms = 0", "DELETE FROM tree_heads",
-                      "UPDATE merkle_nodes SET hash = x'00'", "DELETE FROM merkle_nodes",
-                      "UPDATE meta SET value = '3'", "DELETE FROM meta"):
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+                      f"UPDATE merkle_nodes SET hash = {log.blob(b'0')}", "DELETE FROM merkle_nodes",
+                      "UPDATE meta SET value = '3'", "DELETE FROM meta", *truncations):
+        with pytest.raises(REFUSED, match="append-only"):
             log.sql(statement, drop_triggers=False)
     log.sql("UPDATE access_log SET entry = NULL WHERE idx = 0", drop_triggers=False)  # what pruning does
 
 
 def test_an_altered_field_is_named(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
-    log.sql("UPDATE access_log SET entry = replace(entry, 'CASE-00037', 'CASE-99999') WHERE idx = 37")
+    log.sql(f"UPDATE access_log SET entry = {log.replace('entry', 'CASE-00037', 'CASE-99999')} WHERE idx = 37")
     broken_at(capsys, 37, "altered")
 
 
 def test_an_altered_field_with_its_leaf_hash_recomputed_is_named(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
     forged = record(37).canonical().replace(b"CASE-00037", b"CASE-99999")
-    log.sql(f"UPDATE access_log SET entry = x'{forged.hex()}', leaf_hash = x'{m.leaf_hash(forged).hex()}' "
+    log.sql(f"UPDATE access_log SET entry = {log.blob(forged)}, leaf_hash = {log.blob(m.leaf_hash(forged))} "
             "WHERE idx = 37")
     broken_at(capsys, 37, "rewritten")
 
@@ -183,7 +232,7 @@ def test_swapped_rows_are_named(log: Log, capsys: pytest.CaptureFixture[str]) ->
 def test_an_inserted_row_is_named(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
     forged = record(999).canonical()
     log.sql("UPDATE access_log SET idx = -idx - 1 WHERE idx >= 50", "UPDATE access_log SET idx = -idx WHERE idx < 0",
-            f"INSERT INTO access_log VALUES (50, x'{forged.hex()}', x'{m.leaf_hash(forged).hex()}', "
+            f"INSERT INTO access_log VALUES (50, {log.blob(forged)}, {log.blob(m.leaf_hash(forged))}, "
             "(SELECT tree_root FROM access_log WHERE idx = 51))")
     broken_at(capsys, 50, "inserted")
 
@@ -201,9 +250,8 @@ def test_the_tail_after_the_last_head_is_only_as_safe_as_the_file(log: Log, caps
 
 
 def test_a_truncation_that_removes_a_stored_subtree_is_caught_even_before_a_head(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ANSS_GATEWAY_STATE_DIR", str(tmp_path / "unsigned"))
-    unsigned = Log(tmp_path / "unsigned")
+        new_log: LogFactory, capsys: pytest.CaptureFixture[str]) -> None:
+    unsigned = new_log("unsigned")
     asyncio.run(unsigned.build(140, heads=()))
     unsigned.sql("DELETE FROM access_log WHERE idx >= 100")  # the subtree over 64..127 was stored
     broken_at(capsys, 100, "truncated after index 99", "subtree covers entries up to 127")
@@ -218,16 +266,17 @@ def test_a_forger_who_rewrites_every_hash_is_caught_by_the_signed_head(log: Log,
         leaf = m.leaf_hash(entry)
         for node in edge.append(leaf):
             if node.level >= NODE_LEVEL:
-                statements.append(f"INSERT INTO merkle_nodes VALUES ({node.level}, {node.index}, x'{node.hash.hex()}')")
-        statements.append(f"UPDATE access_log SET entry = x'{entry.hex()}', leaf_hash = x'{leaf.hex()}', "
-                          f"tree_root = x'{edge.root().hex()}' WHERE idx = {idx}")
+                statements.append(f"INSERT INTO merkle_nodes VALUES ({node.level}, {node.index}, "
+                                  f"{log.blob(node.hash)})")
+        statements.append(f"UPDATE access_log SET entry = {log.blob(entry)}, leaf_hash = {log.blob(leaf)}, "
+                          f"tree_root = {log.blob(edge.root())} WHERE idx = {idx}")
     log.sql(*statements)
     broken_at(capsys, 0, "entries 0..99 do not match the signed tree head of size 100")
     # ... and re-signing the heads needs the gateway's key
     intruder = keys.generate()
     for size in (100, 150):
         head = m.TreeHead(size, m.root([m.leaf_hash(r[1]) for r in rows[:size]]), 1, log.log_id).sign(intruder)
-        log.sql(f"UPDATE tree_heads SET root_hash = x'{head.head.root_hash.hex()}', signature = '{head.signature}' "
+        log.sql(f"UPDATE tree_heads SET root_hash = {log.blob(head.head.root_hash)}, signature = '{head.signature}' "
                 f"WHERE tree_size = {size}")
     broken_at(capsys, 0, "does not verify against the gateway's keys")
 
@@ -235,13 +284,13 @@ def test_a_forger_who_rewrites_every_hash_is_caught_by_the_signed_head(log: Log,
 def test_an_intruders_head_is_refused(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
     leaves = [r[2] for r in log.rows()]
     head = m.TreeHead(160, m.root(leaves), 2**42, log.log_id).sign(keys.generate())
-    log.sql(f"INSERT INTO tree_heads VALUES (160, x'{head.head.root_hash.hex()}', {2**42}, '{log.log_id}', "
+    log.sql(f"INSERT INTO tree_heads VALUES (160, {log.blob(head.head.root_hash)}, {2**42}, '{log.log_id}', "
             f"'{head.signature}')")
     broken_at(capsys, 150, "does not verify", "unknown kid")
 
 
 def test_a_stored_subtree_that_was_changed_is_named(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
-    log.sql(f"UPDATE merkle_nodes SET hash = x'{'00' * 32}' WHERE level = 6 AND idx = 1")
+    log.sql(f"UPDATE merkle_nodes SET hash = {log.blob(bytes(32))} WHERE level = 6 AND idx = 1")
     broken_at(capsys, 64, "subtree over entries 64..127 does not match")
 
 
@@ -251,7 +300,11 @@ def test_a_payload_removed_out_of_order_is_named(log: Log, capsys: pytest.Captur
 
 
 def test_a_changed_column_type_is_named(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
-    log.sql("UPDATE access_log SET leaf_hash = hex(leaf_hash) WHERE idx = 12")
+    """SQLite stores any type in any column; PostgreSQL cannot, but a value of another size is the same fault."""
+    if log.target is None:
+        log.sql("UPDATE access_log SET leaf_hash = hex(leaf_hash) WHERE idx = 12")
+    else:
+        log.sql("UPDATE access_log SET leaf_hash = convert_to(encode(leaf_hash, 'hex'), 'UTF8') WHERE idx = 12")
     broken_at(capsys, 12, "not stored as written")
 
 
@@ -274,7 +327,7 @@ def test_pruning_then_verify_still_passes_and_a_pruned_entry_is_proven(log: Log,
     code, out = verify(capsys)
     assert code == 0 and "160 entries (120 pruned)" in out, out
 
-    async def prove(store: SqliteAccessLog) -> tuple[list[bytes], m.SignedTreeHead | None, bytes | None]:
+    async def prove(store: AccessLog) -> tuple[list[bytes], m.SignedTreeHead | None, bytes | None]:
         return await store.inclusion_proof(42, 150), await store.tree_head(150), await store.entry(42)
 
     proof, head, stored = asyncio.run(log.run(prove))
@@ -286,7 +339,7 @@ def test_pruning_then_verify_still_passes_and_a_pruned_entry_is_proven(log: Log,
 
 
 def export(log: Log, capsys: pytest.CaptureFixture[str], *args: str) -> Path:
-    out = log.path.parent / "export.jsonl"
+    out = log.state / "export.jsonl"
     capsys.readouterr()
     assert main(["audit", "export", "--out", str(out), *args]) == 0
     assert "exported entries 0.." in capsys.readouterr().out
@@ -325,7 +378,7 @@ def test_a_tampered_export_is_broken_at_the_entry(log: Log, capsys: pytest.Captu
 
 
 def test_an_export_of_a_tampered_log_fails_at_the_same_entry(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
-    log.sql("UPDATE access_log SET entry = replace(entry, 'CASE-00037', 'CASE-99999') WHERE idx = 37")
+    log.sql(f"UPDATE access_log SET entry = {log.replace('entry', 'CASE-00037', 'CASE-99999')} WHERE idx = 37")
     out = export(log, capsys, "--no-sign")
     with pytest.raises(ExportInvalid, match=r"^entry 37: does not match its leaf_hash") as caught:
         verify_export_file(out, keys.jwks([log.key]))
@@ -349,7 +402,7 @@ def test_export_refuses_a_log_that_cannot_be_signed(tmp_path: Path, capsys: pyte
 def pruned_export(log: Log) -> list[str]:
     import io
 
-    async def go(store: SqliteAccessLog) -> str:
+    async def go(store: AccessLog) -> str:
         await store.prune(T0 + timedelta(seconds=30))
         await store.issue_tree_head(log.key, log.log_id)
         out = io.StringIO()

@@ -1,8 +1,8 @@
 """Consent-registry backends for the contract suite, and a gateway stack set up for consent tests.
 
-``consents`` runs each contract test once per implementation (SQLite today; PostgreSQL joins the params
-later). ``backend.new()`` opens one more instance on the *same* store — another replica or the ``consent``
-CLI on the same file — and every instance is closed after the test.
+``consents`` runs each contract test once per implementation (SQLite, and PostgreSQL in a fresh schema).
+``backend.new()`` opens one more instance on the *same* store — another replica or the ``consent`` CLI on
+the same file or schema — and every instance is closed after the test.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import orjson
 import pytest
 
 from gateway.consent import ConsentStore, SqliteConsentStore
+from gateway.consent.postgres import PostgresConsentStore
 from gateway.settings import ClientSettings, Purpose, Right, Settings
+from tests.audit.pg_support import fresh_schema_async
 from tests.gateway.conftest import Stack, build_stack
 
 PURPOSE = "partner.social-housing"  # consent-based, in config/purposes.toml
@@ -40,8 +42,19 @@ class Backend:
         return store
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgres"])
 async def consents(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    if request.param == "postgres":  # a fresh schema of the real server (tests/audit/pg_support.py)
+        async with fresh_schema_async() as target:
+
+            async def postgres_store() -> ConsentStore:
+                store = PostgresConsentStore(target)
+                await store.open()
+                return store
+
+            async with _closing(Backend(request.param, postgres_store)) as backend:
+                yield backend
+        return
     path = tmp_path / "consents.sqlite3"
 
     async def sqlite_store() -> ConsentStore:
@@ -49,7 +62,12 @@ async def consents(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         await store.open()
         return store
 
-    backend = Backend(request.param, sqlite_store)
+    async with _closing(Backend(request.param, sqlite_store)) as backend:
+        yield backend
+
+
+@asynccontextmanager
+async def _closing(backend: Backend) -> AsyncIterator[Backend]:
     try:
         yield backend
     finally:

@@ -10,9 +10,12 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from gateway.consent import Consent, ConsentGrant, ConsentStore, Refusal, SqliteConsentStore
+from gateway.consent.postgres import PostgresConsentStore
+from tests.audit.pg_support import dba, fresh_schema_async
 from tests.consent.conftest import Backend
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -235,3 +238,50 @@ async def test_sqlite_store_refuses_calls_once_closed(tmp_path: Path) -> None:
     await store.close()
     with pytest.raises(RuntimeError, match="closed"):
         await store.get(str(uuid.uuid4()))
+
+
+# ----------------------------------------------------------------------------------- PostgreSQL specifics
+
+
+async def test_postgres_keeps_consents_as_recorded() -> None:
+    """Through SQL too, a consent is never edited: only revoked, once."""
+    async with fresh_schema_async() as target:
+        store = PostgresConsentStore(target)
+        await store.open()
+        try:
+            consent = await store.grant(grant())
+            await store.revoke(consent.consent_id, "withdrawn", "a")
+        finally:
+            await store.close()
+        for statement in ("UPDATE consents SET valid_until = '2099-01-01T00:00:00Z'",
+                          "UPDATE consents SET revoked_at = NULL, revoked_reason = NULL, revoked_by = NULL",
+                          "UPDATE consents SET revoked_reason = 'other'", "UPDATE consents SET checks = '{identity}'"):
+            with pytest.raises(psycopg.errors.RaiseException, match="only be revoked"):
+                dba(target, statement, disable_triggers=False)
+
+
+async def test_postgres_revocation_by_a_concurrent_replica_changes_it_once() -> None:
+    """Replicas racing to revoke one consent: exactly one revocation is recorded, the others see it."""
+    async with fresh_schema_async() as target:
+        replicas = [PostgresConsentStore(target) for _ in range(3)]
+        await asyncio.gather(*(r.open() for r in replicas))  # one creates the table, the others wait for it
+        try:
+            consent = await replicas[0].grant(grant())
+            results = await asyncio.gather(*(r.revoke(consent.consent_id, f"by {i}", f"replica-{i}")
+                                             for i, r in enumerate(replicas) for _ in range(3)))
+            changed = [r for r in results if r is not None and r.changed]
+            assert len(changed) == 1
+            assert {r.consent for r in results if r is not None} == {changed[0].consent}
+        finally:
+            for replica in replicas:
+                await replica.close()
+
+
+async def test_postgres_store_refuses_calls_once_closed() -> None:
+    async with fresh_schema_async() as target:
+        store = PostgresConsentStore(target)
+        await store.open()
+        await store.close()
+        await store.close()
+        with pytest.raises(RuntimeError, match="closed"):
+            await store.get(str(uuid.uuid4()))
