@@ -22,6 +22,7 @@ import structlog
 from aiohttp import web
 
 from gateway.audit.query import LogHit
+from gateway.audit.record import CITIZEN_ACTOR
 from gateway.citizen import devidp
 from gateway.citizen.jwks import JwksError, JwksFile
 from gateway.citizen.labels import choose_language
@@ -38,7 +39,7 @@ from gateway.state import AUDIT_NOTE, RUNTIME, AuditNote, Runtime
 log = structlog.get_logger(__name__)
 
 PATH = "/v1/citizen/access-log"
-ACTOR = "citizen"  # the access log's `client` for a citizen's own request
+ACTOR = CITIZEN_ACTOR  # the access log's `client` for a citizen's own request
 OUTCOME = "citizen_access_log_read"
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
 NUMBER = re.compile(r"[1-9][0-9]{0,17}")  # below 2^63: an index of the log

@@ -23,6 +23,10 @@ kind                     flagged when
 Each flag is a frozen ``Flag``: kind, severity, the clients and entries concerned, and an explanation in
 French and in English. Entries without a client (refused before the caller was known) are not attributed to
 anyone and are left out. Only the pseudonym of a citizen ever appears, as in the log itself.
+
+Citizens reading their own access log (client ``citizen``, ``gateway.audit.record.CITIZEN_ACTOR``) are many
+people behind one name, using it at any hour: they count only for ``refusal_burst`` (token guessing), never
+for the volume, working hours, citizen or purpose flags.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.audit.query import LogHit
+from gateway.audit.record import CITIZEN_ACTOR
 from gateway.settings import AnomalySettings
 
 MAX_LISTED = 100  # entries listed per flag (oldest first); ``count`` says how many there were in all
@@ -145,6 +150,11 @@ class Window:
         return cls(start, now, tuple(r for r in rows if start <= r.time <= now),
                    tuple(r for r in rows if baseline_start <= r.time < start))
 
+    def without(self, client: str) -> Window:
+        """The same window without the entries of ``client``."""
+        return Window(self.start, self.end, tuple(r for r in self.recent if r.client != client),
+                      tuple(r for r in self.history if r.client != client))
+
 
 def lookback(settings: AnomalySettings) -> timedelta:
     """How far before ``now`` the entries given to ``detect`` must reach."""
@@ -154,8 +164,9 @@ def lookback(settings: AnomalySettings) -> timedelta:
 def detect(hits: Iterable[LogHit], now: datetime, settings: AnomalySettings) -> list[Flag]:
     """Every flag of the window ending at ``now``, the most serious first, then the most recent."""
     window = Window.of(hits, now, settings)
-    flags = [*volume(window, settings), *outside_hours(window, settings), *refusal_bursts(window, settings),
-             *citizen_many_clients(window, settings), *rare_purposes(window, settings)]
+    agencies = window.without(CITIZEN_ACTOR)
+    flags = [*volume(agencies, settings), *outside_hours(agencies, settings), *refusal_bursts(window, settings),
+             *citizen_many_clients(agencies, settings), *rare_purposes(agencies, settings)]
     flags.sort(key=lambda f: f.start, reverse=True)
     flags.sort(key=lambda f: SEVERITY_RANK[f.severity])
     return flags

@@ -56,6 +56,8 @@ class AccessRecord:
         return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
 
 
+CITIZEN_ACTOR = "citizen"  # the `client` of a citizen's own request (GET /v1/citizen/access-log)
+
 # The members every entry has carried since the first release, always written (null when unset).
 FIRST_RELEASE_FIELDS = frozenset({
     "time", "request_id", "method", "path", "status", "outcome", "latency_ms", "client", "purpose", "legal_basis",

@@ -5,7 +5,7 @@ by CIN and the civil registry could not resolve it), so the page merges one sear
 index order, and keeps only the entries ``keep`` accepts (``view.classify``). The cursor is the index to
 continue below, as for every search (``gateway/audit/query.py``).
 
-The walk is bounded: after ``max_batches`` batches (of ``query.MAX_PAGE`` entries per pseudonym) it stops
+The walk is bounded: after ``max_batches`` batches (of up to ``query.MAX_PAGE`` entries per pseudonym) it stops
 and returns what it found with a cursor to go on — so a page may hold fewer entries than asked for, even
 none, and the caller goes on while ``next_cursor`` is not ``None``.
 """
@@ -30,8 +30,9 @@ async def collect(log: SearchableLog, subjects: Sequence[str], keep: Callable[[L
                   cursor: int | None = None, max_batches: int = MAX_BATCHES) -> CitizenPage:
     """Up to ``limit`` kept entries about ``subjects`` below ``cursor``, newest first, and where to go on."""
     found: list[LogHit] = []
+    batch = min(MAX_PAGE, 2 * limit + 10)  # room for entries not shown (the citizen's own reads, mostly)
     for _ in range(max_batches):
-        pages = [await log.search(LogQuery(subject=s, limit=MAX_PAGE, cursor=cursor)) for s in subjects]
+        pages = [await log.search(LogQuery(subject=s, limit=batch, cursor=cursor)) for s in subjects]
         # Every stream still holding entries has given all of them at or above its cursor; below the highest
         # such cursor another stream may still hold some, so this batch is complete only down to it.
         floor = max((p.next_cursor for p in pages if p.next_cursor is not None), default=None)

@@ -15,7 +15,7 @@ import pytest
 
 from gateway.audit.anomalies import Flag, Kind, Severity, Window, detect, lookback, working
 from gateway.audit.query import LogHit
-from gateway.audit.record import AccessRecord
+from gateway.audit.record import CITIZEN_ACTOR, AccessRecord
 from gateway.settings import ROOT, AnomalySettings, ConfigError, ConsoleSettings, load
 
 NOW = datetime(2026, 4, 15, 15, 0, tzinfo=UTC)  # Wednesday 15 April 2026, 16:00 in Casablanca
@@ -153,6 +153,21 @@ def test_configured_hours_and_days_decide() -> None:
     assert flags_of(log, Kind.OUTSIDE_HOURS, around_the_clock) == []
     short_day = replace(S, working_hours=(10 * 60, 12 * 60))  # normal traffic runs 09:00-17:00: all of it is flagged
     assert {f.clients for f in flags_of(log, Kind.OUTSIDE_HOURS, short_day)} == {(ASD,), (CNSS,)}
+
+
+def test_citizens_reading_their_own_log_are_flagged_only_for_refusal_bursts() -> None:
+    """Citizens are many people behind one `client`, reading at any hour: night reads, a busy evening or a
+    citizen reading their own log are not an agency's anomaly; a burst of refused tokens still is."""
+    log = Log()
+    normal_traffic(log)
+    for i in range(200):  # a busy night of citizens' reads, some citizens also looked up by two agencies
+        log.add(at(0, 1) + timedelta(seconds=10 * i), CITIZEN_ACTOR, None, subject=f"citizen-0-9-{i % 20}",
+                outcome="citizen_access_log_read")
+    assert detect(log.hits, NOW, S) == []
+    refused = [log.add(at(0, 2) + timedelta(seconds=5 * i), CITIZEN_ACTOR, None, status=401,
+                       outcome="citizen_token_invalid") for i in range(10)]
+    [flag] = detect(log.hits, NOW, S)
+    assert flag.kind is Kind.REFUSAL_BURST and flag.clients == (CITIZEN_ACTOR,) and flag.entries == tuple(refused)
 
 
 # --- bursts of refusals ----------------------------------------------------------------------------------------------

@@ -42,8 +42,8 @@ def test_the_bundled_settings() -> None:
     assert citizens.jwks_file is None, "development: the dev identity provider"
     assert citizens.algorithms == ("EdDSA", "ES256", "RS256")
     assert (citizens.idcs_claim, citizens.cin_claim, citizens.show_consent_evidence) == ("idcs", "cin", True)
-    for client in settings.clients.values():
-        assert set(client.names) == {"fr", "en"}, client.id
+    for client in settings.clients.values():  # the data clients citizens may read about (never officers)
+        assert set(client.names) == ({"fr", "en"} if client.role == "data" else set()), client.id
     for purpose in settings.purposes.values():
         assert set(purpose.titles) == {"fr", "en"}, purpose.name
 

@@ -15,8 +15,9 @@ import pytest
 from gateway.citizen import devidp
 from gateway.client import Answer
 from gateway.runner import gateway_running
-from gateway.settings import ConfigError
-from tests.citizen.conftest import PATH, CitizenStack
+from gateway.settings import ConfigError, RateLimit, Settings
+from tests.citizen.conftest import PATH, CitizenStack, trusting
+from tests.citizen.idp import IdentityProvider
 from tests.citizen.test_token import _defects
 from tests.citizen.walk import assert_nothing_internal
 from tests.consent.test_api import granted
@@ -289,3 +290,20 @@ async def test_trying_it_in_development_with_the_dev_identity_provider(tmp_path:
             assert resp.status == 200
             document = await resp.json()
     assert [e["case_ref"] for e in document["entries"]] == ["DEV-1"]
+
+
+async def test_each_citizen_has_their_own_rate_limit(tmp_path: Path) -> None:
+    (tmp_path / "idp").mkdir()
+    idp = IdentityProvider.create(tmp_path / "idp")
+
+    def slow(settings: Settings) -> Settings:
+        return replace(trusting(idp)(settings), default_rate_limit=RateLimit(0.01, 2))
+
+    async with build_stack(tmp_path, slow) as stack:
+        citizens = CitizenStack(stack, idp)
+        one, two = idp.token("1234567890"), idp.token("1234567891")
+        assert [(await citizens.read(one)).status for _ in range(2)] == [200, 200]
+        limited = await citizens.read(one)
+        check_problem(limited, 429, "rate_limited")  # (the OpenAPI helper reads integer headers as strings)
+        assert int(limited.headers["Retry-After"]) >= 1 and limited.headers["RateLimit-Limit"] == "2"
+        assert (await citizens.read(two)).status == 200, "another citizen has their own budget"

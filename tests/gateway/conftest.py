@@ -34,7 +34,9 @@ class Stack:
         return GatewayClient(self.gateway.url, client_id, key, self.settings.gateway_id)
 
 
-def make_settings(state_dir: Path, timeout_s: float = 0.5) -> Settings:
+def make_settings(state_dir: Path, timeout_s: float = 1.5) -> Settings:
+    """The project settings with short timeouts; 1.5 s per backend call keeps a busy 2-core machine (other
+    suites, a browser) from timing out healthy simulators, and stays well below the rogue modes' delays."""
     settings = load(env={"ANSS_GATEWAY_STATE_DIR": str(state_dir)})
     return replace(
         settings,

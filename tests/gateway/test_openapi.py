@@ -362,7 +362,7 @@ async def test_verification_by_cin_with_the_civil_registry_down(stack: Stack) ->
 
 
 async def test_verification_with_a_source_timing_out(stack: Stack) -> None:
-    stack.simulators.controls["employment"].delay_s = 1.0  # the connectors' timeout is 0.5 s in tests
+    stack.simulators.controls["employment"].delay_s = 2.5  # the connectors' timeout is 1.5 s in tests
     household = stack.population.fixture("salaried_parent")
     doc = check_verification(await stack.client.verify({"idcs": household.father.idcs}, PURPOSE, "CASE-SLOW",
                                                        ["identity", "employment"]))

@@ -112,7 +112,7 @@ async def test_source_stopped_entirely(stack: Stack) -> None:
 
 
 async def test_slow_source_times_out(stack: Stack) -> None:
-    stack.simulators.controls["employment"].delay_s = 2.0  # connector timeout is 0.5 s in tests
+    stack.simulators.controls["employment"].delay_s = 2.5  # connector timeout is 1.5 s in tests
     household = stack.population.fixture("salaried_parent")
     status, doc = await verify(stack, {"idcs": household.father.idcs}, ["identity", "employment"])
     assert status == 200
@@ -160,7 +160,7 @@ async def test_stages_fan_out_concurrently(stack: Stack) -> None:
     """Stage 1 asks independent sources at once; stage 2 asks for all children's enrolments at once."""
     household = stack.population.fixture("amo_tadamon")  # three children aged 6–20, one toddler
     for control in stack.simulators.controls.values():
-        control.delay_s = 0.1  # long enough for concurrent calls to overlap, well inside the 0.5 s timeout
+        control.delay_s = 0.1  # long enough for concurrent calls to overlap, well inside the 1.5 s timeout
     status, doc = await verify(stack, {"idcs": household.father.idcs})
     assert status == 200 and doc["complete"] is True
     controls = stack.simulators.controls
