@@ -14,22 +14,18 @@ detectors run in a thread. Measured on SQLite: 100 000 entries read and flagged 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import orjson
 from aiohttp import web
 
-from gateway.api.verifications import admit, read_body
+from gateway.api.caller import signed_request
 from gateway.audit.anomalies import Flag, detect, lookback
 from gateway.audit.query import MAX_PAGE, LogHit, LogQuery, SearchableLog
-from gateway.auth import authenticate, single_authorization
 from gateway.errors import BadRequest
-from gateway.officers import OFFICER, authenticated_as, require_role
+from gateway.officers import OFFICER
 from gateway.settings import AnomalySettings
-from gateway.state import AUDIT_NOTE, REQUEST_BODY, RUNTIME, AuditNote
-from gateway.tls import check_binding
 
 MAX_SCAN = 200_000
 
@@ -58,22 +54,9 @@ async def scan(log: SearchableLog, settings: AnomalySettings, now: datetime | No
 
 
 async def list_anomalies(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
+    signed = await signed_request(request, OFFICER)
+    runtime, note, body = signed.runtime, signed.note, signed.body
     settings = runtime.settings
-    note: AuditNote = request[AUDIT_NOTE]
-    body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
-    request[REQUEST_BODY] = body
-    note.request_sha256 = hashlib.sha256(body).hexdigest()
-    caller = authenticate(
-        single_authorization(request.headers.getall("Authorization", [])), request.method, request.path_qs, body,
-        settings.gateway_id, settings.clients, runtime.client_keys, settings.clock_leeway_s,
-    )
-    note.client = caller.client_id
-    note.detail["jti"] = caller.jti
-    check_binding(request, caller.client_id)
-    await admit(runtime, caller, settings.clock_leeway_s)
-    authenticated_as(request, caller.client_id)
-    require_role(request, OFFICER)
     if request.query or body:
         raise BadRequest("GET /v1/audit/anomalies takes no query and no body")
     found = await scan(runtime.access_log, settings.anomalies)

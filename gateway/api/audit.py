@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import io
 import time
 from collections.abc import Awaitable
@@ -32,18 +31,16 @@ import orjson
 import structlog
 from aiohttp import web
 
+from gateway.api.caller import signed_request
 from gateway.api.validation import parse_json
-from gateway.api.verifications import admit, read_body
 from gateway.audit import log_id_for, tree_head_keys
 from gateway.audit.merkle import SignedTreeHead
 from gateway.audit.query import LogPage, LogQuery
 from gateway.audit.store import AccessLog
-from gateway.auth import authenticate, single_authorization
 from gateway.errors import BadRequest, GatewayError, NotFound, ServiceUnavailable
 from gateway.keys import b64url
-from gateway.officers import OFFICER, authenticated_as, require_role
-from gateway.state import AUDIT_NOTE, REQUEST_BODY, RUNTIME, AuditNote, Runtime
-from gateway.tls import check_binding
+from gateway.officers import OFFICER
+from gateway.state import AuditNote, Runtime
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -65,23 +62,8 @@ class ExportTooLarge(GatewayError):
 
 async def _officer(request: web.Request) -> tuple[Runtime, AuditNote, bytes]:
     """Authenticate and admit the request; refuse anyone but an officer."""
-    runtime = request.app[RUNTIME]
-    settings = runtime.settings
-    note: AuditNote = request[AUDIT_NOTE]
-    body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
-    request[REQUEST_BODY] = body
-    note.request_sha256 = hashlib.sha256(body).hexdigest()
-    caller = authenticate(
-        single_authorization(request.headers.getall("Authorization", [])), request.method, request.path_qs, body,
-        settings.gateway_id, settings.clients, runtime.client_keys, settings.clock_leeway_s,
-    )
-    note.client = caller.client_id
-    note.detail["jti"] = caller.jti
-    authenticated_as(request, caller.client_id)
-    check_binding(request, caller.client_id)
-    await admit(runtime, caller, settings.clock_leeway_s)
-    require_role(request, OFFICER)
-    return runtime, note, body
+    signed = await signed_request(request, OFFICER)
+    return signed.runtime, signed.note, signed.body
 
 
 async def _reading(call: Awaitable[T]) -> T:

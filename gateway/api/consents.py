@@ -10,7 +10,6 @@ outcome (``consent_granted``, ``consent_revoked``, ``consent_already_revoked``, 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -19,15 +18,13 @@ import orjson
 import structlog
 from aiohttp import web
 
+from gateway.api.caller import signed_request
 from gateway.api.validation import parse_json
-from gateway.api.verifications import admit, read_body
-from gateway.auth import authenticate, single_authorization
 from gateway.consent.rules import CONSENT_ID, IDCS, grant_for, parse_time, require_manager
 from gateway.consent.store import Consent, check_reason
 from gateway.errors import BadRequest, NotFound, ServiceUnavailable
-from gateway.officers import DATA, authenticated_as, require_role
-from gateway.state import AUDIT_NOTE, REQUEST_BODY, REQUEST_ID, RUNTIME, AuditNote, Runtime
-from gateway.tls import check_binding
+from gateway.officers import DATA
+from gateway.state import REQUEST_ID, AuditNote, Runtime
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -44,23 +41,8 @@ async def _registry(call: Awaitable[T]) -> T:
 
 async def _caller(request: web.Request) -> tuple[Runtime, AuditNote, frozenset[str], bytes]:
     """Authenticate and admit the request; the purposes whose consents the caller manages (403 if none)."""
-    runtime = request.app[RUNTIME]
-    settings = runtime.settings
-    note: AuditNote = request[AUDIT_NOTE]
-    body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
-    request[REQUEST_BODY] = body
-    note.request_sha256 = hashlib.sha256(body).hexdigest()
-    caller = authenticate(
-        single_authorization(request.headers.getall("Authorization", [])), request.method, request.path_qs, body,
-        settings.gateway_id, settings.clients, runtime.client_keys, settings.clock_leeway_s,
-    )
-    note.client = caller.client_id
-    note.detail["jti"] = caller.jti
-    authenticated_as(request, caller.client_id)
-    check_binding(request, caller.client_id)
-    await admit(runtime, caller, settings.clock_leeway_s)
-    require_role(request, DATA)  # officers never manage consents
-    return runtime, note, require_manager(settings, caller.client_id), body
+    signed = await signed_request(request, DATA)  # officers never manage consents
+    return signed.runtime, signed.note, require_manager(signed.runtime.settings, signed.caller.client_id), signed.body
 
 
 def _describe(note: AuditNote, consent: Consent) -> None:

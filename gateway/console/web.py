@@ -24,7 +24,7 @@ import jinja2
 import structlog
 from aiohttp import web
 
-from gateway.api.verifications import read_body
+from gateway.api.caller import read_body
 from gateway.console.i18n import LANG_COOKIE, LANGUAGES, Translator, negotiate
 from gateway.console.sessions import SESSION_COOKIE, Session, SessionCodec, csrf_matches
 from gateway.errors import GatewayError, UnsupportedMediaType
