@@ -10,7 +10,6 @@ by a 503 problem and no data leaves the gateway.
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -95,8 +94,8 @@ async def _append_access_record(request: web.Request, response: web.Response, st
         checks=note.checks,
         subject=note.subject,
         sources=note.sources,
-        request_sha256=note.request_sha256,
-        response_sha256=hashlib.sha256(body).hexdigest(),
+        request_hmac=note.request_hmac,
+        response_hmac=runtime.pseudonymiser.body_digest(body),
         detail=note.detail,
         consent_id=note.consent_id,
     )

@@ -47,7 +47,7 @@ class AuditNote:
     subject: str | None = None
     sources: tuple[tuple[str, str], ...] = ()
     outcome: str | None = None
-    request_sha256: str | None = None
+    request_hmac: str | None = None  # Pseudonymiser.body_digest of the request body
     consent_id: str | None = None  # the consent a consent-based query or a consent change rests on
     detail: dict[str, Any] = field(default_factory=dict)
 

@@ -10,7 +10,6 @@ logged with all that was established before it.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from dataclasses import dataclass
 
 import structlog
@@ -44,7 +43,7 @@ async def signed_request(request: web.Request, role: Role) -> SignedRequest:
     note: AuditNote = request[AUDIT_NOTE]
     body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
     request[REQUEST_BODY] = body
-    note.request_sha256 = hashlib.sha256(body).hexdigest()
+    note.request_hmac = runtime.pseudonymiser.body_digest(body)
     caller = authenticate(
         single_authorization(request.headers.getall("Authorization", [])), request.method, request.path_qs, body,
         settings.gateway_id, settings.clients, runtime.client_keys, settings.clock_leeway_s,

@@ -1,5 +1,11 @@
-"""Subject pseudonyms: a keyed HMAC of the identifier, so the log can be searched by citizen without ever
-holding the identifier. The key lives outside the database (file or environment)."""
+"""Subject pseudonyms and body digests: keyed HMACs, so the log can be searched by citizen without ever holding
+the identifier, and can attest what was asked and answered without letting anyone guess it. The key lives
+outside the database (file or environment).
+
+Body digests are keyed too: a request body is small and predictable (an IDCS has 10^10 values, the rest of
+the body is in the entry), so a plain SHA-256 of it would give the identifier back to anyone who reads the log
+after a few hours of guessing. With the key, the gateway's operator can still check, in a dispute, that a body
+someone presents is the one logged (``body_digest(body)`` equals the entry's ``request_hmac``)."""
 
 from __future__ import annotations
 
@@ -17,12 +23,17 @@ class Pseudonymiser:
         if len(key) < 32:
             raise ValueError("the pseudonym key must hold at least 32 bytes")
         self._key = key
+        self._digest_key = hmac.new(key, b"anss-gateway: body digest key", hashlib.sha256).digest()
 
     def __repr__(self) -> str:  # never print the key
         return "Pseudonymiser(<key hidden>)"
 
     def pseudonym(self, kind: str, identifier: str) -> str:
         return hmac.new(self._key, f"{kind}:{identifier}".encode(), hashlib.sha256).hexdigest()
+
+    def body_digest(self, body: bytes) -> str:
+        """HMAC-SHA256 of a request or response body, under a key derived from the pseudonym key."""
+        return hmac.new(self._digest_key, body, hashlib.sha256).hexdigest()
 
     @classmethod
     def load(cls, key_file: Path | None, state_dir: Path) -> Pseudonymiser:

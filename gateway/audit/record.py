@@ -1,7 +1,9 @@
 """One access-log entry and its canonical bytes.
 
 An entry holds who, when, why and what happened — never the personal data that flowed: the subject is a
-keyed-HMAC pseudonym, the request and response bodies are SHA-256 digests. ``leaf_hash`` is the RFC 9162
+keyed-HMAC pseudonym, the request and response bodies are keyed-HMAC digests (``request_hmac``,
+``response_hmac``; entries written before them hold plain SHA-256 digests in ``request_sha256`` and
+``response_sha256``, which are null from then on). ``leaf_hash`` is the RFC 9162
 leaf hash (``SHA-256(0x00 || entry)``) of the Merkle tree log (docs/merkle-log.md).
 
 The canonical bytes are what the log commits to, and the log never re-serialises a stored entry. A field
@@ -39,6 +41,10 @@ class AccessRecord:
     response_sha256: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
     consent_id: str | None = None  # the consent a consent-based query or a consent change rests on
+    # keyed digests of the bodies (Pseudonymiser.body_digest). They replace the plain SHA-256 digests above, which
+    # new entries leave null: a plain digest of a predictable body gives the identifier in it back.
+    request_hmac: str | None = None
+    response_hmac: str | None = None
 
     def canonical(self) -> bytes:
         """Sorted-key JSON (orjson, no whitespace, UTF-8); see the module docstring for added fields.

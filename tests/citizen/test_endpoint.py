@@ -156,7 +156,9 @@ async def test_no_internal_detail_anywhere_in_the_answer(citizens: CitizenStack)
                citizens.pseudonymiser.pseudonym("idcs", a.idcs), citizens.pseudonymiser.pseudonym("cin", a.cin or ""),
                "anss.asd", "mhpv.housing", "civil_registry", "education", "source_unavailable", "unavailable",
                "consent_out_of_scope", "/v1/", *(e["request_sha256"] or "" for e in mine),
-               *(e["response_sha256"] or "" for e in mine), *(str(e["latency_ms"]) for e in mine),
+               *(e["response_sha256"] or "" for e in mine),
+               *(e.get("request_hmac") or "" for e in mine), *(e.get("response_hmac") or "" for e in mine),
+               *(str(e["latency_ms"]) for e in mine),
                str(consent["citizen"]), *idp.keys}
     assert assert_nothing_internal(document, secrets) > 60
     for entry in document["entries"]:

@@ -7,7 +7,8 @@ from typing import Any
 
 # members of an access-log entry (or of anything internal) that a citizen's answer never holds
 INTERNAL_KEYS = frozenset({
-    "request_id", "request_sha256", "response_sha256", "latency_ms", "sources", "detail", "subject", "status_code",
+    "request_id", "request_sha256", "response_sha256", "request_hmac", "response_hmac", "latency_ms", "sources",
+    "detail", "subject", "status_code",
     "method", "path", "client", "kid", "jti", "withheld", "reason", "decision", "index", "leaf_hash", "citizen",
     "granted_by", "revoked_by", "revoked_reason", "error", "pseudonym",
 })
