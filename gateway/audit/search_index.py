@@ -16,7 +16,7 @@ requests append slightly out of time order (``lower_bound``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -41,12 +41,14 @@ class IndexFields:
     sources: tuple[str, ...]
 
 
+MICROSECOND = timedelta(microseconds=1)
+
+
 def micros(moment: datetime) -> int:
     """Microseconds since the epoch; a naive time is UTC."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    delta = moment - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return (moment - EPOCH) // MICROSECOND  # exact: a timedelta counts whole microseconds
 
 
 def _text(value: Any) -> str | None:
