@@ -91,9 +91,9 @@ def snapshot(target: PostgresTarget) -> Iterator[SyncTree]:
 
 def _stream(tree: SyncTree, name: str, query: str, args: tuple[int, ...] = ()) -> Generator[tuple[Any, ...]]:
     with tree.conn.cursor(name=name) as cursor:
-        cursor.itersize = FETCH_ROWS
         cursor.execute(query, args)
-        yield from cursor
+        while rows := cursor.fetchmany(FETCH_ROWS):  # a batch at a time: the cursor's own iteration costs per row
+            yield from rows
 
 
 def log_exists(target: PostgresTarget) -> bool:
@@ -117,7 +117,8 @@ def _index_streams(tree: SyncTree, cleanup: ExitStack) -> IndexStreams:
     return IndexStreams(
         stream("verify_index", "SELECT idx, time_us, time_hw, client, purpose, case_ref, outcome, subject "
                                "FROM access_index ORDER BY idx", 0),
-        *(stream(f"verify_{table}", f"SELECT idx, array_agg(name) FROM {table} GROUP BY idx ORDER BY idx", n)
+        *(stream(f"verify_{table}", f"SELECT idx, array_agg(name) FROM (SELECT idx, name FROM {table} ORDER BY idx) "
+                                    "AS t GROUP BY idx ORDER BY idx", n)  # one sort, then grouped as it streams
           for n, table in ((1, "access_index_checks"), (2, "access_index_sources"))))
 
 

@@ -1,8 +1,9 @@
 """What a store indexes of an access-log entry so ``LogQuery`` filters run on indexes, for every store.
 
-The search index is derived data, beside the tree and never part of it: verification and export read the
-entries only. Its fields are read from the entry's canonical bytes (the bytes the log commits to), so the
-index says what the entry says; a search always returns the decoded entry bytes, never index values.
+The search index is derived data, beside the tree and never part of it: export reads the entries only.
+Its fields are read from the entry's canonical bytes (the bytes the log commits to), so the index says what
+the entry says — which verification checks, entry by entry (``gateway.audit.index_check``); a search always
+returns the decoded entry bytes, never index values.
 
 Appending takes the fields from the ``AccessRecord`` the bytes are made of (``record_fields``), a migration
 from the bytes (``index_fields``); both give the same fields, tested.

@@ -11,8 +11,9 @@ newest first, below the cursor" is one backward index range scan that stops afte
 ``idx >= lo`` where ``lo`` is the first index whose time high-water mark reaches ``since`` (one lookup; see
 ``gateway.audit.search_index``), so a scan never goes below the window.
 
-The index is derived data, outside the tree: verification and export never read it. Retention deletes the
-index rows of pruned entries in the pruning transaction (the index holds the same fields as the entry), and
+The index is derived data, outside the tree: export never reads it; verification checks it against the
+entries (``index_streams`` here, ``gateway.audit.index_check``). Retention deletes the index rows of pruned
+entries in the pruning transaction (the index holds the same fields as the entry), and
 a trigger refuses to delete the index row of an entry whose payload is still kept, or to change one. A
 search joins ``access_log`` and returns the entry bytes decoded, skipping any whose payload is gone.
 """
