@@ -8,14 +8,15 @@ words. They block: the store runs them on a worker thread, the commands call the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Iterator, Mapping
+from contextlib import ExitStack, closing, contextmanager
 from typing import Any
 
 import psycopg
 from psycopg import IsolationLevel
 
 from gateway.audit.export import NodeCache, WindowedLeaves, export_rows
+from gateway.audit.index_check import IndexCheck, IndexStreams
 from gateway.audit.merkle import EMPTY_ROOT, Prover, SignedTreeHead
 from gateway.audit.recompute import NODE_LEVEL, HeadRow, head_from_row, recompute
 from gateway.audit.sqlite_tree import LogStatus
@@ -88,11 +89,11 @@ def snapshot(target: PostgresTarget) -> Iterator[SyncTree]:
             yield SyncTree(conn)
 
 
-def _stream(tree: SyncTree, name: str, query: str, args: tuple[int, ...] = ()) -> Iterator[tuple[Any, ...]]:
+def _stream(tree: SyncTree, name: str, query: str, args: tuple[int, ...] = ()) -> Generator[tuple[Any, ...]]:
     with tree.conn.cursor(name=name) as cursor:
-        cursor.itersize = FETCH_ROWS
         cursor.execute(query, args)
-        yield from cursor
+        while rows := cursor.fetchmany(FETCH_ROWS):  # a batch at a time: the cursor's own iteration costs per row
+            yield from rows
 
 
 def log_exists(target: PostgresTarget) -> bool:
@@ -103,10 +104,29 @@ def log_exists(target: PostgresTarget) -> bool:
         return False
 
 
+def _index_streams(tree: SyncTree, cleanup: ExitStack) -> IndexStreams:
+    """The search index in entry order (``gateway.audit.index_check``), each stream a server-side cursor of the
+    snapshot; the check and source names grouped per entry by the server. A missing table reads as empty."""
+    found = tree.conn.execute("SELECT to_regclass('access_index') IS NOT NULL, to_regclass('access_index_checks') "
+                              "IS NOT NULL, to_regclass('access_index_sources') IS NOT NULL").fetchone()
+    present = tuple(found) if found else (False, False, False)
+
+    def stream(name: str, query: str, table: int) -> Iterator[tuple[Any, ...]]:
+        return cleanup.enter_context(closing(_stream(tree, name, query))) if present[table] else iter(())
+
+    return IndexStreams(
+        stream("verify_index", "SELECT idx, time_us, time_hw, client, purpose, case_ref, outcome, subject "
+                               "FROM access_index ORDER BY idx", 0),
+        *(stream(f"verify_{table}", f"SELECT idx, array_agg(name) FROM (SELECT idx, name FROM {table} ORDER BY idx) "
+                                    "AS t GROUP BY idx ORDER BY idx", n)  # one sort, then grouped as it streams
+          for n, table in ((1, "access_index_checks"), (2, "access_index_sources"))))
+
+
 def verify_postgres(target: PostgresTarget, keys: Mapping[str, PublicKey] | None = None) -> ChainBreak | None:
-    """Recompute the whole log (``gateway.audit.recompute``); the first bad index, or None if it verifies.
+    """Recompute the whole log (``gateway.audit.recompute``) and check its search index against the entries in
+    the same pass (``gateway.audit.index_check``); the first bad index, or None if it verifies.
     Tree-head signatures are checked when ``keys`` (kid → public key) are given."""
-    with snapshot(target) as tree:
+    with snapshot(target) as tree, ExitStack() as cleanup:  # the cursors close inside the snapshot
 
         def first_node_beyond(size: int) -> tuple[int, int] | None:
             row = tree.conn.execute("SELECT level, idx FROM merkle_nodes WHERE ((idx + 1) << level) > %s "
@@ -114,9 +134,12 @@ def verify_postgres(target: PostgresTarget, keys: Mapping[str, PublicKey] | None
             return (row[0], row[1]) if row else None
 
         count = tree.conn.execute("SELECT count(*) FROM merkle_nodes").fetchone()
-        rows = _stream(tree, "verify_rows", "SELECT idx, entry, leaf_hash, tree_root FROM access_log ORDER BY idx")
-        return recompute(rows, tree.head_rows(), keys, stored_node=tree.node,
-                         stored_node_count=int(count[0]) if count else 0, first_node_beyond=first_node_beyond)
+        rows = cleanup.enter_context(closing(_stream(
+            tree, "verify_rows", "SELECT idx, entry, leaf_hash, tree_root FROM access_log ORDER BY idx")))
+        index = IndexCheck(_index_streams(tree, cleanup))
+        return index.verdict(recompute(index.watch(rows), tree.head_rows(), keys, stored_node=tree.node,
+                                       stored_node_count=int(count[0]) if count else 0,
+                                       first_node_beyond=first_node_beyond))
 
 
 def export_postgres(target: PostgresTarget, write: Callable[[str], object], *, inclusion_proofs: bool = True,

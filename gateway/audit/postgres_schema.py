@@ -11,8 +11,9 @@ Tables::
 
 Triggers refuse every UPDATE, DELETE and TRUNCATE of the tree tables, with one exception: an UPDATE of
 ``access_log`` that sets a present ``entry`` to NULL and changes nothing else (retention pruning). The search
-index is derived data beside the tree (never verified, never exported); its trigger lets rows go only once
-their entry was pruned. Triggers stop mistakes, not a database owner: that is what ``audit verify`` is for.
+index is derived data beside the tree (never exported; ``audit verify`` checks it against the entries); its
+trigger lets rows go only once their entry was pruned. Triggers stop mistakes, not a database owner: that is
+what ``audit verify`` is for.
 """
 
 from __future__ import annotations

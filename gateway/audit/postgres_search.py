@@ -13,8 +13,9 @@ key. The time bounds become ``idx`` bounds through ``time_hw``, the high-water m
 ``0 .. idx`` (never decreasing along the log): entries below the first whose mark reaches ``since`` are all
 older, entries from the first whose mark reaches ``until`` plus the largest lateness in the log are all newer.
 
-The index is derived data, outside the tree: verification and export never read it. Retention deletes the
-rows of pruned entries in the pruning transaction; triggers refuse any other change.
+The index is derived data, outside the tree: export never reads it; verification checks it against the
+entries (``gateway.audit.index_check``). Retention deletes the rows of pruned entries in the pruning
+transaction; triggers refuse any other change.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """What a store indexes of an access-log entry so ``LogQuery`` filters run on indexes, for every store.
 
-The search index is derived data, beside the tree and never part of it: verification and export read the
-entries only. Its fields are read from the entry's canonical bytes (the bytes the log commits to), so the
-index says what the entry says; a search always returns the decoded entry bytes, never index values.
+The search index is derived data, beside the tree and never part of it: export reads the entries only.
+Its fields are read from the entry's canonical bytes (the bytes the log commits to), so the index says what
+the entry says — which verification checks, entry by entry (``gateway.audit.index_check``); a search always
+returns the decoded entry bytes, never index values.
 
 Appending takes the fields from the ``AccessRecord`` the bytes are made of (``record_fields``), a migration
 from the bytes (``index_fields``); both give the same fields, tested.
@@ -16,7 +17,7 @@ requests append slightly out of time order (``lower_bound``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -41,12 +42,14 @@ class IndexFields:
     sources: tuple[str, ...]
 
 
+MICROSECOND = timedelta(microseconds=1)
+
+
 def micros(moment: datetime) -> int:
     """Microseconds since the epoch; a naive time is UTC."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    delta = moment - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return (moment - EPOCH) // MICROSECOND  # exact: a timedelta counts whole microseconds
 
 
 def _text(value: Any) -> str | None:

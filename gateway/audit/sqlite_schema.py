@@ -11,7 +11,8 @@ Tables (docs/merkle-log.md section 8)::
 
 Triggers refuse every UPDATE and DELETE on the first four, with one exception: an UPDATE of ``access_log`` that
 sets a present ``entry`` to NULL and changes nothing else (retention pruning). The index is derived data
-outside the tree; its own triggers allow deleting only the rows of pruned entries.
+outside the tree, checked against the entries by ``audit verify``; its own triggers allow deleting only the
+rows of pruned entries.
 
 A v2 file gains the index in one transaction when it is opened, built from the kept entries.
 

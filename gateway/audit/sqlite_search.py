@@ -11,8 +11,9 @@ newest first, below the cursor" is one backward index range scan that stops afte
 ``idx >= lo`` where ``lo`` is the first index whose time high-water mark reaches ``since`` (one lookup; see
 ``gateway.audit.search_index``), so a scan never goes below the window.
 
-The index is derived data, outside the tree: verification and export never read it. Retention deletes the
-index rows of pruned entries in the pruning transaction (the index holds the same fields as the entry), and
+The index is derived data, outside the tree: export never reads it; verification checks it against the
+entries (``index_streams`` here, ``gateway.audit.index_check``). Retention deletes the index rows of pruned
+entries in the pruning transaction (the index holds the same fields as the entry), and
 a trigger refuses to delete the index row of an entry whose payload is still kept, or to change one. A
 search joins ``access_log`` and returns the entry bytes decoded, skipping any whose payload is gone.
 """
@@ -20,8 +21,11 @@ search joins ``access_log`` and returns the entry bytes decoded, skipping any wh
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
+import orjson
+
+from gateway.audit.index_check import IndexStreams, NamesRow
 from gateway.audit.query import LogPage, LogQuery
 from gateway.audit.search_index import IndexFields, hit, index_fields, micros
 
@@ -114,6 +118,25 @@ def drop_pruned(conn: sqlite3.Connection, pruned: Sequence[tuple[int, bytes]]) -
     conn.executemany("DELETE FROM access_index_checks WHERE name = ? AND idx = ?", checks)
     conn.executemany("DELETE FROM access_index_sources WHERE name = ? AND idx = ?", sources)
     conn.executemany("DELETE FROM access_index WHERE idx = ?", [(idx,) for idx, _ in pruned])
+
+
+def index_streams(conn: sqlite3.Connection) -> IndexStreams:
+    """The index in entry order, for ``gateway.audit.index_check`` (inside the verification's read snapshot).
+
+    The check and source rows are grouped per entry by SQLite (their key is (name, idx): one sort, spilled to
+    disk when large, never held here), their names as a JSON array, ``null`` for a name that is not text. A
+    missing table reads as empty, so its entries are reported as missing from the index."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    def names(table: str) -> Iterator[NamesRow]:
+        if table in tables:
+            for idx, listed in conn.execute(f"SELECT idx, json_group_array(CASE WHEN typeof(name) = 'text' THEN "
+                                            f"name END) FROM {table} GROUP BY idx ORDER BY idx"):
+                yield idx, orjson.loads(listed)
+
+    rows = conn.execute("SELECT idx, time_us, time_hw, client, purpose, case_ref, outcome, subject FROM "
+                        "access_index ORDER BY idx") if "access_index" in tables else iter(())
+    return IndexStreams(rows, names("access_index_checks"), names("access_index_sources"))
 
 
 BIG = 2**63 - 1

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.audit.export import ExportRow, NodeCache, WindowedLeaves, export_rows
+from gateway.audit.index_check import IndexCheck
 from gateway.audit.merkle import EMPTY_ROOT, CompactRange, Prover, SignedTreeHead
 from gateway.audit.recompute import NODE_LEVEL, HeadRow, head_from_row, recompute
 from gateway.audit.rules import catch_up_range, caught_up, check_edge
-from gateway.audit.sqlite_schema import TREE_VERSIONS, schema_version, verify_v1
+from gateway.audit.sqlite_schema import SCHEMA_VERSION, TREE_VERSIONS, schema_version, verify_v1
+from gateway.audit.sqlite_search import index_streams
 from gateway.audit.store import AccessLogCorrupt, ChainBreak
 from gateway.keys import PublicKey
 
@@ -136,10 +138,11 @@ def first_kept(conn: sqlite3.Connection, limit: int) -> int:
 
 
 def verify_database(path: Path, keys: Mapping[str, PublicKey] | None = None) -> ChainBreak | None:
-    """Recompute the whole log (``gateway.audit.recompute``); the first bad index, or None if it verifies.
+    """Recompute the whole log (``gateway.audit.recompute``) and check its search index against the entries in
+    the same pass (``gateway.audit.index_check``); the first bad index, or None if it verifies.
 
     Tree-head signatures are checked when ``keys`` (kid → public key) are given. A v1 file (hash chain, not yet
-    migrated) is checked as a chain."""
+    migrated) is checked as a chain; a v2 file has no index yet."""
     conn = connect(path, read_only=True)
     try:
         conn.execute("BEGIN")  # one snapshot, while appends go on
@@ -156,9 +159,12 @@ def verify_database(path: Path, keys: Mapping[str, PublicKey] | None = None) -> 
             return (row[0], row[1]) if row else None
 
         rows = conn.execute("SELECT idx, entry, leaf_hash, tree_root FROM access_log ORDER BY idx")
-        return recompute(rows, tree.head_rows("ORDER BY tree_size"), keys, stored_node=tree.node,
-                         stored_node_count=conn.execute("SELECT COUNT(*) FROM merkle_nodes").fetchone()[0],
-                         first_node_beyond=first_node_beyond)
+        index = IndexCheck(index_streams(conn)) if version == SCHEMA_VERSION else None  # v2: no index yet
+        found = recompute(index.watch(rows) if index else rows, tree.head_rows("ORDER BY tree_size"), keys,
+                          stored_node=tree.node,
+                          stored_node_count=conn.execute("SELECT COUNT(*) FROM merkle_nodes").fetchone()[0],
+                          first_node_beyond=first_node_beyond)
+        return index.verdict(found) if index else found
     finally:
         conn.close()
 

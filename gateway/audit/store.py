@@ -1,9 +1,9 @@
 """The access-log store seam (``AccessLog`` protocol), what verifying it reports, and its errors.
 
 Every implementation (SQLite, PostgreSQL) passes ``tests/audit/test_store_contract.py``. The
-tree semantics are in docs/merkle-log.md; ``gateway.audit.checks`` (the full verification) and
-``gateway.audit.export`` (the JSON Lines export) are shared by all implementations, so a store only has to
-provide rows, subtree hashes and tree heads.
+tree semantics are in docs/merkle-log.md; ``gateway.audit.recompute`` and ``gateway.audit.index_check`` (the
+full verification) and ``gateway.audit.export`` (the JSON Lines export) are shared by all implementations, so a
+store only has to provide rows, subtree hashes, tree heads and its search index in entry order.
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ class AccessLog(Protocol):
         ...
 
     async def verify(self, keys: Mapping[str, PublicKey] | None = None) -> ChainBreak | None:
-        """Recompute everything from the entries (``gateway.audit.checks``); the first bad index, or None.
+        """Recompute everything from the entries (``gateway.audit.recompute``) and check the search index against
+        them in the same pass (``gateway.audit.index_check``); the first bad index, or None.
 
         Tree-head signatures are checked against ``keys`` (kid → public key), else against the keys the
         store was built with; with neither, only the roots are checked."""

@@ -27,6 +27,7 @@ from gateway import keys, storage
 from gateway.audit import AccessLog, log_id_for
 from gateway.audit import merkle as m
 from gateway.audit.offline import ExportInvalid, verify_export_file, verify_export_lines
+from gateway.audit.query import LogQuery
 from gateway.audit.recompute import NODE_LEVEL
 from gateway.audit.record import AccessRecord
 from gateway.cli import main
@@ -61,6 +62,7 @@ def record(i: int) -> AccessRecord:
 
 
 BACKENDS = ["sqlite", "postgres"]
+INDEX_TABLES = ("access_index", "access_index_checks", "access_index_sources")  # the search index
 REFUSED = (sqlite3.DatabaseError, psycopg.Error)  # what a trigger raises, in either database
 
 
@@ -244,8 +246,11 @@ def test_a_truncated_tail_is_caught_against_the_last_signed_head(log: Log, capsy
 
 def test_the_tail_after_the_last_head_is_only_as_safe_as_the_file(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
     """What the cadence is for: entries after the last signed head can be cut off unnoticed (the next head,
-    due within `tree_head_interval_s` or `tree_head_max_entries`, closes that window)."""
+    due within `tree_head_interval_s` or `tree_head_max_entries`, closes that window) — if the search index is
+    cut along with them, since the index still describes them otherwise."""
     log.sql("DELETE FROM access_log WHERE idx >= 150")
+    broken_at(capsys, 150, "the search index describes entry 150, which the log does not hold")
+    log.sql(*(f"DELETE FROM {table} WHERE idx >= 150" for table in INDEX_TABLES))
     assert verify(capsys)[0] == 0
 
 
@@ -315,6 +320,124 @@ def test_heads_signed_by_a_retired_key_still_verify(log: Log, capsys: pytest.Cap
     asyncio.run(log.run(lambda s: s.issue_tree_head(rotated, log.log_id)))
     code, out = verify(capsys)
     assert code == 0 and "3 signed tree heads" in out, out
+
+
+# --- the search index -----------------------------------------------------------------------------------------------
+# It is not part of the tree, but every row derives from an entry the tree vouches for: `audit verify` checks it
+# against the entries in the same pass, so rows removed, changed or made up cannot hide an entry from searches.
+
+
+def found(log: Log, **filters: Any) -> list[int]:
+    """The indices a search finds, newest first (what an officer's or a citizen's page would list)."""
+    async def go(store: AccessLog) -> list[int]:
+        return [hit.index for hit in (await store.search(LogQuery(limit=200, **filters))).hits]
+
+    found_: list[int] = asyncio.run(log.run(go))
+    return found_
+
+
+def test_an_entry_removed_from_the_index_is_named(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
+    assert found(log, case_ref="CASE-00041") == [41]
+    log.sql("DELETE FROM access_index WHERE idx = 41")
+    assert found(log, case_ref="CASE-00041") == [], "what the tampering does: no search finds the entry"
+    broken_at(capsys, 41, "the search index misses entry 41: officers' searches would not find it")
+
+
+@pytest.mark.parametrize(("column", "value", "what"), [
+    ("client", "'another.client'", "client"), ("subject", f"'{7:064x}'", "subject"), ("purpose", "NULL", "purpose"),
+    ("case_ref", "'CASE-99999'", "case reference"), ("outcome", "'refused'", "outcome"),
+    ("time_us", "time_us + 3600000000", "time"),
+])
+def test_an_altered_index_field_is_named(log: Log, capsys: pytest.CaptureFixture[str], column: str, value: str,
+                                         what: str) -> None:
+    log.sql(f"UPDATE access_index SET {column} = {value} WHERE idx = 77")
+    broken_at(capsys, 77, f"the search index gives entry 77 another {what} than the entry has")
+
+
+def test_an_altered_time_high_water_mark_is_named(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
+    """A time window starts at the entry whose mark is the first to reach its start: a mark lowered below the
+    marks before it moves that start past entries that belong in the window."""
+    since, until = T0 + timedelta(seconds=59.5), T0 + timedelta(seconds=70)
+    assert found(log, since=since, until=until) == list(range(69, 59, -1))
+    log.sql("UPDATE access_index SET time_hw = time_hw - 5300000 WHERE idx = 65")  # 59.7 s: reaches 59.5 s first
+    assert found(log, since=since, until=until) == list(range(69, 64, -1)), "the window misses entries 60..64"
+    broken_at(capsys, 65, "time high-water mark at entry 65 does not follow from the entries' times")
+
+
+@pytest.mark.parametrize(("statement", "index", "words"), [
+    ("INSERT INTO access_index_checks (name, idx) VALUES ('employment', 12)", 12, "gives entry 12 a check the entry "
+                                                                                 "does not name"),
+    ("DELETE FROM access_index_checks WHERE name = 'household' AND idx = 13", 13, "misses a check of entry 13"),
+    ("INSERT INTO access_index_sources (name, idx) VALUES ('health', 14)", 14, "gives entry 14 a source the entry "
+                                                                              "does not name"),
+    ("DELETE FROM access_index_sources WHERE idx = 15", 15, "misses a source of entry 15"),
+    ("UPDATE access_index_sources SET name = 'health' WHERE idx = 16", 16, "misses a source of entry 16"),
+])
+def test_a_check_or_source_row_added_or_removed_is_named(log: Log, capsys: pytest.CaptureFixture[str],
+                                                         statement: str, index: int, words: str) -> None:
+    log.sql(statement)
+    broken_at(capsys, index, words)
+
+
+def test_index_rows_of_an_entry_the_log_does_not_hold_are_named(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
+    log.sql("INSERT INTO access_index (idx, time_us, time_hw, client) SELECT 500, time_us, time_hw, client "
+            "FROM access_index WHERE idx = 159")
+    broken_at(capsys, 500, "the search index describes entry 500, which the log does not hold")
+    log.sql("INSERT INTO access_index_sources (name, idx) VALUES ('health', 170)")
+    broken_at(capsys, 170, "the search index describes entry 170")
+
+
+def test_index_rows_left_behind_by_pruning_are_named(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
+    assert asyncio.run(log.run(lambda s: s.prune(T0 + timedelta(seconds=120)))) == 120
+    assert verify(capsys)[0] == 0, "retention removes the index rows with the payloads"
+    log.sql("INSERT INTO access_index_checks (name, idx) VALUES ('identity', 30)")
+    broken_at(capsys, 30, "the search index still holds pruned entry 30")
+
+
+def test_after_pruning_the_first_kept_mark_must_still_reach_its_own_time(log: Log,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The mark of the first kept entry also carries the pruned entries' times, which are gone: it is checked to
+    reach the entry's own time (what keeps time windows complete), and every later mark exactly."""
+    assert asyncio.run(log.run(lambda s: s.prune(T0 + timedelta(seconds=120)))) == 120
+    log.sql("UPDATE access_index SET time_hw = time_hw + 1 WHERE idx = 130")
+    broken_at(capsys, 130, "time high-water mark at entry 130")
+    log.sql("UPDATE access_index SET time_hw = time_hw - 1 WHERE idx = 130",
+            "UPDATE access_index SET time_hw = time_us - 1 WHERE idx = 120")
+    broken_at(capsys, 120, "time high-water mark at entry 120")
+
+
+def test_a_payload_pruned_without_its_index_rows_is_named(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
+    log.sql("UPDATE access_log SET entry = NULL WHERE idx = 0", drop_triggers=False)  # pruning's own statement
+    broken_at(capsys, 0, "the search index still holds pruned entry 0: retention removed the entry's payload")
+
+
+def test_a_dropped_index_table_is_named(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
+    log.sql("DROP TABLE access_index_sources CASCADE" if log.target else "DROP TABLE access_index_sources")
+    broken_at(capsys, 0, "the search index misses a source of entry 0")
+
+
+def test_the_lower_index_is_reported_and_the_tree_at_the_same_index(log: Log,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    log.sql(f"UPDATE access_log SET entry = {log.replace('entry', 'CASE-00060', 'CASE-99999')} WHERE idx = 60",
+            "DELETE FROM access_index WHERE idx = 90")
+    broken_at(capsys, 60, "altered")  # the tree breaks first
+    log.sql("DELETE FROM access_index WHERE idx = 30")
+    broken_at(capsys, 30, "the search index misses entry 30")  # now the index does
+    log.sql(f"UPDATE access_log SET entry = {log.replace('entry', 'CASE-00030', 'CASE-99999')} WHERE idx = 30")
+    broken_at(capsys, 30, "altered")  # both at 30: the tree's reason, which explains the index's too
+
+
+def test_sqlite_index_values_of_another_type_are_named(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
+    """SQLite stores any type in any column: a name stored as bytes matches no search, an index not a number
+    describes no entry. PostgreSQL's column types refuse both."""
+    if log.target is not None:
+        pytest.skip("PostgreSQL's column types refuse these values")
+    log.sql("UPDATE access_index_checks SET name = CAST(name AS BLOB) WHERE name = 'identity' AND idx = 5")
+    assert 5 not in found(log, check="identity")
+    broken_at(capsys, 5, "misses a check of entry 5")
+    log.sql("UPDATE access_index_checks SET name = 'identity' WHERE idx = 5 AND typeof(name) = 'blob'",
+            "INSERT INTO access_index_checks (name, idx) VALUES ('identity', 'x')")
+    broken_at(capsys, 159, "whose entry index is not an integer")  # found as the walk reaches the last entry
 
 
 # --- retention ------------------------------------------------------------------------------------------------------
