@@ -16,7 +16,7 @@ from yarl import URL
 
 from gateway.api.audit import last_verification
 from gateway.console.passwords import dev_password_path
-from gateway.console.sessions import SESSION_COOKIE, SessionCodec, load_session_key
+from gateway.console.sessions import LOGIN_COOKIE, SESSION_COOKIE, SessionCodec, load_session_key
 from gateway.runner import gateway_running
 from gateway.settings import load
 from gateway.state import RUNTIME
@@ -160,6 +160,27 @@ async def test_forged_and_expired_sessions_go_back_to_the_login_page(console_sta
     browser.http.cookie_jar.clear()
     browser.http.cookie_jar.update_cookies({SESSION_COOKIE: good}, URL(browser.base))
     assert (await browser.get("/console/integrity", follow=False)).status == 200  # the genuine one still works
+
+
+async def test_a_malformed_cookie_is_no_session_and_no_login_token(console_stack: Stack) -> None:
+    base = console_stack.gateway.url
+    async with aiohttp.ClientSession() as http:  # cookies as sent by hand: no jar to tidy them up
+        for value in ("é.x", "\u0634.\u0634", "x" * 3000, "a.b.c"):
+            async with http.get(base + "/console/search", allow_redirects=False,
+                                headers={"Cookie": f"{SESSION_COOKIE}={value}"}) as response:
+                assert response.status == 303, value
+                assert response.headers["Location"].startswith("/console/login?expired=1")
+        async with http.get(base + "/console/login") as response:
+            token = CSRF.search(await response.text())
+            assert token is not None
+        async with http.post(base + "/console/login", allow_redirects=False, data={
+                "officer": OFFICER, "password": PASSWORD, "csrf": token.group(1)},
+                headers={"Cookie": f"{LOGIN_COOKIE}=é.x"}) as response:
+            assert response.status == 403 and "Le formulaire a expiré" in await response.text()
+    assert len(await logged(console_stack, outcome="console_login_required")) == 4
+    [refused] = await logged(console_stack, outcome="console_csrf_failed")
+    assert refused["status"] == 403 and refused["path"] == "/console/login"
+    assert entries_with(console_stack, outcome="internal_error") == []
 
 
 async def test_every_form_needs_its_token(console_stack: Stack, browser: Browser) -> None:
