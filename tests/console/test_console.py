@@ -256,6 +256,21 @@ async def test_search_by_citizen_logs_the_pseudonym_never_the_identifier(console
     assert refused["client"] == OFFICER and b"zz98765q" not in raw and b"ZZ98765Q" not in raw
 
 
+@pytest.mark.parametrize("fields", [
+    {"cursor": "99999999999999999999"}, {"cursor": "9223372036854775808"}, {"cursor": "1000000000000000000"},
+    {"cursor": "\u0661\u0662"}, {"cursor": "-1"}, {"since": "0001-01-01T00:00:00+01:00"},
+    {"until": "9999-12-31T23:30:00-01:00"}, {"since": "0001-01-01T00:00:00+14:00", "until": "2026-01-01T00:00"},
+])
+async def test_hostile_filters_are_refused_and_logged(console_stack: Stack, browser: Browser,
+                                                      fields: dict[str, str]) -> None:
+    await browser.login()
+    seen = await browser.post("/console/search", fields)
+    assert seen.status == 400 and "Filtre invalide" in seen.text
+    [refused] = await logged(console_stack, outcome="invalid_request", path="/console/search")
+    assert refused["client"] == OFFICER and refused["status"] == 400
+    assert (await browser.post("/console/search", {"cursor": "999999999999999999"})).status == 200  # 18 digits
+
+
 async def test_results_come_a_page_at_a_time(console_stack: Stack, browser: Browser) -> None:
     async with browser.http.post(console_stack.gateway.url + "/v1/verifications") as response:
         assert response.status == 401
