@@ -17,6 +17,7 @@ from yarl import URL
 from gateway.api.audit import last_verification
 from gateway.console.passwords import dev_password_path
 from gateway.console.sessions import LOGIN_COOKIE, SESSION_COOKIE, SessionCodec, load_session_key
+from gateway.ratelimit import LocalRateLimiter
 from gateway.runner import gateway_running
 from gateway.settings import load
 from gateway.state import RUNTIME
@@ -99,6 +100,32 @@ async def test_login_attempts_are_throttled(console_stack: Stack, browser: Brows
     assert throttled.status == 429 and "Trop de tentatives de connexion" in throttled.text
     assert browser.cookie(SESSION_COOKIE) is None
     assert await logged(console_stack, outcome="rate_limited", path="/console/login")
+
+
+async def test_made_up_officer_ids_cannot_reset_anyones_login_count(console_stack: Stack, browser: Browser) -> None:
+    """The bucket-eviction attack, at a capacity of 20 buckets: from a second address, many more attempts than
+    that with made-up officer ids. They share one bucket, the limiter forgets no count, and the officer's and
+    the first address's attempts stay counted."""
+    runtime = console_stack.gateway.runner.app[RUNTIME]
+    runtime.limiter = LocalRateLimiter(max_buckets=20)
+    for _ in range(4):
+        assert (await browser.login(OFFICER, "wrong password")).status == 401
+    second_address = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    attacker = Browser(console_stack.gateway.url)
+    await attacker.http.close()
+    attacker.http = aiohttp.ClientSession(connector=second_address, cookie_jar=aiohttp.CookieJar(unsafe=True))
+    try:
+        await attacker.get("/console/login")
+        statuses = [(await attacker.post("/console/login", {"officer": f"fake-{i}", "password": "x"})).status
+                    for i in range(60)]
+    finally:
+        await attacker.close()
+    assert statuses == [401] * 5 + [429] * 55
+    assert (await browser.login(OFFICER, "wrong password")).status == 401  # the fifth attempt of the window
+    assert (await browser.login(OFFICER, PASSWORD)).status == 429  # a sixth, even right, waits
+    assert len(runtime.limiter) == 4  # the officer, every made-up id, two addresses
+    throttled = [e for e in await logged(console_stack, outcome="rate_limited") if e["path"] == "/console/login"]
+    assert len(throttled) == 56 and all("officer" not in e["detail"] for e in throttled[:55])  # type: ignore[operator]
 
 
 async def test_under_tls_the_session_cookie_is_secure(tmp_path: Path) -> None:
