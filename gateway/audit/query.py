@@ -20,7 +20,7 @@ class LogQuery:
     since: datetime | None = None  # inclusive, on the entry's `time`
     until: datetime | None = None  # exclusive
     client: str | None = None
-    no_client: bool = False  # only entries without a client (refused, or before a login, with the caller unknown)
+    no_client: bool | None = None  # True: only entries without a client (the caller unknown: refused, or a login)
     purpose: str | None = None
     case_ref: str | None = None
     outcome: str | None = None
