@@ -6,8 +6,11 @@ with the time until one token is back. A bucket left alone until it is full agai
 so both implementations forget idle buckets without changing any decision.
 
 - ``LocalRateLimiter``: in the process, on the monotonic clock. Each process (replica) has its own
-  budget: N replicas allow N × the limit. Memory stays bounded: idle (full again) buckets are evicted a few
-  at a time, and past ``max_buckets`` the least recently used goes (that client starts afresh).
+  budget: N replicas allow N × the limit. Memory stays bounded by ``max_buckets``, and the limiter never
+  forgets a bucket that is not full (forgetting it would hand that client a fresh budget: a flood of new keys
+  must never reset anyone's count). Buckets full again are dropped a few at a time, and at once when room is
+  needed; when every one of ``max_buckets`` buckets is still counting, a *new* key is refused (fail closed
+  for that key, logged ``rate_limiter_full``) until one is full again.
 - ``RedisRateLimiter``: one budget shared by every replica. The whole read-refill-take-write runs as one
   Lua script (EVALSHA, loading the script again if the server lost it), so it is atomic; it reads the
   Redis server's ``TIME``, never a replica's clock, so replicas agree; each key expires when its bucket
@@ -25,16 +28,19 @@ caller's policy.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import islice
 from typing import Protocol, runtime_checkable
+
+import structlog
 
 from gateway.redis_pool import redis_client
 
 __all__ = ["Decision", "Limit", "LocalRateLimiter", "RateLimiter", "RedisRateLimiter", "headers"]
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -103,16 +109,26 @@ class _Bucket:
 
 
 class LocalRateLimiter:
-    """Token buckets in this process; not shared between processes or replicas (see the module)."""
+    """Token buckets in this process; not shared between processes or replicas (see the module).
 
-    EVICTION_SCAN = 8  # idle buckets examined per call: bounded work
+    ``_full_at`` is a heap of (when a bucket is full again, its key), so the buckets that may be dropped are
+    found without scanning them all. An entry goes stale when its bucket is taken from again (it is then full
+    later); stale entries are skipped when they come up, and the heap is rebuilt from the buckets once they
+    make up half of it, so it never holds more than ``2 × max_buckets + HEAP_SLACK`` entries."""
+
+    EVICTION_SCAN = 8  # heap entries examined per call for buckets full again: bounded work
+    HEAP_SLACK = 64
+    FULL_LOG_INTERVAL_S = 60.0  # ``rate_limiter_full`` is logged at most this often (with the count refused)
 
     def __init__(self, *, max_buckets: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
         if max_buckets < 1:
             raise ValueError("max_buckets must be ≥ 1")
         self.max_buckets = max_buckets
         self._clock = clock
-        self._buckets: dict[str, _Bucket] = {}  # least recently used first
+        self._buckets: dict[str, _Bucket] = {}
+        self._full_at: list[tuple[float, str]] = []
+        self._refused_new = 0  # new keys refused since ``rate_limiter_full`` was last logged
+        self._logged_full_at = -math.inf
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -120,27 +136,54 @@ class LocalRateLimiter:
     async def take(self, client_id: str, limit: Limit) -> Decision:
         # No await inside: on one event loop, each take is atomic.
         now = self._clock()
-        self._evict_idle(now)
-        bucket = self._buckets.pop(client_id, None)  # re-inserted below, at the most recent end
+        self._drop_full(now, self.EVICTION_SCAN)
+        bucket = self._buckets.get(client_id)
         if bucket is None:
+            if len(self._buckets) >= self.max_buckets and not self._drop_full(now, None):
+                return self._refuse_new(now, limit)
             tokens = float(limit.burst)
         else:
             tokens = min(float(limit.burst), bucket.tokens + max(now - bucket.at, 0.0) * limit.rate_per_s)
         allowed = tokens >= 1.0
         if allowed:
             tokens -= 1.0
-        self._buckets[client_id] = _Bucket(tokens, now, now + (limit.burst - tokens) / limit.rate_per_s)
-        while len(self._buckets) > self.max_buckets:
-            del self._buckets[next(iter(self._buckets))]
+        full_at = now + (limit.burst - tokens) / limit.rate_per_s
+        self._buckets[client_id] = _Bucket(tokens, now, full_at)
+        if bucket is None or full_at != bucket.full_at:  # a refusal leaves the time it is full again unchanged
+            heapq.heappush(self._full_at, (full_at, client_id))
+            if len(self._full_at) > 2 * len(self._buckets) + self.HEAP_SLACK:
+                self._full_at = [(b.full_at, key) for key, b in self._buckets.items()]
+                heapq.heapify(self._full_at)
         return _decide(allowed, tokens, limit)
 
-    def _evict_idle(self, now: float) -> None:
-        idle = [key for key, b in islice(self._buckets.items(), self.EVICTION_SCAN) if b.full_at <= now]
-        for key in idle:
-            del self._buckets[key]
+    def _drop_full(self, now: float, scan: int | None) -> bool:
+        """Forget buckets that are full again (the same as no bucket), examining at most ``scan`` heap entries
+        (``None``: until one is dropped); whether one was."""
+        dropped = False
+        while self._full_at and self._full_at[0][0] <= now and (scan is None or scan > 0):
+            _, key = heapq.heappop(self._full_at)
+            bucket = self._buckets.get(key)
+            if bucket is not None and bucket.full_at <= now:
+                del self._buckets[key]
+                dropped = True
+                if scan is None:
+                    break
+            if scan is not None:
+                scan -= 1
+        return dropped
+
+    def _refuse_new(self, now: float, limit: Limit) -> Decision:
+        """Every bucket is still counting: refuse this new key rather than forget anyone's count."""
+        self._refused_new += 1
+        if now - self._logged_full_at >= self.FULL_LOG_INTERVAL_S:
+            log.warning("rate_limiter_full", max_buckets=self.max_buckets, new_keys_refused=self._refused_new)
+            self._logged_full_at, self._refused_new = now, 0
+        wait = max(self._full_at[0][0] - now, 1.0 / limit.rate_per_s) if self._full_at else 1.0 / limit.rate_per_s
+        return Decision(allowed=False, limit=limit.burst, remaining=0, reset_s=wait, retry_after_s=wait)
 
     async def close(self) -> None:
         self._buckets.clear()
+        self._full_at.clear()
 
 
 # KEYS[1] = the bucket; ARGV = rate per second, burst. Returns {allowed (0/1), tokens left (string)}.

@@ -110,7 +110,8 @@ def decode_cursor(text: str) -> int:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except ValueError as exc:
         raise BadRequest("/cursor: is not a cursor this gateway gave") from exc
-    if len(raw) != 9 or raw[:1] != CURSOR_VERSION or encode_cursor(int.from_bytes(raw[1:], "big")) != text:
+    if len(raw) != 9 or raw[:1] != CURSOR_VERSION or encode_cursor(int.from_bytes(raw[1:], "big")) != text \
+            or raw[1] >= 0x80:  # an index is below 2**63 in every store
         raise BadRequest("/cursor: is not a cursor this gateway gave")
     return int.from_bytes(raw[1:], "big")
 

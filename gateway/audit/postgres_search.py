@@ -126,6 +126,8 @@ def search_statement(query: LogQuery) -> tuple[str, list[object]]:
     for column, value in entry_filters:
         where.append(f"i.{column} = %s")
         args.append(value)
+    if query.no_client:  # the btree (client, idx) holds its NULLs too, in index order
+        where.append("i.client IS NULL")
     for name, table in children:
         where.append(f"EXISTS (SELECT 1 FROM {table} x WHERE x.name = %s AND x.idx = i.idx)")
         args.append(name)

@@ -20,6 +20,7 @@ class LogQuery:
     since: datetime | None = None  # inclusive, on the entry's `time`
     until: datetime | None = None  # exclusive
     client: str | None = None
+    no_client: bool | None = None  # True: only entries without a client (the caller unknown: refused, or a login)
     purpose: str | None = None
     case_ref: str | None = None
     outcome: str | None = None
@@ -32,6 +33,8 @@ class LogQuery:
     def __post_init__(self) -> None:
         if not 1 <= self.limit <= MAX_PAGE:
             raise ValueError(f"limit must be between 1 and {MAX_PAGE}")
+        if self.no_client and self.client is not None:
+            raise ValueError("an entry cannot both have a given client and no client")
 
 
 @dataclass(frozen=True)

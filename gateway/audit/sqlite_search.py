@@ -171,6 +171,8 @@ def search(conn: sqlite3.Connection, query: LogQuery) -> LogPage:
     for column, value in entry_filters:
         where.append(f"i.{column} = ?")
         args.append(value)
+    if query.no_client:  # the client column's index holds its NULLs too, in index order
+        where.append("i.client IS NULL")
     for name, table in children:
         where.append(f"EXISTS (SELECT 1 FROM {table} x WHERE x.name = ? AND x.idx = i.idx)")
         args.append(name)

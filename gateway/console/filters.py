@@ -22,6 +22,7 @@ PAGE_SIZE = 50
 IDCS = re.compile(r"[0-9]{10}")
 CIN = re.compile(r"[A-Z]{1,2}[0-9]{5,6}")
 PSEUDONYM = re.compile(r"[0-9a-f]{64}")
+CURSOR = re.compile(r"[0-9]{1,18}")  # an entry index: below 2**63 in every store (and in the access log's detail)
 TEXT = re.compile(r"[\w.:/@+-][\w .:/@+-]{0,127}")
 TEXT_FILTERS = ("client", "purpose", "case_ref", "outcome", "check", "source")
 CARRIED = ("since", "until", *TEXT_FILTERS)
@@ -44,11 +45,11 @@ def _local_time(value: str, name: str, zone: ZoneInfo) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError as exc:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=zone)
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:  # month 13; year 1 or 9999 shifted out of range by its offset
         raise FilterInvalid(f"{name}: not a date and time") from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=zone)
-    return moment.astimezone(UTC)
 
 
 def choices(settings: Settings) -> dict[str, list[str]]:
@@ -86,7 +87,7 @@ def parse(form: dict[str, str], settings: Settings, pseudonymiser: Pseudonymiser
             raise FilterInvalid("subject: not a pseudonym")
         subject = shown["subject"]
     cursor_text = form.get("cursor", "").strip()
-    if cursor_text and not cursor_text.isdigit():
+    if cursor_text and not CURSOR.fullmatch(cursor_text):
         raise FilterInvalid("cursor: not a page of these results")
     query = LogQuery(since=since, until=until, client=values["client"], purpose=values["purpose"],
                      case_ref=values["case_ref"], outcome=values["outcome"], check=values["check"],

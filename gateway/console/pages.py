@@ -1,7 +1,8 @@
 """Signing in and out of the console, its entry point, its stylesheet and its "no such page".
 
 Login: the form carries a login token (double submit, see ``sessions``); each attempt takes a token from two
-rate-limit buckets, one per officer id and one per client address (``[console] login_attempts`` per
+rate-limit buckets, one per client address and one per *configured* officer id — every id that is not an
+officer's shares one bucket, so typing made-up ids creates no bucket (``[console] login_attempts`` per
 ``login_window_minutes``, on the gateway's limiter, so shared by replicas with the Redis backend); the password
 is checked off the event loop, in the same time whether or not the officer exists. A failed attempt is
 logged ``console_login_failed`` with the officer id only if it is a configured officer (never what was typed
@@ -18,12 +19,13 @@ from aiohttp import web
 
 from gateway.console.passwords import verify_password
 from gateway.console.sessions import LOGIN_COOKIE, LOGIN_TOKEN_S, SESSION_COOKIE
-from gateway.console.web import LoginRequired, Page, mark_refused, page, redirect, signed_in
+from gateway.console.web import LoginRequired, Officer, Page, mark_refused, page, redirect, signed_in
 from gateway.officers import OFFICER, authenticated_as, check_role
 from gateway.ratelimit import Limit
 
 log = structlog.get_logger("gateway.console")
 SAFE_NEXT = re.compile(r"/console/[A-Za-z0-9/_.?=&%-]{0,500}")
+UNKNOWN_OFFICERS = "console-login:unknown-officer"  # the one bucket of every id that is not an officer's
 
 
 def _next(value: str | None) -> str:
@@ -66,12 +68,14 @@ async def show_login(current: Page) -> web.Response:
     return login_form(current)
 
 
-async def _throttled(current: Page, officer_id: str) -> bool:
+async def _throttled(current: Page, officer: Officer | None) -> bool:
+    """Whether this attempt is over the limit, for the officer (or the unknown ids) or for the address."""
     settings = current.runtime.settings.console
     limit = Limit(settings.login_attempts / (settings.login_window_minutes * 60), settings.login_attempts)
     address = current.request.remote or "unknown"
+    by_id = f"console-login:officer:{officer.id}" if officer is not None else UNKNOWN_OFFICERS
     try:
-        by_officer = await current.runtime.limiter.take(f"console-login:officer:{officer_id}", limit)
+        by_officer = await current.runtime.limiter.take(by_id, limit)
         by_address = await current.runtime.limiter.take(f"console-login:address:{address}", limit)
     except Exception as exc:  # logins are refused while attempts cannot be counted
         log.error("console_login_limiter_unavailable", error=type(exc).__name__)
@@ -90,7 +94,7 @@ async def do_login(current: Page) -> web.Response:
     if not current.console.codec.check_login_token(current.request.cookies.get(LOGIN_COOKIE), form.get("csrf")):
         mark_refused(current, "console_csrf_failed", "the login form's token is missing, expired or wrong")
         return login_form(current, 403, "form_expired", officer_id=officer_id)
-    if await _throttled(current, officer_id):
+    if await _throttled(current, officer):
         mark_refused(current, "rate_limited", "too many login attempts")
         return login_form(current, 429, "login_throttled", officer_id=officer_id)
     password = form.get("password", "")

@@ -21,6 +21,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ LOGIN_TOKEN_S = 600.0
 _SESSION_LABEL = b"anss-console-session-v1."
 _LOGIN_LABEL = b"anss-console-login-v1."
 _PASSWORD_LABEL = b"anss-console-password-v1."
+SEALED = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+", re.ASCII)  # <payload>.<mac>, both base64url
 
 
 def _b64(data: bytes) -> str:
@@ -79,7 +81,9 @@ class SessionCodec:
         return f"{payload}.{self._mac(label, payload)}"
 
     def _unseal(self, label: bytes, value: str | None) -> dict[str, object] | None:
-        if not value or len(value) > 2048 or value.count(".") != 1:
+        """The data of a sealed value, or ``None`` if it is missing, malformed (anything but two base64url parts:
+        a cookie is whatever the client sent) or its MAC does not match."""
+        if not value or len(value) > 2048 or not SEALED.fullmatch(value):
             return None
         payload, mac = value.split(".")
         if not hmac.compare_digest(mac, self._mac(label, payload)):

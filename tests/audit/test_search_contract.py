@@ -216,6 +216,26 @@ async def test_an_entry_without_a_field_never_matches_a_filter_on_it(store_facto
     assert [h.index for h in (await store.search(LogQuery(source="health"))).hits] == [1]
 
 
+async def test_no_client_finds_exactly_the_entries_without_one(store_factory: StoreFactory) -> None:
+    store = await store_factory()
+    records = [record(i, client=None if i % 5 == 2 else CLIENTS[i % 3], outcome="unauthenticated" if i % 5 == 2
+                      else OUTCOMES[i % 4]) for i in range(60)]
+    for i, rec in enumerate(records):
+        assert await store.append(rec) == i
+    want = expected(records, lambda r: r.client is None)
+    assert len(want) == 12
+    assert [h.index for h in await everything(store, no_client=True, limit=3)] == want
+    assert all(not h.entry.get("client") for h in await everything(store, no_client=True))
+    since = T0 + timedelta(minutes=20)
+    assert [h.index for h in await everything(store, no_client=True, since=since, check="identity", limit=2)] == \
+        expected(records, lambda r: r.client is None and r.time >= since.isoformat() and "identity" in r.checks)
+    below = await store.search(LogQuery(no_client=True, cursor=30, limit=MAX_PAGE))
+    assert [h.index for h in below.hits] == [i for i in want if i < 30] and below.next_cursor is None
+    assert (await store.search(LogQuery(no_client=True, outcome="answered"))).hits == []
+    with pytest.raises(ValueError, match="client"):
+        LogQuery(client="anss.asd", no_client=True)
+
+
 async def test_a_filter_value_is_matched_as_is(store_factory: StoreFactory) -> None:
     store = await store_factory()
     await store.append(record(0, case_ref="DOSSIER-%_1"))

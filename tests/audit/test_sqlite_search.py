@@ -144,6 +144,24 @@ async def test_every_query_shape_is_a_bounded_index_scan(tmp_path: Path) -> None
         conn.close()
 
 
+async def test_entries_without_a_client_are_found_through_the_client_index(tmp_path: Path) -> None:
+    path = tmp_path / "access-log.sqlite3"
+    await _log(path, 50)
+    conn = sqlite3.connect(path)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        for query in (LogQuery(no_client=True), LogQuery(no_client=True, cursor=20),
+                      LogQuery(no_client=True, since=T0 + timedelta(minutes=5))):
+            statements.clear()
+            search(conn, query)
+            plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {statements[0]}")]
+            assert plan[0].startswith("SEARCH i USING") and "access_index_client (client=?" in plan[0], plan
+            assert not any("TEMP B-TREE" in step for step in plan), plan
+    finally:
+        conn.close()
+
+
 def test_the_index_tables_are_outside_the_tree() -> None:
     assert all("access_index" in statement for statement in INDEX_TABLES)
     assert not any("access_index" in statement for statement in TRIGGERS)

@@ -16,7 +16,8 @@ from yarl import URL
 
 from gateway.api.audit import last_verification
 from gateway.console.passwords import dev_password_path
-from gateway.console.sessions import SESSION_COOKIE, SessionCodec, load_session_key
+from gateway.console.sessions import LOGIN_COOKIE, SESSION_COOKIE, SessionCodec, load_session_key
+from gateway.ratelimit import LocalRateLimiter
 from gateway.runner import gateway_running
 from gateway.settings import load
 from gateway.state import RUNTIME
@@ -101,6 +102,32 @@ async def test_login_attempts_are_throttled(console_stack: Stack, browser: Brows
     assert await logged(console_stack, outcome="rate_limited", path="/console/login")
 
 
+async def test_made_up_officer_ids_cannot_reset_anyones_login_count(console_stack: Stack, browser: Browser) -> None:
+    """The bucket-eviction attack, at a capacity of 20 buckets: from a second address, many more attempts than
+    that with made-up officer ids. They share one bucket, the limiter forgets no count, and the officer's and
+    the first address's attempts stay counted."""
+    runtime = console_stack.gateway.runner.app[RUNTIME]
+    runtime.limiter = LocalRateLimiter(max_buckets=20)
+    for _ in range(4):
+        assert (await browser.login(OFFICER, "wrong password")).status == 401
+    second_address = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    attacker = Browser(console_stack.gateway.url)
+    await attacker.http.close()
+    attacker.http = aiohttp.ClientSession(connector=second_address, cookie_jar=aiohttp.CookieJar(unsafe=True))
+    try:
+        await attacker.get("/console/login")
+        statuses = [(await attacker.post("/console/login", {"officer": f"fake-{i}", "password": "x"})).status
+                    for i in range(60)]
+    finally:
+        await attacker.close()
+    assert statuses == [401] * 5 + [429] * 55
+    assert (await browser.login(OFFICER, "wrong password")).status == 401  # the fifth attempt of the window
+    assert (await browser.login(OFFICER, PASSWORD)).status == 429  # a sixth, even right, waits
+    assert len(runtime.limiter) == 4  # the officer, every made-up id, two addresses
+    throttled = [e for e in await logged(console_stack, outcome="rate_limited") if e["path"] == "/console/login"]
+    assert len(throttled) == 56 and all("officer" not in e["detail"] for e in throttled[:55])  # type: ignore[operator]
+
+
 async def test_under_tls_the_session_cookie_is_secure(tmp_path: Path) -> None:
     pki = make_pki(tmp_path / "pki")
     settings = with_officer(load(env={"ANSS_GATEWAY_STATE_DIR": str(tmp_path / "state")}))
@@ -160,6 +187,27 @@ async def test_forged_and_expired_sessions_go_back_to_the_login_page(console_sta
     browser.http.cookie_jar.clear()
     browser.http.cookie_jar.update_cookies({SESSION_COOKIE: good}, URL(browser.base))
     assert (await browser.get("/console/integrity", follow=False)).status == 200  # the genuine one still works
+
+
+async def test_a_malformed_cookie_is_no_session_and_no_login_token(console_stack: Stack) -> None:
+    base = console_stack.gateway.url
+    async with aiohttp.ClientSession() as http:  # cookies as sent by hand: no jar to tidy them up
+        for value in ("é.x", "\u0634.\u0634", "x" * 3000, "a.b.c"):
+            async with http.get(base + "/console/search", allow_redirects=False,
+                                headers={"Cookie": f"{SESSION_COOKIE}={value}"}) as response:
+                assert response.status == 303, value
+                assert response.headers["Location"].startswith("/console/login?expired=1")
+        async with http.get(base + "/console/login") as response:
+            token = CSRF.search(await response.text())
+            assert token is not None
+        async with http.post(base + "/console/login", allow_redirects=False, data={
+                "officer": OFFICER, "password": PASSWORD, "csrf": token.group(1)},
+                headers={"Cookie": f"{LOGIN_COOKIE}=é.x"}) as response:
+            assert response.status == 403 and "Le formulaire a expiré" in await response.text()
+    assert len(await logged(console_stack, outcome="console_login_required")) == 4
+    [refused] = await logged(console_stack, outcome="console_csrf_failed")
+    assert refused["status"] == 403 and refused["path"] == "/console/login"
+    assert entries_with(console_stack, outcome="internal_error") == []
 
 
 async def test_every_form_needs_its_token(console_stack: Stack, browser: Browser) -> None:
@@ -233,6 +281,21 @@ async def test_search_by_citizen_logs_the_pseudonym_never_the_identifier(console
     [refused] = await logged(console_stack, outcome="invalid_request", path="/console/search")
     raw = raw_log(console_stack)
     assert refused["client"] == OFFICER and b"zz98765q" not in raw and b"ZZ98765Q" not in raw
+
+
+@pytest.mark.parametrize("fields", [
+    {"cursor": "99999999999999999999"}, {"cursor": "9223372036854775808"}, {"cursor": "1000000000000000000"},
+    {"cursor": "\u0661\u0662"}, {"cursor": "-1"}, {"since": "0001-01-01T00:00:00+01:00"},
+    {"until": "9999-12-31T23:30:00-01:00"}, {"since": "0001-01-01T00:00:00+14:00", "until": "2026-01-01T00:00"},
+])
+async def test_hostile_filters_are_refused_and_logged(console_stack: Stack, browser: Browser,
+                                                      fields: dict[str, str]) -> None:
+    await browser.login()
+    seen = await browser.post("/console/search", fields)
+    assert seen.status == 400 and "Filtre invalide" in seen.text
+    [refused] = await logged(console_stack, outcome="invalid_request", path="/console/search")
+    assert refused["client"] == OFFICER and refused["status"] == 400
+    assert (await browser.post("/console/search", {"cursor": "999999999999999999"})).status == 200  # 18 digits
 
 
 async def test_results_come_a_page_at_a_time(console_stack: Stack, browser: Browser) -> None:

@@ -95,6 +95,15 @@ def test_forged_or_foreign_cookies_are_refused() -> None:
     assert c.decode(login_cookie) is None  # a login token is not a session
 
 
+@pytest.mark.parametrize("value", ["é.x", "\u00e9\u00e9.\u00e9", "a.\ud800", "\x00.\x00", "é", "=.=", "%.%"])
+def test_a_malformed_cookie_is_no_session_and_no_login_token(value: str) -> None:
+    c = codec(Clock())
+    assert c.decode(value) is None
+    assert not c.check_login_token(value, "x")
+    payload, mac = c.encode(c.open("anss.officer", "h")).split(".")
+    assert c.decode(f"{payload}é.{mac}") is None and c.decode(f"{payload}.{mac}é") is None
+
+
 def test_sessions_end_when_idle_and_at_the_latest_after_the_maximum() -> None:
     clock = Clock()
     c = codec(clock)

@@ -183,6 +183,15 @@ async def test_search_bodies_are_validated(busy: Stack, officer: GatewayClient) 
     check_problem(answer, 415, "unsupported_media_type", "post", SEARCH)
 
 
+async def test_a_crafted_cursor_beyond_the_stores_integers_is_refused_and_logged(busy: Stack,
+                                                                                 officer: GatewayClient) -> None:
+    for index in (2**63, 2**64 - 1):  # well-formed, but no index of any store: 400, not 503 (SQLite) or 200
+        answer = await officer.request("POST", SEARCH, {"cursor": encode_cursor(index)})
+        check_problem(answer, 400, "invalid_request", "post", SEARCH)
+    refused = [e for e in stored_entries(busy) if e["path"] == SEARCH and e["status"] == 400]
+    assert len(refused) == 2 and all(e["outcome"] == "invalid_request" for e in refused)
+
+
 # --- entries and proofs ---------------------------------------------------------------------------------------------
 
 
@@ -369,6 +378,6 @@ def test_cursors_are_opaque_and_checked() -> None:
         assert decode_cursor(text) == index
     assert encode_cursor(None) is None
     forged = base64.urlsafe_b64encode(b"\x02" + (5).to_bytes(8, "big")).decode()
-    for bad in (forged, "AQAAAAAAAAAF=", "AQAAAAAAAAA"):
+    for bad in (forged, "AQAAAAAAAAAF=", "AQAAAAAAAAA", encode_cursor(2**63), encode_cursor(2**64 - 1)):
         with pytest.raises(BadRequest, match="cursor"):
-            decode_cursor(bad)
+            decode_cursor(bad or "")

@@ -7,6 +7,7 @@ import math
 import time
 
 import pytest
+from structlog.testing import capture_logs
 
 from gateway.ratelimit import Decision, Limit, LocalRateLimiter, RateLimiter, RedisRateLimiter, headers
 from tests.stores.conftest import Backend, RedisNamespace
@@ -159,6 +160,45 @@ async def test_local_memory_is_bounded() -> None:
     for i in range(1_000):
         await rl.take(f"client-{i}", limit)
     assert len(rl) == 50
+
+
+async def test_local_never_forgets_a_bucket_that_is_not_full() -> None:
+    """A flood of new keys (e.g. fake ids) must not hand anyone a fresh budget: once every bucket is still
+    counting, new keys are refused (fail closed for them, logged) and the counted ones are kept as they are."""
+    clock = FakeClock()
+    rl, limit = LocalRateLimiter(max_buckets=20, clock=clock), Limit(rate_per_s=1 / 180, burst=5)
+    assert [(await rl.take("officer", limit)).allowed for _ in range(5)] == [True] * 5
+    with capture_logs() as logs:
+        flood = [await rl.take(f"fake-{i}", limit) for i in range(1_000)]
+    assert [d.allowed for d in flood] == [True] * 19 + [False] * 981 and len(rl) == 20
+    assert all(d.retry_after_s > 0 and headers(d)["Retry-After"] for d in flood[19:])
+    assert [e for e in logs if e["event"] == "rate_limiter_full"] == [
+        {"event": "rate_limiter_full", "log_level": "warning", "max_buckets": 20, "new_keys_refused": 1}]
+    assert not (await rl.take("officer", limit)).allowed  # still throttled: its count was not reset
+    assert not (await rl.take("fake-999", limit)).allowed  # still no room for a new key
+
+
+async def test_local_makes_room_only_from_buckets_full_again() -> None:
+    clock = FakeClock()
+    rl = LocalRateLimiter(max_buckets=3, clock=clock)
+    slow, fast = Limit(rate_per_s=0.01, burst=2), Limit(rate_per_s=1.0, burst=2)
+    await rl.take("slow", slow)
+    await rl.take("slow", slow)
+    await rl.take("fast-1", fast)
+    await rl.take("fast-2", fast)
+    assert not (await rl.take("new", fast)).allowed  # full, and every bucket still counting
+    clock.now += 1.5  # the fast buckets are full again (as good as fresh); "slow" has 0.015 of its 2 tokens
+    assert (await rl.take("new", fast)).allowed and len(rl) <= 3
+    assert "slow" in rl._buckets and not (await rl.take("slow", slow)).allowed
+
+
+async def test_local_bookkeeping_stays_bounded() -> None:
+    clock = FakeClock()
+    rl, limit = LocalRateLimiter(max_buckets=10, clock=clock), Limit(rate_per_s=1_000.0, burst=10_000)
+    for i in range(20_000):  # the same few keys, each take pushing when they are full again further out
+        await rl.take(f"client-{i % 5}", limit)
+        clock.now += 0.0001
+    assert len(rl) == 5 and len(rl._full_at) <= 2 * rl.max_buckets + rl.HEAP_SLACK
 
 
 async def test_redis_bucket_keys_are_digests_that_expire_when_full(redis_namespace: RedisNamespace) -> None:
