@@ -16,8 +16,9 @@ each with its own budget, so that no one's traffic can push anyone else's entrie
 
 A stream that reaches its budget is named in ``Scan.truncated`` (its flags then cover what was read). Entries
 of clients no longer configured, and of the consent office's operators (``cli:…``), are not read. The rows the
-detectors need are kept, not the entries, and the detectors run in a thread. Measured on SQLite: 100 000
-entries read and flagged in about 2.6 s.
+detectors need are kept, not the entries, and the detectors run in a thread. Measured on SQLite (a busy 2-core
+machine): 150 000 entries — 21 clients over 15 days and 30 000 refusals without a client — read and flagged in
+4.5–8 s, no slower than one stream over the same entries.
 """
 
 from __future__ import annotations
