@@ -136,6 +136,8 @@ class AnomalySettings:
     citizen_window_hours: float = 24.0  # ... within this many hours
     rare_purpose_share: float = 0.05  # a purpose below this share of the client's own history
     rare_purpose_min_history: int = 100  # ... once that history holds at least this many queries
+    anonymous_refusals: int = 100  # this many refusals of requests no client is attributed to ...
+    anonymous_refusals_minutes: float = 5.0  # ... within this many minutes
 
 
 @dataclass(frozen=True)
@@ -475,10 +477,13 @@ def _anomaly_settings(table: Mapping[str, Any], where: str) -> AnomalySettings:
         citizen_window_hours=_get(table, "citizen_window_hours", float, where, d.citizen_window_hours),
         rare_purpose_share=_get(table, "rare_purpose_share", float, where, d.rare_purpose_share),
         rare_purpose_min_history=_get(table, "rare_purpose_min_history", int, where, d.rare_purpose_min_history),
+        anonymous_refusals=_get(table, "anonymous_refusals", int, where, d.anonymous_refusals),
+        anonymous_refusals_minutes=_get(table, "anonymous_refusals_minutes", float, where,
+                                        d.anonymous_refusals_minutes),
     )
     positive = ("window_hours", "baseline_days", "volume_factor", "volume_min_requests", "refusal_burst",
                 "refusal_burst_minutes", "citizen_clients", "citizen_window_hours", "rare_purpose_min_history")
-    for name in positive:
+    for name in (*positive, "anonymous_refusals", "anonymous_refusals_minutes"):
         if getattr(found, name) <= 0:
             raise ConfigError(f"{where}: `{name}` must be greater than 0")
     if not 0 < found.rare_purpose_share < 1:

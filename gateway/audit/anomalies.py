@@ -1,7 +1,8 @@
 """Anomaly flags over the access log: what deserves a security officer's look, explained in plain words.
 
-Pure functions, no I/O: decoded entries (``LogHit``: the index and the canonical entry as a dict) of a time
-window, the time the window ends, and the thresholds of ``[audit.anomalies]`` (``AnomalySettings``). ``detect``
+Pure functions, no I/O: decoded entries (``LogHit``: the index and the canonical entry as a dict, or the ``Row``
+the detectors read of it) of a time window, the time the window ends, and the thresholds of ``[audit.anomalies]``
+(``AnomalySettings``). ``detect`` (``detect_rows``)
 looks at the last ``window_hours`` (*the window*) and measures each client against its own history over the
 ``baseline_days`` before it (*the baseline*); so the entries given must reach back ``lookback(settings)``.
 
@@ -18,11 +19,14 @@ kind                     flagged when
                          clients or more within ``citizen_window_hours``
 ``rare_purpose``         a client queried for a purpose making up less than ``rare_purpose_share`` of its own
                          queries over the baseline, once that history holds ``rare_purpose_min_history`` queries
+``anonymous_refusals``   requests refused before any client was known (no or no valid client assertion, no
+                         session...) ``anonymous_refusals`` times within ``anonymous_refusals_minutes``
 =======================  ==========================================================================================
 
 Each flag is a frozen ``Flag``: kind, severity, the clients and entries concerned, and an explanation in
-French and in English. Entries without a client (refused before the caller was known) are not attributed to
-anyone and are left out. Only the pseudonym of a citizen ever appears, as in the log itself.
+French and in English. Entries without a client (refused before the caller was known) are attributed to no
+one: they count only for ``anonymous_refusals``, a flag with no client. Only the pseudonym of a citizen ever
+appears, as in the log itself.
 
 Citizens reading their own access log (client ``citizen``, ``gateway.audit.record.CITIZEN_ACTOR``) are many
 people behind one name, using it at any hour: they count only for ``refusal_burst`` (token guessing), never
@@ -54,6 +58,7 @@ class Kind(StrEnum):
     REFUSAL_BURST = "refusal_burst"
     CITIZEN_MANY_CLIENTS = "citizen_many_clients"
     RARE_PURPOSE = "rare_purpose"
+    ANONYMOUS_REFUSALS = "anonymous_refusals"
 
 
 class Severity(StrEnum):
@@ -99,7 +104,7 @@ class Flag:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Row:
     """The fields of an entry the detectors read."""
 
@@ -144,9 +149,13 @@ class Window:
 
     @classmethod
     def of(cls, hits: Iterable[LogHit], now: datetime, settings: AnomalySettings) -> Window:
+        return cls.of_rows(rows_of(hits), now, settings)
+
+    @classmethod
+    def of_rows(cls, rows: Iterable[Row], now: datetime, settings: AnomalySettings) -> Window:
         start = now - timedelta(hours=settings.window_hours)
         baseline_start = start - timedelta(days=settings.baseline_days)
-        rows = sorted((r for r in map(Row.of, hits) if r is not None), key=lambda r: (r.time, r.index))
+        rows = sorted(rows, key=lambda r: (r.time, r.index))
         return cls(start, now, tuple(r for r in rows if start <= r.time <= now),
                    tuple(r for r in rows if baseline_start <= r.time < start))
 
@@ -161,12 +170,23 @@ def lookback(settings: AnomalySettings) -> timedelta:
     return timedelta(hours=settings.window_hours) + timedelta(days=settings.baseline_days)
 
 
+def rows_of(hits: Iterable[LogHit]) -> list[Row]:
+    """The rows of the entries that have a readable time (the others cannot be placed in a window)."""
+    return [r for r in map(Row.of, hits) if r is not None]
+
+
 def detect(hits: Iterable[LogHit], now: datetime, settings: AnomalySettings) -> list[Flag]:
     """Every flag of the window ending at ``now``, the most serious first, then the most recent."""
-    window = Window.of(hits, now, settings)
+    return detect_rows(rows_of(hits), now, settings)
+
+
+def detect_rows(rows: Iterable[Row], now: datetime, settings: AnomalySettings) -> list[Flag]:
+    """``detect`` over rows already read from the entries (a scan keeps rows, far smaller than entries)."""
+    window = Window.of_rows(rows, now, settings)
     agencies = window.without(CITIZEN_ACTOR)
     flags = [*volume(agencies, settings), *outside_hours(agencies, settings), *refusal_bursts(window, settings),
-             *citizen_many_clients(agencies, settings), *rare_purposes(agencies, settings)]
+             *citizen_many_clients(agencies, settings), *rare_purposes(agencies, settings),
+             *anonymous_refusals(window, settings)]
     flags.sort(key=lambda f: f.start, reverse=True)
     flags.sort(key=lambda f: SEVERITY_RANK[f.severity])
     return flags
@@ -304,6 +324,31 @@ def refusal_bursts(window: Window, s: AnomalySettings) -> list[Flag]:
                 f"and {_clock(last)} on {_date_en(first)}), mostly \"{code}\"; the threshold is {s.refusal_burst} "
                 f"refusals in {_num_en(s.refusal_burst_minutes)} minutes.",
             ))
+    return flags
+
+
+def anonymous_refusals(window: Window, s: AnomalySettings) -> list[Flag]:
+    """Bursts of refusals attributed to no client: someone without valid credentials knocking (guessed or
+    replayed assertions, forged sessions, probing for resources)."""
+    flags = []
+    span = timedelta(minutes=s.anonymous_refusals_minutes)
+    rows = [r for r in window.recent if r.client is None and r.refused]
+    for run in _bursts(rows, span, lambda stretch: len(stretch) >= s.anonymous_refusals):
+        minutes = max(1, round((run[-1].time - run[0].time).total_seconds() / 60))
+        code, _ = Counter(r.outcome for r in run).most_common(1)[0]
+        first, last = _local(run[0].time, s), _local(run[-1].time, s)
+        severity = Severity.HIGH if len(run) >= 3 * s.anonymous_refusals else Severity.MEDIUM
+        flags.append(_flag(
+            Kind.ANONYMOUS_REFUSALS, severity, run, [],
+            f"{len(run)} requêtes sans client identifié ont été refusées en {_plural_fr(minutes, 'minute')} (entre "
+            f"{_clock(first)} et {_clock(last)} le {_date_fr(first)}), le plus souvent « {code} » : quelqu'un sans "
+            f"identifiants valides insiste ; le seuil est de {s.anonymous_refusals} refus en "
+            f"{_num_fr(s.anonymous_refusals_minutes)} minutes.",
+            f"{len(run)} requests from no identified client were refused in {_plural_en(minutes, 'minute')} "
+            f"(between {_clock(first)} and {_clock(last)} on {_date_en(first)}), mostly \"{code}\": someone without "
+            f"valid credentials keeps trying; the threshold is {s.anonymous_refusals} refusals in "
+            f"{_num_en(s.anonymous_refusals_minutes)} minutes.",
+        ))
     return flags
 
 

@@ -119,8 +119,10 @@ async def verify_now(current: Page) -> web.Response:
 @page()
 async def anomalies(current: Page) -> web.Response:
     settings = current.runtime.settings.anomalies
-    found = await scan(current.runtime.access_log, settings, datetime.now(UTC))
+    found = await scan(current.runtime.access_log, settings, current.runtime.settings.clients, datetime.now(UTC))
     current.note.outcome = "console_anomalies_shown"
     current.note.detail["flags"] = len(found.flags)
     return current.render("anomalies.html", flags=found.flags, hours=f"{settings.window_hours:g}",
-                          days=settings.baseline_days, truncated=not found.complete, scanned=found.scanned)
+                          days=settings.baseline_days, truncated=", ".join(found.truncated),
+                          unattributed_truncated=found.unattributed_truncated, budget=found.budget,
+                          unattributed_budget=found.unattributed_budget)

@@ -132,10 +132,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "kind_refusal_burst": "Rafale de refus",
         "kind_citizen_many_clients": "Citoyen consulté par de nombreux clients",
         "kind_rare_purpose": "Motif rarement utilisé",
+        "kind_anonymous_refusals": "Refus sans client identifié",
         "flag_entries": "Entrées concernées ({count})",
         "flag_more": "et {more} autres",
         "flag_period": "Du {start} au {end}",
-        "scan_truncated": "Seules les {count} entrées les plus récentes ont été examinées.",
+        "scan_truncated": "Seules les {count} entrées les plus récentes de chacun de ces clients ont été "
+                          "examinées : {clients}.",
+        "scan_truncated_unattributed": "Seules les {count} plus récentes des requêtes sans client identifié ont "
+                                       "été examinées.",
         # errors
         "error_title": "Erreur",
         "error_404": "Cette page n'existe pas.",
@@ -258,10 +262,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "kind_refusal_burst": "Burst of refusals",
         "kind_citizen_many_clients": "Citizen looked up by many clients",
         "kind_rare_purpose": "Rarely used purpose",
+        "kind_anonymous_refusals": "Refusals without an identified client",
         "flag_entries": "Entries concerned ({count})",
         "flag_more": "and {more} more",
         "flag_period": "From {start} to {end}",
-        "scan_truncated": "Only the {count} most recent entries were examined.",
+        "scan_truncated": "Only the {count} most recent entries of each of these clients were examined: "
+                          "{clients}.",
+        "scan_truncated_unattributed": "Only the {count} most recent requests without an identified client were "
+                                       "examined.",
         "error_title": "Error",
         "error_404": "This page does not exist.",
         "error_403": "Action refused.",

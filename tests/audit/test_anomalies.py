@@ -209,6 +209,36 @@ def test_a_long_burst_is_one_flag_and_two_bursts_are_two() -> None:
     assert second.count == 10 and second.entries == tuple(range(30, 40))
 
 
+def test_a_burst_of_refusals_attributed_to_no_client_is_flagged() -> None:
+    log = Log()
+    normal_traffic(log)
+    burst = [log.add(at(0, 13, 10) + timedelta(seconds=2 * i), None, None, status=401,
+                     outcome="invalid_assertion" if i % 4 else "unauthenticated") for i in range(120)]
+    [flag] = flags_of(log, Kind.ANONYMOUS_REFUSALS)
+    assert flag.clients == () and flag.count == 120 and flag.entries == tuple(burst[:100])
+    assert flag.severity is Severity.MEDIUM and flag.id == f"anonymous_refusals-{burst[0]}"
+    assert flag.explanation_en == (
+        "120 requests from no identified client were refused in 4 minutes (between 14:10 and 14:13 on 15 April "
+        '2026), mostly "invalid_assertion": someone without valid credentials keeps trying; the threshold is 100 '
+        "refusals in 5 minutes.")
+    assert "120 requêtes sans client identifié ont été refusées en 4 minutes" in flag.explanation_fr
+    assert flags_of(log, Kind.REFUSAL_BURST) == []  # nobody to attribute them to
+    assert [f.kind for f in detect(log.hits, NOW, replace(S, anonymous_refusals=400))] == []
+
+
+def test_anonymous_entries_that_are_not_refusals_or_are_spread_out_are_not_flagged() -> None:
+    log = Log()
+    normal_traffic(log)
+    for i in range(150):  # the console's login page and stylesheet: no client, not refused
+        log.add(at(0, 9) + timedelta(seconds=i), None, None, status=200, outcome="console_login_form")
+    for i in range(150):  # refused, but one every two minutes
+        log.add(at(0, 8) + timedelta(minutes=2 * i), None, None, status=401, outcome="unauthenticated")
+    for i in range(150):  # a known client's refusals are its own burst, not an anonymous one
+        log.add(at(0, 13) + timedelta(seconds=i), CNSS, status=429, outcome="rate_limited")
+    assert flags_of(log, Kind.ANONYMOUS_REFUSALS) == []
+    assert [f.clients for f in flags_of(log, Kind.REFUSAL_BURST)] == [(CNSS,)]
+
+
 # --- one citizen, many clients ---------------------------------------------------------------------------------------
 
 
@@ -320,9 +350,11 @@ def test_the_shipped_configuration_holds_the_defaults() -> None:
 
 def test_configuration_is_read_and_checked(tmp_path: Path) -> None:
     config = write_config(tmp_path, 'working_days = ["sun", "mon"]\nworking_hours = ["07:30", "15:00"]\n'
-                                    "refusal_burst = 3\nrare_purpose_share = 0.1\n")
+                                    "refusal_burst = 3\nrare_purpose_share = 0.1\nanonymous_refusals = 30\n"
+                                    "anonymous_refusals_minutes = 1.5\n")
     settings = load(config, env={}).anomalies
     assert settings.working_days == (0, 6) and settings.working_hours == (450, 900)
+    assert settings.anonymous_refusals == 30 and settings.anonymous_refusals_minutes == 1.5
     assert settings.refusal_burst == 3 and settings.rare_purpose_share == 0.1 and settings.baseline_days == 14
 
 
@@ -332,6 +364,7 @@ def test_configuration_is_read_and_checked(tmp_path: Path) -> None:
     ('working_hours = ["18:00", "08:00"]', "start before they end"),
     ('working_hours = ["8h", "18:00"]', "HH:MM"),
     ("refusal_burst = 0", "`refusal_burst` must be greater than 0"),
+    ("anonymous_refusals_minutes = 0", "`anonymous_refusals_minutes` must be greater than 0"),
     ("rare_purpose_share = 5", "between 0 and 1"),
 ])
 def test_configuration_mistakes_are_named(tmp_path: Path, text: str, complaint: str) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -19,11 +20,12 @@ from gateway.console.passwords import dev_password_path
 from gateway.console.sessions import LOGIN_COOKIE, SESSION_COOKIE, SessionCodec, load_session_key
 from gateway.ratelimit import LocalRateLimiter
 from gateway.runner import gateway_running
-from gateway.settings import load
+from gateway.settings import Settings, load
 from gateway.state import RUNTIME
 from gateway.tls import client_ssl_context, server_ssl_context
 from tests.console.conftest import CSRF, OFFICER, PASSWORD, Browser, Seen, with_officer
 from tests.gateway.conftest import Stack, build_stack
+from tests.gateway.test_openapi import check_against_openapi
 from tests.officers.conftest import raw_log, stored_entries
 from tests.trust.pki import make_pki
 
@@ -370,6 +372,31 @@ async def test_flagged_anomalies_are_explained_and_link_to_their_entries(console
     assert "Burst of refusals" in english.text and "mhpv.housing was refused 10 times" in english.text
     shown = await logged(console_stack, outcome="console_anomalies_shown")
     assert shown[0]["detail"]["flags"] >= 1  # type: ignore[index,operator]
+
+
+async def test_refusals_without_credentials_are_flagged_for_officers(tmp_path: Path) -> None:
+    def adjust(settings: Settings) -> Settings:
+        return with_officer(replace(settings, anomalies=replace(settings.anomalies, anonymous_refusals=20)))
+
+    async with build_stack(tmp_path, adjust) as stack:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(25):  # no client assertion at all: refused before anyone is known
+                async with http.post(stack.gateway.url + "/v1/verifications", json={}) as response:
+                    assert response.status == 401
+        async with stack.client_for(OFFICER) as officer:
+            answer = await officer.request("GET", "/v1/audit/anomalies")
+        document = check_against_openapi(answer, "get", "/v1/audit/anomalies")
+        [flag] = [f for f in document["flags"] if f["kind"] == "anonymous_refusals"]
+        assert flag["clients"] == [] and flag["count"] == 25 and '"unauthenticated"' in flag["explanation"]["en"]
+        assert document["complete"] and document["truncated"] == {"clients": [], "unattributed": False}
+        b = Browser(stack.gateway.url)
+        try:
+            await b.login()
+            page = await b.get("/console/anomalies")
+        finally:
+            await b.close()
+        assert "Refus sans client identifié" in page.text and "25 requêtes sans client identifié" in page.text
+        assert f'href="/console/entries/{flag["entries"][0]}"' in page.text
 
 
 @pytest.fixture
