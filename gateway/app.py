@@ -180,6 +180,7 @@ def _runtime_context(settings: Settings) -> Callable[[web.Application], AsyncIte
         except Exception as exc:  # e.g. Redis not up yet: start anyway, refuse requests until it is (503)
             log.error("replay_cache_unavailable_at_start", backend=settings.replay_backend, error=type(exc).__name__)
         limiter = _rate_limiter(settings)
+        login_limiter = limiter if settings.rate_limit_backend == "redis" else LocalRateLimiter()
         consent_store = storage.consent_store(settings)
         await consent_store.open()
         connector = aiohttp.TCPConnector(limit=512, limit_per_host=0, ttl_dns_cache=300)
@@ -197,6 +198,7 @@ def _runtime_context(settings: Settings) -> Callable[[web.Application], AsyncIte
             federation=Federation(connectors),
             replay=replay,
             limiter=limiter,
+            login_limiter=login_limiter,
             consents=consent_store,
         )
         log.info("gateway_ready", gateway_id=settings.gateway_id, kid=signing_key.kid,
@@ -208,6 +210,8 @@ def _runtime_context(settings: Settings) -> Callable[[web.Application], AsyncIte
             await c.aclose()
         await session.close()
         await limiter.close()
+        if login_limiter is not limiter:
+            await login_limiter.close()
         with suppress(Exception):
             await replay.close()
         await consent_store.close()

@@ -33,6 +33,13 @@ class Runtime:
     replay: ReplayCache
     limiter: RateLimiter
     consents: ConsentStore
+    # the console's sign-in throttle: the same Redis limiter when shared, else buckets of its own, so a flood of
+    # sign-in attempts from many addresses can never crowd the API clients' buckets out of the local limiter
+    login_limiter: RateLimiter | None = None
+
+    @property
+    def sign_in_limiter(self) -> RateLimiter:
+        return self.login_limiter if self.login_limiter is not None else self.limiter  # (an empty one is falsy)
 
 
 @dataclass

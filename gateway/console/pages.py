@@ -3,7 +3,8 @@
 Login: the form carries a login token (double submit, see ``sessions``); each attempt takes a token from two
 rate-limit buckets, one per client address and one per *configured* officer id — every id that is not an
 officer's shares one bucket, so typing made-up ids creates no bucket (``[console] login_attempts`` per
-``login_window_minutes``, on the gateway's limiter, so shared by replicas with the Redis backend); the password
+``login_window_minutes``, on the sign-in limiter: the gateway's Redis limiter, shared by replicas, or else
+buckets of its own that API clients never share, so a flood of sign-ins cannot crowd them out); the password
 is checked off the event loop, in the same time whether or not the officer exists. A failed attempt is
 logged ``console_login_failed`` with the officer id only if it is a configured officer (never what was typed
 otherwise), a throttled one ``rate_limited``.
@@ -75,8 +76,8 @@ async def _throttled(current: Page, officer: Officer | None) -> bool:
     address = current.request.remote or "unknown"
     by_id = f"console-login:officer:{officer.id}" if officer is not None else UNKNOWN_OFFICERS
     try:
-        by_officer = await current.runtime.limiter.take(by_id, limit)
-        by_address = await current.runtime.limiter.take(f"console-login:address:{address}", limit)
+        by_officer = await current.runtime.sign_in_limiter.take(by_id, limit)
+        by_address = await current.runtime.sign_in_limiter.take(f"console-login:address:{address}", limit)
     except Exception as exc:  # logins are refused while attempts cannot be counted
         log.error("console_login_limiter_unavailable", error=type(exc).__name__)
         return True

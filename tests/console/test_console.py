@@ -109,7 +109,7 @@ async def test_made_up_officer_ids_cannot_reset_anyones_login_count(console_stac
     that with made-up officer ids. They share one bucket, the limiter forgets no count, and the officer's and
     the first address's attempts stay counted."""
     runtime = console_stack.gateway.runner.app[RUNTIME]
-    runtime.limiter = LocalRateLimiter(max_buckets=20)
+    runtime.login_limiter = LocalRateLimiter(max_buckets=20)
     for _ in range(4):
         assert (await browser.login(OFFICER, "wrong password")).status == 401
     second_address = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
@@ -125,9 +125,33 @@ async def test_made_up_officer_ids_cannot_reset_anyones_login_count(console_stac
     assert statuses == [401] * 5 + [429] * 55
     assert (await browser.login(OFFICER, "wrong password")).status == 401  # the fifth attempt of the window
     assert (await browser.login(OFFICER, PASSWORD)).status == 429  # a sixth, even right, waits
-    assert len(runtime.limiter) == 4  # the officer, every made-up id, two addresses
+    assert len(runtime.login_limiter) == 4  # the officer, every made-up id, two addresses
     throttled = [e for e in await logged(console_stack, outcome="rate_limited") if e["path"] == "/console/login"]
     assert len(throttled) == 56 and all("officer" not in e["detail"] for e in throttled[:55])  # type: ignore[operator]
+
+
+async def test_a_sign_in_flood_never_crowds_out_the_api_clients(console_stack: Stack, browser: Browser) -> None:
+    """Sign-in attempts from ever more addresses fill the sign-in throttle until it refuses new ones (it forgets no
+    count); the API clients' buckets live apart, so their requests are still admitted."""
+    runtime = console_stack.gateway.runner.app[RUNTIME]
+    runtime.login_limiter = LocalRateLimiter(max_buckets=3)
+    api_buckets = len(runtime.limiter)
+    statuses = []
+    for host in range(2, 7):
+        flooder = Browser(console_stack.gateway.url)
+        await flooder.http.close()
+        flooder.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(f"127.0.0.{host}", 0)),
+                                             cookie_jar=aiohttp.CookieJar(unsafe=True))
+        try:
+            await flooder.get("/console/login")
+            statuses.append((await flooder.post("/console/login", {"officer": "x", "password": "x"})).status)
+        finally:
+            await flooder.close()
+    assert statuses[:1] == [401] and statuses[-1] == 429  # the throttle is full: new addresses wait
+    assert len(runtime.login_limiter) == 3
+    assert (await browser.login(OFFICER, PASSWORD)).status == 429  # fail closed for sign-ins ...
+    await verify_fixture(console_stack)  # ... never for the API clients, whose buckets are elsewhere
+    assert len(runtime.limiter) == api_buckets + 1
 
 
 async def test_under_tls_the_session_cookie_is_secure(tmp_path: Path) -> None:
