@@ -8,7 +8,8 @@ are not exactly what ``index_fields`` derives from its bytes:
 
 * a kept entry without its index row (no search would find it), or with another time, client, purpose, case
   reference, outcome or subject, another set of checks or of sources;
-* a time high-water mark that does not follow from the entries' times (time windows would end too early);
+* a time high-water mark that does not follow from the entries' times (a time window would start or stop at
+  the wrong entry);
   after a pruned prefix the mark also carries the pruned entries' times, which are gone: there it can only
   be checked to reach the entry's own time, which is what keeps searches complete;
 * index rows of a pruned entry (retention removes them with the payload), or of an entry the log does not hold.
@@ -86,7 +87,8 @@ class _Stream:
 
 
 class IndexCheck:
-    """The first entry whose search index rows are not what its bytes give (see the module docstring)."""
+    """The first entry whose search index rows are not what its bytes give (see the module docstring); one per
+    verification: ``recompute(check.watch(rows), ...)``, then ``check.verdict(`` its result ``)``."""
 
     def __init__(self, streams: IndexStreams) -> None:
         self._streams = tuple(_Stream(s) for s in (streams.rows, streams.checks, streams.sources))

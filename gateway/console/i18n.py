@@ -116,7 +116,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "verify_now": "Vérifier maintenant",
         "verify_hint": "Recalcule tout l'arbre depuis les entrées et contrôle chaque tête signée. Peut prendre "
                        "du temps sur un grand journal.",
-        "verify_intact": "Journal intact : {size} entrées recalculées, toutes les têtes signées vérifiées.",
+        "verify_intact": "Journal intact : {size} entrées recalculées, toutes les têtes signées vérifiées, "
+                         "l'index de recherche conforme à chaque entrée.",
         "verify_broken": "JOURNAL ALTÉRÉ à partir de l'entrée n° {index} : {reason}",
         # anomalies
         "anomalies_title": "Alertes",
@@ -247,7 +248,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "verify_now": "Verify now",
         "verify_hint": "Recomputes the whole tree from the entries and checks every signed head. May take a while "
                        "on a large log.",
-        "verify_intact": "Log intact: {size} entries recomputed, every signed head verified.",
+        "verify_intact": "Log intact: {size} entries recomputed, every signed head verified, the search index "
+                         "true to every entry.",
         "verify_broken": "LOG ALTERED from entry no. {index}: {reason}",
         "anomalies_title": "Anomalies",
         "anomalies_intro": "Unusual behaviour over the last {hours} hours, compared with each client's own history "

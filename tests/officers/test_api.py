@@ -295,6 +295,22 @@ async def test_verify_now_and_its_result_in_the_integrity_panel(busy: Stack, off
     assert (last["result"], last["first_bad_index"], last["reason"]) == ("broken", 4, broken["reason"])
 
 
+async def test_verify_now_names_an_entry_hidden_from_the_search_index(busy: Stack, officer: GatewayClient) -> None:
+    """The index is not in the tree, but verification checks it: an entry removed from it, which every search
+    would then miss, makes the log broken at that entry."""
+    [(index, _)] = await search_all(officer, case_ref="ASD-CIN")
+    conn = sqlite3.connect(busy.settings.audit_database, isolation_level=None)
+    try:  # as someone with write access to the file would: drop the guard, delete the entry's index row
+        conn.execute("DROP TRIGGER access_index_no_delete")
+        conn.execute("DELETE FROM access_index WHERE idx = ?", (index,))
+    finally:
+        conn.close()
+    assert await search_all(officer, case_ref="ASD-CIN") == []
+    broken = await verify_now(officer)
+    assert (broken["result"], broken["first_bad_index"]) == ("broken", index)
+    assert broken["reason"] == f"the search index misses entry {index}: officers' searches would not find it"
+
+
 def _tamper(stack: Stack, index: int) -> None:
     """Alter an entry's bytes in the file, as someone with write access to it would."""
     conn = sqlite3.connect(stack.settings.audit_database, isolation_level=None)
