@@ -7,8 +7,10 @@ import math
 import time
 
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
+from gateway import ratelimit
 from gateway.ratelimit import Decision, Limit, LocalRateLimiter, RateLimiter, RedisRateLimiter, headers
 from tests.stores.conftest import Backend, RedisNamespace
 
@@ -162,13 +164,15 @@ async def test_local_memory_is_bounded() -> None:
     assert len(rl) == 50
 
 
-async def test_local_never_forgets_a_bucket_that_is_not_full() -> None:
+async def test_local_never_forgets_a_bucket_that_is_not_full(monkeypatch: pytest.MonkeyPatch) -> None:
     """A flood of new keys (e.g. fake ids) must not hand anyone a fresh budget: once every bucket is still
     counting, new keys are refused (fail closed for them, logged) and the counted ones are kept as they are."""
     clock = FakeClock()
     rl, limit = LocalRateLimiter(max_buckets=20, clock=clock), Limit(rate_per_s=1 / 180, burst=5)
     assert [(await rl.take("officer", limit)).allowed for _ in range(5)] == [True] * 5
     with capture_logs() as logs:
+        # a fresh logger: the module's may be bound already (cache_logger_on_first_use) and escape the capture
+        monkeypatch.setattr(ratelimit, "log", structlog.get_logger(ratelimit.__name__))
         flood = [await rl.take(f"fake-{i}", limit) for i in range(1_000)]
     assert [d.allowed for d in flood] == [True] * 19 + [False] * 981 and len(rl) == 20
     assert all(d.retry_after_s > 0 and headers(d)["Retry-After"] for d in flood[19:])
