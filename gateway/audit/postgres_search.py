@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 
 from gateway.audit.query import LogPage, LogQuery
-from gateway.audit.search_index import IndexFields, hit, index_fields, micros
+from gateway.audit.search_index import POSTGRES, IndexFields, hit, index_fields, search_statement
 
 Conn = psycopg.AsyncConnection[Any]
 INDEX_CHILDREN = ("access_index_checks", "access_index_sources")
@@ -102,55 +102,9 @@ async def drop_pruned(conn: Conn, pruned: Sequence[tuple[int, bytes]]) -> None:
     await conn.execute("DELETE FROM access_index WHERE idx = ANY(%s::bigint[])", ([idx for idx, _ in pruned],))
 
 
-BIG = 2**63 - 1
-CHILD_FILTERS = (("check", "access_index_checks"), ("source", "access_index_sources"))
-ENTRY_FILTERS = ("client", "purpose", "case_ref", "outcome", "subject")
-# The first index whose high-water mark reaches a time: the time index of the log, in one index lookup.
-FIRST_REACHING = "SELECT idx FROM access_index WHERE time_hw >= {} ORDER BY time_hw, idx LIMIT 1"
-MAX_LATENESS = "SELECT COALESCE(MAX(time_hw - time_us), 0) FROM access_index WHERE time_us < time_hw"
-
-
-def search_statement(query: LogQuery) -> tuple[str, list[object]]:
-    """The one statement answering ``query`` (a page and one more row, to know whether there is more)."""
-    children = [(getattr(query, name), table) for name, table in CHILD_FILTERS if getattr(query, name) is not None]
-    entry_filters = [(column, getattr(query, column)) for column in ENTRY_FILTERS if getattr(query, column) is not None]
-    where: list[str] = []
-    args: list[object] = []
-    if children and not entry_filters:  # drive from the check (or source) table: (name, idx) is its key
-        (name, table), children = children[0], children[1:]
-        tables, driver = f"{table} d JOIN access_index i ON i.idx = d.idx", "d"
-        where.append("d.name = %s")
-        args.append(name)
-    else:
-        tables, driver = "access_index i", "i"
-    for column, value in entry_filters:
-        where.append(f"i.{column} = %s")
-        args.append(value)
-    if query.no_client:  # the btree (client, idx) holds its NULLs too, in index order
-        where.append("i.client IS NULL")
-    for name, table in children:
-        where.append(f"EXISTS (SELECT 1 FROM {table} x WHERE x.name = %s AND x.idx = i.idx)")
-        args.append(name)
-    if query.since is not None:
-        where += ["i.time_us >= %s", f"{driver}.idx >= ({FIRST_REACHING.format('%s')})"]
-        args += [micros(query.since)] * 2
-    if query.until is not None:
-        until = micros(query.until)
-        newer = FIRST_REACHING.format(f"%s + ({MAX_LATENESS})")
-        where += ["i.time_us < %s", f"{driver}.idx < COALESCE(({newer}), %s)"]
-        args += [until, until, BIG]
-    if query.cursor is not None:
-        where.append(f"{driver}.idx < %s")
-        args.append(query.cursor)
-    where.append("a.entry IS NOT NULL")
-    statement = (f"SELECT {driver}.idx, a.entry FROM {tables} JOIN access_log a ON a.idx = {driver}.idx "
-                 f"WHERE {' AND '.join(where)} ORDER BY {driver}.idx DESC LIMIT %s")
-    return statement, [*args, query.limit + 1]
-
-
 async def search(conn: Conn, query: LogQuery) -> LogPage:
     """The page of entries matching ``query``, newest first (see ``gateway.audit.query``)."""
-    statement, args = search_statement(query)
+    statement, args = search_statement(query, POSTGRES)
     rows: Sequence[tuple[int, bytes]] = await (await conn.execute(statement, args)).fetchall()
     page = rows[:query.limit]
     more = len(rows) > query.limit

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from gateway.audit.query import LogHit
+from gateway.audit.query import LogHit, LogQuery
 from gateway.audit.record import AccessRecord
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -101,3 +101,73 @@ def hit(index: int, entry: bytes) -> LogHit:
     """A search result: the entry's own bytes, decoded."""
     decoded = orjson.loads(entry)
     return LogHit(index, decoded if isinstance(decoded, dict) else {"entry": decoded})
+
+
+# --- the search statement, shared by the stores ---------------------------------------------------------------------
+
+BIG = 2**63 - 1
+CHILD_FILTERS = (("check", "access_index_checks"), ("source", "access_index_sources"))
+ENTRY_FILTERS = ("client", "purpose", "case_ref", "outcome", "subject")
+MAX_LATENESS = "SELECT COALESCE(MAX(time_hw - time_us), 0) FROM access_index WHERE time_us < time_hw"
+
+
+@dataclass(frozen=True)
+class SqlDialect:
+    """What differs between the stores' SQL: the parameter marker, the join that fixes the scan order
+    (SQLite's ``CROSS JOIN`` keeps the driving table outermost) and the order of the time lookup."""
+
+    param: str
+    join: str
+    time_order: str
+
+
+SQLITE = SqlDialect("?", "CROSS JOIN", "time_hw")
+POSTGRES = SqlDialect("%s", "JOIN", "time_hw, idx")
+
+
+def search_statement(query: LogQuery, dialect: SqlDialect) -> tuple[str, list[object]]:
+    """The one statement answering ``query``: a page and one more row, to know whether there is more.
+
+    It is driven by one backward index range scan over the entry index: ``access_index`` itself (or one of its
+    column indexes for an equality filter) — or, when the only equality filters are a check or a source, that
+    table's key (name, idx). Every other filter is checked along the way. The time bounds become index bounds:
+    entries below the first whose high-water mark reaches ``since`` are all older; entries from the first whose
+    high-water mark reaches ``until`` plus the largest lateness in the log (how far an entry's time lies below
+    the high-water mark before it) are all newer. Both are exact, so the scan stays inside the window however
+    old it is."""
+    p = dialect.param
+    first_reaching = f"SELECT idx FROM access_index WHERE time_hw >= {{}} ORDER BY {dialect.time_order} LIMIT 1"
+    children = [(getattr(query, name), table) for name, table in CHILD_FILTERS if getattr(query, name) is not None]
+    entry_filters = [(column, getattr(query, column)) for column in ENTRY_FILTERS if getattr(query, column) is not None]
+    where: list[str] = []
+    args: list[object] = []
+    if children and not entry_filters:  # drive from the check (or source) table: (name, idx) is its key
+        (name, table), children = children[0], children[1:]
+        tables, driver = f"{table} d {dialect.join} access_index i ON i.idx = d.idx", "d"
+        where.append(f"d.name = {p}")
+        args.append(name)
+    else:
+        tables, driver = "access_index i", "i"
+    for column, value in entry_filters:
+        where.append(f"i.{column} = {p}")
+        args.append(value)
+    if query.no_client:  # the client column's index holds its NULLs too, in index order
+        where.append("i.client IS NULL")
+    for name, table in children:
+        where.append(f"EXISTS (SELECT 1 FROM {table} x WHERE x.name = {p} AND x.idx = i.idx)")
+        args.append(name)
+    if query.since is not None:
+        where += [f"i.time_us >= {p}", f"{driver}.idx >= ({first_reaching.format(p)})"]
+        args += [micros(query.since)] * 2
+    if query.until is not None:
+        until = micros(query.until)
+        newer = first_reaching.format(f"{p} + ({MAX_LATENESS})")
+        where += [f"i.time_us < {p}", f"{driver}.idx < COALESCE(({newer}), {p})"]
+        args += [until, until, BIG]
+    if query.cursor is not None:
+        where.append(f"{driver}.idx < {p}")
+        args.append(query.cursor)
+    where.append("a.entry IS NOT NULL")
+    statement = (f"SELECT {driver}.idx, a.entry FROM {tables} {dialect.join} access_log a ON a.idx = {driver}.idx "
+                 f"WHERE {' AND '.join(where)} ORDER BY {driver}.idx DESC LIMIT {p}")
+    return statement, [*args, query.limit + 1]

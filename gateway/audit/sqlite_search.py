@@ -27,7 +27,7 @@ import orjson
 
 from gateway.audit.index_check import IndexStreams, NamesRow
 from gateway.audit.query import LogPage, LogQuery
-from gateway.audit.search_index import IndexFields, hit, index_fields, micros
+from gateway.audit.search_index import SQLITE, IndexFields, hit, index_fields, search_statement
 
 INDEX_TABLES = (
     """CREATE TABLE IF NOT EXISTS access_index (
@@ -139,58 +139,11 @@ def index_streams(conn: sqlite3.Connection) -> IndexStreams:
     return IndexStreams(rows, names("access_index_checks"), names("access_index_sources"))
 
 
-BIG = 2**63 - 1
-CHILD_FILTERS = (("check", "access_index_checks"), ("source", "access_index_sources"))
-ENTRY_FILTERS = ("client", "purpose", "case_ref", "outcome", "subject")
-# The first index whose high-water mark reaches a time: the time index of the log, in one index lookup.
-FIRST_REACHING = "SELECT idx FROM access_index WHERE time_hw >= ? ORDER BY time_hw LIMIT 1"
-MAX_LATENESS = "SELECT COALESCE(MAX(time_hw - time_us), 0) FROM access_index WHERE time_us < time_hw"
-
-
 def search(conn: sqlite3.Connection, query: LogQuery) -> LogPage:
-    """The page of entries matching ``query``, newest first (see ``gateway.audit.query``).
-
-    One statement, driven by one backward index range scan over the entry index: ``access_index`` itself
-    (``access_index``, or one of its column indexes for an equality filter) — or, when the only equality
-    filters are a check or a source, that table's primary key (name, idx). Every other filter is checked
-    along the way. The time bounds become index bounds: entries below the first whose high-water mark
-    reaches ``since`` are all older; entries from the first whose high-water mark reaches ``until`` plus the
-    largest lateness in the log (how far an entry's time lies below the high-water mark before it) are all
-    newer. Both are exact, so the scan stays inside the window however old it is."""
-    children = [(getattr(query, name), table) for name, table in CHILD_FILTERS if getattr(query, name) is not None]
-    entry_filters = [(column, getattr(query, column)) for column in ENTRY_FILTERS if getattr(query, column) is not None]
-    where: list[str] = []
-    args: list[object] = []
-    if children and not entry_filters:  # drive from the check (or source) table: (name, idx) is its key
-        (name, table), children = children[0], children[1:]
-        tables, driver = f"{table} d CROSS JOIN access_index i ON i.idx = d.idx", "d"
-        where.append("d.name = ?")
-        args.append(name)
-    else:
-        tables, driver = "access_index i", "i"
-    for column, value in entry_filters:
-        where.append(f"i.{column} = ?")
-        args.append(value)
-    if query.no_client:  # the client column's index holds its NULLs too, in index order
-        where.append("i.client IS NULL")
-    for name, table in children:
-        where.append(f"EXISTS (SELECT 1 FROM {table} x WHERE x.name = ? AND x.idx = i.idx)")
-        args.append(name)
-    if query.since is not None:
-        where += ["i.time_us >= ?", f"{driver}.idx >= ({FIRST_REACHING})"]
-        args += [micros(query.since)] * 2
-    if query.until is not None:
-        until = micros(query.until)
-        newer = FIRST_REACHING.replace("?", f"? + ({MAX_LATENESS})")
-        where += ["i.time_us < ?", f"{driver}.idx < COALESCE(({newer}), ?)"]
-        args += [until, until, BIG]
-    if query.cursor is not None:
-        where.append(f"{driver}.idx < ?")
-        args.append(query.cursor)
-    where.append("a.entry IS NOT NULL")
-    sql = (f"SELECT {driver}.idx, a.entry FROM {tables} CROSS JOIN access_log a ON a.idx = {driver}.idx "
-           f"WHERE {' AND '.join(where)} ORDER BY {driver}.idx DESC LIMIT ?")
-    rows: Sequence[tuple[int, bytes]] = conn.execute(sql, (*args, query.limit + 1)).fetchall()
+    """The page of entries matching ``query``, newest first (see ``gateway.audit.query``); the statement is
+    ``search_index.search_statement``."""
+    statement, args = search_statement(query, SQLITE)
+    rows: Sequence[tuple[int, bytes]] = conn.execute(statement, args).fetchall()
     page = rows[:query.limit]
     more = len(rows) > query.limit
     return LogPage([hit(idx, entry) for idx, entry in page], page[-1][0] if more else None)
