@@ -14,9 +14,7 @@ from gateway.audit import AccessLog, AccessRecord
 from gateway.audit.anomalies import Kind
 from gateway.audit.record import CITIZEN_ACTOR
 from gateway.settings import AnomalySettings
-from tests.audit.test_search_contract import StoreFactory, store_factory
-
-__all__ = ["store_factory"]  # the fixture, one store per implementation
+from tests.audit.store_support import StoreFactory
 
 NOW = datetime(2026, 4, 15, 15, 0, tzinfo=UTC)  # a Wednesday, 16:00 in Casablanca: working hours
 S = AnomalySettings()

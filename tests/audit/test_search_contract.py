@@ -3,8 +3,8 @@
 Every test takes ``store_factory`` and runs once per implementation, like ``test_store_contract.py``:
 ``await store_factory()`` opens one more instance on the *same* log (another process on the same SQLite file,
 another replica on the same PostgreSQL database), each test gets a fresh, empty log, and every instance is
-closed after the test. To add an implementation: add its name to ``IMPLEMENTATIONS`` and a branch to
-``store_factory``, then make this file pass unchanged.
+closed after the test. To add an implementation: add it to ``tests/audit/store_support.py``, then make this
+file pass unchanged.
 
 The semantics (``gateway/audit/query.py``): newest first by index; ``cursor`` is the index to continue below;
 filters are ANDed; ``check`` matches when the entry's ``checks`` contains it, ``source`` when its ``sources``
@@ -16,60 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
-from gateway import keys
-from gateway.audit import AccessLog, AccessRecord, SqliteAccessLog
-from gateway.audit.postgres import PostgresAccessLog
+from gateway.audit import AccessLog, AccessRecord
 from gateway.audit.query import MAX_PAGE, LogHit, LogQuery
-from gateway.keys import PublicKey
-from tests.audit.pg_support import fresh_schema_async
+from tests.audit.store_support import KEY, LOG_ID, StoreFactory
 
-StoreFactory = Callable[[], Awaitable[AccessLog]]
-IMPLEMENTATIONS = ["sqlite", "postgres"]
-KEY = keys.generate()
-TRUSTED: dict[str, PublicKey] = {KEY.kid: KEY.public}
-LOG_ID = "anss-gateway.access"
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=IMPLEMENTATIONS)
-async def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
-    opened: list[AccessLog] = []
-    if request.param == "sqlite":
-        path = tmp_path / "access-log.sqlite3"
-
-        async def new() -> AccessLog:
-            store = SqliteAccessLog(path, trusted_keys=lambda: TRUSTED)
-            await store.open()
-            opened.append(store)
-            return store
-    elif request.param == "postgres":
-        async with fresh_schema_async() as target:
-
-            async def new() -> AccessLog:
-                store = PostgresAccessLog(target, trusted_keys=lambda: TRUSTED)
-                await store.open()
-                opened.append(store)
-                return store
-
-            try:
-                yield new
-            finally:
-                for store in opened:
-                    await store.close()
-        return
-    else:  # pragma: no cover - an implementation named but not wired
-        pytest.fail(f"no factory for {request.param}")
-    try:
-        yield new
-    finally:
-        for store in opened:
-            await store.close()
 
 
 CLIENTS = ("anss.asd", "cnss.amo", "rsu.registry")

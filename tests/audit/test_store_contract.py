@@ -5,8 +5,8 @@ instance on the *same* log — another process on the same SQLite file, another 
 database — and every instance is closed after the test (closing twice must be harmless). Instances trust
 ``KEY`` for tree-head signatures (``trusted_keys``).
 
-To add an implementation: add its name to ``IMPLEMENTATIONS`` and a branch to ``store_factory`` that gives
-each test a fresh, empty log (a fresh schema or database), then make this file pass unchanged.
+To add an implementation: add it to ``tests/audit/store_support.py`` (the ``store_factory`` fixture is in
+``tests/audit/conftest.py``), then make this file pass unchanged.
 """
 
 from __future__ import annotations
@@ -14,62 +14,18 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from gateway import keys
-from gateway.audit import AccessLog, AccessRecord, SqliteAccessLog, TreeHeadSigner
+from gateway.audit import AccessLog, AccessRecord, TreeHeadSigner
 from gateway.audit import merkle as m
 from gateway.audit.offline import verify_export_lines
-from gateway.audit.postgres import PostgresAccessLog
-from gateway.keys import PublicKey
-from tests.audit.pg_support import fresh_schema_async
+from tests.audit.store_support import KEY, LOG_ID, TRUSTED, StoreFactory
 
-StoreFactory = Callable[[], Awaitable[AccessLog]]
-IMPLEMENTATIONS = ["sqlite", "postgres"]
-KEY = keys.generate()
 OTHER_KEY = keys.generate("ES256")
-TRUSTED: dict[str, PublicKey] = {KEY.kid: KEY.public}
-LOG_ID = "anss-gateway.access"
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=IMPLEMENTATIONS)
-async def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
-    opened: list[AccessLog] = []
-    if request.param == "sqlite":
-        path = tmp_path / "access-log.sqlite3"
-
-        async def new() -> AccessLog:
-            store = SqliteAccessLog(path, trusted_keys=lambda: TRUSTED)
-            await store.open()
-            opened.append(store)
-            return store
-    elif request.param == "postgres":
-        async with fresh_schema_async() as target:
-
-            async def new() -> AccessLog:
-                store = PostgresAccessLog(target, trusted_keys=lambda: TRUSTED)
-                await store.open()
-                opened.append(store)
-                return store
-
-            try:
-                yield new
-            finally:
-                for store in opened:
-                    await store.close()
-        return
-    else:  # pragma: no cover - an implementation named but not wired
-        pytest.fail(f"no factory for {request.param}")
-    try:
-        yield new
-    finally:
-        for store in opened:
-            await store.close()
 
 
 def record(i: int, at: datetime | None = None, **extra: object) -> AccessRecord:
