@@ -4,7 +4,6 @@ identity provider behind ``anss-gateway citizen token``."""
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import jwt
@@ -15,25 +14,15 @@ from gateway.citizen.jwks import JwksFile
 from gateway.citizen.token import CitizenTokenInvalid, CitizenTokenVerifier
 from gateway.cli import main
 from gateway.settings import ConfigError, load
+from tests.config_support import config_with as edited_config
+from tests.config_support import line_named
 
 ROOT = Path(__file__).resolve().parents[2]
 IDCS = "1234567890"
 
 
 def config_with(tmp_path: Path, old: str, new: str, file: str = "gateway.toml") -> Path:
-    config = tmp_path / "config"
-    if not config.exists():
-        shutil.copytree(ROOT / "config", config)
-    path = config / file
-    text = path.read_text(encoding="utf-8")
-    assert old in text, old
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
-    return config
-
-
-def line_named(error: ConfigError, path: Path) -> str:
-    number = int(str(error).split(f"{path}:")[1].split(" ")[0])
-    return path.read_text(encoding="utf-8").splitlines()[number - 1]
+    return edited_config(tmp_path, old, new, file)
 
 
 def test_the_bundled_settings() -> None:

@@ -8,20 +8,11 @@ from pathlib import Path
 import pytest
 
 from gateway.settings import ConfigError, load
+from tests.config_support import config_with
 
 ROOT = Path(__file__).resolve().parents[2]
 ASD_RIGHT = '{ purpose = "asd.eligibility", checks = ["identity", "household", "schooling", "health_coverage", ' \
             '"employment"] }'
-
-
-def config_with(tmp_path: Path, old: str, new: str) -> Path:
-    config = tmp_path / "config"
-    shutil.copytree(ROOT / "config", config)
-    path = config / "clients.toml"
-    text = path.read_text(encoding="utf-8")
-    assert old in text
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
-    return config
 
 
 def test_the_bundled_consent_client_and_purpose() -> None:

@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from gateway.settings import ConfigError, load
+from tests.config_support import config_with, line_named
 from tests.officers.conftest import OFFICER
 
 ROOT = Path(__file__).resolve().parents[2]
 OFFICER_TABLE = '[clients."dgssi.officer"]\nname = "DGSSI — security officer"\nrole = "officer"\n'
-
-
-def config_with(tmp_path: Path, old: str, new: str) -> Path:
-    config = tmp_path / "config"
-    shutil.copytree(ROOT / "config", config)
-    path = config / "clients.toml"
-    text = path.read_text(encoding="utf-8")
-    assert old in text
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
-    return config
-
-
-def line_of(error: ConfigError, path: Path) -> str:
-    number = int(str(error).split(f"{path}:")[1].split(" ")[0])
-    return path.read_text(encoding="utf-8").splitlines()[number - 1]
 
 
 def test_the_bundled_officer_and_the_default_role() -> None:
@@ -42,7 +27,7 @@ def test_an_officer_with_data_rights_is_refused_naming_the_line(tmp_path: Path) 
                          'checks = ["identity"] },\n]\n')
     with pytest.raises(ConfigError, match="an officer may hold no data rights") as info:
         load(config, env={})
-    assert line_of(info.value, config / "clients.toml").startswith("rights = [")
+    assert line_named(info.value, config / "clients.toml").startswith("rights = [")
 
 
 def test_an_officer_managing_consents_is_refused(tmp_path: Path) -> None:
@@ -64,4 +49,4 @@ def test_an_unknown_role_is_refused(tmp_path: Path, role: str) -> None:
         load(config, env={})
     assert str(config / "clients.toml") in str(info.value)
     if role.startswith('"'):
-        assert line_of(info.value, config / "clients.toml") == f"role = {role}"
+        assert line_named(info.value, config / "clients.toml") == f"role = {role}"
