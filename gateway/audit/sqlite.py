@@ -19,8 +19,9 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO, TypeVar
@@ -164,11 +165,25 @@ class SqliteAccessLog:
         for loop, settled in by_loop.items():  # one wake-up per event loop, not one per entry
             loop.call_soon_threadsafe(_settle, settled)
 
+    @contextmanager
+    def _write_transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` (SQLite's write lock, across processes) ... ``COMMIT``, unless the body ended the
+        transaction itself; on any error, roll back and forget the cached right edge (it is read again)."""
+        conn = self._writing().conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+        except BaseException:
+            self._edge = None
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
     def _commit(self, entries: Sequence[tuple[bytes, IndexFields]]) -> list[int]:
         tree = self._writing()
-        conn = tree.conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._write_transaction() as conn:
             edge = tree.right_edge(self._edge)  # read under the write lock: another process may have appended
             rows: list[tuple[int, bytes, bytes, bytes]] = []
             nodes: list[tuple[int, int, bytes]] = []
@@ -181,12 +196,6 @@ class SqliteAccessLog:
             if nodes:
                 conn.executemany("INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
             write_index(conn, zip((r[0] for r in rows), (f for _, f in entries), strict=True), last_high_water(conn))
-            conn.execute("COMMIT")
-        except BaseException:
-            self._edge = None
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         self._edge = edge
         return [r[0] for r in rows]
 
@@ -197,9 +206,7 @@ class SqliteAccessLog:
 
     def _issue(self, key: SigningKey, log_id: str) -> SignedTreeHead | None:
         tree = self._writing()
-        conn = tree.conn
-        conn.execute("BEGIN IMMEDIATE")  # one signer at a time, across processes: one head per size, ever
-        try:
+        with self._write_transaction() as conn:  # one signer at a time, across processes: one head per size, ever
             latest = tree.latest_head()
             edge = tree.right_edge(self._edge)
             if size_to_sign(latest, edge.size, log_id) is None:  # (an empty log gets its first head, of size 0)
@@ -213,12 +220,6 @@ class SqliteAccessLog:
             signed = TreeHead(edge.size, root, timestamp, log_id).sign(key)
             conn.execute(f"INSERT INTO tree_heads ({HEAD_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
                          (edge.size, root, timestamp, log_id, signed.signature))
-            conn.execute("COMMIT")
-        except BaseException:
-            self._edge = None
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         self._edge = edge
         return signed
 
@@ -279,11 +280,9 @@ class SqliteAccessLog:
         return await self._write(self._prune, before)
 
     def _prune(self, before: datetime) -> int:
-        conn = self._writing().conn
         total = 0
         while True:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with self._write_transaction() as conn:
                 latest = self._writing().latest_head()
                 covered = latest.head.tree_size if latest else 0  # only what a signed head vouches for
                 first = first_kept(conn, covered)
@@ -301,11 +300,6 @@ class SqliteAccessLog:
                     total += conn.execute("UPDATE access_log SET entry = NULL WHERE idx >= ? AND idx < ? "
                                           "AND entry IS NOT NULL", (first, cut)).rowcount
                     drop_pruned(conn, pruned)  # the index holds the same fields: retention removes it too
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
             if cut < first + PRUNE_CHUNK or cut >= covered:
                 return total
 
