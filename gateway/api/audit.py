@@ -38,7 +38,7 @@ from gateway.audit.merkle import SignedTreeHead
 from gateway.audit.query import LogPage, LogQuery
 from gateway.audit.store import AccessLog
 from gateway.errors import BadRequest, GatewayError, NotFound, ServiceUnavailable
-from gateway.keys import b64url
+from gateway.keys import PublicKey, b64url
 from gateway.officers import OFFICER
 from gateway.state import AuditNote, Runtime
 
@@ -254,26 +254,37 @@ async def integrity(request: web.Request) -> web.Response:
     })
 
 
-async def verify_now(request: web.Request) -> web.Response:
-    runtime, note, body = await _officer(request)
-    _no_query(request)
-    if body:
-        raise BadRequest("POST /v1/audit/verify takes no body")
+async def trusted_head_keys(runtime: Runtime) -> dict[str, PublicKey]:
+    """Every key that ever signed one of this log's tree heads, and the keys published now."""
+    stored = await asyncio.to_thread(tree_head_keys, runtime.settings)
+    return stored | {key.kid: key.public for key in runtime.published_keys}
+
+
+async def full_verification(runtime: Runtime) -> dict[str, Any]:
+    """Verify the whole log now (as ``anss-gateway audit verify``): the result officers record, from the API or
+    the console, and read back as the last verification."""
     access_log = runtime.access_log
-    trusted = await asyncio.to_thread(tree_head_keys, runtime.settings)  # every key that ever signed a head
-    trusted |= {key.kid: key.public for key in runtime.published_keys}
-    count = await _reading(access_log.count())
-    head = await _reading(access_log.latest_tree_head())
+    trusted = await trusted_head_keys(runtime)
+    count = await access_log.count()
+    head = await access_log.latest_tree_head()
     started = time.perf_counter()
-    problem = await _reading(access_log.verify(trusted))
-    result: dict[str, Any] = {
+    problem = await access_log.verify(trusted)
+    if problem is not None:
+        log.error("access_log_verification_failed", index=problem.index, reason=problem.reason)
+    return {
         "result": "intact" if problem is None else "broken",
         "first_bad_index": problem.index if problem else None, "reason": problem.reason if problem else None,
         "entries": count, "tree_size": head.head.tree_size if head else None,
         "duration_ms": round((time.perf_counter() - started) * 1000, 3),
     }
-    if problem is not None:
-        log.error("access_log_verification_failed", index=problem.index, reason=problem.reason)
+
+
+async def verify_now(request: web.Request) -> web.Response:
+    runtime, note, body = await _officer(request)
+    _no_query(request)
+    if body:
+        raise BadRequest("POST /v1/audit/verify takes no body")
+    result = await _reading(full_verification(runtime))
     note.outcome = VERIFICATION
     note.detail.update(result)  # the record the integrity panel reads back, in the tree like every entry
     return _json({**result, "verified_at": datetime.now(UTC).isoformat(timespec="microseconds"),

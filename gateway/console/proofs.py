@@ -7,16 +7,13 @@ rotation), read off the event loop.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gateway.audit.heads import tree_head_keys
 from gateway.audit.merkle import SignedTreeHead, TreeHead, TreeHeadInvalid, verify_inclusion
 from gateway.audit.store import AccessLog
 from gateway.keys import PublicKey, b64url, b64url_decode
-from gateway.state import Runtime
 
 
 @dataclass(frozen=True)
@@ -57,11 +54,6 @@ class Inclusion:
     @property
     def reason(self) -> str:
         return self.head.reason if self.head else ""
-
-
-async def trusted_keys(runtime: Runtime) -> dict[str, PublicKey]:
-    stored = await asyncio.to_thread(tree_head_keys, runtime.settings)
-    return stored | {k.kid: k.public for k in runtime.published_keys}
 
 
 def _kid(signed: SignedTreeHead) -> str:
