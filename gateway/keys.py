@@ -9,13 +9,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from gateway.files import create_once
 
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
@@ -120,20 +121,8 @@ def load_or_create(path: Path, alg: str = "EdDSA") -> SigningKey:
     Used for dev keys under the git-ignored state directory. The file is created atomically so two
     processes starting at once end up with the same key.
     """
-    if path.exists():
-        return load_private_pem(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = generate(alg)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(private_pem(key))
-    try:
-        os.link(tmp, path)  # fails if another process won the race: keep theirs
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
+    if not path.exists():
+        create_once(path, private_pem(generate(alg)))  # if another process won the race: keep theirs
     return load_private_pem(path)
 
 

@@ -15,6 +15,8 @@ import os
 import secrets
 from pathlib import Path
 
+from gateway.files import create_once
+
 PSEUDONYM_ENV = "ANSS_GATEWAY_PSEUDONYM_KEY"
 
 
@@ -42,9 +44,6 @@ class Pseudonymiser:
         if env:
             return cls(bytes.fromhex(env))
         path = key_file or state_dir / "keys" / "pseudonym.key"
-        if not path.exists() and key_file is None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_hex(32))
+        if key_file is None:
+            create_once(path, secrets.token_hex(32).encode())  # two replicas starting at once share one key
         return cls(bytes.fromhex(path.read_text().strip()))

@@ -13,10 +13,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import re
 import secrets
 from pathlib import Path
+
+from gateway.files import create_once
 
 N, R, P = 2**15, 8, 1
 KEY_BYTES = 32
@@ -63,16 +64,5 @@ def dev_password_path(state_dir: Path, officer_id: str) -> Path:
 def dev_password(state_dir: Path, officer_id: str) -> tuple[str, Path]:
     """The development password of ``officer_id`` (created on first use) and where it is kept."""
     path = dev_password_path(state_dir, officer_id)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(12) + "\n")
-        try:
-            os.link(draft, path)  # whole or not at all; a replica that got there first wins
-        except FileExistsError:
-            pass
-        finally:
-            draft.unlink()
+    create_once(path, (secrets.token_urlsafe(12) + "\n").encode())  # a replica that got there first wins
     return path.read_text(encoding="utf-8").strip(), path

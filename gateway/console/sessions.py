@@ -30,6 +30,8 @@ from pathlib import Path
 
 import orjson
 
+from gateway.files import create_once
+
 SESSION_COOKIE = "anss_console"
 LOGIN_COOKIE = "anss_console_login"
 SESSION_KEY_ENV = "ANSS_GATEWAY_CONSOLE_SESSION_KEY"
@@ -151,16 +153,6 @@ def load_session_key(key_file: Path | None, state_dir: Path) -> bytes:
     if env:
         return bytes.fromhex(env)
     path = key_file or state_dir / "keys" / "console-session.key"
-    if not path.exists() and key_file is None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(32))
-        try:
-            os.link(draft, path)  # whole or not at all; a replica that got there first wins
-        except FileExistsError:
-            pass
-        finally:
-            draft.unlink()
+    if key_file is None:
+        create_once(path, secrets.token_hex(32).encode())  # a replica that got there first wins
     return bytes.fromhex(path.read_text().strip())
