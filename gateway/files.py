@@ -1,9 +1,11 @@
-"""Files the gateway creates for itself once: development keys and secrets under the state directory."""
+"""Files the gateway keeps for itself: development keys and secrets created once under the state directory, and
+the small SQLite stores (replay cache, consent registry)."""
 
 from __future__ import annotations
 
 import os
 import secrets
+import sqlite3
 from pathlib import Path
 
 
@@ -26,3 +28,19 @@ def create_once(path: Path, content: bytes) -> None:
         pass
     finally:
         draft.unlink()
+
+
+def open_sqlite(path: Path, schema: str, busy_timeout_ms: float) -> sqlite3.Connection:
+    """A durable SQLite file for a small store (WAL, ``synchronous=FULL``, autocommit; waits up to
+    ``busy_timeout_ms`` for another process's write lock), its ``schema`` script applied."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000)
+    try:
+        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.executescript(schema)
+    except BaseException:
+        conn.close()
+        raise
+    return conn

@@ -40,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from gateway.files import open_sqlite
 from gateway.redis_pool import redis_client
 
 __all__ = ["MIN_RETENTION_S", "RedisReplayCache", "ReplayCache", "SqliteReplayCache", "replay_digest"]
@@ -131,19 +132,7 @@ class SqliteReplayCache:
     def _open(self) -> None:
         if self._conn is not None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout_ms / 1000
-        )
-        try:
-            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.executescript(SCHEMA)
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
+        self._conn = open_sqlite(self.path, SCHEMA, self._busy_timeout_ms)
 
     async def first_use(self, client_id: str, jti: str, expires_at: float) -> bool:
         item = (_utf8(client_id), _jti_digest(jti), _expiry(expires_at))

@@ -28,6 +28,7 @@ from gateway.consent.store import (
     decide,
     timestamp,
 )
+from gateway.files import open_sqlite
 
 T = TypeVar("T")
 
@@ -105,18 +106,7 @@ class SqliteConsentStore:
     def _open(self) -> None:
         if self._conn is not None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               timeout=self._busy_timeout_ms / 1000)
-        try:
-            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.executescript(SCHEMA)
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
+        self._conn = open_sqlite(self.path, SCHEMA, self._busy_timeout_ms)
 
     async def grant(self, grant: ConsentGrant) -> Consent:
         consent = Consent.new(grant)
