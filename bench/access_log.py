@@ -27,10 +27,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from gateway import keys
 from gateway.audit import AccessLog, AccessRecord, SqliteAccessLog
-from gateway.postgres import PostgresTarget
-from gateway.settings import DSN_ENV
+from gateway.config.settings import DSN_ENV
+from gateway.crypto import keys
+from gateway.stores.postgres import PostgresTarget
 
 LOG_ID = "anss-gateway.access"
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -77,7 +77,7 @@ async def fresh_log(kind: str, dsn: str) -> AsyncIterator[tuple[str, Callable[[]
         return
     from psycopg import sql
 
-    from gateway.audit.postgres import PostgresAccessLog
+    from gateway.audit.postgres.store import PostgresAccessLog
 
     target = PostgresTarget(dsn, f"bench_{uuid.uuid4().hex[:12]}")
     try:

@@ -21,9 +21,9 @@ import tracemalloc
 from datetime import UTC, datetime
 
 from bench.access_log import DEFAULT_DSN, LOG_ID, concurrent, fresh_log
-from gateway import keys
 from gateway.audit import AccessLog
-from gateway.settings import DSN_ENV
+from gateway.config.settings import DSN_ENV
+from gateway.crypto import keys
 
 HEAD_EVERY = 10_000
 CUT_OFF = datetime(2100, 1, 1, tzinfo=UTC)  # after every entry's time: pruning takes all that a head covers

@@ -21,15 +21,15 @@ from pathlib import Path
 
 import orjson
 
-from gateway import keys
 from gateway.audit import AccessRecord, Pseudonymiser, SqliteAccessLog
-from gateway.auth import authenticate
 from gateway.client import client_assertion
-from gateway.keyring import StaticClientKeys, dev_client_key_path
-from gateway.ratelimit import Limit, LocalRateLimiter, RateLimiter, RedisRateLimiter
-from gateway.replay import RedisReplayCache, ReplayCache, SqliteReplayCache
-from gateway.settings import load
-from gateway.signing import request_digest, sign_detached
+from gateway.config.settings import load
+from gateway.crypto import keys
+from gateway.crypto.jws import request_digest, sign_detached
+from gateway.crypto.keyring import StaticClientKeys, dev_client_key_path
+from gateway.trust.assertion import authenticate
+from gateway.trust.ratelimit import Limit, LocalRateLimiter, RateLimiter, RedisRateLimiter
+from gateway.trust.replay import RedisReplayCache, ReplayCache, SqliteReplayCache
 
 BODY = orjson.dumps({"subject": {"idcs": "7153094029"}, "purpose": "asd.eligibility", "case_ref": "B-1"})
 ANSWER = b'{"checks":{}}' * 200  # ~2.6 kB, the size of a full verification answer

@@ -54,17 +54,18 @@ import orjson
 
 from connectors.base import CallContext, Connector, ConnectorError, Query, Record, SourceNotFound
 from connectors.registry import build as build_connector
-from gateway import keys, logs
-from gateway.calendar import age_on, last_complete_months
 from gateway.client import client_assertion
-from gateway.federation import NEEDS_FAMILY, Federation
-from gateway.keyring import dev_client_key_path, load_gateway_key
-from gateway.keys import PublicKey, public_from_jwk
-from gateway.outbound import OutboundSigner
-from gateway.policy import authorise
-from gateway.runner import gateway_running, simulators_running
-from gateway.settings import Settings, load
-from gateway.signing import SIGNATURE_HEADER, SignatureInvalid, verify_detached
+from gateway.config.settings import Settings, load
+from gateway.crypto import keys
+from gateway.crypto.jws import SIGNATURE_HEADER, SignatureInvalid, verify_detached
+from gateway.crypto.keyring import dev_client_key_path, load_gateway_key
+from gateway.crypto.keys import PublicKey, public_from_jwk
+from gateway.crypto.outbound import OutboundSigner
+from gateway.federation.calendar import age_on, last_complete_months
+from gateway.federation.executor import NEEDS_FAMILY, Federation
+from gateway.policy.rights import authorise
+from gateway.web import logs
+from gateway.web.runner import gateway_running, simulators_running
 from simulators.population import Population
 
 CLIENT_ID = "anss.asd"
@@ -224,14 +225,14 @@ def simulators_process(settings: Settings, start_timeout_s: float = 60.0) -> Ite
 
 
 def new_session() -> aiohttp.ClientSession:
-    """A client session set up like the gateway's own (gateway/app.py)."""
+    """A client session set up like the gateway's own (gateway/web/app.py)."""
     connector = aiohttp.TCPConnector(limit=512, limit_per_host=0, ttl_dns_cache=300)
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30),
                                  raise_for_status=False, auto_decompress=True)
 
 
 class Baseline:
-    """The gateway's backend plan for one subject (gateway/federation.py), with nothing around it."""
+    """The gateway's backend plan for one subject (gateway/federation/executor.py), with nothing around it."""
 
     def __init__(self, connectors: Mapping[str, Connector], session: aiohttp.ClientSession, sign: OutboundSigner,
                  checks: tuple[str, ...], client_id: str = CLIENT_ID, purpose: str = PURPOSE) -> None:

@@ -15,9 +15,9 @@ import jwt
 import orjson
 from multidict import CIMultiDict
 
-from gateway.keys import PublicKey, SigningKey, public_from_jwk
-from gateway.outbound import body_digest
-from gateway.signing import SIGNATURE_HEADER, request_digest, verify_detached
+from gateway.crypto.jws import SIGNATURE_HEADER, request_digest, verify_detached
+from gateway.crypto.keys import PublicKey, SigningKey, public_from_jwk
+from gateway.crypto.outbound import body_digest
 
 
 def client_assertion(key: SigningKey, client_id: str, audience: str, method: str, path_qs: str, body: bytes,

@@ -13,8 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.keys import PublicKey
-from gateway.outbound import OutboundAuthError, verify_outbound
+from gateway.crypto.keys import PublicKey
+from gateway.crypto.outbound import OutboundAuthError, verify_outbound
 from simulators.population import Population
 from simulators.rogue import ROGUE_MODES
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from gateway.keys import PublicKey
+from gateway.crypto.keys import PublicKey
 from simulators import civil_registry, education, employment, health
 from simulators.common import AUDIENCES, SimulatorContext, SimulatorControl
 from simulators.population import Population

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from gateway.settings import ConfigError
+from gateway.config.settings import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

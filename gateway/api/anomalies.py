@@ -35,9 +35,9 @@ from gateway.api.caller import signed_request
 from gateway.audit.anomalies import Flag, Row, detect_rows, lookback, rows_of
 from gateway.audit.query import MAX_PAGE, LogQuery, SearchableLog
 from gateway.audit.record import CITIZEN_ACTOR
+from gateway.config.settings import AnomalySettings
 from gateway.errors import BadRequest
-from gateway.officers import OFFICER
-from gateway.settings import AnomalySettings
+from gateway.trust.roles import OFFICER
 
 MAX_SCAN = 200_000  # entries read per client (window and baseline)
 MAX_UNATTRIBUTED = 50_000  # entries without a client read (window only)

@@ -37,10 +37,10 @@ from gateway.audit import log_id_for, tree_head_keys
 from gateway.audit.merkle import SignedTreeHead
 from gateway.audit.query import LogPage, LogQuery
 from gateway.audit.store import AccessLog
+from gateway.crypto.keys import PublicKey, b64url
 from gateway.errors import BadRequest, GatewayError, NotFound, ServiceUnavailable
-from gateway.keys import PublicKey, b64url
-from gateway.officers import OFFICER
-from gateway.state import AuditNote, Runtime
+from gateway.trust.roles import OFFICER
+from gateway.web.state import AuditNote, Runtime
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

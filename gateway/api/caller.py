@@ -15,13 +15,13 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
-from gateway.auth import Caller, authenticate, single_authorization
 from gateway.errors import PayloadTooLarge, RequestTimeout, ServiceUnavailable, TooManyRequests, Unauthenticated
-from gateway.officers import Role, authenticated_as, require_role
-from gateway.ratelimit import Limit
-from gateway.ratelimit import headers as rate_headers
-from gateway.state import AUDIT_NOTE, REQUEST_BODY, RUNTIME, AuditNote, Runtime
-from gateway.tls import check_binding
+from gateway.trust.assertion import Caller, authenticate, single_authorization
+from gateway.trust.ratelimit import Limit
+from gateway.trust.ratelimit import headers as rate_headers
+from gateway.trust.roles import Role, authenticated_as, require_role
+from gateway.trust.tls import check_binding
+from gateway.web.state import AUDIT_NOTE, REQUEST_BODY, RUNTIME, AuditNote, Runtime
 
 log = structlog.get_logger(__name__)
 

@@ -29,12 +29,12 @@ from gateway.citizen.labels import choose_language
 from gateway.citizen.pages import collect
 from gateway.citizen.token import CitizenTokenVerifier
 from gateway.citizen.view import Viewer, classify
-from gateway.consent.store import Consent
+from gateway.config.settings import ConfigError, Settings
 from gateway.errors import BadRequest, ServiceUnavailable, TooManyRequests
-from gateway.ratelimit import Limit
-from gateway.ratelimit import headers as rate_headers
-from gateway.settings import ConfigError, Settings
-from gateway.state import AUDIT_NOTE, RUNTIME, AuditNote, Runtime
+from gateway.policy.consent.store import Consent
+from gateway.trust.ratelimit import Limit
+from gateway.trust.ratelimit import headers as rate_headers
+from gateway.web.state import AUDIT_NOTE, RUNTIME, AuditNote, Runtime
 
 log = structlog.get_logger(__name__)
 

@@ -20,11 +20,11 @@ from aiohttp import web
 
 from gateway.api.caller import signed_request
 from gateway.api.validation import parse_json
-from gateway.consent.rules import CONSENT_ID, IDCS, grant_for, parse_time, require_manager
-from gateway.consent.store import Consent, check_reason
 from gateway.errors import BadRequest, NotFound, ServiceUnavailable
-from gateway.officers import DATA
-from gateway.state import REQUEST_ID, AuditNote, Runtime
+from gateway.policy.consent.rules import CONSENT_ID, IDCS, grant_for, parse_time, require_manager
+from gateway.policy.consent.store import Consent, check_reason
+from gateway.trust.roles import DATA
+from gateway.web.state import REQUEST_ID, AuditNote, Runtime
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

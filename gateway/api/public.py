@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from gateway import keys
-from gateway.state import RUNTIME
+from gateway.crypto import keys
+from gateway.web.state import RUNTIME
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -10,18 +10,18 @@ import structlog
 from aiohttp import web
 
 from connectors.base import CallContext
-from gateway import checks as check_rules
 from gateway.api.caller import signed_request
 from gateway.api.validation import parse_json
-from gateway.consent import enforce_consent
+from gateway.crypto.outbound import OutboundSigner
 from gateway.errors import (
     NotFound,
 )
-from gateway.federation import Subject
-from gateway.officers import DATA
-from gateway.outbound import OutboundSigner
-from gateway.policy import apply_masks, authorise
-from gateway.state import REQUEST_ID
+from gateway.federation import checks as check_rules
+from gateway.federation.executor import Subject
+from gateway.policy.consent import enforce_consent
+from gateway.policy.rights import apply_masks, authorise
+from gateway.trust.roles import DATA
+from gateway.web.state import REQUEST_ID
 
 log = structlog.get_logger(__name__)
 

@@ -4,7 +4,7 @@ log (RFC 9162 style) with signed tree heads; see docs/merkle-log.md."""
 from gateway.audit.heads import TreeHeadSigner, log_id_for, tree_head_keys
 from gateway.audit.pseudonym import Pseudonymiser
 from gateway.audit.record import AccessRecord, leaf_hash
-from gateway.audit.sqlite import SqliteAccessLog
+from gateway.audit.sqlite.store import SqliteAccessLog
 from gateway.audit.store import AccessLog, AccessLogCorrupt, ChainBreak
 
 __all__ = [

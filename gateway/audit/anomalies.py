@@ -46,7 +46,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.audit.query import LogHit
 from gateway.audit.record import CITIZEN_ACTOR
-from gateway.settings import AnomalySettings
+from gateway.config.settings import AnomalySettings
 
 MAX_LISTED = 100  # entries listed per flag (oldest first); ``count`` says how many there were in all
 HOUR = timedelta(hours=1)

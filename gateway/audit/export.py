@@ -16,7 +16,7 @@ from typing import Any
 from gateway.audit.merkle import EXPORT_FORMAT, Prover, SignedTreeHead, TreeHead
 from gateway.audit.recompute import NODE_LEVEL
 from gateway.audit.store import AccessLogCorrupt
-from gateway.keys import b64url
+from gateway.crypto.keys import b64url
 
 ExportRow = tuple[int, bytes | None, bytes]  # (index, entry or None once pruned, leaf_hash)
 

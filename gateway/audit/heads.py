@@ -26,13 +26,13 @@ from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
-from gateway import keys
 from gateway.audit.merkle import SignedTreeHead
 from gateway.audit.store import AccessLog
-from gateway.keyring import gateway_key_dir
-from gateway.keys import PublicKey, SigningKey
-from gateway.keystore import KeyStore, Manifest
-from gateway.settings import ConfigError, Settings
+from gateway.config.settings import ConfigError, Settings
+from gateway.crypto import keys
+from gateway.crypto.keyring import gateway_key_dir
+from gateway.crypto.keys import PublicKey, SigningKey
+from gateway.crypto.keystore import KeyStore, Manifest
 
 log = structlog.get_logger("gateway.audit")
 PRUNE_EVERY_S = 3600.0

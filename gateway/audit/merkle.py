@@ -30,8 +30,8 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, utils
 from cryptography.hazmat.primitives.hashes import SHA256
 
-from gateway.keys import PublicKey, SigningKey, b64url, b64url_decode
-from gateway.signing import SignatureInvalid, verify_detached
+from gateway.crypto.jws import SignatureInvalid, verify_detached
+from gateway.crypto.keys import PublicKey, SigningKey, b64url, b64url_decode
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()  # MTH({}), RFC 9162 section 2.1.1

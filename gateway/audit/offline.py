@@ -36,7 +36,7 @@ from gateway.audit.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from gateway.keys import PublicKey, b64url_decode
+from gateway.crypto.keys import PublicKey, b64url_decode
 
 
 class ExportInvalid(ValueError):

@@ -15,7 +15,7 @@ import os
 import secrets
 from pathlib import Path
 
-from gateway.files import create_once
+from gateway.stores.files import create_once
 
 PSEUDONYM_ENV = "ANSS_GATEWAY_PSEUDONYM_KEY"
 

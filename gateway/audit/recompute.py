@@ -25,7 +25,7 @@ from typing import Any
 from gateway.audit.merkle import EMPTY_ROOT, HASH_SIZE, CompactRange, SignedTreeHead, TreeHead, TreeHeadInvalid
 from gateway.audit.merkle import leaf_hash as merkle_leaf_hash
 from gateway.audit.store import ChainBreak
-from gateway.keys import PublicKey, b64url
+from gateway.crypto.keys import PublicKey, b64url
 
 NODE_LEVEL = 6  # subtrees of 2^6 = 64 leaves and more are stored; smaller ones are hashed from the leaves
 

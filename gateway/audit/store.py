@@ -16,7 +16,7 @@ from typing import Protocol, TextIO, runtime_checkable
 from gateway.audit.merkle import SignedTreeHead
 from gateway.audit.query import LogPage, LogQuery
 from gateway.audit.record import AccessRecord
-from gateway.keys import PublicKey, SigningKey
+from gateway.crypto.keys import PublicKey, SigningKey
 
 
 @dataclass(frozen=True)

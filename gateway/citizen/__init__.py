@@ -6,5 +6,5 @@ tokens ``anss-gateway citizen token`` mints); ``labels`` holds the French and En
 access-log entries into what a citizen is shown (and decides what is never shown); ``pages`` walks the
 log for one citizen, newest first, a page at a time. The handler is ``gateway/api/citizen.py``.
 
-This module imports nothing, so ``gateway.settings`` and the rest can import its parts without cycles.
+This module imports nothing, so ``gateway.config.settings`` and the rest can import its parts without cycles.
 """

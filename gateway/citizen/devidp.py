@@ -17,9 +17,9 @@ from typing import Any
 
 import jwt
 
-from gateway import keys
-from gateway.keys import SigningKey
-from gateway.settings import Settings
+from gateway.config.settings import Settings
+from gateway.crypto import keys
+from gateway.crypto.keys import SigningKey
 
 DEFAULT_LIFETIME_S = 600
 

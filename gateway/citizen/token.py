@@ -20,9 +20,9 @@ from typing import Any
 import jwt
 
 from gateway.citizen.jwks import JwksFile
+from gateway.config.settings import CitizenSettings
+from gateway.crypto.keys import b64url_decode
 from gateway.errors import GatewayError, Unauthenticated
-from gateway.keys import b64url_decode
-from gateway.settings import CitizenSettings
 
 IDCS = re.compile(r"[0-9]{10}")
 CIN = re.compile(r"[A-Z]{1,2}[0-9]{5,6}")

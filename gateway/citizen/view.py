@@ -27,8 +27,8 @@ from typing import Any
 
 from gateway.citizen import labels
 from gateway.citizen.labels import Language
-from gateway.consent.store import Consent, timestamp
-from gateway.settings import Settings
+from gateway.config.settings import Settings
+from gateway.policy.consent.store import Consent, timestamp
 
 VERIFICATIONS = ("POST", "/v1/verifications")
 CONSENT_EVENTS = {"consent_granted": "consent_granted", "consent_revoked": "consent_revoked",

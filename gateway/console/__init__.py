@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from gateway.config.settings import Settings
 from gateway.console import audit_pages, pages
 from gateway.console.passwords import dev_password, hash_password
 from gateway.console.sessions import SessionCodec, load_session_key
 from gateway.console.web import CONSOLE, Console, Officer, static_files, templates
-from gateway.officers import OFFICER
-from gateway.settings import Settings
-from gateway.state import SETTINGS
+from gateway.trust.roles import OFFICER
+from gateway.web.state import SETTINGS
 
 __all__ = ["CONSOLE", "banner", "officers", "setup"]
 

@@ -22,7 +22,7 @@ from gateway.audit.merkle import leaf_hash
 from gateway.console import filters
 from gateway.console.proofs import head_view, inclusion
 from gateway.console.web import Page, Refused, mark_refused, page
-from gateway.keys import b64url
+from gateway.crypto.keys import b64url
 
 VERIFICATION = "audit_verification"  # the outcome of a full verification, from the API or the console
 log = structlog.get_logger("gateway.console")

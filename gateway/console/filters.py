@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.audit.pseudonym import Pseudonymiser
 from gateway.audit.query import LogQuery
-from gateway.settings import CHECKS, Settings
+from gateway.config.settings import CHECKS, Settings
 
 PAGE_SIZE = 50
 IDCS = re.compile(r"[0-9]{10}")

@@ -21,8 +21,8 @@ from aiohttp import web
 from gateway.console.passwords import verify_password
 from gateway.console.sessions import LOGIN_COOKIE, LOGIN_TOKEN_S, SESSION_COOKIE
 from gateway.console.web import LoginRequired, Officer, Page, mark_refused, page, redirect, signed_in
-from gateway.officers import OFFICER, authenticated_as, check_role
-from gateway.ratelimit import Limit
+from gateway.trust.ratelimit import Limit
+from gateway.trust.roles import OFFICER, authenticated_as, check_role
 
 log = structlog.get_logger("gateway.console")
 SAFE_NEXT = re.compile(r"/console/[A-Za-z0-9/_.?=&%-]{0,500}")

@@ -17,7 +17,7 @@ import re
 import secrets
 from pathlib import Path
 
-from gateway.files import create_once
+from gateway.stores.files import create_once
 
 N, R, P = 2**15, 8, 1
 KEY_BYTES = 32

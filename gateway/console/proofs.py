@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from gateway.audit.merkle import SignedTreeHead, TreeHead, TreeHeadInvalid, verify_inclusion
 from gateway.audit.store import AccessLog
-from gateway.keys import PublicKey, b64url, b64url_decode
+from gateway.crypto.keys import PublicKey, b64url, b64url_decode
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import orjson
 
-from gateway.files import create_once
+from gateway.stores.files import create_once
 
 SESSION_COOKIE = "anss_console"
 LOGIN_COOKIE = "anss_console_login"

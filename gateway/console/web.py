@@ -28,8 +28,8 @@ from gateway.api.caller import read_body
 from gateway.console.i18n import LANG_COOKIE, LANGUAGES, Translator, negotiate
 from gateway.console.sessions import SESSION_COOKIE, Session, SessionCodec, csrf_matches
 from gateway.errors import GatewayError, UnsupportedMediaType
-from gateway.officers import OFFICER, authenticated_as, check_role
-from gateway.state import AUDIT_NOTE, PROBLEM_CODE, REQUEST_ID, RUNTIME, AuditNote, Runtime
+from gateway.trust.roles import OFFICER, authenticated_as, check_role
+from gateway.web.state import AUDIT_NOTE, PROBLEM_CODE, REQUEST_ID, RUNTIME, AuditNote, Runtime
 
 log = structlog.get_logger("gateway.console")
 FORM_TYPE = "application/x-www-form-urlencoded"

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from gateway.postgres import PostgresTarget
+from gateway.stores.postgres import PostgresTarget
 
 DSN = os.environ.get("ANSS_GATEWAY_TEST_DATABASE_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 PG_MISSING = "PostgreSQL at 127.0.0.1:5432 (database test) is not running: PostgreSQL cases skipped"

@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
-from gateway import keys
 from gateway.audit import AccessLog, SqliteAccessLog
-from gateway.audit.postgres import PostgresAccessLog
-from gateway.keys import PublicKey
+from gateway.audit.postgres.store import PostgresAccessLog
+from gateway.crypto import keys
+from gateway.crypto.keys import PublicKey
 from tests.audit.pg_support import fresh_schema_async
 
 StoreFactory = Callable[[], Awaitable[AccessLog]]

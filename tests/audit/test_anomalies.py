@@ -16,7 +16,7 @@ import pytest
 from gateway.audit.anomalies import Flag, Kind, Severity, Window, detect, lookback, working
 from gateway.audit.query import LogHit
 from gateway.audit.record import CITIZEN_ACTOR, AccessRecord
-from gateway.settings import ROOT, AnomalySettings, ConfigError, ConsoleSettings, load
+from gateway.config.settings import ROOT, AnomalySettings, ConfigError, ConsoleSettings, load
 
 NOW = datetime(2026, 4, 15, 15, 0, tzinfo=UTC)  # Wednesday 15 April 2026, 16:00 in Casablanca
 S = AnomalySettings()

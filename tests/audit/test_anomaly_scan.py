@@ -13,7 +13,7 @@ from gateway.api.anomalies import scan
 from gateway.audit import AccessLog, AccessRecord
 from gateway.audit.anomalies import Kind
 from gateway.audit.record import CITIZEN_ACTOR
-from gateway.settings import AnomalySettings
+from gateway.config.settings import AnomalySettings
 from tests.audit.store_support import StoreFactory
 
 NOW = datetime(2026, 4, 15, 15, 0, tzinfo=UTC)  # a Wednesday, 16:00 in Casablanca: working hours

@@ -19,7 +19,6 @@ from joserfc import jws
 from joserfc.jwk import KeySet
 from joserfc.jws import JWSRegistry
 
-from gateway import keys
 from gateway.audit import merkle
 from gateway.audit.merkle import (
     EMPTY_ROOT,
@@ -40,7 +39,8 @@ from gateway.audit.merkle import (
 )
 from gateway.audit.record import AccessRecord
 from gateway.audit.record import leaf_hash as record_leaf_hash
-from gateway.signing import sign_detached
+from gateway.crypto import keys
+from gateway.crypto.jws import sign_detached
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = json.loads((ROOT / "tests" / "vectors" / "rfc6962_merkle.json").read_text(encoding="utf-8"))

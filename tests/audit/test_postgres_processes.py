@@ -30,14 +30,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway import keys
 from gateway.audit import Pseudonymiser, tree_head_keys
 from gateway.audit import merkle as m
-from gateway.audit.postgres import PostgresAccessLog
+from gateway.audit.postgres.store import PostgresAccessLog
 from gateway.client import Answer, GatewayClient
-from gateway.keyring import dev_client_key_path, load_gateway_key
-from gateway.postgres import PostgresTarget
-from gateway.settings import DSN_ENV, Settings, load
+from gateway.config.settings import DSN_ENV, Settings, load
+from gateway.crypto import keys
+from gateway.crypto.keyring import dev_client_key_path, load_gateway_key
+from gateway.stores.postgres import PostgresTarget
 from simulators.population import FIXTURE_NAMES, Population
 from simulators.servers import RunningSimulators, start_simulators
 from tests.audit.pg_support import fresh_schema_async
@@ -108,7 +108,7 @@ class GatewayProcess:
 @asynccontextmanager
 async def gateway_process(name: str, config: Path, env: dict[str, str]) -> AsyncIterator[GatewayProcess]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "--config", str(config), "serve", cwd=ROOT, env=env,
+        sys.executable, "-m", "gateway.cli.main", "--config", str(config), "serve", cwd=ROOT, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     running = GatewayProcess(name, process)
     running.reader = asyncio.create_task(running.read_log())

@@ -13,15 +13,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from gateway import keys
 from gateway.audit import TreeHeadSigner, log_id_for, tree_head_keys
 from gateway.audit import merkle as m
-from gateway.audit.postgres import PostgresAccessLog
-from gateway.audit.postgres_audit import verify_postgres
-from gateway.cli import main
-from gateway.consent.postgres import PostgresConsentStore
-from gateway.postgres import DatabaseUnavailable, PostgresTarget
-from gateway.settings import DSN_ENV, ConfigError, Settings, load
+from gateway.audit.postgres.store import PostgresAccessLog
+from gateway.audit.postgres.tree import verify_postgres
+from gateway.cli.main import main
+from gateway.config.settings import DSN_ENV, ConfigError, Settings, load
+from gateway.crypto import keys
+from gateway.policy.consent.postgres import PostgresConsentStore
+from gateway.stores.postgres import DatabaseUnavailable, PostgresTarget
 from tests.audit.pg_support import DSN, fresh_schema, fresh_schema_async
 from tests.audit.test_store_contract import KEY, LOG_ID, TRUSTED, record
 from tests.consent.conftest import GRANTEE, PURPOSE, calls

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway import keys
 from gateway.audit import SqliteAccessLog
 from gateway.audit.query import LogQuery
 from gateway.audit.search_index import IndexFields, index_fields, record_fields
-from gateway.audit.sqlite import verify_database
-from gateway.audit.sqlite_schema import TRIGGERS
-from gateway.audit.sqlite_search import INDEX_TABLES, search
+from gateway.audit.sqlite.schema import TRIGGERS
+from gateway.audit.sqlite.search import INDEX_TABLES, search
+from gateway.audit.sqlite.store import verify_database
+from gateway.crypto import keys
 from tests.audit.test_search_contract import record
 
 KEY = keys.generate()

@@ -18,10 +18,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway import keys
 from gateway.audit import AccessLog, AccessRecord, TreeHeadSigner
 from gateway.audit import merkle as m
 from gateway.audit.offline import verify_export_lines
+from gateway.crypto import keys
 from tests.audit.store_support import KEY, LOG_ID, TRUSTED, StoreFactory
 
 OTHER_KEY = keys.generate("ES256")

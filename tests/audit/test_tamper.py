@@ -23,17 +23,18 @@ from typing import Any
 import psycopg
 import pytest
 
-from gateway import keys, storage
 from gateway.audit import AccessLog, log_id_for
 from gateway.audit import merkle as m
 from gateway.audit.offline import ExportInvalid, verify_export_file, verify_export_lines
 from gateway.audit.query import LogQuery
 from gateway.audit.recompute import NODE_LEVEL
 from gateway.audit.record import AccessRecord
-from gateway.cli import main
-from gateway.keyring import load_signing_keys
-from gateway.postgres import PostgresTarget
-from gateway.settings import DSN_ENV, Settings, load
+from gateway.cli.main import main
+from gateway.config.settings import DSN_ENV, Settings, load
+from gateway.crypto import keys
+from gateway.crypto.keyring import load_signing_keys
+from gateway.stores import backends as storage
+from gateway.stores.postgres import PostgresTarget
 from tests.audit.pg_support import dba, fresh_schema
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "merkle-log.md"

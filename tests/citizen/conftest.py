@@ -15,7 +15,7 @@ from multidict import CIMultiDict
 
 from gateway.audit import Pseudonymiser
 from gateway.client import Answer
-from gateway.settings import Settings
+from gateway.config.settings import Settings
 from tests.citizen.idp import AUDIENCE, ISSUER, IdentityProvider
 from tests.consent.conftest import with_consent_clients
 from tests.gateway.conftest import Stack, build_stack

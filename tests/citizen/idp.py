@@ -16,7 +16,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from gateway.keys import b64url
+from gateway.crypto.keys import b64url
 
 ISSUER = "https://idp.test.anss.ma"
 AUDIENCE = "anss-gateway-citizens-test"

@@ -12,8 +12,8 @@ import pytest
 from gateway.citizen import devidp
 from gateway.citizen.jwks import JwksFile
 from gateway.citizen.token import CitizenTokenInvalid, CitizenTokenVerifier
-from gateway.cli import main
-from gateway.settings import ConfigError, load
+from gateway.cli.main import main
+from gateway.config.settings import ConfigError, load
 from tests.config_support import config_with as edited_config
 from tests.config_support import line_named
 

@@ -8,8 +8,8 @@ import shlex
 import shutil
 from pathlib import Path
 
-from gateway.cli import parser
-from gateway.settings import load
+from gateway.cli.main import parser
+from gateway.config.settings import load
 from tests.gateway.test_openapi import SCHEMAS, assert_valid
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ import pytest
 
 from gateway.citizen import devidp
 from gateway.client import Answer
-from gateway.runner import gateway_running
-from gateway.settings import ConfigError, RateLimit, Settings
+from gateway.config.settings import ConfigError, RateLimit, Settings
+from gateway.web.runner import gateway_running
 from tests.citizen.conftest import PATH, CitizenStack, trusting
 from tests.citizen.idp import IdentityProvider
 from tests.citizen.test_token import _defects

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from gateway.citizen.jwks import JwksError, JwksFile, parse_jwks
 from gateway.citizen.token import Citizen, CitizenTokenInvalid, CitizenTokenVerifier
+from gateway.config.settings import CITIZEN_ALGORITHMS, CitizenSettings
 from gateway.errors import problem_body
-from gateway.settings import CITIZEN_ALGORITHMS, CitizenSettings
 from tests.citizen.idp import AUDIENCE, ISSUER, IdentityProvider
 
 IDCS, CIN = "1234567890", "AB12345"

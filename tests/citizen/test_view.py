@@ -11,8 +11,8 @@ import pytest
 
 from gateway.audit import AccessRecord, Pseudonymiser
 from gateway.citizen.view import Viewer, classify
-from gateway.consent.store import Consent, ConsentGrant
-from gateway.settings import Settings, load
+from gateway.config.settings import Settings, load
+from gateway.policy.consent.store import Consent, ConsentGrant
 from tests.citizen.walk import assert_nothing_internal
 
 KEY = bytes(range(32))

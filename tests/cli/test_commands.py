@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
-from gateway.settings import ConfigError, load
+from gateway.cli.main import main
+from gateway.config.settings import ConfigError, load
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -47,7 +47,7 @@ def test_serve_with_simulators_becomes_ready_logs_json_and_stops_gracefully(tmp_
     base = free_port_block(5)
     env = {**os.environ, "ANSS_GATEWAY_STATE_DIR": str(tmp_path / "state"), "ANSS_GATEWAY_PORT": str(base + 4),
            "ANSS_GATEWAY_SIMULATOR_BASE_PORT": str(base)}
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--with-simulators"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "serve", "--with-simulators"], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30
@@ -61,7 +61,7 @@ def test_serve_with_simulators_becomes_ready_logs_json_and_stops_gracefully(tmp_
         assert ready == {"status": "ready", "checks": {"keys": True, "store": True, "connectors": True}}
         # the CLI client signs with the dev key the server generated, and checks the answer's signature
         fixture = subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "client", "verify", "--idcs", _fixture_idcs(),
+            [sys.executable, "-m", "gateway.cli.main", "client", "verify", "--idcs", _fixture_idcs(),
              "--check", "identity", "--url", f"http://127.0.0.1:{base + 4}"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
         assert fixture.returncode == 0, fixture.stderr

@@ -31,9 +31,9 @@ from connectors.base import (
     SourceUnavailable,
 )
 from connectors.rest import RestConnector
-from gateway import keys
-from gateway.calendar import last_complete_months
-from gateway.outbound import OutboundSigner
+from gateway.crypto import keys
+from gateway.crypto.outbound import OutboundSigner
+from gateway.federation.calendar import last_complete_months
 from simulators import education as massar
 from simulators import employment as cnss
 from simulators.common import AUDIENCES, SimulatorContext

@@ -34,8 +34,8 @@ from connectors.base import (
     SourceUnavailable,
 )
 from connectors.soap import SoapConnector
-from gateway import keys
-from gateway.outbound import OutboundSigner
+from gateway.crypto import keys
+from gateway.crypto.outbound import OutboundSigner
 from simulators import civil_registry as rnp
 from simulators import health as amo
 from simulators.common import AUDIENCES, SimulatorContext

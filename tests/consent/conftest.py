@@ -17,9 +17,9 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.consent import ConsentStore, SqliteConsentStore
-from gateway.consent.postgres import PostgresConsentStore
-from gateway.settings import ClientSettings, Purpose, Right, Settings
+from gateway.config.settings import ClientSettings, Purpose, Right, Settings
+from gateway.policy.consent import ConsentStore, SqliteConsentStore
+from gateway.policy.consent.postgres import PostgresConsentStore
 from tests.audit.pg_support import fresh_schema_async
 from tests.gateway.conftest import Stack, build_stack
 

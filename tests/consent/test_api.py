@@ -218,8 +218,8 @@ async def test_consent_requests_are_authenticated_once(cstack: Stack) -> None:
                   "get", CONSENTS)
     body = orjson.dumps(request_for(idcs_of(cstack)))
     from gateway.client import client_assertion
-    from gateway.keyring import dev_client_key_path
-    from gateway.keys import load_or_create
+    from gateway.crypto.keyring import dev_client_key_path
+    from gateway.crypto.keys import load_or_create
 
     key = load_or_create(dev_client_key_path(cstack.settings.state_dir, GRANTEE))
     token = client_assertion(key, GRANTEE, cstack.settings.gateway_id, "POST", CONSENTS, body)

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from gateway.audit.sqlite import verify_database
-from gateway.cli import main
-from gateway.settings import load
+from gateway.audit.sqlite.store import verify_database
+from gateway.cli.main import main
+from gateway.config.settings import load
 from tests.consent.conftest import GRANTEE, PURPOSE, calls, entries, last_entry
 from tests.gateway.conftest import build_stack
 

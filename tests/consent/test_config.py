@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import ConfigError, load
+from gateway.config.settings import ConfigError, load
 from tests.config_support import config_with
 
 ROOT = Path(__file__).resolve().parents[2]

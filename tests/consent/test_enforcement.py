@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.client import Answer, GatewayClient
-from gateway.consent import ConsentGrant, SqliteConsentStore
-from gateway.state import RUNTIME
+from gateway.policy.consent import ConsentGrant, SqliteConsentStore
+from gateway.web.state import RUNTIME
 from tests.consent.conftest import GRANTEE, OTHER, PURPOSE, SECOND_PURPOSE, calls, last_entry
 from tests.gateway.conftest import Stack
 from tests.gateway.test_openapi import check_problem, check_verification

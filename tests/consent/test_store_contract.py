@@ -13,8 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from gateway.consent import Consent, ConsentGrant, ConsentStore, Refusal, SqliteConsentStore
-from gateway.consent.postgres import PostgresConsentStore
+from gateway.policy.consent import Consent, ConsentGrant, ConsentStore, Refusal, SqliteConsentStore
+from gateway.policy.consent.postgres import PostgresConsentStore
 from tests.audit.pg_support import dba, fresh_schema_async
 from tests.consent.conftest import Backend
 

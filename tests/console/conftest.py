@@ -13,8 +13,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from gateway.config.settings import Settings
 from gateway.console.passwords import hash_password
-from gateway.settings import Settings
 from tests.gateway.conftest import Stack, build_stack
 
 OFFICER = "dgssi.officer"  # config/clients.toml: role = "officer"

@@ -16,13 +16,13 @@ import pytest
 from yarl import URL
 
 from gateway.api.audit import last_verification
+from gateway.config.settings import Settings, load
 from gateway.console.passwords import dev_password_path
 from gateway.console.sessions import LOGIN_COOKIE, SESSION_COOKIE, SessionCodec, load_session_key
-from gateway.ratelimit import LocalRateLimiter
-from gateway.runner import gateway_running
-from gateway.settings import Settings, load
-from gateway.state import RUNTIME
-from gateway.tls import client_ssl_context, server_ssl_context
+from gateway.trust.ratelimit import LocalRateLimiter
+from gateway.trust.tls import client_ssl_context, server_ssl_context
+from gateway.web.runner import gateway_running
+from gateway.web.state import RUNTIME
 from tests.console.conftest import CSRF, OFFICER, PASSWORD, Browser, Seen, with_officer
 from tests.gateway.conftest import Stack, build_stack
 from tests.gateway.test_openapi import check_against_openapi

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
+from gateway.cli.main import main
+from gateway.config.settings import ROOT, SCRYPT_HASH, ConfigError, load
 from gateway.console import i18n
 from gateway.console.passwords import dev_password, hash_password, verify_password
 from gateway.console.sessions import SessionCodec, csrf_matches, load_session_key
-from gateway.settings import ROOT, SCRYPT_HASH, ConfigError, load
 
 KEY = bytes(range(32))
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from gateway import keys
-from gateway.keyring import dev_client_key_path, load_gateway_key
-from gateway.keys import PublicKey, SigningKey, public_from_jwk
-from gateway.runner import gateway_running
-from gateway.settings import Settings
+from gateway.config.settings import Settings
+from gateway.crypto import keys
+from gateway.crypto.keyring import dev_client_key_path, load_gateway_key
+from gateway.crypto.keys import PublicKey, SigningKey, public_from_jwk
+from gateway.web.runner import gateway_running
 from simulators.population import Population
 from simulators.servers import start_simulators
 from tests.gateway.conftest import HOUSEHOLDS, SEED, make_settings

@@ -30,15 +30,15 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, ValidationError, validators
 
-from gateway import keys
 from gateway.api.validation import parse_json
-from gateway.auth import authenticate
+from gateway.config.settings import Settings, load
+from gateway.crypto import keys
+from gateway.crypto.jws import SignatureInvalid, sign_detached, verify_detached
+from gateway.crypto.keyring import ResolverChain, StaticClientKeys, dev_client_key_path
+from gateway.crypto.keys import SigningKey, b64url, b64url_decode
+from gateway.crypto.outbound import body_digest
 from gateway.errors import BadRequest, Unauthenticated
-from gateway.keyring import ResolverChain, StaticClientKeys, dev_client_key_path
-from gateway.keys import SigningKey, b64url, b64url_decode
-from gateway.outbound import body_digest
-from gateway.settings import Settings, load
-from gateway.signing import SignatureInvalid, sign_detached, verify_detached
+from gateway.trust.assertion import authenticate
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 REQUEST_SCHEMA = "verification-request.json"

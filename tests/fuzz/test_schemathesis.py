@@ -36,12 +36,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from gateway import keys
 from gateway.citizen import devidp
 from gateway.client import client_assertion
-from gateway.keyring import dev_client_key_path
-from gateway.keys import SigningKey
-from gateway.signing import SIGNATURE_HEADER, SignatureInvalid, request_digest, verify_detached
+from gateway.crypto import keys
+from gateway.crypto.jws import SIGNATURE_HEADER, SignatureInvalid, request_digest, verify_detached
+from gateway.crypto.keyring import dev_client_key_path
+from gateway.crypto.keys import SigningKey
 from simulators.population import FIXTURE_NAMES
 from tests.fuzz.conftest import CLIENT_ID, LiveStack
 

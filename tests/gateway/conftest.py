@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway import keys
 from gateway.client import GatewayClient
-from gateway.keyring import dev_client_key_path, load_gateway_key
-from gateway.runner import RunningGateway, gateway_running
-from gateway.settings import Settings, load
+from gateway.config.settings import Settings, load
+from gateway.crypto import keys
+from gateway.crypto.keyring import dev_client_key_path, load_gateway_key
+from gateway.web.runner import RunningGateway, gateway_running
 from simulators.population import Population
 from simulators.servers import RunningSimulators, start_simulators
 

@@ -23,9 +23,9 @@ from gateway.audit import AccessLogCorrupt, AccessRecord, SqliteAccessLog, log_i
 from gateway.audit import merkle as m
 from gateway.audit.query import LogQuery
 from gateway.audit.record import GENESIS, chain_hash
-from gateway.audit.sqlite import verify_database
-from gateway.cli import main
-from gateway.state import RUNTIME
+from gateway.audit.sqlite.store import verify_database
+from gateway.cli.main import main
+from gateway.web.state import RUNTIME
 from tests.gateway.conftest import Stack, build_stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -231,7 +231,7 @@ def _latest_head_size(path: Path) -> int:
 APPENDER = """
 import asyncio, sys
 from pathlib import Path
-from gateway import keys
+from gateway.crypto import keys
 from gateway.audit import AccessRecord, SqliteAccessLog
 
 async def main(path, who, n, pem):
@@ -253,7 +253,7 @@ asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]))
 
 
 def test_two_processes_on_one_file_grow_one_tree(tmp_path: Path) -> None:
-    from gateway import keys
+    from gateway.crypto import keys
 
     path, pem = tmp_path / "shared.sqlite3", tmp_path / "key.pem"
     key = keys.generate()
@@ -388,7 +388,7 @@ def test_the_log_id_is_always_a_valid_tree_head_log_id(gateway_id: str) -> None:
 def test_bad_audit_settings_are_refused(tmp_path: Path, line: str, message: str) -> None:
     import shutil
 
-    from gateway.settings import ConfigError, load
+    from gateway.config.settings import ConfigError, load
 
     config = tmp_path / "config"
     shutil.copytree(ROOT / "config", config)

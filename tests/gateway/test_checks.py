@@ -6,8 +6,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from connectors.base import Record, SourceNotFound, SourceTimeout, SourceUnavailable
-from gateway.checks import employment, household, schooling
-from gateway.federation import Evidence, SourceTally
+from gateway.federation.checks import employment, household, schooling
+from gateway.federation.executor import Evidence, SourceTally
 
 TODAY = date(2026, 11, 23)
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway import keys
 from gateway.client import GatewayClient
-from gateway.keyring import load_gateway_key
-from gateway.runner import gateway_running
-from gateway.settings import ClientSettings, Right
+from gateway.config.settings import ClientSettings, Right
+from gateway.crypto import keys
+from gateway.crypto.keyring import load_gateway_key
+from gateway.web.runner import gateway_running
 from simulators.population import Population
 from simulators.servers import start_simulators
 from tests.gateway.conftest import HOUSEHOLDS, SEED, make_settings

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 
-from gateway.settings import Right, Settings
+from gateway.config.settings import Right, Settings
 from tests.gateway.conftest import build_stack
 
 

@@ -6,7 +6,7 @@ import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from gateway.files import create_once
+from gateway.stores.files import create_once
 
 
 def test_racing_creators_all_keep_the_first_whole_file(tmp_path: Path) -> None:

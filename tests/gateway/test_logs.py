@@ -9,7 +9,7 @@ import orjson
 import pytest
 import structlog
 
-from gateway import logs
+from gateway.web import logs
 
 
 def test_closed_stderr_does_not_raise(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,10 +23,10 @@ from multidict import CIMultiDict
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-from gateway.app import create_app
 from gateway.client import Answer, client_assertion
-from gateway.settings import CHECKS, load
-from gateway.state import RUNTIME
+from gateway.config.settings import CHECKS, load
+from gateway.web.app import create_app
+from gateway.web.state import RUNTIME
 from simulators.population import FIXTURE_NAMES
 from tests.gateway.conftest import Stack
 

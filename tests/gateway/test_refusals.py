@@ -10,8 +10,8 @@ import jwt
 import orjson
 import pytest
 
-from gateway import keys
 from gateway.client import GatewayClient, client_assertion
+from gateway.crypto import keys
 from gateway.errors import catalogue
 from tests.gateway.conftest import Stack
 
@@ -244,7 +244,7 @@ async def raw_post_ok(stack: Stack, body: bytes, headers: dict[str, str]) -> tup
 
 async def test_no_answer_without_access_log_entry(stack: Stack) -> None:
     """If the access log cannot record the request, no data leaves the gateway (503, nothing answered)."""
-    runtime = stack.gateway.runner.app[__import__("gateway.state", fromlist=["RUNTIME"]).RUNTIME]
+    runtime = stack.gateway.runner.app[__import__("gateway.web.state", fromlist=["RUNTIME"]).RUNTIME]
     await runtime.access_log.close()  # the store is gone: appends fail
     answer = await stack.client.verify({"idcs": stack.population.fixture("amo_tadamon").father.idcs},
                                        "asd.eligibility", "CASE-X", ["identity"])

@@ -15,12 +15,12 @@ import aiohttp
 import orjson
 import pytest
 
-from gateway import keys
-from gateway.audit.sqlite import verify_database
+from gateway.audit.sqlite.store import verify_database
 from gateway.client import client_assertion
-from gateway.keyring import dev_client_key_path, load_gateway_key
-from gateway.runner import gateway_running
-from gateway.settings import RateLimit, Settings
+from gateway.config.settings import RateLimit, Settings
+from gateway.crypto import keys
+from gateway.crypto.keyring import dev_client_key_path, load_gateway_key
+from gateway.web.runner import gateway_running
 from simulators.population import Population
 from simulators.servers import start_simulators
 from tests.gateway.conftest import HOUSEHOLDS, SEED, make_settings

@@ -59,9 +59,9 @@ async def test_signature_binds_the_answer_to_its_question(stack: Stack) -> None:
 
     import aiohttp
 
-    from gateway import keys
     from gateway.client import client_assertion
-    from gateway.signing import verify_detached
+    from gateway.crypto import keys
+    from gateway.crypto.jws import verify_detached
 
     jwks_keys = {k["kid"]: keys.public_from_jwk(k) for k in (await _jwks(stack))["keys"]}
     body = (b'{"subject":{"idcs":"' + stack.population.fixture("amo_tadamon").father.idcs.encode()

@@ -24,8 +24,8 @@ from gateway.api.audit import decode_cursor, encode_cursor
 from gateway.audit import merkle as m
 from gateway.audit.offline import verify_export_lines
 from gateway.client import GatewayClient
+from gateway.crypto.keys import b64url_decode, public_from_jwk
 from gateway.errors import BadRequest
-from gateway.keys import b64url_decode, public_from_jwk
 from tests.audit.test_tamper import DOC_VERIFY
 from tests.gateway.conftest import Stack, build_stack
 from tests.gateway.test_openapi import check_against_openapi, check_problem, check_signed, raw_request

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import ConfigError, load
+from gateway.config.settings import ConfigError, load
 from tests.config_support import config_with, line_named
 from tests.officers.conftest import OFFICER
 

@@ -22,8 +22,8 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from gateway.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
-from gateway.replay import RedisReplayCache, ReplayCache, SqliteReplayCache
+from gateway.trust.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from gateway.trust.replay import RedisReplayCache, ReplayCache, SqliteReplayCache
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 REDIS_MISSING = "Redis at 127.0.0.1:6379 is not running: Redis suite skipped"

@@ -10,8 +10,8 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from gateway import ratelimit
-from gateway.ratelimit import Decision, Limit, LocalRateLimiter, RateLimiter, RedisRateLimiter, headers
+from gateway.trust import ratelimit
+from gateway.trust.ratelimit import Decision, Limit, LocalRateLimiter, RateLimiter, RedisRateLimiter, headers
 from tests.stores.conftest import Backend, RedisNamespace
 
 CLIENT = "anss.asd"

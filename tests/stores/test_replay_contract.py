@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.replay import MIN_RETENTION_S, RedisReplayCache, ReplayCache, SqliteReplayCache
+from gateway.trust.replay import MIN_RETENTION_S, RedisReplayCache, ReplayCache, SqliteReplayCache
 from tests.stores.conftest import Backend, RedisNamespace
 
 CLIENT = "anss.asd"
@@ -139,7 +139,7 @@ async def test_memory_survives_a_restart(replay: Backend[ReplayCache]) -> None:
 WORKER = """
 import asyncio, json, sys, time
 from pathlib import Path
-from gateway.replay import RedisReplayCache, SqliteReplayCache
+from gateway.trust.replay import RedisReplayCache, SqliteReplayCache
 
 kind, where, prefix, start_at, count = sys.argv[1:6]
 

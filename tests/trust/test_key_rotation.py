@@ -18,19 +18,19 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway import keys
-from gateway.keyring import (
+from gateway.config.settings import Settings, load
+from gateway.crypto import keys
+from gateway.crypto.jws import SignatureInvalid, sign_detached, verify_detached
+from gateway.crypto.keyring import (
     GatewaySigningKeys,
     gateway_key_dir,
     gateway_key_path,
     load_gateway_key,
     load_signing_keys,
 )
-from gateway.keys import PublicKey, SigningKey
-from gateway.keystore import KeyStore, KeyStoreError
-from gateway.runner import gateway_running
-from gateway.settings import Settings, load
-from gateway.signing import SignatureInvalid, sign_detached, verify_detached
+from gateway.crypto.keys import PublicKey, SigningKey
+from gateway.crypto.keystore import KeyStore, KeyStoreError
+from gateway.web.runner import gateway_running
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 BODY = b'{"request_id":"r1","checks":{}}'
@@ -216,7 +216,7 @@ def test_a_configured_key_file_is_used_as_is_with_its_previous_files(tmp_path: P
 
 
 def cli(state_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "gateway.cli.main", *args], cwd=ROOT,
                           env={**os.environ, "ANSS_GATEWAY_STATE_DIR": str(state_dir), **env},
                           capture_output=True, text=True, timeout=60)
 
@@ -249,7 +249,7 @@ def test_cli_rotate_refuses_a_configured_key_file(tmp_path: Path) -> None:
 ROTATOR = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from gateway.keystore import KeyStore
+    from gateway.crypto.keystore import KeyStore
     directory, start, count = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
     time.sleep(max(0.0, start - time.time()))
     store = KeyStore(directory)

@@ -21,13 +21,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway import keys
 from gateway.client import GatewayClient
+from gateway.config.settings import Settings, load
+from gateway.crypto import keys
+from gateway.crypto.keyring import dev_client_key_path, load_signing_keys
 from gateway.errors import Unauthenticated
-from gateway.keyring import dev_client_key_path, load_signing_keys
-from gateway.runner import RunningGateway, gateway_running
-from gateway.settings import Settings, load
-from gateway.tls import (
+from gateway.trust.tls import (
     MISMATCH_DETAIL,
     MISSING_DETAIL,
     check_binding,
@@ -37,6 +36,7 @@ from gateway.tls import (
     mtls_enabled,
     server_ssl_context,
 )
+from gateway.web.runner import RunningGateway, gateway_running
 from simulators.population import Population
 from simulators.servers import start_simulators
 from tests.trust.pki import Issued, Pki, make_pki
@@ -277,7 +277,7 @@ def test_cli_serves_mutual_tls_and_the_cli_client_calls_it(tmp_path: Path, pki: 
            "ANSS_GATEWAY_SIMULATOR_BASE_PORT": str(base), "ANSS_GATEWAY_SIMULATOR_SEED": SEED,
            "ANSS_GATEWAY_TLS_CERT": str(pki.server.cert), "ANSS_GATEWAY_TLS_KEY": str(pki.server.key)}
     proc = subprocess.Popen(  # the certificate and key from the environment, the client CA as an option
-        [sys.executable, "-m", "gateway.cli", "serve", "--with-simulators", "--tls-client-ca", str(pki.ca)],
+        [sys.executable, "-m", "gateway.cli.main", "serve", "--with-simulators", "--tls-client-ca", str(pki.ca)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     url = f"https://127.0.0.1:{base + 4}"
     try:
@@ -293,7 +293,7 @@ def test_cli_serves_mutual_tls_and_the_cli_client_calls_it(tmp_path: Path, pki: 
             _https_get(url + "/healthz", client_ssl_context(pki.ca))
         idcs = Population(SEED, 3_200_000).fixture("amo_tadamon").father.idcs
         result = subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "client", "verify", "--idcs", idcs, "--check", "identity",
+            [sys.executable, "-m", "gateway.cli.main", "client", "verify", "--idcs", idcs, "--check", "identity",
              "--url", url, "--tls-ca", str(pki.ca), "--tls-cert", str(pki.asd.cert), "--tls-key", str(pki.asd.key)],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
         assert result.returncode == 0, result.stderr
@@ -309,6 +309,6 @@ def test_cli_serve_tls_needs_certificate_and_key(tmp_path: Path, pki: Pki) -> No
     env = {**os.environ, "ANSS_GATEWAY_STATE_DIR": str(tmp_path / "state")}
     for extra in (["--tls-cert", str(pki.server.cert)], ["--tls-client-ca", str(pki.ca)],
                   ["--tls-cert", str(pki.server.cert), "--tls-key", str(tmp_path / "missing.key")]):
-        result = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", *extra], cwd=ROOT, env=env,
+        result = subprocess.run([sys.executable, "-m", "gateway.cli.main", "serve", *extra], cwd=ROOT, env=env,
                                 capture_output=True, text=True, timeout=30)
         assert result.returncode == 2 and "configuration error" in result.stderr, (extra, result.stderr)

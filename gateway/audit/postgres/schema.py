@@ -1,0 +1,114 @@
+"""The PostgreSQL layout of the access log: the SQLite store's tree tables (docs/merkle-log.md section 8) and a
+search index, in the configured schema.
+
+Tables::
+
+    meta(key PK, value)                              schema_version = 1 (this layout)
+    access_log(idx PK, entry NULL, leaf_hash, tree_root)
+    merkle_nodes(level, idx, hash)  PK (level, idx)  complete subtrees of 2^level leaves, level >= 6
+    tree_heads(tree_size PK, root_hash, timestamp_ms, log_id, signature)
+    access_index, access_index_checks, access_index_sources    the search index (gateway.audit.postgres.search)
+
+Triggers refuse every UPDATE, DELETE and TRUNCATE of the tree tables, with one exception: an UPDATE of
+``access_log`` that sets a present ``entry`` to NULL and changes nothing else (retention pruning). The search
+index is derived data beside the tree (never exported; ``audit verify`` checks it against the entries); its
+trigger lets rows go only once their entry was pruned. Triggers stop mistakes, not a database owner: that is
+what ``audit verify`` is for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from gateway.audit.postgres.search import INDEX_CHILDREN, INDEX_GUARD, INDEX_TABLES, INDEX_TRIGGERS
+from gateway.audit.store import AccessLogCorrupt
+from gateway.stores.postgres import PostgresTarget, in_ddl_lock
+
+SCHEMA_VERSION = 1
+APPEND_ONLY = "the access log is append-only"
+TREE_TABLES = ("access_log", "merkle_nodes", "tree_heads", "meta")
+
+TABLES = (
+    "CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)",
+    """CREATE TABLE access_log (
+        idx bigint PRIMARY KEY,     -- the leaf index: 0, 1, 2, ...
+        entry bytea,                -- AccessRecord.canonical(); NULL once pruned
+        leaf_hash bytea NOT NULL,   -- SHA-256(0x00 || entry), kept when pruned
+        tree_root bytea NOT NULL    -- MTH of entries 0 .. idx: what a tree head of size idx + 1 signs
+    )""",
+    """CREATE TABLE merkle_nodes (
+        level integer NOT NULL, idx bigint NOT NULL, hash bytea NOT NULL, PRIMARY KEY (level, idx)
+    )""",
+    """CREATE TABLE tree_heads (
+        tree_size bigint PRIMARY KEY, root_hash bytea NOT NULL, timestamp_ms bigint NOT NULL,
+        log_id text NOT NULL, signature text NOT NULL
+    )""",
+    *INDEX_TABLES,
+)
+
+FUNCTIONS = (
+    f"""CREATE FUNCTION access_log_guard() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+    BEGIN
+        IF TG_OP = 'UPDATE' THEN
+            IF OLD.entry IS NOT NULL AND NEW.entry IS NULL AND NEW.idx = OLD.idx
+               AND NEW.leaf_hash = OLD.leaf_hash AND NEW.tree_root = OLD.tree_root THEN
+                RETURN NEW;
+            END IF;
+            RAISE EXCEPTION '{APPEND_ONLY} (pruning may only clear an entry''s payload)';
+        END IF;
+        RAISE EXCEPTION '{APPEND_ONLY}';
+    END $$""",
+    f"""CREATE FUNCTION access_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION '{APPEND_ONLY}';
+    END $$""",
+    INDEX_GUARD,
+)
+
+TRIGGERS = (
+    "CREATE TRIGGER access_log_guard BEFORE UPDATE OR DELETE ON access_log "
+    "FOR EACH ROW EXECUTE FUNCTION access_log_guard()",
+    *(f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+      "FOR EACH ROW EXECUTE FUNCTION access_log_append_only()" for table in TREE_TABLES if table != "access_log"),
+    *(f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+      "FOR EACH STATEMENT EXECUTE FUNCTION access_log_append_only()"
+      for table in (*TREE_TABLES, "access_index", *INDEX_CHILDREN)),
+    *INDEX_TRIGGERS,
+)
+
+
+async def schema_version(conn: psycopg.AsyncConnection[Any]) -> int:
+    """0: no access log in the schema yet; otherwise ``meta.schema_version``."""
+    found = await (await conn.execute("SELECT to_regclass('meta') IS NOT NULL")).fetchone()
+    if not found or not found[0]:
+        return 0
+    row = await (await conn.execute("SELECT value FROM meta WHERE key = 'schema_version'")).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def ensure_schema(target: PostgresTarget, conn: psycopg.AsyncConnection[Any]) -> int:
+    """Create the access log's tables in ``target``'s schema unless they exist (several processes may start at
+    once: one creates, the others wait and find them); return the version found (0 when created)."""
+    found = 0
+
+    async def create(conn: psycopg.AsyncConnection[Any]) -> None:
+        nonlocal found
+        found = await schema_version(conn)
+        if found > SCHEMA_VERSION:
+            raise AccessLogCorrupt(f"the access log has schema version {found}; this gateway knows up to "
+                                   f"{SCHEMA_VERSION}")
+        if found == 0:
+            for statement in (*TABLES, *FUNCTIONS, *TRIGGERS):
+                await conn.execute(statement)
+            await conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', %s)", (str(SCHEMA_VERSION),))
+
+    await in_ddl_lock(target, conn, create)
+    return found
+
+
+def table_exists(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the schema holds an access log (for commands: ``audit verify`` on nothing is an error)."""
+    row = conn.execute("SELECT to_regclass('meta') IS NOT NULL AND to_regclass('access_log') IS NOT NULL").fetchone()
+    return bool(row and row[0])

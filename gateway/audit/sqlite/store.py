@@ -1,0 +1,314 @@
+"""The embedded access log: an append-only Merkle tree log (RFC 9162 style) in one SQLite file.
+
+Layout and migration: ``gateway.audit.sqlite.schema``. Each entry is stored with its leaf hash and the tree
+root after it; complete subtrees of 64 leaves and more go to ``merkle_nodes`` in the same transaction, and
+signed tree heads to ``tree_heads``. Proofs read a handful of rows (``Prover`` over the subtree table).
+
+SQLite is blocking, so nothing here runs on the event loop. Writes (appends, tree heads, pruning) run on one
+writer thread; concurrent appends are grouped into one transaction (group commit) which reads the tree's
+right edge under SQLite's write lock (``BEGIN IMMEDIATE``), so several processes may share the file and still
+grow one tree: the edge is kept in memory and checked against the last stored root, caught up or rebuilt
+(``Prover.compact_range``) when another process appended meanwhile. Short reads run on a reader thread with
+its own connection; a full verification or an export on a third thread, each over one read snapshot; searches
+on a fourth (``gateway.audit.sqlite.search``: the index is written in the same transaction as the entries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO, TypeVar
+
+from gateway.audit.merkle import CompactRange, SignedTreeHead, TreeHead
+from gateway.audit.merkle import leaf_hash as merkle_leaf_hash
+from gateway.audit.query import LogPage, LogQuery
+from gateway.audit.recompute import NODE_LEVEL
+from gateway.audit.record import AccessRecord
+from gateway.audit.rules import check_extends, head_timestamp, size_to_sign
+from gateway.audit.rules import dated_before as _dated_before
+from gateway.audit.search_index import IndexFields, record_fields
+from gateway.audit.sqlite.schema import ensure_schema
+from gateway.audit.sqlite.search import drop_pruned, last_high_water, search, write_index
+from gateway.audit.sqlite.tree import (
+    HEAD_COLUMNS,
+    LogStatus,
+    Tree,
+    connect,
+    database_status,
+    export_database,
+    first_kept,
+    verify_database,
+)
+from gateway.audit.store import ChainBreak
+from gateway.crypto.keys import PublicKey, SigningKey
+
+__all__ = ["LogStatus", "SqliteAccessLog", "connect", "database_status", "export_database", "verify_database"]
+
+T = TypeVar("T")
+PRUNE_CHUNK = 2048  # entries pruned per transaction, so appends never wait long
+
+
+class SqliteAccessLog:
+    """``AccessLog`` over one SQLite file; see the module docstring for the threads and the tree."""
+
+    def __init__(self, path: Path, *, trusted_keys: Callable[[], Mapping[str, PublicKey]] | None = None,
+                 clock_ms: Callable[[], int] | None = None) -> None:
+        self.path = path
+        self.trusted_keys = trusted_keys
+        self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="access-log")
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="access-log-read")
+        self._auditor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="access-log-audit")
+        self._searcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="access-log-search")
+        self._write_tree: Tree | None = None
+        self._read_tree: Tree | None = None
+        self._search_conn: sqlite3.Connection | None = None
+        self._edge: CompactRange | None = None  # the right edge after our last commit (writer thread only)
+        self._pending: list[tuple[tuple[bytes, IndexFields] | BaseException, asyncio.Future[int],
+                                  asyncio.AbstractEventLoop]] = []
+        self._lock = threading.Lock()
+
+    async def _write(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+
+    async def _read(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._reader, fn, *args)
+
+    # --- lifecycle ------------------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self._write(self._open_writer)
+        await self._read(self._open_reader)
+        await asyncio.get_running_loop().run_in_executor(self._searcher, self._open_searcher)
+
+    def _open_writer(self) -> None:
+        conn = connect(self.path)
+        try:
+            ensure_schema(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._write_tree = Tree(conn)
+
+    def _open_reader(self) -> None:
+        self._read_tree = Tree(connect(self.path))
+
+    def _open_searcher(self) -> None:
+        self._search_conn = connect(self.path)
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._search_conn is not None:
+            await loop.run_in_executor(self._searcher, self._search_conn.close)
+        for tree, executor in ((self._read_tree, self._reader), (self._write_tree, self._writer)):
+            if tree is not None:
+                await loop.run_in_executor(executor, tree.conn.close)
+        self._read_tree = self._write_tree = None
+        self._search_conn = None
+        for executor in (self._reader, self._writer, self._auditor, self._searcher):
+            executor.shutdown(wait=True)
+
+    def _writing(self) -> Tree:
+        if self._write_tree is None:
+            raise RuntimeError("open() the access log first")
+        return self._write_tree
+
+    def _reading(self) -> Tree:
+        if self._read_tree is None:
+            raise RuntimeError("open() the access log first")
+        return self._read_tree
+
+    # --- appending (group commit) ---------------------------------------------------------------------------------
+
+    async def append(self, record: AccessRecord) -> int:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        try:  # the search index's fields come from the record the bytes are made of (no parsing back)
+            entry: tuple[bytes, IndexFields] | BaseException = (record.canonical(), record_fields(record))
+        except Exception as exc:  # this record alone fails; it never joins (and spoils) a batch
+            entry = exc
+        with self._lock:
+            self._pending.append((entry, future, loop))
+            first = len(self._pending) == 1
+        if first:  # one flush drains everything queued meanwhile
+            loop.run_in_executor(self._writer, self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        entries: list[tuple[bytes, IndexFields]] = []
+        outcomes: list[tuple[asyncio.Future[int], asyncio.AbstractEventLoop, int | BaseException]] = []
+        for entry, future, loop in batch:
+            if isinstance(entry, BaseException):
+                outcomes.append((future, loop, entry))
+            else:
+                entries.append(entry)
+        if entries:
+            waiting = [(f, loop) for e, f, loop in batch if not isinstance(e, BaseException)]
+            try:
+                indices: list[int] | BaseException = self._commit(entries)
+            except BaseException as exc:
+                indices = exc
+            for i, (future, loop) in enumerate(waiting):
+                outcomes.append((future, loop, indices if isinstance(indices, BaseException) else indices[i]))
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], int | BaseException]]] = {}
+        for future, loop, outcome in outcomes:
+            by_loop.setdefault(loop, []).append((future, outcome))
+        for loop, settled in by_loop.items():  # one wake-up per event loop, not one per entry
+            loop.call_soon_threadsafe(_settle, settled)
+
+    @contextmanager
+    def _write_transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` (SQLite's write lock, across processes) ... ``COMMIT``, unless the body ended the
+        transaction itself; on any error, roll back and forget the cached right edge (it is read again)."""
+        conn = self._writing().conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+        except BaseException:
+            self._edge = None
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _commit(self, entries: Sequence[tuple[bytes, IndexFields]]) -> list[int]:
+        tree = self._writing()
+        with self._write_transaction() as conn:
+            edge = tree.right_edge(self._edge)  # read under the write lock: another process may have appended
+            rows: list[tuple[int, bytes, bytes, bytes]] = []
+            nodes: list[tuple[int, int, bytes]] = []
+            for entry, _ in entries:
+                leaf = merkle_leaf_hash(entry)
+                index = edge.size
+                nodes.extend((n.level, n.index, n.hash) for n in edge.append(leaf) if n.level >= NODE_LEVEL)
+                rows.append((index, entry, leaf, edge.root()))
+            conn.executemany("INSERT INTO access_log (idx, entry, leaf_hash, tree_root) VALUES (?, ?, ?, ?)", rows)
+            if nodes:
+                conn.executemany("INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
+            write_index(conn, zip((r[0] for r in rows), (f for _, f in entries), strict=True), last_high_water(conn))
+        self._edge = edge
+        return [r[0] for r in rows]
+
+    # --- tree heads -----------------------------------------------------------------------------------------------
+
+    async def issue_tree_head(self, key: SigningKey, log_id: str) -> SignedTreeHead | None:
+        return await self._write(self._issue, key, log_id)
+
+    def _issue(self, key: SigningKey, log_id: str) -> SignedTreeHead | None:
+        tree = self._writing()
+        with self._write_transaction() as conn:  # one signer at a time, across processes: one head per size, ever
+            latest = tree.latest_head()
+            edge = tree.right_edge(self._edge)
+            if size_to_sign(latest, edge.size, log_id) is None:  # (an empty log gets its first head, of size 0)
+                conn.execute("ROLLBACK")
+                return None
+            root = edge.root()
+            if latest is not None:
+                check_extends(latest, edge.size, root, tree.prover().consistency_proof(latest.head.tree_size,
+                                                                                       edge.size))
+            timestamp = head_timestamp(self._clock_ms(), latest)
+            signed = TreeHead(edge.size, root, timestamp, log_id).sign(key)
+            conn.execute(f"INSERT INTO tree_heads ({HEAD_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                         (edge.size, root, timestamp, log_id, signed.signature))
+        self._edge = edge
+        return signed
+
+    async def latest_tree_head(self) -> SignedTreeHead | None:
+        return await self._read(lambda: self._reading().latest_head())
+
+    async def tree_head(self, tree_size: int) -> SignedTreeHead | None:
+        return await self._read(lambda: self._reading().head(tree_size))
+
+    # --- reads ----------------------------------------------------------------------------------------------------
+
+    async def count(self) -> int:
+        return await self._read(lambda: self._reading().count())
+
+    async def entry(self, index: int) -> bytes | None:
+        if index < 0:
+            raise IndexError(f"no entry {index}")
+        return (await self.entries(index, index + 1))[0]
+
+    async def entries(self, start: int, end: int) -> list[bytes | None]:
+        return await self._read(lambda: self._reading().entries(start, end))
+
+    async def leaf_hashes(self, start: int, end: int) -> list[bytes]:
+        return await self._read(lambda: self._reading().checked_leaf_hashes(start, end))
+
+    async def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
+        return await self._read(lambda: self._reading().inclusion_proof(index, tree_size))
+
+    async def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        return await self._read(lambda: self._reading().consistency_proof(old_size, new_size))
+
+    # --- search ---------------------------------------------------------------------------------------------------
+
+    async def search(self, query: LogQuery) -> LogPage:
+        return await asyncio.get_running_loop().run_in_executor(self._searcher, self._search, query)
+
+    def _search(self, query: LogQuery) -> LogPage:
+        if self._search_conn is None:
+            raise RuntimeError("open() the access log first")
+        return search(self._search_conn, query)
+
+    # --- verification, export, retention -------------------------------------------------------------------------
+
+    async def verify(self, keys: Mapping[str, PublicKey] | None = None) -> ChainBreak | None:
+        if keys is None and self.trusted_keys is not None:
+            keys = self.trusted_keys()
+        return await asyncio.get_running_loop().run_in_executor(self._auditor, verify_database, self.path, keys)
+
+    async def export(self, out: TextIO, *, inclusion_proofs: bool = True,
+                     consistency_proofs: bool = True) -> SignedTreeHead:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._auditor, lambda: export_database(self.path, out.write, inclusion_proofs=inclusion_proofs,
+                                                   consistency_proofs=consistency_proofs))
+
+    async def prune(self, before: datetime) -> int:
+        if before.tzinfo is None:
+            before = before.replace(tzinfo=UTC)
+        return await self._write(self._prune, before)
+
+    def _prune(self, before: datetime) -> int:
+        total = 0
+        while True:
+            with self._write_transaction() as conn:
+                latest = self._writing().latest_head()
+                covered = latest.head.tree_size if latest else 0  # only what a signed head vouches for
+                first = first_kept(conn, covered)
+                rows = conn.execute("SELECT idx, entry FROM access_log WHERE idx >= ? AND idx < ? ORDER BY idx",
+                                    (first, min(first + PRUNE_CHUNK, covered))).fetchall()
+                cut = first
+                pruned: list[tuple[int, bytes]] = []
+                for idx, entry in rows:
+                    if entry is not None and not _dated_before(entry, before):
+                        break
+                    cut = idx + 1
+                    if entry is not None:
+                        pruned.append((idx, entry))
+                if cut > first:
+                    total += conn.execute("UPDATE access_log SET entry = NULL WHERE idx >= ? AND idx < ? "
+                                          "AND entry IS NOT NULL", (first, cut)).rowcount
+                    drop_pruned(conn, pruned)  # the index holds the same fields: retention removes it too
+            if cut < first + PRUNE_CHUNK or cut >= covered:
+                return total
+
+
+def _settle(settled: list[tuple[asyncio.Future[int], int | BaseException]]) -> None:
+    for future, outcome in settled:
+        if future.done():  # cancelled meanwhile
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)

@@ -1,0 +1,1 @@
+"""``anss-gateway``: the command line."""

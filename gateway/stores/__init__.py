@@ -1,0 +1,1 @@
+"""Where state lives: the storage backends, PostgreSQL and Redis connections, and files the gateway keeps."""

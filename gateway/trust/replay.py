@@ -1,0 +1,220 @@
+"""The replay cache: owns "has this client assertion been used before?".
+
+A client assertion is single-use: its ``jti`` may be presented once while the assertion is alive. The
+caller (after verifying the assertion) asks ``first_use(client_id, jti, expires_at)``, where
+``expires_at`` is the last moment (Unix time, seconds) any replica would still accept it — its ``exp``
+plus the clock leeway. ``True`` means first use: go on; ``False`` means replay: refuse. An exception
+means the cache could not answer: fail closed (refuse), never treat it as a first use.
+
+Two implementations pass the same contract tests (``tests/stores``):
+
+- ``SqliteReplayCache``, the embedded default: one row per (client id, SHA-256 of the jti) under a PRIMARY
+  KEY; a replay is the key conflict. A conflicting row whose expiry has passed is taken over in the same
+  statement (``INSERT … ON CONFLICT DO UPDATE … WHERE expired``), so reuse after expiry works and the
+  decision is one atomic statement. Every call runs on one dedicated thread (like the access log), and
+  concurrent calls share one transaction (group commit). WAL mode, ``synchronous=FULL`` and a
+  ``busy_timeout`` make several processes on one file safe: SQLite's write lock serialises them. Each
+  transaction also deletes a bounded number of expired rows, so the table holds little more than the
+  live assertions.
+- ``RedisReplayCache``, for several replicas: ``SET <prefix><sha256> 1 NX PX <ttl>``; the key expires by
+  itself. ``PX`` (relative) rather than ``EXAT``: the remaining lifetime is computed on the gateway's
+  clock — the clock that checked ``exp`` — so an offset of the Redis server's wall clock cannot shorten
+  it, and delivery delays only lengthen it; it is rounded *up* to the millisecond.
+
+Keys never hold raw client-chosen bytes: the jti (and, for Redis, the client id) is hashed with SHA-256
+over an unambiguous encoding, so ``("a:b", "c")`` and ``("a", "b:c")`` stay distinct and every key has a
+fixed size. An ``expires_at`` already in the past is retained for ``MIN_RETENTION_S`` so that a call is
+never silently forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import math
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from gateway.stores.files import open_sqlite
+from gateway.stores.redis import redis_client
+
+__all__ = ["MIN_RETENTION_S", "RedisReplayCache", "ReplayCache", "SqliteReplayCache", "replay_digest"]
+
+MIN_RETENTION_S = 1.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS replay_cache (
+    client BLOB NOT NULL,
+    jti BLOB NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (client, jti)
+);
+CREATE INDEX IF NOT EXISTS replay_cache_expiry ON replay_cache (expires_at);
+"""
+
+# One statement decides: a new row is inserted (1 change); a live conflicting row is left alone (0 changes);
+# an expired conflicting row is taken over (1 change).
+FIRST_USE = """
+INSERT INTO replay_cache (client, jti, expires_at) VALUES (?, ?, ?)
+ON CONFLICT (client, jti) DO UPDATE SET expires_at = excluded.expires_at WHERE replay_cache.expires_at <= ?
+"""
+
+PURGE = """
+DELETE FROM replay_cache WHERE rowid IN (
+    SELECT rowid FROM replay_cache WHERE expires_at <= ? ORDER BY expires_at LIMIT ?
+)
+"""
+
+
+@runtime_checkable
+class ReplayCache(Protocol):
+    """Remembers each (client, jti) until it expires. Implementations are safe under concurrency."""
+
+    async def open(self) -> None: ...
+
+    async def first_use(self, client_id: str, jti: str, expires_at: float) -> bool:
+        """True the first time (client, jti) is seen while unexpired; False on a replay. Atomic."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def _utf8(value: str) -> bytes:
+    # JSON may carry lone surrogates ("\ud800"); they must hash, not raise.
+    return value.encode("utf-8", "surrogatepass")
+
+
+def replay_digest(client_id: str, jti: str) -> bytes:
+    """SHA-256 over the length-prefixed client id and the jti: fixed size, unambiguous."""
+    client = _utf8(client_id)
+    return hashlib.sha256(len(client).to_bytes(4, "big") + client + _utf8(jti)).digest()
+
+
+def _jti_digest(jti: str) -> bytes:
+    return hashlib.sha256(_utf8(jti)).digest()
+
+
+def _expiry(expires_at: float) -> float:
+    """Checked here, in the caller's task, so that one bad call cannot fail the others in its batch."""
+    try:
+        value = float(expires_at)
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value):
+        raise ValueError(f"expires_at must be a finite Unix time, not {expires_at!r}")
+    return value
+
+
+_Pending = tuple[bytes, bytes, float, asyncio.Future[bool], asyncio.AbstractEventLoop]
+
+
+class SqliteReplayCache:
+    """The embedded replay cache: one SQLite file, one dedicated thread per instance; see the module."""
+
+    def __init__(self, path: Path, *, busy_timeout_ms: int = 5000, purge_batch: int = 64) -> None:
+        self.path = path
+        self._busy_timeout_ms = busy_timeout_ms
+        self._purge_batch = purge_batch
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-cache")
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[_Pending] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    async def open(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
+
+    def _open(self) -> None:
+        if self._conn is not None:
+            return
+        self._conn = open_sqlite(self.path, SCHEMA, self._busy_timeout_ms)
+
+    async def first_use(self, client_id: str, jti: str, expires_at: float) -> bool:
+        item = (_utf8(client_id), _jti_digest(jti), _expiry(expires_at))
+        if self._closed:
+            raise RuntimeError("the replay cache is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        with self._lock:
+            self._pending.append((*item, future, loop))
+            first = len(self._pending) == 1
+        if first:  # one flush decides everything queued meanwhile, in one transaction (group commit)
+            loop.run_in_executor(self._executor, self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            conn = self._conn
+            if conn is None:
+                raise RuntimeError("open() the replay cache first")
+            now = time.time()
+            results: list[bool] = []
+            conn.execute("BEGIN IMMEDIATE")
+            for client_id, digest, expires_at, _, _ in batch:
+                keep_until = max(expires_at, now + MIN_RETENTION_S)
+                results.append(conn.execute(FIRST_USE, (client_id, digest, keep_until, now)).rowcount == 1)
+            conn.execute(PURGE, (now, max(self._purge_batch, 2 * len(batch))))
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if self._conn is not None and self._conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # every caller must still get its answer
+                    self._conn.execute("ROLLBACK")
+            for _, _, _, future, loop in batch:
+                loop.call_soon_threadsafe(_set_exception, future, exc)
+            return
+        for (_, _, _, future, loop), result in zip(batch, results, strict=True):
+            loop.call_soon_threadsafe(_set_result, future, result)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
+        self._executor.shutdown(wait=True)
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _set_result(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future[bool], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+class RedisReplayCache:
+    """The shared replay cache for several replicas: one self-expiring Redis key per (client, jti)."""
+
+    def __init__(
+        self, url: str, prefix: str = "anss:jti:", *, timeout_s: float = 2.0, max_connections: int = 64
+    ) -> None:
+        self.prefix = prefix
+        self._redis = redis_client(url, timeout_s, max_connections)
+
+    def key(self, client_id: str, jti: str) -> str:
+        return self.prefix + replay_digest(client_id, jti).hex()
+
+    async def open(self) -> None:
+        await self._redis.ping()  # fail at start-up, not on the first request
+
+    async def first_use(self, client_id: str, jti: str, expires_at: float) -> bool:
+        ttl_ms = max(math.ceil((_expiry(expires_at) - time.time()) * 1000), math.ceil(MIN_RETENTION_S * 1000))
+        return bool(await self._redis.set(self.key(client_id, jti), b"1", nx=True, px=ttl_ms))
+
+    async def close(self) -> None:
+        await self._redis.aclose()

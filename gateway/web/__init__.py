@@ -1,0 +1,1 @@
+"""The web layer: the application factory, the request pipeline's state, running it, and its logs."""

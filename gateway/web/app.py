@@ -1,0 +1,258 @@
+"""The application factory: builds the aiohttp app from a ``Settings`` object.
+
+Every request goes through one middleware pipeline of small steps::
+
+    bind request id ─► handler ─► (error → problem+json) ─► access log entry ─► sign the exact body ─► send
+
+The access-log step runs before anything is sent: if the entry cannot be written, the answer is replaced
+by a 503 problem and no data leaves the gateway.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import suppress
+from datetime import UTC, datetime
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from connectors.registry import build as build_connector
+from gateway import console
+from gateway.api import anomalies, audit, citizen, consents, public, verifications
+from gateway.audit import AccessRecord, Pseudonymiser, TreeHeadSigner, log_id_for
+from gateway.config.settings import Settings
+from gateway.crypto.jws import SIGNATURE_HEADER, request_digest, sign_detached
+from gateway.crypto.keyring import GatewaySigningKeys, ResolverChain, StaticClientKeys
+from gateway.errors import (
+    PROBLEM_CONTENT_TYPE,
+    BadRequest,
+    GatewayError,
+    HeadersTooLarge,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    problem_body,
+)
+from gateway.federation.executor import Federation
+from gateway.stores import backends as storage
+from gateway.trust.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from gateway.trust.replay import RedisReplayCache, ReplayCache, SqliteReplayCache
+from gateway.web import logs
+from gateway.web.state import AUDIT_NOTE, PROBLEM_CODE, REQUEST_BODY, REQUEST_ID, RUNTIME, SETTINGS, AuditNote, Runtime
+
+log = structlog.get_logger("gateway")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+UNLOGGED_PATHS = frozenset({"/healthz", "/readyz", "/.well-known/jwks.json"})
+
+
+def _as_gateway_error(exc: BaseException) -> GatewayError:
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, web.HTTPException):
+        if exc.status == 404:
+            return NotFound("no such resource")
+        if exc.status == 405:
+            allow = exc.headers.get("Allow")
+            return MethodNotAllowed("this method is not allowed on this resource",
+                                    headers={"Allow": allow} if allow else None)
+        if exc.status == 413:
+            return PayloadTooLarge("the body is too large")
+        if 400 <= exc.status < 500:
+            return BadRequest("the request is malformed")
+    log.error("unhandled_error", exc_info=exc)
+    return InternalError("the gateway could not process the request")
+
+
+def _problem_response(error: GatewayError, request_id: str) -> web.Response:
+    return web.Response(body=problem_body(error, request_id), status=error.status,
+                        content_type=PROBLEM_CONTENT_TYPE, headers=error.headers)
+
+
+async def _append_access_record(request: web.Request, response: web.Response, started: float) -> None:
+    runtime = request.app[RUNTIME]
+    note: AuditNote = request[AUDIT_NOTE]
+    body = response.body if isinstance(response.body, bytes) else b""
+    outcome = note.outcome
+    if response.status >= 400:
+        outcome = request.get(PROBLEM_CODE) or f"http_{response.status}"
+    record = AccessRecord(
+        time=datetime.now(UTC).isoformat(timespec="microseconds"),
+        request_id=request[REQUEST_ID],
+        method=request.method,
+        path=request.path,
+        status=response.status,
+        outcome=outcome or "answered",
+        latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        client=note.client,
+        purpose=note.purpose,
+        legal_basis=note.legal_basis,
+        case_ref=note.case_ref,
+        checks=note.checks,
+        subject=note.subject,
+        sources=note.sources,
+        request_hmac=note.request_hmac,
+        response_hmac=runtime.pseudonymiser.body_digest(body),
+        detail=note.detail,
+        consent_id=note.consent_id,
+    )
+    await runtime.access_log.append(record)
+
+
+def _check_header_sizes(request: web.Request, limit: int) -> None:
+    for name, value in request.headers.items():
+        if len(value) > limit:
+            raise HeadersTooLarge(f"the {name} header is larger than {limit} bytes")
+
+
+@web.middleware
+async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse:
+    structlog.contextvars.clear_contextvars()
+    request_id = uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    request[AUDIT_NOTE] = AuditNote()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    started = time.perf_counter()
+
+    try:
+        _check_header_sizes(request, request.app[SETTINGS].max_header_bytes)
+        response = await handler(request)
+        if not isinstance(response, web.Response):
+            raise InternalError("streaming responses are not signed")
+    except Exception as exc:
+        error = _as_gateway_error(exc)
+        response = _problem_response(error, request_id)
+        request[PROBLEM_CODE] = error.code
+        request[AUDIT_NOTE].detail["reason"] = error.detail  # every refusal is logged with its reason
+
+    runtime = request.app.get(RUNTIME)
+    if runtime is not None and request.path not in UNLOGGED_PATHS:
+        try:
+            await _append_access_record(request, response, started)
+        except Exception:
+            log.exception("access_log_append_failed")
+            response = _problem_response(
+                ServiceUnavailable("the access log cannot record this request", "audit_unavailable"), request_id
+            )
+
+    body = response.body if isinstance(response.body, bytes) else b""
+    if runtime is not None:
+        question = request_digest(str(request[AUDIT_NOTE].detail.get("jti", "")), request.get(REQUEST_BODY, b""))
+        response.headers[SIGNATURE_HEADER] = sign_detached(runtime.signing_key, body, request_id,
+                                                           request_sha256=question)
+    response.headers["X-Request-Id"] = request_id
+    log.info("request", method=request.method, path=request.path, status=response.status,
+             latency_ms=round((time.perf_counter() - started) * 1000, 2))
+    return response
+
+
+def _replay_cache(settings: Settings) -> ReplayCache:
+    if settings.replay_backend == "redis":
+        return RedisReplayCache(settings.redis_url)
+    return SqliteReplayCache(settings.replay_database or settings.state_dir / "replay.sqlite3")
+
+
+def _rate_limiter(settings: Settings) -> RateLimiter:
+    return RedisRateLimiter(settings.redis_url) if settings.rate_limit_backend == "redis" else LocalRateLimiter()
+
+
+def _tree_head_signer(runtime: Runtime) -> TreeHeadSigner:
+    """Signs the access log's tree heads with the current signing key (rotations included) on the configured
+    cadence, prunes per retention, and signs a last head on the way out (docs/merkle-log.md section 5)."""
+    s = runtime.settings
+    return TreeHeadSigner(runtime.access_log, lambda: runtime.signing_key, log_id_for(s.gateway_id),
+                          interval_s=s.tree_head_interval_s, max_entries=s.tree_head_max_entries,
+                          retention_days=s.audit_retention_days)
+
+
+def _runtime_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
+        signing_keys = GatewaySigningKeys(settings)
+        signing_key, published_keys = signing_keys.load()
+        access_log = storage.access_log(settings)  # [storage]: SQLite files, or PostgreSQL shared by replicas
+        await access_log.open()
+        replay = _replay_cache(settings)
+        try:
+            await replay.open()
+        except Exception as exc:  # e.g. Redis not up yet: start anyway, refuse requests until it is (503)
+            log.error("replay_cache_unavailable_at_start", backend=settings.replay_backend, error=type(exc).__name__)
+        limiter = _rate_limiter(settings)
+        login_limiter = limiter if settings.rate_limit_backend == "redis" else LocalRateLimiter()
+        consent_store = storage.consent_store(settings)
+        await consent_store.open()
+        connector = aiohttp.TCPConnector(limit=512, limit_per_host=0, ttl_dns_cache=300)
+        session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30),
+                                        raise_for_status=False, auto_decompress=True)
+        connectors = {c.name: build_connector(c, settings.root) for c in settings.connectors}
+        app[RUNTIME] = Runtime(
+            settings=settings,
+            signing_key=signing_key,
+            published_keys=published_keys,
+            client_keys=ResolverChain((StaticClientKeys.from_settings(settings),)),
+            access_log=access_log,
+            pseudonymiser=Pseudonymiser.load(settings.pseudonym_key_file, settings.state_dir),
+            session=session,
+            federation=Federation(connectors),
+            replay=replay,
+            limiter=limiter,
+            login_limiter=login_limiter,
+            consents=consent_store,
+        )
+        log.info("gateway_ready", gateway_id=settings.gateway_id, kid=signing_key.kid,
+                 connectors=sorted(connectors))
+        async with (signing_keys.kept_current(app[RUNTIME]),  # follows `keys rotate` without a restart
+                    _tree_head_signer(app[RUNTIME]).running()):
+            yield
+        for c in connectors.values():
+            await c.aclose()
+        await session.close()
+        await limiter.close()
+        if login_limiter is not limiter:
+            await login_limiter.close()
+        with suppress(Exception):
+            await replay.close()
+        await consent_store.close()
+        await access_log.close()
+
+    return runtime_ctx
+
+
+def create_app(settings: Settings) -> web.Application:
+    if not structlog.is_configured():  # an embedding program gets our JSON logs, never dev tracebacks with locals
+        logs.configure()
+    app = web.Application(
+        middlewares=[pipeline],
+        client_max_size=settings.max_body_bytes,
+        handler_args={
+            # our own limit (431, logged) is max_header_bytes; the parser's is larger so ours speaks first
+            "max_field_size": max(16384, settings.max_header_bytes * 2),
+            "max_headers": 64,
+            # a connection that does not complete a request head in time is closed (slow senders)
+            "keepalive_timeout": settings.idle_timeout_s,
+        },
+    )
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(citizen.context(settings))  # the citizens' identity provider keys: checked first
+    app.cleanup_ctx.append(_runtime_context(settings))
+    app.router.add_get("/healthz", public.healthz)
+    app.router.add_get("/readyz", public.readyz)
+    app.router.add_get("/.well-known/jwks.json", public.jwks)
+    app.router.add_post("/v1/verifications", verifications.create_verification)
+    app.router.add_post("/v1/consents", consents.grant_consent)
+    app.router.add_get("/v1/consents", consents.list_consents)
+    app.router.add_get("/v1/consents/{consent_id}", consents.show_consent)
+    app.router.add_post("/v1/consents/{consent_id}/revoke", consents.revoke_consent)
+    app.router.add_get(citizen.PATH, citizen.access_log)
+    app.router.add_post("/v1/audit/search", audit.search_entries)  # officers only (gateway/trust/roles.py)
+    app.router.add_get(r"/v1/audit/entries/{index:\d{1,19}}", audit.show_entry)
+    app.router.add_get("/v1/audit/integrity", audit.integrity)
+    app.router.add_post("/v1/audit/verify", audit.verify_now)
+    app.router.add_get("/v1/audit/export", audit.export)
+    app.router.add_get("/v1/audit/anomalies", anomalies.list_anomalies)
+    console.setup(app)  # the officers' console (HTML pages under /console; docs/officers.md)
+    return app

@@ -1,0 +1,91 @@
+"""Running the gateway (and, in development, the simulators) inside one event loop until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway import console
+from gateway.config.settings import Settings
+from gateway.crypto.keyring import load_signing_keys
+from gateway.web.app import create_app
+from simulators.population import Population
+from simulators.servers import DEFAULT_PORTS, RunningSimulators, start_simulators
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    runner: web.AppRunner
+    settings: Settings
+
+
+@asynccontextmanager
+async def gateway_running(settings: Settings, port: int | None = None,
+                          ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[RunningGateway]:
+    """The gateway listening on ``settings.host``; over TLS (``https``) when given an ``ssl_context``."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port if port is None else port, ssl_context=ssl_context)
+        await site.start()
+        bound = runner.addresses[0][1]
+        scheme = "https" if ssl_context is not None else "http"
+        yield RunningGateway(f"{scheme}://{settings.host}:{bound}", runner, settings)
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def simulators_running(settings: Settings, free_ports: bool) -> AsyncIterator[RunningSimulators]:
+    """The four simulators, trusting this gateway's published signing keys (from the same state directory).
+
+    They learn the keys once, at start: after ``keys rotate`` restart them (the gateway itself follows).
+    """
+    _active, published = load_signing_keys(settings)
+    population = Population(settings.simulators.seed, settings.simulators.households)
+    base = settings.simulators.base_port
+    ports = None if free_ports else {name: base + i for i, name in enumerate(DEFAULT_PORTS)}
+    sims = await start_simulators(population, {k.kid: k.public for k in published}, settings.simulators.host, ports)
+    try:
+        yield sims
+    finally:
+        await sims.stop()
+
+
+async def wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def serve(settings: Settings, with_simulators: bool, ssl_context: ssl.SSLContext | None = None) -> None:
+    if with_simulators:
+        async with simulators_running(settings, free_ports=False) as sims:
+            settings = settings.with_connector_urls(sims.urls)
+            async with gateway_running(settings, ssl_context=ssl_context) as gw:
+                print(f"simulators: {sims.urls}", flush=True)
+                print(f"gateway listening on {gw.url}", flush=True)
+                print("\n".join(console.banner(gw.runner.app, gw.url)), flush=True)
+                await wait_for_signal()
+    else:
+        async with gateway_running(settings, ssl_context=ssl_context) as gw:
+            print(f"gateway listening on {gw.url}", flush=True)
+            print("\n".join(console.banner(gw.runner.app, gw.url)), flush=True)
+            await wait_for_signal()
+
+
+async def simulate(settings: Settings) -> None:
+    async with simulators_running(settings, free_ports=False) as sims:
+        for name, url in sims.urls.items():
+            print(f"{name}: {url}", flush=True)
+        await wait_for_signal()

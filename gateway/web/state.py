@@ -1,0 +1,67 @@
+"""Typed application state (aiohttp ``AppKey``) and what the handlers tell the access log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from gateway.audit import AccessLog, Pseudonymiser
+from gateway.config.settings import Settings
+from gateway.crypto.keyring import KeyResolver
+from gateway.crypto.keys import SigningKey
+from gateway.federation.executor import Federation
+from gateway.policy.consent.store import ConsentStore
+from gateway.trust.ratelimit import RateLimiter
+from gateway.trust.replay import ReplayCache
+
+
+@dataclass
+class Runtime:
+    """The resources of a running gateway, created and closed in ``cleanup_ctx``."""
+
+    settings: Settings
+    signing_key: SigningKey
+    published_keys: list[SigningKey]
+    client_keys: KeyResolver
+    access_log: AccessLog
+    pseudonymiser: Pseudonymiser
+    session: aiohttp.ClientSession
+    federation: Federation
+    replay: ReplayCache
+    limiter: RateLimiter
+    consents: ConsentStore
+    # the console's sign-in throttle: the same Redis limiter when shared, else buckets of its own, so a flood of
+    # sign-in attempts from many addresses can never crowd the API clients' buckets out of the local limiter
+    login_limiter: RateLimiter | None = None
+
+    @property
+    def sign_in_limiter(self) -> RateLimiter:
+        return self.login_limiter if self.login_limiter is not None else self.limiter  # (an empty one is falsy)
+
+
+@dataclass
+class AuditNote:
+    """Filled in by the handlers as they learn things; the audit middleware writes it out."""
+
+    client: str | None = None
+    purpose: str | None = None
+    legal_basis: str | None = None
+    case_ref: str | None = None
+    checks: tuple[str, ...] = ()
+    subject: str | None = None
+    sources: tuple[tuple[str, str], ...] = ()
+    outcome: str | None = None
+    request_hmac: str | None = None  # Pseudonymiser.body_digest of the request body
+    consent_id: str | None = None  # the consent a consent-based query or a consent change rests on
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
+RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+AUDIT_NOTE: web.RequestKey[AuditNote] = web.RequestKey("audit_note", AuditNote)
+PROBLEM_CODE: web.RequestKey[str] = web.RequestKey("problem_code", str)
+REQUEST_BODY: web.RequestKey[bytes] = web.RequestKey("request_body", bytes)
