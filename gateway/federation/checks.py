@@ -44,8 +44,9 @@ def identity(evidence: Evidence) -> Result:
     facts = [_fact(k, p[k], p["idcs"], person) for k in (
         "idcs", "cin", "first_name", "last_name", "first_name_ar", "last_name_ar", "sex", "birth_date",
         "alive", "death_date")]
-    verdict = {"known": True, "alive": p["alive"],
-               "age": age_on(date.fromisoformat(p["birth_date"]), evidence.today)}
+    # a deceased person's age is the age they died at, not the age they would have reached today
+    age_date = date.fromisoformat(p["death_date"]) if not p["alive"] and p.get("death_date") else evidence.today
+    verdict = {"known": True, "alive": p["alive"], "age": age_on(date.fromisoformat(p["birth_date"]), age_date)}
     return {"status": "verified", "verdict": verdict, "facts": facts, "unverified": []}
 
 

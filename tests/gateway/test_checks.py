@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from connectors.base import Record, SourceNotFound, SourceTimeout, SourceUnavailable
-from gateway.federation.checks import employment, household, schooling
+from gateway.federation.checks import employment, household, identity, schooling
 from gateway.federation.executor import Evidence, SourceTally
 
 TODAY = date(2026, 11, 23)
@@ -78,3 +78,17 @@ def test_source_status_reports_its_worst_failure() -> None:
     plugin = SourceTally("x", calls=1, errors=["plugin_specific"])
     assert (plugin.status, plugin.worst_error) == ("unavailable", "source_error")
     assert SourceTally("ok", calls=1).status == "ok"
+
+
+def _person(alive: bool, death_date: str | None) -> Record:
+    return rec("person", "civil_registry", idcs="1000000001", cin="BE123456", first_name="Ahmed", last_name="A",
+               first_name_ar="أحمد", last_name_ar="أ", sex="M", birth_date="1982-07-23", alive=alive,
+               death_date=death_date)
+
+
+def test_a_deceased_persons_age_is_the_age_at_death() -> None:
+    """Born 1982-07-23, died 2024-10-01: 42 at death (docs/fixtures.md), not the 44 he would be on TODAY."""
+    dead = identity(evidence(person__1000000001=_person(False, "2024-10-01")))
+    alive = identity(evidence(person__1000000001=_person(True, None)))
+    assert (dead["verdict"]["alive"], dead["verdict"]["age"]) == (False, 42)
+    assert (alive["verdict"]["alive"], alive["verdict"]["age"]) == (True, 44)
