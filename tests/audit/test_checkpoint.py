@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import struct
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -259,3 +261,18 @@ def test_checkpoint_body_refuses_bad_fields() -> None:
 def test_malformed_verifier_keys_refused(vkey: str) -> None:
     with pytest.raises(cp.CheckpointError):
         cp.parse_verifier_key(vkey)
+
+
+def test_documented_worked_example_verifies_as_printed() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "merkle-log.md").read_text(encoding="utf-8")
+    section = doc.split("## 12. Checkpoints in C2SP signed-note form", 1)[1]
+    blocks = re.findall(r"```text\n(.*?)```", section, re.S)
+    log_vkey, witness_vkey, note = blocks[1].strip(), blocks[2].strip(), blocks[3]
+    log_key = cp.parse_verifier_key(log_vkey)
+    witness_key = cp.parse_verifier_key(witness_vkey)
+    assert log_key == cp.verifier_key("anss.gov.ma/access-log", LOG_KEY)
+    assert witness_key == cp.verifier_key(WITNESS, WITNESS_KEY, cp.COSIGNATURE_V1)
+    assert cp.open_checkpoint(note, [log_key]) == cp.Checkpoint(ORIGIN, 5, ROOT)
+    assert cp.verify_cosignatures(note, [witness_key]) == (cp.Cosignature(WITNESS, 1764700000),)
+    assert ref_check_cosignature(note.splitlines()[-1], cp.parse_note(note).text, raw(WITNESS_KEY)) == 1764700000
+    assert note == ref_checkpoint_note(ORIGIN, 5, ROOT, LOG_KEY) + note.splitlines()[-1] + "\n"
