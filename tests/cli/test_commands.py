@@ -180,3 +180,11 @@ def test_client_verify_says_one_line_when_the_gateway_cannot_be_reached(
     assert code == 1
     assert err.count("\n") == 1 and "cannot reach the gateway" in err and str(port) in err, err
     assert "Traceback" not in err
+
+
+def test_a_connector_url_from_the_environment_wins_over_its_simulator() -> None:
+    from gateway.web.runner import simulated_urls
+
+    sims = {"civil_registry": "http://127.0.0.1:1", "cnss": "http://127.0.0.1:2", "amo": "http://127.0.0.1:3"}
+    env = {"ANSS_GATEWAY_CONNECTOR_CNSS_URL": "https://cnss.example.ma", "ANSS_GATEWAY_CONNECTOR_AMO_URL": ""}
+    assert simulated_urls(sims, env) == {"civil_registry": "http://127.0.0.1:1", "amo": "http://127.0.0.1:3"}
