@@ -65,6 +65,8 @@ def parse_json(body: bytes, content_type: str, schema: str) -> dict[str, Any]:
     try:
         text = body.decode("utf-8")
         data = json.loads(text, object_pairs_hook=_no_duplicates)
+        # An escaped lone surrogate ("\\ud800") is valid JSON but no text: refuse it here, not in a store.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
     except BadRequest:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:

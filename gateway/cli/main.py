@@ -92,12 +92,21 @@ def cmd_client_verify(args: argparse.Namespace) -> int:
         try:
             async with GatewayClient(url, args.client, key, settings.gateway_id, session=session) as client:
                 answer = await client.verify(subject, args.purpose, args.case_ref, args.check or None)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            print(f"cannot reach the gateway at {url}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
         finally:
             if session is not None:
                 await session.close()
-        print(orjson.dumps(answer.json(), option=orjson.OPT_INDENT_2).decode())
+        document = answer.json()
+        print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
         valid = answer.signature_header is not None
         print(f"HTTP {answer.status}; response signature {'valid' if valid else 'INVALID'}", file=sys.stderr)
+        checks = document.get("checks") if isinstance(document, dict) else None
+        if answer.status < 400 and isinstance(checks, dict) and checks and all(
+                isinstance(c, dict) and c.get("status") == "unavailable" for c in checks.values()):
+            print("no check could be verified (every one is unavailable)", file=sys.stderr)
+            return 1
         return 0 if answer.status < 400 and valid else 1
 
     return asyncio.run(run())

@@ -140,11 +140,17 @@ class SessionCodec:
             fresh = self.clock() < float(str(data["e"]))
         except (KeyError, ValueError):
             return False
-        return fresh and hmac.compare_digest(str(data.get("n", "")), form_value)
+        return fresh and _same(str(data.get("n", "")), form_value)
+
+
+def _same(expected: str, given: str) -> bool:
+    """Constant-time equality of two texts; ``given`` may hold any character (compare_digest would raise
+    TypeError on non-ASCII str), so both are compared as UTF-8 bytes, lone surrogates replaced."""
+    return hmac.compare_digest(expected.encode("utf-8", "replace"), given.encode("utf-8", "replace"))
 
 
 def csrf_matches(session: Session, form_value: str | None) -> bool:
-    return bool(form_value) and hmac.compare_digest(session.csrf, str(form_value))
+    return bool(form_value) and _same(session.csrf, str(form_value))
 
 
 def load_session_key(key_file: Path | None, state_dir: Path) -> bytes:

@@ -222,6 +222,11 @@ def _runtime_context(settings: Settings) -> Callable[[web.Application], AsyncIte
     return runtime_ctx
 
 
+async def _plain_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """aiohttp says ``Python/x aiohttp/y``; naming versions only helps a scanner, so say what answers."""
+    response.headers["Server"] = "anss-gateway"
+
+
 def create_app(settings: Settings) -> web.Application:
     if not structlog.is_configured():  # an embedding program gets our JSON logs, never dev tracebacks with locals
         logs.configure()
@@ -237,6 +242,7 @@ def create_app(settings: Settings) -> web.Application:
         },
     )
     app[SETTINGS] = settings
+    app.on_response_prepare.append(_plain_server_header)
     app.cleanup_ctx.append(citizen.context(settings))  # the citizens' identity provider keys: checked first
     app.cleanup_ctx.append(_runtime_context(settings))
     app.router.add_get("/healthz", public.healthz)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -60,6 +61,12 @@ async def simulators_running(settings: Settings, free_ports: bool) -> AsyncItera
         await sims.stop()
 
 
+def simulated_urls(urls: Mapping[str, str], env: Mapping[str, str]) -> dict[str, str]:
+    """The simulator URLs to use: an explicit ``ANSS_GATEWAY_CONNECTOR_<NAME>_URL`` wins over that simulator,
+    so one real administration can be tried beside the simulated others."""
+    return {name: url for name, url in urls.items() if not env.get(f"ANSS_GATEWAY_CONNECTOR_{name.upper()}_URL")}
+
+
 async def wait_for_signal() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -71,7 +78,7 @@ async def wait_for_signal() -> None:
 async def serve(settings: Settings, with_simulators: bool, ssl_context: ssl.SSLContext | None = None) -> None:
     if with_simulators:
         async with simulators_running(settings, free_ports=False) as sims:
-            settings = settings.with_connector_urls(sims.urls)
+            settings = settings.with_connector_urls(simulated_urls(sims.urls, os.environ))
             async with gateway_running(settings, ssl_context=ssl_context) as gw:
                 print(f"simulators: {sims.urls}", flush=True)
                 print(f"gateway listening on {gw.url}", flush=True)

@@ -164,3 +164,27 @@ def test_environment_overrides(tmp_path: Path) -> None:
     assert (settings.port, settings.host, settings.state_dir) == (9999, "0.0.0.0", tmp_path)
     assert settings.connector("education").base_url == "http://127.0.0.1:1234"
     assert settings.audit_database == tmp_path / "access-log.sqlite3"
+
+
+def test_client_verify_says_one_line_when_the_gateway_cannot_be_reached(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = tmp_path / "client.pem"
+    assert main(["keys", "generate", "--out", str(key)]) == 0
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    capsys.readouterr()
+    code = main(["client", "verify", "--key", str(key), "--url", f"http://127.0.0.1:{port}",
+                 "--idcs", "1234567890", "--purpose", "asd.eligibility", "--client", "anss.asd"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1 and "cannot reach the gateway" in err and str(port) in err, err
+    assert "Traceback" not in err
+
+
+def test_a_connector_url_from_the_environment_wins_over_its_simulator() -> None:
+    from gateway.web.runner import simulated_urls
+
+    sims = {"civil_registry": "http://127.0.0.1:1", "cnss": "http://127.0.0.1:2", "amo": "http://127.0.0.1:3"}
+    env = {"ANSS_GATEWAY_CONNECTOR_CNSS_URL": "https://cnss.example.ma", "ANSS_GATEWAY_CONNECTOR_AMO_URL": ""}
+    assert simulated_urls(sims, env) == {"civil_registry": "http://127.0.0.1:1", "amo": "http://127.0.0.1:3"}

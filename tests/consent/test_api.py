@@ -171,6 +171,13 @@ def _bad_grants(idcs: str) -> dict[str, tuple[dict[str, Any] | bytes, str]]:
         "unknown member": (request_for(idcs, note="x"), "invalid_request"),
         "duplicate key": (b'{"evidence":"a","evidence":"b"}', "invalid_request"),
         "not json": (b"{consent", "invalid_request"),
+        "from before year 1 in UTC": (request_for(idcs, valid_from="0001-01-01T00:00:00+01:00"), "invalid_request"),
+        "until after year 9999 in UTC": (request_for(idcs, valid_until="9999-12-31T23:59:59-01:00"),
+                                         "invalid_request"),
+        "evidence with a lone surrogate": (orjson.dumps(request_for(idcs, evidence="form SURROGATE"))
+                                           .replace(b"SURROGATE", b"\\ud800"), "invalid_request"),
+        "grantee with a lone surrogate": (orjson.dumps(request_for(idcs, grantee="SURROGATE"))
+                                          .replace(b"SURROGATE", b"\\udfff"), "invalid_request"),
     }
 
 
@@ -204,6 +211,8 @@ async def test_invalid_lookups_and_revocations(cstack: Stack) -> None:
         for body in ({}, {"reason": ""}, {"reason": "  "}, {"reason": "x" * 201}, {"reason": "a\tb"},
                      {"reason": "x", "by": "me"}):
             check_problem(await housing.request("POST", revoke, body), 400, "invalid_request", "post", REVOKE)
+        lone = b'{"reason": "moved \\ud83d away"}'  # half of a surrogate pair, escaped: valid JSON, not text
+        check_problem(await housing.request("POST", revoke, body=lone), 400, "invalid_request", "post", REVOKE)
         check_problem(await housing.request("POST", revoke, {"reason": "x"}, headers={"Content-Type": "text/plain"}),
                       415, "unsupported_media_type", "post", REVOKE)
         shown = checked(await housing.request("GET", f"{CONSENTS}/{consent['consent_id']}"), "get", ONE, 200)

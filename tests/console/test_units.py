@@ -214,3 +214,13 @@ def test_console_settings_are_read_and_checked(tmp_path: Path) -> None:
     gateway.write_text(text.replace("login_attempts = 5", "login_attempts = 0"))
     with pytest.raises(ConfigError, match=r"\[console\]: `login_attempts` must be greater than 0"):
         load(config, env={})
+
+
+@pytest.mark.parametrize("form_value", ["é" * 43, "☃", "\udc80"])
+def test_a_non_ascii_csrf_or_login_token_is_refused_not_an_error(form_value: str) -> None:
+    """hmac.compare_digest raises TypeError on non-ASCII str; the form value is whatever the client sent."""
+    c = codec(Clock())
+    session = c.open("anss.officer", "h")
+    assert not csrf_matches(session, form_value)
+    login_cookie, _ = c.login_token()
+    assert not c.check_login_token(login_cookie, form_value)

@@ -131,3 +131,11 @@ async def test_body_split_across_packets_is_read_whole(stack: Stack) -> None:
     raw = await asyncio.wait_for(reader.read(), timeout=10)
     writer.close()
     assert raw.startswith(b"HTTP/1.1 200"), raw[:300]
+
+
+async def test_the_server_header_names_no_versions(stack: Stack) -> None:
+    """``Server`` says what answers, never which Python or aiohttp version (a gift to a scanner)."""
+    for method, path in (("GET", "/healthz"), ("DELETE", "/healthz"), ("GET", "/no/such/page")):
+        async with stack.client.session.request(method, stack.gateway.url + path) as resp:
+            await resp.read()
+            assert resp.headers.get("Server") == "anss-gateway", (method, path, resp.headers.get("Server"))

@@ -84,3 +84,22 @@ async def _jwks(stack: Stack) -> dict[str, list[dict[str, str]]]:
     async with stack.client.session.get(stack.gateway.url + "/.well-known/jwks.json") as resp:
         document: dict[str, list[dict[str, str]]] = await resp.json(content_type=None)
         return document
+
+
+async def test_a_refused_request_is_bound_with_an_empty_jti(stack: Stack) -> None:
+    """The rule in README and docs/security.md: refused before an assertion was accepted, jti is ''."""
+    import hashlib
+
+    from gateway.crypto import keys
+    from gateway.crypto.jws import verify_detached
+
+    jwks_keys = {k["kid"]: keys.public_from_jwk(k) for k in (await _jwks(stack))["keys"]}
+    body = b'{"purpose":"asd.eligibility"}'
+    for authorization in (None, "Bearer not.a.token"):
+        headers = {"Content-Type": "application/json"} | ({"Authorization": authorization} if authorization else {})
+        async with stack.client.session.post(stack.gateway.url + "/v1/verifications", data=body,
+                                             headers=headers) as resp:
+            answer, signature = await resp.read(), resp.headers["X-JWS-Signature"]
+        assert resp.status == 401, answer
+        header = verify_detached(signature, answer, jwks_keys)
+        assert header["request_sha256"] == keys.b64url(hashlib.sha256(b"\n" + body).digest()), authorization

@@ -43,7 +43,10 @@ def parse_time(value: str, name: str) -> datetime:
         raise BadRequest(f"/{name}: is not an RFC 3339 date-time") from exc
     if moment.tzinfo is None:
         raise BadRequest(f"/{name}: needs a time zone (Z or an offset)")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00 lies before the first representable instant
+        raise BadRequest(f"/{name}: lies outside the years 1 to 9999 once converted to UTC") from exc
 
 
 def grant_for(settings: Settings, *, citizen: str, grantee: str, purpose: str, checks: Sequence[str],
