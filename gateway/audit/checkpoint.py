@@ -20,7 +20,7 @@ import binascii
 import hashlib
 import re
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -221,6 +221,17 @@ def parse_checkpoint(body: str) -> Checkpoint:
     return Checkpoint(origin, int(size), root_hash, tuple(extensions))
 
 
+def _by_trusted_keys(parsed: Note, keys: Sequence[VerifierKey],
+                     key_type: int) -> Iterator[tuple[NoteSignature, VerifierKey]]:
+    """The note's signature lines whose (name, key id) match one of ``keys`` of ``key_type``, with that key;
+    the other lines are skipped, as the signed-note spec requires of unknown keys."""
+    trusted = {(k.name, k.key_id): k for k in keys if k.key_type == key_type}
+    for sig in parsed.signatures:
+        key = trusted.get((sig.name, sig.key_id))
+        if key is not None:
+            yield sig, key
+
+
 def open_note(note: str, keys: Sequence[VerifierKey]) -> tuple[Note, tuple[NoteSignature, ...]]:
     """Verify ``note`` against trusted Ed25519 (0x01) keys.
 
@@ -228,12 +239,8 @@ def open_note(note: str, keys: Sequence[VerifierKey]) -> tuple[Note, tuple[NoteS
     note; at least one must verify. Returns the note and the signatures that verified.
     """
     parsed = parse_note(note)
-    trusted = {(k.name, k.key_id): k for k in keys if k.key_type == ED25519}
     good = []
-    for sig in parsed.signatures:
-        k = trusted.get((sig.name, sig.key_id))
-        if k is None:
-            continue
+    for sig, k in _by_trusted_keys(parsed, keys, ED25519):
         if not _verify(k.public_key, sig.signature, parsed.text.encode()):
             raise CheckpointError(f"signature by {sig.name} does not verify")
         good.append(sig)
@@ -252,12 +259,8 @@ def verify_cosignatures(note: str, witnesses: Sequence[VerifierKey]) -> tuple[Co
     """The valid cosignatures in ``note`` by the given type-0x04 keys; unknown lines ignored, bad ones refused."""
     parsed = parse_note(note)
     parse_checkpoint(parsed.text)
-    trusted = {(k.name, k.key_id): k for k in witnesses if k.key_type == COSIGNATURE_V1}
     found = []
-    for sig in parsed.signatures:
-        k = trusted.get((sig.name, sig.key_id))
-        if k is None:
-            continue
+    for sig, k in _by_trusted_keys(parsed, witnesses, COSIGNATURE_V1):
         if len(sig.signature) != 8 + 64:
             raise CheckpointError(f"cosignature by {sig.name} is not 8 + 64 bytes")
         (timestamp,) = struct.unpack(">Q", sig.signature[:8])
