@@ -205,7 +205,10 @@ async def test_two_gateway_processes_under_load_keep_one_log_with_every_request_
                 "each entry records the answer its request got"
             assert await store.verify(tree_head_keys(settings)) is None, "the tree and every signed head verify"
             heads = await _all_heads(store, count)
-            assert len(heads) >= 3, f"heads on the cadence during the load, and at the end: {len(heads)}"
+            # how many heads the cadence yields depends on scheduling (a loaded machine signs fewer, larger ones);
+            # what must hold is a head during the load and one over the whole log at the end
+            assert len(heads) >= 2 and heads[0].head.tree_size < count, \
+                f"a head during the load, and one at the end: {[h.head.tree_size for h in heads]}"
             assert heads[-1].head.tree_size == count, "the last process to stop signed the whole log"
             for old, new in itertools.pairwise(heads):
                 proof = await store.consistency_proof(old.head.tree_size, new.head.tree_size)
