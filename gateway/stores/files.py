@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
+import time
 from pathlib import Path
 
 
@@ -37,10 +38,26 @@ def open_sqlite(path: Path, schema: str, busy_timeout_ms: float) -> sqlite3.Conn
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000)
     try:
         conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        conn.execute("PRAGMA journal_mode=WAL")
+        switch_to_wal(conn)
         conn.execute("PRAGMA synchronous=FULL")
         conn.executescript(schema)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def switch_to_wal(conn: sqlite3.Connection, *, attempts: int = 50, pause_s: float = 0.02) -> None:
+    """Put the file in WAL mode, waiting for other processes doing the same.
+
+    Switching the journal mode needs a moment alone with the file and SQLite reports "database is locked" at once
+    rather than honouring ``busy_timeout``, so processes opening one new file together retry here (one second in
+    all by default) instead of failing at start-up."""
+    for attempt in range(attempts):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(pause_s)

@@ -7,7 +7,6 @@ store's threads (``gateway.audit.sqlite.store``) or from a command, never from t
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from gateway.audit.sqlite.schema import SCHEMA_VERSION, TREE_VERSIONS, schema_ve
 from gateway.audit.sqlite.search import index_streams
 from gateway.audit.store import AccessLogCorrupt, ChainBreak
 from gateway.crypto.keys import PublicKey
+from gateway.stores.files import switch_to_wal
 
 HEAD_COLUMNS = "tree_size, root_hash, timestamp_ms, log_id, signature"
 
@@ -33,15 +33,11 @@ def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout=10000")  # first: processes opening a new file at once wait for each other
-    for attempt in range(50):  # switching to WAL needs a moment alone with the file
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            break
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or attempt == 49:
-                conn.close()
-                raise
-            time.sleep(0.02)
+    try:
+        switch_to_wal(conn)
+    except BaseException:
+        conn.close()
+        raise
     conn.execute("PRAGMA synchronous=FULL")
     return conn
 
