@@ -1,12 +1,15 @@
-"""Unauthenticated resources: ``/healthz`` (alive), ``/readyz`` (ready to serve), the JWKS."""
+"""Unauthenticated resources: ``/healthz`` (alive), ``/readyz`` (ready to serve), the JWKS, and the
+contract's documents (``/schemas/{name}``, with this gateway's check vocabulary)."""
 
 from __future__ import annotations
 
 import orjson
 from aiohttp import web
 
+from gateway.api import contract
 from gateway.crypto import keys
-from gateway.web.state import RUNTIME
+from gateway.errors import NotFound
+from gateway.web.state import RUNTIME, SETTINGS
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -39,3 +42,11 @@ async def jwks(request: web.Request) -> web.Response:
         content_type="application/jwk-set+json",
         headers={"Cache-Control": "public, max-age=300"},
     )
+
+
+async def schema(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in contract.PUBLISHED:
+        raise NotFound("no such document")
+    return web.Response(body=contract.body(name, request.app[SETTINGS].checks), content_type="application/json",
+                        headers={"Cache-Control": "public, max-age=300"})

@@ -16,7 +16,6 @@ from gateway.crypto.outbound import OutboundSigner
 from gateway.errors import (
     NotFound,
 )
-from gateway.federation import checks as check_rules
 from gateway.federation.executor import Subject
 from gateway.policy.consent import enforce_consent
 from gateway.policy.rights import apply_masks, authorise
@@ -31,7 +30,7 @@ async def create_verification(request: web.Request) -> web.Response:
     runtime, note, caller, body = signed.runtime, signed.note, signed.caller, signed.body
     settings = runtime.settings
 
-    payload = parse_json(body, request.content_type, "verification-request.json")
+    payload = parse_json(body, request.content_type, "verification-request.json", settings.checks)
     note.purpose, note.case_ref = payload["purpose"], payload["case_ref"]
     subject_in: dict[str, str] = payload["subject"]
     kind, value = next(iter(subject_in.items()))
@@ -60,7 +59,7 @@ async def create_verification(request: web.Request) -> web.Response:
     note.sources = tuple((s["name"], s["status"]) for s in sources)
     if evidence.subject_unknown:
         raise NotFound("the civil registry does not know this subject", "subject_not_found")
-    results = check_rules.evaluate(checks, evidence)
+    results = settings.checks.evaluate(checks, evidence)
     withheld = apply_masks(results, decision.withheld, today)
     if withheld:
         note.detail["withheld"] = withheld

@@ -49,6 +49,7 @@ from gateway.web.state import AUDIT_NOTE, PROBLEM_CODE, REQUEST_BODY, REQUEST_ID
 log = structlog.get_logger("gateway")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UNLOGGED_PATHS = frozenset({"/healthz", "/readyz", "/.well-known/jwks.json"})
+SCHEMA_PATHS = "/schemas/"  # the published contract: public documents, not recorded either
 
 
 def _as_gateway_error(exc: BaseException) -> GatewayError:
@@ -131,7 +132,7 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
         request[AUDIT_NOTE].detail["reason"] = error.detail  # every refusal is logged with its reason
 
     runtime = request.app.get(RUNTIME)
-    if runtime is not None and request.path not in UNLOGGED_PATHS:
+    if runtime is not None and request.path not in UNLOGGED_PATHS and not request.path.startswith(SCHEMA_PATHS):
         try:
             await _append_access_record(request, response, started)
         except Exception:
@@ -197,7 +198,7 @@ def _runtime_context(settings: Settings) -> Callable[[web.Application], AsyncIte
             access_log=access_log,
             pseudonymiser=Pseudonymiser.load(settings.pseudonym_key_file, settings.state_dir),
             session=session,
-            federation=Federation(connectors),
+            federation=Federation(connectors, settings.checks),
             replay=replay,
             limiter=limiter,
             login_limiter=login_limiter,
@@ -248,6 +249,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", public.healthz)
     app.router.add_get("/readyz", public.readyz)
     app.router.add_get("/.well-known/jwks.json", public.jwks)
+    app.router.add_get("/schemas/{name}", public.schema)
     app.router.add_post("/v1/verifications", verifications.create_verification)
     app.router.add_post("/v1/consents", consents.grant_consent)
     app.router.add_get("/v1/consents", consents.list_consents)

@@ -1,0 +1,88 @@
+"""The published contract: the JSON documents of ``schemas/`` with the check vocabulary filled in from the
+check registry, so an installed third-party check appears in the enums the gateway validates requests
+against and serves at ``GET /schemas/{name}``.
+
+What derives from the registry: the ``checks`` enums (and their ``maxItems``) of verification and consent
+requests, of a consent, and of an access-log search; the per-check result definitions of a verification
+response (its ``checks`` members; each check's maskable fact names; for a check the files do not describe,
+a result built from its ``verdict_schema``, if it has one). The files in ``schemas/`` are these documents
+for the built-in checks, and a test proves they are equal.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway.federation.checks.registry import CheckRegistry
+
+SCHEMAS = Path(__file__).resolve().parent.parent.parent / "schemas"
+PUBLISHED = frozenset(p.name for p in SCHEMAS.glob("*.json"))  # openapi.json and what it refers to
+Document = dict[str, Any]
+
+
+def _checks_list(node: Document, registry: CheckRegistry) -> None:
+    node["items"]["enum"] = list(registry.names)
+    if "maxItems" in node:
+        node["maxItems"] = len(registry)
+
+
+def _request(doc: Document, registry: CheckRegistry) -> None:
+    _checks_list(doc["properties"]["checks"], registry)
+
+
+def _search(doc: Document, registry: CheckRegistry) -> None:
+    doc["properties"]["check"]["enum"] = list(registry.names)
+
+
+def _response(doc: Document, registry: CheckRegistry) -> None:
+    defs = doc["$defs"]
+    doc["properties"]["checks"]["properties"] = {n: {"$ref": f"#/$defs/{n}_result"} for n in registry.names}
+    for check in registry:
+        facts = sorted(registry.facts[check.name])
+        result = defs.get(f"{check.name}_result")
+        if result is None:  # a check the files do not describe: its own verdict schema, or any object
+            verdict = getattr(check, "verdict_schema", None) or {"type": "object"}
+            result = defs[f"{check.name}_result"] = {"oneOf": [
+                {"$ref": "#/$defs/unavailable"},
+                {"$ref": "#/$defs/answered", "properties": {"verdict": dict(verdict), "facts": {}}},
+            ]}
+        answered = result["oneOf"][1]["properties"]
+        answered["facts"] = {"items": {"properties": {"name": {"enum": facts}}}}
+
+
+FILL: Mapping[str, Callable[[Document, CheckRegistry], None]] = {
+    "verification-request.json": _request,
+    "consent-request.json": _request,
+    "consent.json": _request,
+    "audit-search-request.json": _search,
+    "verification-response.json": _response,
+}
+
+
+def _static(name: str) -> Document:
+    if name not in PUBLISHED:
+        raise KeyError(name)
+    document: Document = json.loads((SCHEMAS / name).read_text(encoding="utf-8"))
+    return document
+
+
+@lru_cache(maxsize=64)
+def document(name: str, registry: CheckRegistry) -> Mapping[str, Any]:
+    """The document ``name`` of ``schemas/`` for the checks of ``registry`` (do not modify it)."""
+    doc = _static(name)
+    fill = FILL.get(name)
+    if fill is not None:
+        fill(doc, registry)
+    return doc
+
+
+@lru_cache(maxsize=64)
+def body(name: str, registry: CheckRegistry) -> bytes:
+    """``document`` as served."""
+    return orjson.dumps(document(name, registry))
