@@ -65,7 +65,8 @@ from gateway.crypto.outbound import OutboundSigner
 from gateway.federation.checks.protocol import Operation
 from gateway.federation.checks.registry import CheckRegistry, discover
 from gateway.federation.evidence import Evidence
-from gateway.federation.executor import Federation, next_round
+from gateway.federation.executor import Federation
+from gateway.federation.plan import first_round, next_round
 from gateway.policy.rights import authorise
 from gateway.web import logs
 from gateway.web.runner import gateway_running, simulators_running
@@ -260,8 +261,7 @@ class Baseline:
         """True if every backend answered (a subject unknown to one administration is an answer)."""
         evidence = Evidence(subject_idcs=idcs, today=datetime.now(UTC).date())
         ctx = CallContext(self.session, self.sign, uuid.uuid4().hex, self.client_id, self.purpose)
-        calls = [Operation("person", {"idcs": idcs})] + [
-            op for op in next_round(self.plans, evidence) if (op.name, op.key) != ("person", idcs)]
+        calls = first_round(self.plans, evidence)
         ok, first = True, True
         while calls:
             answers = await asyncio.gather(*(self._ask(op, ctx, tally) for op in calls))

@@ -1,4 +1,5 @@
-"""Runs the requested checks' plans against the administrations, in rounds, each round concurrently.
+"""Runs the requested checks' plans (``plan.py``) against the administrations, in rounds, each round
+concurrently.
 
 First the subject: a CIN is resolved to an IDCS by the civil registry (``person``). Then rounds: every
 requested check's ``plan`` says what it wants given the evidence so far; the operations not yet asked are
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import date
 
 import structlog
@@ -30,30 +31,16 @@ from connectors.base import (
     SourceNotFound,
     SourceUnavailable,
 )
-from gateway.federation.checks.protocol import Check, Operation
+from gateway.federation.checks.protocol import Operation
 from gateway.federation.checks.registry import CheckRegistry, builtin
 from gateway.federation.evidence import Answer, Evidence, SourceTally, Subject
+from gateway.federation.plan import first_round, next_round
 
-__all__ = ["MAX_ROUNDS", "Answer", "Evidence", "Federation", "SourceTally", "Subject", "next_round"]
+__all__ = ["MAX_ROUNDS", "Answer", "Evidence", "Federation", "SourceTally", "Subject"]
 
 log = structlog.get_logger(__name__)
 
 MAX_ROUNDS = 8  # a plan that keeps wanting new keys is cut off here (the built-ins need two)
-
-
-def next_round(plans: Iterable[Check], evidence: Evidence) -> list[Operation]:
-    """What the plans want that is not yet answered, once per (operation, key), in the plans' order."""
-    wanted: dict[tuple[str, str], Operation] = {}
-    answers = evidence.answers
-    for check in plans:
-        try:
-            for op in check.plan(evidence):
-                slot = (op.name, op.key)
-                if slot not in answers and slot not in wanted:
-                    wanted[slot] = op
-        except Exception:  # a plug-in's bug: it asks for nothing more, and its evaluation says what it can
-            log.exception("check_plan_crashed", check=check.name)
-    return list(wanted.values())
 
 
 class Federation:
@@ -81,10 +68,7 @@ class Federation:
         assert idcs is not None
 
         plans = [self.checks[c] for c in checks]
-        calls = next_round(plans, evidence)
-        if ("person", idcs) not in evidence.answers:  # the subject's civil record comes first, always
-            calls = [Operation("person", {"idcs": idcs})] + [op for op in calls if (op.name, op.key) != (
-                "person", idcs)]
+        calls = first_round(plans, evidence)
         for _ in range(MAX_ROUNDS):
             if calls:
                 await asyncio.gather(*(self._ask(evidence, op, ctx) for op in calls))

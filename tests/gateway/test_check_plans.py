@@ -13,7 +13,7 @@ from connectors.base import Record
 from gateway.federation.calendar import age_on
 from gateway.federation.checks.registry import builtin
 from gateway.federation.evidence import Evidence
-from gateway.federation.executor import next_round
+from gateway.federation.plan import next_round
 from simulators.population import FIXTURE_NAMES, Household, Population
 from tests.gateway.conftest import Stack
 

@@ -21,6 +21,7 @@ from gateway.config.settings import ConfigError, Settings, load
 from gateway.console.filters import choices
 from gateway.federation.calendar import age_on
 from gateway.federation.checks.registry import CheckRegistryError, builtin, discover
+from gateway.web.state import RUNTIME
 from tests.gateway.conftest import build_stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,6 +119,8 @@ async def test_a_third_party_check_joins_the_vocabulary_and_runs(tmp_path: Path,
         assert stack.settings.checks.names[-1] == "adult_children"
         assert "adult_children" in choices(stack.settings)["checks"]
         assert stack.settings.checks.label("adult_children", "en") == "Adult children"
+        access_log = stack.gateway.runner.app[RUNTIME].access_log
+        logged = await access_log.count()
         async with aiohttp.ClientSession() as session:
             served: dict[str, Any] = {}
             for name in ("verification-request.json", "verification-response.json", "consent-request.json",
@@ -127,6 +130,7 @@ async def test_a_third_party_check_joins_the_vocabulary_and_runs(tmp_path: Path,
                     served[name] = await resp.json()
             async with session.get(f"{stack.gateway.url}/schemas/nothing.json") as resp:
                 assert resp.status == 404
+        assert await access_log.count() == logged, "the contract's documents are public and not logged"
         assert "adult_children" in served["verification-request.json"]["properties"]["checks"]["items"]["enum"]
         assert "adult_children" in served["consent-request.json"]["properties"]["checks"]["items"]["enum"]
         assert "adult_children" in served["audit-search-request.json"]["properties"]["check"]["enum"]

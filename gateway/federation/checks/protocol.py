@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from connectors.base import Record
 from gateway.federation.evidence import Evidence
@@ -42,7 +42,6 @@ class Operation:
             object.__setattr__(self, "key", self.params.get("idcs", ""))
 
 
-@runtime_checkable
 class Check(Protocol):
     """One question a client may ask about a subject (``identity``, ``schooling``...)."""
 
