@@ -1,11 +1,17 @@
 """The generic SOAP connector kind (``kind = "soap"``): WSDL loading, envelopes, transport, error mapping.
 
-An administration that speaks SOAP is configuration (``config/connectors/<name>.toml``: ``options.wsdl``
-names the local WSDL under the project root, ``options.path`` the endpoint path) plus a mapping module,
-named by ``config.mapping``, that defines ``OPERATIONS: dict[str, SoapOperation]``: for each gateway
-operation, the WSDL operation to call, how to build its arguments from the query parameters and how to
-turn the deserialised reply into canonical record data. Every record is checked against
-``schemas/records/<kind>.json`` before it leaves.
+An administration that speaks SOAP is configuration (``config/connectors/<name>.toml``): ``options.wsdl`` names
+the local WSDL (absolute, or from the project root), ``options.path`` the endpoint path, and ``options.imports``
+maps every remote ``xsd:import``/``xsd:include``/``wsdl:import`` location the WSDL names to a local copy
+(``{ "https://example.org/types.xsd" = "schemas/wsdl/vendor/types.xsd" }``): nothing is ever fetched from the
+network, and a remote location without a copy is a configuration error. Each ``[operations.<name>]`` table
+gives its ``record`` (checked against ``schemas/records/<record>.json`` or ``record_schema``),
+``soap_operation`` (the WSDL operation), ``params``, ``args`` (a table of templates for the operation's input
+elements), ``status`` (``at``: a path to the reply's status, ``found`` and ``not_found``: its values; any
+other value is off-contract) and ``fields`` (dotted paths into the parsed reply, see ``connectors.declared``).
+Every path is checked against the WSDL's types at start-up: an element the types do not have, a repeated
+element read as a single value, or a type that does not fit the field's is a configuration error. The escape
+hatch: ``mapping = "module"`` names a Python module that defines ``OPERATIONS: dict[str, SoapOperation]``.
 
 zeep is used only to build and parse envelopes. The WSDL is parsed once, at construction, from the local
 file, through a transport that cannot reach the network (DTDs, entities and external references
@@ -56,6 +62,7 @@ from zeep import exceptions as zeep_errors
 from connectors.base import (
     CallContext,
     ConnectorConfig,
+    ConnectorConfigError,
     ConnectorError,
     Query,
     Record,
@@ -65,6 +72,21 @@ from connectors.base import (
     SourceRejected,
     SourceTimeout,
     SourceUnavailable,
+)
+from connectors.declared import (
+    Field,
+    MissingValue,
+    Params,
+    check_fields_fit,
+    check_template,
+    fill,
+    parse_fields,
+    parse_params,
+    read_fields,
+    record_schema,
+    refuse_unknown,
+    table_of,
+    text_of,
 )
 from connectors.transport import read_capped, record_validators
 
@@ -91,15 +113,18 @@ class SoapOperation:
     record_kind: str
     build_args: Callable[[Mapping[str, str]], dict[str, Any]]
     to_record: Callable[[Any], dict[str, Any] | None]
+    params: Params | None = None
 
 
 class OfflineTransport(zeep.Transport):
     """A zeep transport that reads local files and nothing else: no HTTP, no file:// via requests."""
 
-    def __init__(self) -> None:
+    def __init__(self, copies: Mapping[str, Path] | None = None) -> None:
         super().__init__(cache=None)  # type: ignore[no-untyped-call]
         self.loads = 0
         self.sealed = False
+        self.copies = dict(copies or {})
+        self.refused: str | None = None
 
     def seal(self) -> None:
         """Refuse every load from now on (once the WSDL is in memory, nothing else may be read)."""
@@ -108,8 +133,12 @@ class OfflineTransport(zeep.Transport):
     def load(self, url: str) -> bytes:
         if self.sealed:
             raise PermissionError("refusing to load anything: this transport is sealed")
+        if url in self.copies:
+            self.loads += 1
+            return self.copies[url].read_bytes()
         parts = urlsplit(url)
         if parts.scheme not in ("", "file") or parts.netloc not in ("", "localhost"):
+            self.refused = url
             raise PermissionError(f"refusing to load {url!r}: only local files")
         self.loads += 1
         return Path(parts.path if parts.scheme == "file" else url).read_bytes()
@@ -183,6 +212,144 @@ def found(reply: Any) -> bool:
     raise ValueError("unknown status")
 
 
+# ---------------------------------------------------------------- operations declared in configuration
+
+_SOAP_KEYS = ("record", "record_schema", "soap_operation", "params", "one_of", "args", "status", "fields",
+              "description", "summary")
+_XSD_TYPES = {"text": ("String",), "enum": ("String",), "date": ("Date",), "bool": ("Boolean",),
+              "int": ("Integer",), "decimal": ("Decimal", "Float", "Double")}
+
+
+def split_path(path: str, setting: str) -> tuple[str, ...]:
+    """A dotted path into a parsed reply (``person.birthDate``)."""
+    steps = tuple(path.split("."))
+    if not all(step.isidentifier() for step in steps):
+        raise ConnectorConfigError(setting, f"{path!r} is not a dotted path of element names")
+    return steps
+
+
+def follow_path(reply: Any, steps: tuple[str, ...]) -> Any:
+    value = reply
+    for step in steps:
+        if value is None or isinstance(value, list | str | bytes):
+            return None
+        try:
+            value = value[step]
+        except (KeyError, IndexError, TypeError, AttributeError):
+            return None
+    return value
+
+
+def _children(xsd_type: Any) -> dict[str, Any]:
+    return dict(getattr(xsd_type, "elements", None) or ())
+
+
+def _element_at(xsd_type: Any, steps: tuple[str, ...], setting: str, where: str) -> Any:
+    element = None
+    for i, step in enumerate(steps):
+        children = _children(xsd_type)
+        element = children.get(step)
+        if element is None:
+            known = sorted(children) or "no child elements"
+            raise ConnectorConfigError(setting, f"{'.'.join(steps[: i + 1])!r}: {where} has no such element "
+                                                f"(it has {known})")
+        if element.accepts_multiple and i < len(steps) - 1:
+            raise ConnectorConfigError(setting, f"{'.'.join(steps[: i + 1])!r} repeats: read it with `each`")
+        xsd_type = element.type
+    return element
+
+
+def _check_fields_in_wsdl(fields: tuple[Field, ...], xsd_type: Any, setting: str, where: str) -> None:
+    for f in fields:
+        field_setting = f"{setting}.{f.name}"
+        element = _element_at(xsd_type, f.at, field_setting, where)
+        if f.items is not None:
+            if not element.accepts_multiple:
+                raise ConnectorConfigError(field_setting, f"{'.'.join(f.at)!r} is not a repeated element")
+            _check_fields_in_wsdl(f.items, element.type, f"{field_setting}.fields", f"{where}.{'.'.join(f.at)}")
+            continue
+        if element.accepts_multiple:
+            raise ConnectorConfigError(field_setting, f"{'.'.join(f.at)!r} repeats: read it with `each`")
+        builtins = {cls.__name__ for cls in type(element.type).__mro__
+                    if cls.__module__ == "zeep.xsd.types.builtins"}
+        if not builtins & set(_XSD_TYPES[f.type]):
+            raise ConnectorConfigError(field_setting, f"{'.'.join(f.at)!r} is not of a type that fits {f.type} "
+                                                      f"(the WSDL says {element.type.name or 'a complex type'})")
+
+
+def declared_operation(name: str, op_table: Any, root: Path, binding: Any) -> tuple[SoapOperation, Any]:
+    """One ``[operations.<name>]`` table of a SOAP administration, checked against the WSDL; its record schema."""
+    setting = f"operations.{name}"
+    op = table_of(op_table, setting)
+    refuse_unknown(op, _SOAP_KEYS, setting)
+    kind = text_of(op, "record", setting)
+    schema = record_schema(root, kind, op.get("record_schema"), setting)
+    soap_name = text_of(op, "soap_operation", setting)
+    try:
+        soap_op = binding.get(soap_name)
+    except ValueError:
+        raise ConnectorConfigError(f"{setting}.soap_operation",
+                                   f"the WSDL has no operation {soap_name!r}") from None
+    params = parse_params(op, setting)
+    args = table_of(op.get("args", {}), f"{setting}.args")
+    check_template(args, params, f"{setting}.args")
+    inputs = _children(soap_op.input.body.type)
+    for arg in args:
+        if arg not in inputs:
+            raise ConnectorConfigError(f"{setting}.args.{arg}",
+                                       f"{soap_name} takes no {arg!r} (it takes {sorted(inputs)})")
+    output = soap_op.output.body.type
+    status = table_of(op.get("status", {}), f"{setting}.status")
+    refuse_unknown(status, ("at", "found", "not_found"), f"{setting}.status")
+    status_at: tuple[str, ...] | None = None
+    found_values: tuple[Any, ...] = ()
+    not_found_values: tuple[Any, ...] = ()
+    if status:
+        status_at = split_path(text_of(status, "at", f"{setting}.status"), f"{setting}.status.at")
+        _element_at(output, status_at, f"{setting}.status.at", f"{soap_name}'s reply")
+        found_values, not_found_values = (tuple(v) if isinstance(v, list) else (v,)
+                                          for v in (status.get("found", ()), status.get("not_found", ())))
+        if not found_values:
+            raise ConnectorConfigError(f"{setting}.status.found", "is required with a status")
+    fields = parse_fields(op.get("fields", {}), f"{setting}.fields", split_path)
+    if not fields:
+        raise ConnectorConfigError(f"{setting}.fields", "an operation needs the fields of its record")
+    check_fields_fit(fields, schema, f"{setting}.fields")
+    _check_fields_in_wsdl(fields, output, f"{setting}.fields", f"{soap_name}'s reply")
+
+    def build_args(given: Mapping[str, str]) -> dict[str, Any]:
+        filled: dict[str, Any] = fill(args, given)
+        return filled
+
+    def to_record(reply: Any) -> dict[str, Any] | None:
+        if status_at is not None:
+            value = follow_path(reply, status_at)
+            if value in not_found_values:
+                return None
+            if value not in found_values:
+                raise MissingValue("unknown status")
+        return read_fields(reply, fields, follow_path)
+
+    return SoapOperation(soap_name, kind, build_args, to_record, params), schema.validator
+
+
+def _mapping_operations(config: ConnectorConfig) -> dict[str, SoapOperation]:
+    """The escape hatch: a Python module named by ``mapping`` that defines ``OPERATIONS``."""
+    try:
+        module = import_module(str(config.mapping))
+    except ImportError as exc:
+        raise ConnectorConfigError("mapping", f"cannot import {config.mapping!r} ({exc})") from None
+    operations = getattr(module, "OPERATIONS", None)
+    if not isinstance(operations, dict) or not all(isinstance(op, SoapOperation) for op in operations.values()):
+        raise ConnectorConfigError("mapping", f"{config.mapping!r} must define OPERATIONS: dict[str, SoapOperation]")
+    return dict(operations)
+
+
+def _local(root: Path, value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else root / path
+
+
 # ---------------------------------------------------------------- the connector
 
 
@@ -192,49 +359,64 @@ class SoapConnector:
     def __init__(self, config: ConnectorConfig, root: Path | str) -> None:
         self._config = config
         root = Path(root)
-        where = f"connector {config.name!r}"
+        options = config.options
+        refuse_unknown(options, ("wsdl", "path", "imports"), "options")
         for option in ("wsdl", "path"):
-            if not isinstance(config.options.get(option), str):
-                raise ValueError(f"{where}: options.{option} must be a string")
-        path: str = config.options["path"]
+            if not isinstance(options.get(option), str) or not options[option]:
+                raise ConnectorConfigError(f"options.{option}", "must be a non-empty string")
+        path: str = options["path"]
         if not path.startswith("/"):
-            raise ValueError(f"{where}: options.path must start with '/'")
+            raise ConnectorConfigError("options.path", "must start with '/'")
         base = urlsplit(config.base_url)
         if base.scheme not in ("http", "https") or not base.netloc:
-            raise ValueError(f"{where}: base_url must be an http(s) URL")
+            raise ConnectorConfigError("base_url", "must be an http(s) URL")
         self._path = base.path.rstrip("/") + path  # what the server sees, and what the signature covers
         self._url = f"{base.scheme}://{base.netloc}{self._path}"
 
-        mapping = import_module(config.mapping)
-        operations = getattr(mapping, "OPERATIONS", None)
-        if not isinstance(operations, dict) or not all(
-            isinstance(op, SoapOperation) for op in operations.values()
-        ):
-            raise ValueError(
-                f"{where}: mapping {config.mapping!r} must define OPERATIONS: dict[str, SoapOperation]"
-            )
-        self._operations: dict[str, SoapOperation] = dict(operations)
-
-        wsdl = root / config.options["wsdl"]
-        self._transport = OfflineTransport()
+        copies: dict[str, Path] = {}
+        for url, local in table_of(options.get("imports", {}), "options.imports").items():
+            if not isinstance(local, str) or not _local(root, local).is_file():
+                raise ConnectorConfigError("options.imports", f"the local copy of {url} is missing: {local!r}")
+            copies[url] = _local(root, local)
+        wsdl = _local(root, options["wsdl"])
+        if not wsdl.is_file():
+            raise ConnectorConfigError("options.wsdl", f"WSDL {wsdl} not found")
+        self._transport = OfflineTransport(copies)
         try:
             self._client = zeep.Client(  # type: ignore[no-untyped-call]
                 str(wsdl), transport=self._transport, settings=_zeep_settings()
             )
-        except (OSError, zeep_errors.Error, etree.XMLSyntaxError) as exc:
-            raise ValueError(f"{where}: cannot load WSDL {wsdl}: {exc}") from exc
+        except PermissionError:
+            raise ConnectorConfigError("options.imports", f"the WSDL refers to {self._transport.refused}; list a "
+                                                          "local copy of it in options.imports") from None
+        except (OSError, zeep_errors.Error, etree.XMLSyntaxError, ValueError) as exc:
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConnectorConfigError("options.wsdl", f"cannot load WSDL {wsdl}: {detail}") from None
         self._transport.seal()
         self._binding = self._client.service._binding
+
+        self._operations: dict[str, SoapOperation] = {}
+        self._validators: dict[str, Any] = {}
+        if config.mapping:
+            if config.operations:
+                raise ConnectorConfigError("mapping", "give either `mapping` or [operations], not both")
+            self._operations = _mapping_operations(config)
+            by_kind = record_validators(root, (op.record_kind for op in self._operations.values()),
+                                        f"connector {config.name!r}")
+            self._validators = {name: by_kind[op.record_kind] for name, op in self._operations.items()}
+        else:
+            for name, table in table_of(config.operations, "operations").items():
+                self._operations[name], self._validators[name] = declared_operation(name, table, root,
+                                                                                    self._binding)
+            if not self._operations:
+                raise ConnectorConfigError("operations", "an administration needs at least one operation")
         self._soap_ops: dict[str, Any] = {}
         for name, op in self._operations.items():
             try:
                 self._soap_ops[op.soap_operation] = self._binding.get(op.soap_operation)
             except ValueError:
-                raise ValueError(f"{where}: operation {name!r} names {op.soap_operation!r}, "
-                                 f"which {wsdl} does not define") from None
-
-        self._validators = record_validators(root, (op.record_kind for op in self._operations.values()),
-                                             where)
+                raise ConnectorConfigError(f"operations.{name}",
+                                           f"names {op.soap_operation!r}, which {wsdl} does not define") from None
 
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_s, connect=config.connect_timeout_s)
         self._slots = asyncio.Semaphore(config.max_connections)
@@ -261,6 +443,8 @@ class SoapConnector:
             raise ValueError(f"connector {self.name!r} has no operation {query.operation!r}")
         soap_op = self._soap_ops[op.soap_operation]
         try:
+            if op.params is not None:
+                op.params.check(query.params)
             args = op.build_args(query.params)
             envelope = self._client.create_message(  # type: ignore[no-untyped-call]
                 self._client.service, op.soap_operation, **args
@@ -277,7 +461,8 @@ class SoapConnector:
             raise
         except TimeoutError:
             raise SourceTimeout(self.name, "no answer in time") from None
-        return Record(self.name, op.record_kind, self._to_record(op, soap_op, reply), datetime.now(UTC))
+        return Record(self.name, op.record_kind, self._to_record(query.operation, op, soap_op, reply),
+                      datetime.now(UTC))
 
     async def _call(self, body: bytes, action: str, ctx: CallContext) -> _Reply:
         """Send one envelope; read the answer (capped). Maps transport failures and HTTP statuses."""
@@ -319,7 +504,7 @@ class SoapConnector:
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
         return await read_capped(resp, self._config.max_response_bytes, self.name)
 
-    def _to_record(self, op: SoapOperation, soap_op: Any, reply: _Reply) -> dict[str, Any]:
+    def _to_record(self, operation: str, op: SoapOperation, soap_op: Any, reply: _Reply) -> dict[str, Any]:
         """Refuse a DTD on sight, parse the reply once, map faults, then map and check the record."""
         if any(marker in reply.content for marker in _DOCTYPE_MARKERS):
             raise SourceMalformed(self.name, "answer declares a DTD")
@@ -335,11 +520,11 @@ class SoapConnector:
             raise SourceMalformed(self.name, "malformed answer") from None
         try:
             data = op.to_record(result)
-        except (AttributeError, KeyError, TypeError, ValueError):
+        except (AttributeError, KeyError, TypeError, ValueError, MissingValue):
             raise SourceMalformed(self.name, "answer lacks expected fields") from None
         if data is None:
             raise SourceNotFound(self.name, "subject unknown")
-        if not self._validators[op.record_kind].is_valid(data):
+        if not self._validators[operation].is_valid(data):
             raise SourceMalformed(self.name, f"answer does not fit the {op.record_kind} record")
         return data
 
@@ -349,9 +534,12 @@ __all__ = [
     "SoapConnector",
     "SoapOperation",
     "boolean",
+    "declared_operation",
+    "follow_path",
     "found",
     "iso_date",
     "optional_iso_date",
     "optional_text",
+    "split_path",
     "text",
 ]

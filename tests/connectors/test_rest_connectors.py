@@ -6,7 +6,6 @@ import asyncio
 import json
 import socket
 import time
-import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -31,6 +30,7 @@ from connectors.base import (
     SourceUnavailable,
 )
 from connectors.rest import RestConnector
+from gateway.config.connectors import load_connector_file
 from gateway.crypto import keys
 from gateway.crypto.outbound import OutboundSigner
 from gateway.federation.calendar import last_complete_months
@@ -45,8 +45,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def load_config(name: str) -> ConnectorConfig:
-    table = tomllib.loads((ROOT / "config" / "connectors" / f"{name}.toml").read_text(encoding="utf-8"))
-    return ConnectorConfig(**table["connector"])
+    return load_connector_file(ROOT / "config" / "connectors" / f"{name}.toml", {})
 
 
 def base_url(server: TestServer) -> str:
@@ -216,13 +215,32 @@ async def test_unknown_idcs_is_not_found(
             Query("declarations", {"idcs": unknown, "from": "2025-01", "to": "2025-06"}), call_ctx)
 
 
+def without_patterns(config: ConnectorConfig) -> ConnectorConfig:
+    """The same administration with no ``pattern`` on any parameter: every value reaches the path template."""
+    operations = {
+        name: {**op, "params": {p: {k: v for k, v in spec.items() if k != "pattern"}
+                                for p, spec in op.get("params", {}).items()}}
+        for name, op in config.operations.items()
+    }
+    return replace(config, operations=operations)
+
+
 async def test_path_values_are_quoted_and_the_signature_still_holds(
     education: Backend, call_ctx: CallContext
 ) -> None:
     # Reaches the handler (signature verified on the quoted path), which refuses the malformed idcs: 400.
+    connector = RestConnector(without_patterns(education.config), ROOT)
     with pytest.raises(SourceUnavailable):
-        await education.connector.fetch(Query("enrolment", {"idcs": "../../x?y=1"}), call_ctx)
+        await connector.fetch(Query("enrolment", {"idcs": "../../x?y=1"}), call_ctx)
     assert education.ctx.control.calls == 1
+
+
+async def test_a_parameter_off_its_declared_pattern_is_refused_before_any_call(
+    education: Backend, call_ctx: CallContext
+) -> None:
+    with pytest.raises(ValueError, match="not of the expected form"):
+        await education.connector.fetch(Query("enrolment", {"idcs": "../../x?y=1"}), call_ctx)
+    assert education.ctx.control.calls == 0
 
 
 async def test_unknown_operation_and_missing_parameter_are_caller_errors(
