@@ -262,10 +262,11 @@ def _element_at(xsd_type: Any, steps: tuple[str, ...], setting: str, where: str)
 def _check_fields_in_wsdl(fields: tuple[Field, ...], xsd_type: Any, setting: str, where: str) -> None:
     for f in fields:
         field_setting = f"{setting}.{f.name}"
-        element = _element_at(xsd_type, f.at, field_setting, where)
+        at_setting = f"{field_setting}.each" if f.items is not None else field_setting
+        element = _element_at(xsd_type, f.at, at_setting, where)
         if f.items is not None:
             if not element.accepts_multiple:
-                raise ConnectorConfigError(field_setting, f"{'.'.join(f.at)!r} is not a repeated element")
+                raise ConnectorConfigError(at_setting, f"{'.'.join(f.at)!r} is not a repeated element")
             _check_fields_in_wsdl(f.items, element.type, f"{field_setting}.fields", f"{where}.{'.'.join(f.at)}")
             continue
         if element.accepts_multiple:
@@ -382,9 +383,13 @@ class SoapConnector:
         if not wsdl.is_file():
             raise ConnectorConfigError("options.wsdl", f"WSDL {wsdl} not found")
         self._transport = OfflineTransport(copies)
+        # While the WSDL loads, the offline transport is the guard (local files and listed copies only): zeep's
+        # own forbid_external would refuse a remote import before the transport could map it to its copy.
+        settings = _zeep_settings()
+        settings.forbid_external = False
         try:
             self._client = zeep.Client(  # type: ignore[no-untyped-call]
-                str(wsdl), transport=self._transport, settings=_zeep_settings()
+                str(wsdl), transport=self._transport, settings=settings
             )
         except PermissionError:
             raise ConnectorConfigError("options.imports", f"the WSDL refers to {self._transport.refused}; list a "
@@ -393,6 +398,7 @@ class SoapConnector:
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ConnectorConfigError("options.wsdl", f"cannot load WSDL {wsdl}: {detail}") from None
         self._transport.seal()
+        settings.forbid_external = True  # from now on nothing external, whatever a reply says
         self._binding = self._client.service._binding
 
         self._operations: dict[str, SoapOperation] = {}

@@ -69,7 +69,7 @@ def build_connectors(configs: Iterable[ConnectorConfig], root: Path) -> dict[str
     try:
         return build_all(configs, root)
     except ConnectorBuildError as exc:
-        raise ConfigError(f"{locate(exc.config, exc.setting)}: {exc}") from None
+        raise ConfigError(f"{locate(exc.config, exc.setting)} {exc}") from None
 
 
 def locate(config: ConnectorConfig, setting: str) -> str:

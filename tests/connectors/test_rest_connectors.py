@@ -175,6 +175,30 @@ async def test_enrolment_for_a_given_school_year(education: Backend, call_ctx: C
     assert record.data["level"] == expected.level
 
 
+async def test_a_python_mapping_module_is_the_escape_hatch(education: Backend, call_ctx: CallContext) -> None:
+    config = replace(education.config, operations={}, mapping="tests.connectors.mapping_module")
+    connector = RestConnector(config, ROOT)
+    child = POP.fixture("child_out_of_school").children[1]
+    record = await connector.fetch(Query("enrolment", {"idcs": child.idcs}), call_ctx)
+    expected = POP.enrolment(child.idcs)
+    assert expected is not None
+    assert record.data["level"] == expected.level.upper() and record.data["school"] == expected.school
+    assert record.kind == "enrolment" and education.ctx.control.calls == 1
+
+
+async def test_a_not_found_value_in_the_reply_is_a_not_found(call_ctx: CallContext) -> None:
+    """``not_found = { at, equals }``: a backend that answers 200 with a marker instead of a 404."""
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({"found": False})
+
+    config = load_config("education")
+    operation = dict(config.operations["enrolment"]) | {"not_found": {"status": 404, "at": "/found",
+                                                                      "equals": False}}
+    async with rogue(handler, operations={"enrolment": operation}) as connector:
+        with pytest.raises(SourceNotFound):
+            await connector.fetch(Query("enrolment", {"idcs": "1234567890"}), call_ctx)
+
+
 async def test_declarations_of_salaried_father_match_population(
     employment: Backend, call_ctx: CallContext
 ) -> None:
