@@ -154,6 +154,14 @@ class Connector(Protocol):
     async def aclose(self) -> None: ...
 
 
+@runtime_checkable
+class Describable(Protocol):
+    """A connector that can say what an operation takes and yields (both built-in kinds can): needed to expose
+    its operations as services. ``describe`` returns a ``connectors.declared.OperationInfo``."""
+
+    def describe(self, operation: str) -> Any: ...
+
+
 ConnectorFactory = Callable[[ConnectorConfig, Path], Connector]
 """Builds a connector from its config and the project root (to find ``schemas/``)."""
 

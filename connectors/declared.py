@@ -301,6 +301,21 @@ def _typed(value: Any, f: Field) -> Any:
     raise MissingValue(f"{f.name}: not a {f.type}")
 
 
+# ---------------------------------------------------------------- what an operation is, for its callers
+
+
+@dataclass(frozen=True, slots=True)
+class OperationInfo:
+    """An operation as its callers see it (the services catalogue, OpenAPI): its parameters (None when a
+    Python mapping declares none), the record it yields and that record's JSON Schema, a one-line summary."""
+
+    name: str
+    record_kind: str
+    record_schema: Mapping[str, Any]
+    params: Params | None
+    summary: str = ""
+
+
 # ---------------------------------------------------------------- record schemas
 
 

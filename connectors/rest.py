@@ -66,6 +66,7 @@ from connectors.base import (
 )
 from connectors.declared import (
     MissingValue,
+    OperationInfo,
     Params,
     check_fields_fit,
     check_template,
@@ -221,6 +222,8 @@ class RestConnector:
         self._config = config
         self._operations: dict[str, RestOperation] = {}
         validators: dict[str, Any] = {}
+        self._summaries: dict[str, str] = {
+            name: str(table.get("summary", "")) for name, table in config.operations.items() if isinstance(table, dict)}
         if config.mapping:
             if config.operations:
                 raise ConnectorConfigError("mapping", "give either `mapping` or [operations], not both")
@@ -250,6 +253,12 @@ class RestConnector:
     @property
     def operations(self) -> frozenset[str]:
         return frozenset(self._operations)
+
+    def describe(self, operation: str) -> OperationInfo:
+        """What ``operation`` takes and yields (``KeyError`` when this administration has no such operation)."""
+        op = self._operations[operation]
+        return OperationInfo(operation, op.record_kind, self._validators[operation].schema, op.params,
+                             self._summaries.get(operation, ""))
 
     async def aclose(self) -> None:
         """Nothing to release: the session belongs to the gateway."""
