@@ -22,7 +22,7 @@ from aiohttp import web
 
 from connectors.base import Connector
 from gateway import console
-from gateway.api import anomalies, audit, citizen, consents, public, verifications
+from gateway.api import anomalies, audit, citizen, consents, public, services, verifications
 from gateway.audit import AccessRecord, Pseudonymiser, TreeHeadSigner, log_id_for
 from gateway.config.connectors import build_connectors
 from gateway.config.settings import Settings
@@ -41,11 +41,22 @@ from gateway.errors import (
     problem_body,
 )
 from gateway.federation.executor import Federation
+from gateway.federation.services import ServiceCatalogue, check_service_masks
 from gateway.stores import backends as storage
 from gateway.trust.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from gateway.trust.replay import RedisReplayCache, ReplayCache, SqliteReplayCache
 from gateway.web import logs
-from gateway.web.state import AUDIT_NOTE, PROBLEM_CODE, REQUEST_BODY, REQUEST_ID, RUNTIME, SETTINGS, AuditNote, Runtime
+from gateway.web.state import (
+    AUDIT_NOTE,
+    PROBLEM_CODE,
+    REQUEST_BODY,
+    REQUEST_ID,
+    RUNTIME,
+    SERVICES,
+    SETTINGS,
+    AuditNote,
+    Runtime,
+)
 
 log = structlog.get_logger("gateway")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -246,11 +257,17 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(_plain_server_header)
     app.cleanup_ctx.append(citizen.context(settings))  # the citizens' identity provider keys: checked first
     # built here, before start-up: a mistake in an administration's file is one ConfigError line, not a traceback
-    app.cleanup_ctx.append(_runtime_context(settings, build_connectors(settings.connectors, settings.root)))
+    connectors = build_connectors(settings.connectors, settings.root)
+    app[SERVICES] = ServiceCatalogue.build(settings.services, connectors, settings.config_dir / "services.toml")
+    check_service_masks(settings, app[SERVICES])
+    app.cleanup_ctx.append(_runtime_context(settings, connectors))
     app.router.add_get("/healthz", public.healthz)
     app.router.add_get("/readyz", public.readyz)
     app.router.add_get("/.well-known/jwks.json", public.jwks)
     app.router.add_post("/v1/verifications", verifications.create_verification)
+    app.router.add_get("/v1/services", services.list_services)
+    app.router.add_get("/v1/services/{service}", services.describe_service)
+    app.router.add_post("/v1/services/{service}", services.call_service)
     app.router.add_post("/v1/consents", consents.grant_consent)
     app.router.add_get("/v1/consents", consents.list_consents)
     app.router.add_get("/v1/consents/{consent_id}", consents.show_consent)

@@ -458,7 +458,7 @@ def test_wsdl_must_be_local(tmp_path: Path) -> None:
     remote = wsdl.replace("<wsdl:types>", '<wsdl:import namespace="urn:x" location="http://example.invalid/x.wsdl"/>'
                           "<wsdl:types>")
     (tmp_path / "remote.wsdl").write_text(remote)
-    with pytest.raises(ValueError, match="refers to http://example.invalid/x.wsdl; list a local copy"):
+    with pytest.raises(ValueError, match=r"refers to http://example\.invalid/x\.wsdl; list a local copy"):
         SoapConnector(replace(load_config("health"), options={"wsdl": "remote.wsdl", "path": "/amo/soap"}),
                       tmp_path)
 
