@@ -2,7 +2,7 @@
 check registry, so an installed third-party check appears in the enums the gateway validates requests
 against and serves at ``GET /schemas/{name}``.
 
-What derives from the registry: the ``checks`` enums (and their ``maxItems``) of verification and consent
+What derives from the registry: the ``checks`` enums of verification (and its ``maxItems``) and consent
 requests, of a consent, and of an access-log search; the per-check result definitions of a verification
 response (its ``checks`` members; each check's maskable fact names; for a check the files do not describe,
 a result built from its ``verdict_schema``, if it has one). The files in ``schemas/`` are these documents
@@ -27,13 +27,18 @@ Document = dict[str, Any]
 
 
 def _checks_list(node: Document, registry: CheckRegistry) -> None:
-    node["items"]["enum"] = list(registry.names)
-    if "maxItems" in node:
-        node["maxItems"] = len(registry)
+    items = node["items"]
+    # a consent's list may also name services (``anyOf``: the checks first, then a service's pattern)
+    (items["anyOf"][0] if "anyOf" in items else items)["enum"] = list(registry.names)
 
 
 def _request(doc: Document, registry: CheckRegistry) -> None:
     _checks_list(doc["properties"]["checks"], registry)
+
+
+def _verification_request(doc: Document, registry: CheckRegistry) -> None:
+    _checks_list(doc["properties"]["checks"], registry)
+    doc["properties"]["checks"]["maxItems"] = len(registry)  # each check once
 
 
 def _search(doc: Document, registry: CheckRegistry) -> None:
@@ -57,7 +62,7 @@ def _response(doc: Document, registry: CheckRegistry) -> None:
 
 
 FILL: Mapping[str, Callable[[Document, CheckRegistry], None]] = {
-    "verification-request.json": _request,
+    "verification-request.json": _verification_request,
     "consent-request.json": _request,
     "consent.json": _request,
     "audit-search-request.json": _search,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import suppress
 from datetime import UTC, datetime
 
@@ -20,10 +20,11 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from connectors.registry import build as build_connector
+from connectors.base import Connector
 from gateway import console
-from gateway.api import anomalies, audit, citizen, consents, public, verifications
+from gateway.api import anomalies, audit, citizen, consents, public, services, verifications
 from gateway.audit import AccessRecord, Pseudonymiser, TreeHeadSigner, log_id_for
+from gateway.config.connectors import build_connectors
 from gateway.config.settings import Settings
 from gateway.crypto.jws import SIGNATURE_HEADER, request_digest, sign_detached
 from gateway.crypto.keyring import GatewaySigningKeys, ResolverChain, StaticClientKeys
@@ -40,11 +41,22 @@ from gateway.errors import (
     problem_body,
 )
 from gateway.federation.executor import Federation
+from gateway.federation.services import ServiceCatalogue, check_service_masks
 from gateway.stores import backends as storage
 from gateway.trust.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from gateway.trust.replay import RedisReplayCache, ReplayCache, SqliteReplayCache
 from gateway.web import logs
-from gateway.web.state import AUDIT_NOTE, PROBLEM_CODE, REQUEST_BODY, REQUEST_ID, RUNTIME, SETTINGS, AuditNote, Runtime
+from gateway.web.state import (
+    AUDIT_NOTE,
+    PROBLEM_CODE,
+    REQUEST_BODY,
+    REQUEST_ID,
+    RUNTIME,
+    SERVICES,
+    SETTINGS,
+    AuditNote,
+    Runtime,
+)
 
 log = structlog.get_logger("gateway")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -171,7 +183,8 @@ def _tree_head_signer(runtime: Runtime) -> TreeHeadSigner:
                           retention_days=s.audit_retention_days)
 
 
-def _runtime_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+def _runtime_context(settings: Settings, connectors: Mapping[str, Connector]
+                     ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         signing_keys = GatewaySigningKeys(settings)
         signing_key, published_keys = signing_keys.load()
@@ -189,7 +202,6 @@ def _runtime_context(settings: Settings) -> Callable[[web.Application], AsyncIte
         connector = aiohttp.TCPConnector(limit=512, limit_per_host=0, ttl_dns_cache=300)
         session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30),
                                         raise_for_status=False, auto_decompress=True)
-        connectors = {c.name: build_connector(c, settings.root) for c in settings.connectors}
         app[RUNTIME] = Runtime(
             settings=settings,
             signing_key=signing_key,
@@ -245,12 +257,19 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app.on_response_prepare.append(_plain_server_header)
     app.cleanup_ctx.append(citizen.context(settings))  # the citizens' identity provider keys: checked first
-    app.cleanup_ctx.append(_runtime_context(settings))
+    # built here, before start-up: a mistake in an administration's file is one ConfigError line, not a traceback
+    connectors = build_connectors(settings.connectors, settings.root)
+    app[SERVICES] = ServiceCatalogue.build(settings.services, connectors, settings.config_dir / "services.toml")
+    check_service_masks(settings, app[SERVICES])
+    app.cleanup_ctx.append(_runtime_context(settings, connectors))
     app.router.add_get("/healthz", public.healthz)
     app.router.add_get("/readyz", public.readyz)
     app.router.add_get("/.well-known/jwks.json", public.jwks)
     app.router.add_get("/schemas/{name}", public.schema)
     app.router.add_post("/v1/verifications", verifications.create_verification)
+    app.router.add_get("/v1/services", services.list_services)
+    app.router.add_get("/v1/services/{service}", services.describe_service)
+    app.router.add_post("/v1/services/{service}", services.call_service)
     app.router.add_post("/v1/consents", consents.grant_consent)
     app.router.add_get("/v1/consents", consents.list_consents)
     app.router.add_get("/v1/consents/{consent_id}", consents.show_consent)

@@ -13,6 +13,7 @@ from gateway.config.settings import Settings
 from gateway.crypto.keyring import KeyResolver
 from gateway.crypto.keys import SigningKey
 from gateway.federation.executor import Federation
+from gateway.federation.services import ServiceCatalogue
 from gateway.policy.consent.store import ConsentStore
 from gateway.trust.ratelimit import RateLimiter
 from gateway.trust.replay import ReplayCache
@@ -65,3 +66,4 @@ REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 AUDIT_NOTE: web.RequestKey[AuditNote] = web.RequestKey("audit_note", AuditNote)
 PROBLEM_CODE: web.RequestKey[str] = web.RequestKey("problem_code", str)
 REQUEST_BODY: web.RequestKey[bytes] = web.RequestKey("request_body", bytes)
+SERVICES: web.AppKey[ServiceCatalogue] = web.AppKey("services", ServiceCatalogue)
