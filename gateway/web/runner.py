@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway import console
-from gateway.config.settings import Settings
+from gateway.config.settings import Settings, SimulatorSettings
 from gateway.crypto.keyring import load_signing_keys
 from gateway.web.app import create_app
 from simulators.population import Population
@@ -67,6 +67,24 @@ def simulated_urls(urls: Mapping[str, str], env: Mapping[str, str]) -> dict[str,
     return {name: url for name, url in urls.items() if not env.get(f"ANSS_GATEWAY_CONNECTOR_{name.upper()}_URL")}
 
 
+def following_base_port(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
+    """Under plain ``serve``: the connectors still at their shipped simulator URL follow a non-default simulator
+    base port (``ANSS_GATEWAY_SIMULATOR_BASE_PORT``, ``[simulators] base_port``), so ``simulate`` in one terminal
+    and ``serve`` in another agree. A connector given its own URL (in its file or its environment variable)
+    keeps it."""
+    base, host = settings.simulators.base_port, settings.simulators.host
+    if base == SimulatorSettings().base_port:
+        return {}
+    configured = {c.name: c.base_url for c in settings.connectors}
+    moved: dict[str, str] = {}
+    for offset, (name, default_port) in enumerate(DEFAULT_PORTS.items()):
+        if env.get(f"ANSS_GATEWAY_CONNECTOR_{name.upper()}_URL") or name not in configured:
+            continue
+        if configured[name] in (f"http://{host}:{default_port}", f"http://127.0.0.1:{default_port}"):
+            moved[name] = f"http://{host}:{base + offset}"
+    return moved
+
+
 async def wait_for_signal() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -85,6 +103,10 @@ async def serve(settings: Settings, with_simulators: bool, ssl_context: ssl.SSLC
                 print("\n".join(console.banner(gw.runner.app, gw.url)), flush=True)
                 await wait_for_signal()
     else:
+        moved = following_base_port(settings, os.environ)
+        if moved:
+            settings = settings.with_connector_urls(moved)
+            print(f"connectors follow the simulator base port {settings.simulators.base_port}: {moved}", flush=True)
         async with gateway_running(settings, ssl_context=ssl_context) as gw:
             print(f"gateway listening on {gw.url}", flush=True)
             print("\n".join(console.banner(gw.runner.app, gw.url)), flush=True)

@@ -188,3 +188,15 @@ def test_a_connector_url_from_the_environment_wins_over_its_simulator() -> None:
     sims = {"civil_registry": "http://127.0.0.1:1", "cnss": "http://127.0.0.1:2", "amo": "http://127.0.0.1:3"}
     env = {"ANSS_GATEWAY_CONNECTOR_CNSS_URL": "https://cnss.example.ma", "ANSS_GATEWAY_CONNECTOR_AMO_URL": ""}
     assert simulated_urls(sims, env) == {"civil_registry": "http://127.0.0.1:1", "amo": "http://127.0.0.1:3"}
+
+
+def test_plain_serve_follows_a_simulator_base_port_except_where_a_url_is_given() -> None:
+    from gateway.web.runner import following_base_port
+
+    env = {"ANSS_GATEWAY_SIMULATOR_BASE_PORT": "9101", "ANSS_GATEWAY_CONNECTOR_HEALTH_URL": "https://amo.example.ma"}
+    settings = load(env=env)
+    moved = following_base_port(settings, env)
+    assert moved == {"civil_registry": "http://127.0.0.1:9101", "education": "http://127.0.0.1:9102",
+                     "employment": "http://127.0.0.1:9104"}
+    assert settings.connector("health").base_url == "https://amo.example.ma"  # its own URL: kept
+    assert following_base_port(load(env={}), {}) == {}  # the default base port: nothing to follow

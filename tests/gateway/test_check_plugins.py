@@ -132,7 +132,7 @@ async def test_a_third_party_check_joins_the_vocabulary_and_runs(tmp_path: Path,
                 assert resp.status == 404
         assert await access_log.count() == logged, "the contract's documents are public and not logged"
         assert "adult_children" in served["verification-request.json"]["properties"]["checks"]["items"]["enum"]
-        assert "adult_children" in served["consent-request.json"]["properties"]["checks"]["items"]["enum"]
+        assert "adult_children" in served["consent-request.json"]["properties"]["checks"]["items"]["anyOf"][0]["enum"]
         assert "adult_children" in served["audit-search-request.json"]["properties"]["check"]["enum"]
         response_schema = served["verification-response.json"]
         assert "adult_children" in response_schema["properties"]["checks"]["properties"]
