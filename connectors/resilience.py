@@ -200,6 +200,10 @@ class Resilient:
         self._slots = asyncio.Semaphore(bulkhead.max_concurrent)
         self.in_flight = 0
         self.bulkhead_rejections = 0
+        # set by the gateway: observe(source, operation, outcome, elapsed_s) after every call (metrics), and an
+        # OpenTelemetry tracer for one span per call (traces); outcome is "ok", "not_found" or a failure's code
+        self.observe: Callable[[str, str, str, float], None] | None = None
+        self.tracer: Any = None
 
     @property
     def name(self) -> str:
@@ -216,6 +220,37 @@ class Resilient:
         await self.inner.aclose()
 
     async def fetch(self, query: Query, ctx: CallContext) -> Record:
+        if self.tracer is None:
+            return await self._guarded(query, ctx)
+        # the span names the administration and the operation, never a parameter's value
+        with self.tracer.start_as_current_span(f"{self.name} {query.operation}",
+                                               attributes={"anss.source": self.name,
+                                                           "anss.operation": query.operation}) as span:
+            try:
+                return await self._guarded(query, ctx)
+            except ConnectorError as exc:
+                span.set_attribute("anss.outcome", exc.code)
+                raise
+
+    async def _guarded(self, query: Query, ctx: CallContext) -> Record:
+        started = time.monotonic()
+        outcome = "ok"
+        try:
+            return await self._admitted(query, ctx)
+        except ConnectorError as exc:
+            outcome = "not_found" if isinstance(exc, SourceNotFound) else exc.code
+            raise
+        except ValueError:
+            outcome = "refused_query"
+            raise
+        except Exception:
+            outcome = "source_error"
+            raise
+        finally:
+            if self.observe is not None:
+                self.observe(self.name, query.operation, outcome, time.monotonic() - started)
+
+    async def _admitted(self, query: Query, ctx: CallContext) -> Record:
         if not self.breaker.acquire():
             raise SourceCircuitOpen(self.name, "circuit open: recent calls failed")
         try:

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from aiohttp import web
+from opentelemetry.sdk.trace import TracerProvider
 
 from gateway import console
 from gateway.config.settings import Settings, SimulatorSettings
@@ -29,9 +30,10 @@ class RunningGateway:
 
 @asynccontextmanager
 async def gateway_running(settings: Settings, port: int | None = None,
-                          ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[RunningGateway]:
+                          ssl_context: ssl.SSLContext | None = None,
+                          tracer_provider: TracerProvider | None = None) -> AsyncIterator[RunningGateway]:
     """The gateway listening on ``settings.host``; over TLS (``https``) when given an ``ssl_context``."""
-    app = create_app(settings)
+    app = create_app(settings, tracer_provider)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=10)
     await runner.setup()
     try:
