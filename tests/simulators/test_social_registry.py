@@ -316,3 +316,27 @@ async def test_started_with_the_others_on_its_own_audience(key: keys.SigningKey)
                                   audience=AUDIENCES["employment"]))[0] == 401
     finally:
         await sims.stop()
+
+
+# ---------------------------------------------------------------- the documented table
+
+
+def test_the_rsu_table_in_the_fixtures_doc_is_what_the_simulator_answers() -> None:
+    """docs/fixtures.md gives each fixture's RSU columns for the development seed; they must stay true."""
+    text = (ROOT / "docs" / "fixtures.md").read_text(encoding="utf-8")
+    table = text[text.index("## RSU registrations"):text.index("## The unknown identifier")]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()
+            if re.match(r"\| [0-9]+ \| `", line)]
+    dev = Population("anss-dev", 3_200_000)
+    assert [int(row[0]) for row in rows] == list(range(len(FIXTURES)))
+    for number, name, household_id, registered, updated, members, index, _position in rows:
+        household = dev.household(int(number))
+        assert name == f"`{household.fixture}`"
+        found = dev.social_registration(household.mother.idcs)
+        if found is None:
+            assert household_id.startswith("—") and index == "—"
+            continue
+        assert household_id == f"`{found.household_id}`"
+        assert (registered, updated) == (found.registered_on.isoformat(), found.updated_on.isoformat())
+        assert re.findall(r"`([0-9]{10})`", members) == list(found.members)
+        assert float(index) == found.socio_economic_index
