@@ -290,6 +290,24 @@ def test_generated_households_follow_the_documented_rule() -> None:
     assert below_asd - below_tadamon >= 0.02 * n  # and some between the two thresholds
 
 
+async def test_every_answer_over_http_maps_to_a_valid_record(rsu: Rsu, validator: Draft202012Validator) -> None:
+    answered = refused = 0
+    for household in POP.iter_households(250):
+        person = household.members[-1]
+        status, body = await rsu.registration(person.idcs)
+        if household.registration is None:
+            assert (status, body["error"]) == (404, "not_found")
+            refused += 1
+            continue
+        assert status == 200
+        record = mapped(body)
+        validator.validate(record)
+        assert record["household_id"] == household.registration.household_id
+        assert isinstance(record["socio_economic_index"], float)
+        answered += 1
+    assert answered > 150 and refused > 10
+
+
 def test_registrations_are_deterministic_and_do_not_change_the_people() -> None:
     again = Population("rsu-tests", 50_000, today=date(2025, 1, 1))
     for index in (0, 5, 6, 7, 123, 2_999):
@@ -340,3 +358,24 @@ def test_the_rsu_table_in_the_fixtures_doc_is_what_the_simulator_answers() -> No
         assert (registered, updated) == (found.registered_on.isoformat(), found.updated_on.isoformat())
         assert re.findall(r"`([0-9]{10})`", members) == list(found.members)
         assert float(index) == found.socio_economic_index
+
+
+def test_the_record_schema_is_strict(validator: Draft202012Validator) -> None:
+    household = POP.fixture("amo_tadamon")
+    found = POP.social_registration(household.father.idcs)
+    assert found is not None
+    good = mapped(social_registry.to_json(found))
+    validator.validate(good)
+    schema = json.loads((ROOT / "schemas" / "records" / "social_registration.json").read_text(encoding="utf-8"))
+    assert set(schema["required"]) == set(schema["properties"]) == set(good) == set(POINTERS)
+    broken = [
+        {**good, "rsu_status": "active"},
+        {k: v for k, v in good.items() if k != "last_update"},
+        {**good, "socio_economic_index": str(good["socio_economic_index"])},
+        {**good, "members": [{"idcs": m} for m in good["members"]]},
+        {**good, "members": []},
+        {**good, "registration_date": "05/12/2022"},
+        {**good, "household_id": "614238756"},
+    ]
+    for record in broken:
+        assert not validator.is_valid(record), record
