@@ -15,7 +15,7 @@ The first households are *fixtures* with known outcomes (see ``FIXTURES``) for t
 
 The RSU (Registre Social Unifié) registration of a household — its id, dates and socio-economic index — is
 drawn from its own random stream, so it never changes the household's people. Fixtures fix it by hand;
-every other household follows ``_random_registration`` (documented in docs/fixtures.md).
+every other household follows the rule in ``Population._registration`` (also in docs/fixtures.md).
 """
 
 from __future__ import annotations
