@@ -70,6 +70,7 @@ AUDIENCES = {
     "education": "men.massar",
     "health": "cnss.amo",
     "employment": "cnss.declarations",
+    "social_registry": "anr.rsu",
 }
 
 

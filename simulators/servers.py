@@ -1,4 +1,4 @@
-"""Starts the four administrations as real HTTP servers on loopback (``anss-gateway simulate``, demo, tests).
+"""Starts the five administrations as real HTTP servers on loopback (``anss-gateway simulate``, demo, tests).
 
 Each administration gets its own server and port, trusts the gateway's public signing key(s), and checks
 every call's signature against its own audience.
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from gateway.crypto.keys import PublicKey
-from simulators import civil_registry, education, employment, health
+from simulators import civil_registry, education, employment, health, social_registry
 from simulators.common import AUDIENCES, SimulatorContext, SimulatorControl
 from simulators.population import Population
 
@@ -21,8 +21,10 @@ BUILDERS: dict[str, Callable[[SimulatorContext], web.Application]] = {
     "education": education.build_app,
     "health": health.build_app,
     "employment": employment.build_app,
+    "social_registry": social_registry.build_app,
 }
-DEFAULT_PORTS = {"civil_registry": 8101, "education": 8102, "health": 8103, "employment": 8104}
+DEFAULT_PORTS = {"civil_registry": 8101, "education": 8102, "health": 8103, "employment": 8104,
+                 "social_registry": 8105}
 
 
 @dataclass
@@ -43,7 +45,7 @@ async def start_simulators(
     host: str = "127.0.0.1",
     ports: Mapping[str, int] | None = None,
 ) -> RunningSimulators:
-    """Start all four; ``ports`` of 0 (the default when ``ports`` is None) pick free ports."""
+    """Start all five; ``ports`` of 0 (the default when ``ports`` is None) pick free ports."""
     running = RunningSimulators()
     try:
         for name, builder in BUILDERS.items():

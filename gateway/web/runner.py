@@ -48,7 +48,7 @@ async def gateway_running(settings: Settings, port: int | None = None,
 
 @asynccontextmanager
 async def simulators_running(settings: Settings, free_ports: bool) -> AsyncIterator[RunningSimulators]:
-    """The four simulators, trusting this gateway's published signing keys (from the same state directory).
+    """The five simulators, trusting this gateway's published signing keys (from the same state directory).
 
     They learn the keys once, at start: after ``keys rotate`` restart them (the gateway itself follows).
     """
