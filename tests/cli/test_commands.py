@@ -64,7 +64,8 @@ def test_serve_with_simulators_becomes_ready_logs_json_and_stops_gracefully(tmp_
         assert ready is not None and (ready["status"], ready["checks"]) == (
             "ready", {"keys": True, "store": True, "connectors": True})
         assert {name: s["state"] for name, s in ready["sources"].items()} == {
-            "civil_registry": "closed", "education": "closed", "employment": "closed", "health": "closed"}
+            "civil_registry": "closed", "education": "closed", "employment": "closed", "health": "closed",
+            "social_registry": "closed"}
         # the CLI client signs with the dev key the server generated, and checks the answer's signature
         fixture = subprocess.run(
             [sys.executable, "-m", "gateway.cli.main", "client", "verify", "--idcs", _fixture_idcs(),
