@@ -47,7 +47,7 @@ def test_no_python_module_exists_for_it() -> None:
 async def test_a_registered_household_is_its_canonical_record(
     rsu: tuple[RestConnector, CallContext, SimulatorContext]
 ) -> None:
-    connector, ctx, sim = rsu
+    connector, ctx, _sim = rsu
     for fixture in ("amo_tadamon", "salaried_parent", "elderly_couple"):
         household = POP.fixture(fixture)
         expected = POP.social_registration(household.mother.idcs)
@@ -64,7 +64,9 @@ async def test_a_registered_household_is_its_canonical_record(
     assert above.data["socio_economic_index"] > ASD_THRESHOLD  # household 2 is registered above the threshold
 
 
-async def test_a_household_not_in_the_rsu_is_not_found(rsu: tuple[RestConnector, CallContext, SimulatorContext]) -> None:
+async def test_a_household_not_in_the_rsu_is_not_found(
+    rsu: tuple[RestConnector, CallContext, SimulatorContext]
+) -> None:
     connector, ctx, sim = rsu
     with pytest.raises(SourceNotFound):
         await connector.fetch(Query("social_registration", {"idcs": POP.fixture("not_in_rsu").father.idcs}), ctx)
