@@ -14,6 +14,7 @@ from aiohttp import web
 from gateway.crypto.keys import PublicKey
 from simulators import civil_registry, education, employment, health, social_registry
 from simulators.common import AUDIENCES, SimulatorContext, SimulatorControl
+from simulators.gateway_keys import GatewayKeys
 from simulators.population import Population
 
 BUILDERS: dict[str, Callable[[SimulatorContext], web.Application]] = {
@@ -32,6 +33,11 @@ class RunningSimulators:
     urls: dict[str, str] = field(default_factory=dict)
     controls: dict[str, SimulatorControl] = field(default_factory=dict)
     runners: list[web.AppRunner] = field(default_factory=list)
+    gateway_keys: GatewayKeys = field(default_factory=lambda: GatewayKeys({}))
+
+    def follow_jwks(self, jwks_url: str) -> None:
+        """The simulators follow the gateway's JWKS from now on (``keys rotate`` needs no restart)."""
+        self.gateway_keys.follow(jwks_url)
 
     async def stop(self) -> None:
         for runner in self.runners:
@@ -47,10 +53,11 @@ async def start_simulators(
 ) -> RunningSimulators:
     """Start all five; ``ports`` of 0 (the default when ``ports`` is None) pick free ports."""
     running = RunningSimulators()
+    running.gateway_keys = GatewayKeys(trusted_keys)  # one cache for all: they follow one gateway
     try:
         for name, builder in BUILDERS.items():
             control = SimulatorControl()
-            app = builder(SimulatorContext(population, dict(trusted_keys), AUDIENCES[name], control))
+            app = builder(SimulatorContext(population, running.gateway_keys, AUDIENCES[name], control))
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             running.runners.append(runner)

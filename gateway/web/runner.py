@@ -100,6 +100,7 @@ async def serve(settings: Settings, with_simulators: bool, ssl_context: ssl.SSLC
         async with simulators_running(settings, free_ports=False) as sims:
             settings = settings.with_connector_urls(simulated_urls(sims.urls, os.environ))
             async with gateway_running(settings, ssl_context=ssl_context) as gw:
+                sims.follow_jwks(f"{gw.url}/.well-known/jwks.json")  # like a real administration: no restart
                 print(f"simulators: {sims.urls}", flush=True)
                 print(f"gateway listening on {gw.url}", flush=True)
                 print("\n".join(console.banner(gw.runner.app, gw.url)), flush=True)
@@ -117,6 +118,8 @@ async def serve(settings: Settings, with_simulators: bool, ssl_context: ssl.SSLC
 
 async def simulate(settings: Settings) -> None:
     async with simulators_running(settings, free_ports=False) as sims:
+        # the gateway this configuration describes (plain `serve`, possibly started later): follow its JWKS
+        sims.follow_jwks(f"http://{settings.host}:{settings.port}/.well-known/jwks.json")
         for name, url in sims.urls.items():
             print(f"{name}: {url}", flush=True)
         await wait_for_signal()
