@@ -1,0 +1,104 @@
+"""The ASD parameter tree (config/rules/asd/) loads in OpenFisca's format, selects the values in force on a
+date, and refuses every mistake in one line naming the file and the key."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from gateway.entitlement.asd import RULES_DIR, load_rules
+from gateway.entitlement.parameters import ParameterError, load
+
+
+@pytest.fixture
+def tree_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "asd"
+    shutil.copytree(RULES_DIR, target)
+    return target
+
+
+def test_the_shipped_tree_loads_with_every_rule() -> None:
+    tree = load_rules()
+    assert "children.ranks_1_3.young_or_in_school" in tree.parameters
+    for parameter in tree.parameters.values():
+        assert parameter.reference and all(parameter.references)
+
+
+@pytest.mark.parametrize(("on", "in_school", "not_in_school", "orphan", "since"), [
+    (date(2023, 12, 1), 200, 150, 350, date(2023, 12, 1)),
+    (date(2025, 10, 31), 200, 150, 350, date(2023, 12, 1)),
+    (date(2025, 11, 1), 250, 175, 375, date(2025, 11, 1)),
+    (date(2025, 12, 31), 250, 175, 375, date(2025, 11, 1)),
+    (date(2026, 1, 1), 300, 200, 400, date(2026, 1, 1)),
+    (date(2026, 10, 1), 300, 200, 400, date(2026, 1, 1)),
+])
+def test_rates_in_force_by_date(on: date, in_school: int, not_in_school: int, orphan: int, since: date) -> None:
+    rules = load_rules().in_force(on)
+    assert rules is not None
+    assert rules.values["children.ranks_1_3.young_or_in_school"] == in_school
+    assert rules.values["children.ranks_1_3.not_in_school"] == not_in_school
+    assert rules.values["children.ranks_1_3.father_deceased"] == orphan
+    assert (rules.values["children.ranks_4_6.young_or_in_school"], rules.values["children.ranks_4_6.not_in_school"]) \
+        == (36, 24)
+    assert rules.values["eligibility.asd_threshold"] == 9.743001
+    assert rules.values["eligibility.amo_tadamon_threshold"] == 9.3264284
+    assert rules.effective_from == since
+
+
+def test_nothing_in_force_before_the_programme_started() -> None:
+    assert load_rules().in_force(date(2023, 11, 30)) is None
+
+
+def test_a_new_year_is_a_configuration_change(tree_copy: Path) -> None:
+    leaf = tree_copy / "children" / "ranks_1_3" / "young_or_in_school.yaml"
+    leaf.write_text(leaf.read_text(encoding="utf-8") + "  2027-01-01:\n    value: 320\n"
+                    "    metadata:\n      reference: Décret de revalorisation 2027 (test)\n", encoding="utf-8")
+    tree = load_rules(tree_copy)
+    rules = tree.in_force(date(2027, 3, 1))
+    assert rules is not None and rules.values["children.ranks_1_3.young_or_in_school"] == 320
+    assert rules.effective_from == date(2027, 1, 1)
+    before = tree.in_force(date(2026, 12, 31))
+    assert before is not None and before.values["children.ranks_1_3.young_or_in_school"] == 300
+
+
+def test_a_null_value_ends_a_parameter(tree_copy: Path) -> None:
+    leaf = tree_copy / "household" / "floor.yaml"
+    leaf.write_text(leaf.read_text(encoding="utf-8") + "  2030-01-01:\n    value: null\n"
+                    "    reference: abrogé (test)\n", encoding="utf-8")
+    tree = load(tree_copy)
+    assert tree.in_force(date(2029, 12, 31)) is not None
+    assert tree.in_force(date(2030, 1, 1)) is None
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda t: t.replace("    value: 150\n", "    value: beaucoup\n"),
+     "not_in_school.yaml: values.2023-12-01.value: must be a number, true/false or null"),
+    (lambda t: t.replace("      reference: \"Premiers", "      note: \"Premiers"),
+     "not_in_school.yaml: values.2023-12-01.metadata.reference: required"),
+    (lambda t: t.replace("  2025-11-01:", "  2025-13-01:"), "not_in_school.yaml: values.2025-13-01: not an ISO date"),
+    (lambda t: t.replace("description:", "descriptoin:"), "not_in_school.yaml: descriptoin: unknown key"),
+    (lambda t: t.replace("  unit: currency-MAD\n", ""), "not_in_school.yaml: metadata.unit: required"),
+    (lambda t: t.replace("values:\n", "values: [\n"), "not_in_school.yaml:"),
+])
+def test_mistakes_are_one_line_naming_file_and_key(tree_copy: Path, edit: object, message: str) -> None:
+    leaf = tree_copy / "children" / "ranks_1_3" / "not_in_school.yaml"
+    leaf.write_text(edit(leaf.read_text(encoding="utf-8")), encoding="utf-8")  # type: ignore[operator]
+    with pytest.raises(ParameterError) as caught:
+        load_rules(tree_copy)
+    text = str(caught.value)
+    assert "\n" not in text and message in text
+    assert str(tree_copy) in text
+
+
+def test_a_missing_rule_or_a_reading_of_the_wrong_kind_is_refused(tree_copy: Path) -> None:
+    (tree_copy / "household" / "floor.yaml").unlink()
+    with pytest.raises(ParameterError, match=r"household/floor.yaml: missing: the parameter 'household.floor'"):
+        load_rules(tree_copy)
+    shutil.copy(RULES_DIR / "household" / "floor.yaml", tree_copy / "household" / "floor.yaml")
+    reading = tree_copy / "readings" / "eldest_first.yaml"
+    reading.write_text(reading.read_text(encoding="utf-8").replace("value: true", "value: 1"), encoding="utf-8")
+    with pytest.raises(ParameterError, match=r"eldest_first.yaml: values.2023-12-01.value: must be true or false"):
+        load_rules(tree_copy)
