@@ -101,8 +101,14 @@ class GatewayClient:
             return None
 
     async def verify(self, subject: dict[str, str], purpose: str, case_ref: str,
-                     checks: list[str] | None = None) -> Answer:
+                     checks: list[str] | None = None, as_of: str | None = None,
+                     language: str | None = None) -> Answer:
+        """POST /v1/verifications; ``as_of`` (YYYY-MM-DD) verifies as on an earlier date, ``language`` is sent
+        as ``Accept-Language`` (the words of explanations: ``fr`` by default, or ``en``)."""
         document: dict[str, Any] = {"subject": subject, "purpose": purpose, "case_ref": case_ref}
         if checks:
             document["checks"] = checks
-        return await self.request("POST", "/v1/verifications", document)
+        if as_of:
+            document["as_of"] = as_of
+        headers = {"Accept-Language": language} if language else None
+        return await self.request("POST", "/v1/verifications", document, headers=headers)

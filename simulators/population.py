@@ -322,6 +322,33 @@ FIXTURES: dict[str, _Spec] = {
         region=3,
         rsu=_RsuSpec(9.5318427, date(2024, 2, 27), date(2026, 1, 12)),
     ),
+    # Seven children (19 to 4): only six count for the ASD; ranks 4–6 in and out of school. Every child is
+    # at least 300 days past a birthday on REFERENCE_DATE, so the ages are the same nine months earlier.
+    "seven_children": _Spec(
+        father_age_days=_years(50, 100), mother_age_days=_years(45, 200),
+        children=(
+            _ChildSpec(_years(19, 300), "M"), _ChildSpec(_years(17, 300), "F", in_school=False),
+            _ChildSpec(_years(15, 300), "M"), _ChildSpec(_years(13, 300), "F"),
+            _ChildSpec(_years(11, 300), "M", in_school=False), _ChildSpec(_years(9, 300), "F"),
+            _ChildSpec(_years(4, 300), "M"),
+        ),
+        tadamon_since=date(2023, 2, 1), region=9,
+        rsu=_RsuSpec(8.5120034, date(2023, 1, 10), date(2025, 8, 1)),
+    ),
+    # A young couple: a two-year-old and a baby born two months before REFERENCE_DATE (a second birth).
+    "newborn": _Spec(
+        father_age_days=_years(30, 10), mother_age_days=_years(27, 80),
+        children=(_ChildSpec(_years(2, 300), "F"), _ChildSpec(61, "M")),
+        tadamon_since=date(2023, 7, 1), region=0,
+        rsu=_RsuSpec(9.0046121, date(2023, 6, 1), date(2026, 8, 15)),  # updated after the birth
+    ),
+    # Registered in the RSU above the ASD threshold, nobody declared: one child of 10 at school.
+    "above_threshold": _Spec(
+        father_age_days=_years(38, 50), mother_age_days=_years(33, 120),
+        children=(_ChildSpec(_years(10, 300), "F"),),
+        region=1,
+        rsu=_RsuSpec(9.9034518, date(2023, 4, 3), date(2025, 2, 14)),
+    ),
 }
 FIXTURE_NAMES: tuple[str, ...] = tuple(FIXTURES)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
@@ -12,10 +12,9 @@ from aiohttp import web
 from connectors.base import CallContext
 from gateway.api.caller import signed_request
 from gateway.api.validation import parse_json
+from gateway.citizen.labels import choose_language
 from gateway.crypto.outbound import OutboundSigner
-from gateway.errors import (
-    NotFound,
-)
+from gateway.errors import BadRequest, NotFound
 from gateway.federation.executor import Subject
 from gateway.policy.consent import enforce_consent
 from gateway.policy.rights import apply_masks, authorise
@@ -51,8 +50,11 @@ async def create_verification(request: web.Request) -> web.Response:
         client_id=caller.client_id,
         purpose=payload["purpose"],
     )
-    today = datetime.now(UTC).date()
+    today = _as_of(payload.get("as_of"))
+    if "as_of" in payload:
+        note.detail["as_of"] = today.isoformat()
     evidence = await runtime.federation.gather(Subject(**subject_in), checks, ctx, today)
+    evidence.language = choose_language(request.headers.get("Accept-Language"))
     if evidence.subject_idcs and kind != "idcs":
         note.subject = runtime.pseudonymiser.pseudonym("idcs", evidence.subject_idcs)
     sources = evidence.sources()
@@ -76,4 +78,24 @@ async def create_verification(request: web.Request) -> web.Response:
         "checks": results,
         "sources": sources,
     }
-    return web.Response(body=orjson.dumps(document), content_type="application/json")
+    if "as_of" in payload:
+        document["as_of"] = today.isoformat()
+    response = web.Response(body=orjson.dumps(document), content_type="application/json")
+    response.headers["Content-Language"] = evidence.language
+    response.headers["Vary"] = "Accept-Language"
+    return response
+
+
+def _as_of(requested: str | None) -> date:
+    """The date the facts and rules are taken on: today (UTC), or an earlier ``as_of`` (retroactive)."""
+    today = datetime.now(UTC).date()
+    if requested is None:
+        return today
+    try:
+        day = date.fromisoformat(requested)
+    except ValueError:
+        raise BadRequest(f"as_of {requested!r} is not a date (YYYY-MM-DD)", "invalid_request") from None
+    if day > today:
+        raise BadRequest(f"as_of {requested} is in the future; a verification looks at today or the past",
+                         "invalid_request")
+    return day

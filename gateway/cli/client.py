@@ -84,7 +84,8 @@ def cmd_client_verify(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     subject = {"idcs": args.idcs} if args.idcs else {"cin": args.cin}
     return _connect(args, settings, args.client,
-                    lambda client: client.verify(subject, args.purpose, args.case_ref, args.check or None))
+                    lambda client: client.verify(subject, args.purpose, args.case_ref, args.check or None,
+                                                 args.as_of, args.language))
 
 
 def _param(value: str) -> tuple[str, str]:
@@ -154,6 +155,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     v.add_argument("--tls-ca", help="CA bundle (PEM) to verify the gateway's certificate (https)")
     v.add_argument("--tls-cert", help="client certificate (PEM) for mutual TLS")
     v.add_argument("--tls-key", help="the client certificate's private key (PEM)")
+    v.add_argument("--as-of", metavar="YYYY-MM-DD",
+                   help="verify as on this earlier date (ages, school year, declarations, rates in force)")
+    v.add_argument("--language", choices=("fr", "en"),
+                   help="the language of explanations (sent as Accept-Language; the gateway's default is fr)")
     v.add_argument("--explain", action="store_true",
                    help="print the checks' explanation lines (where a check gives them) instead of the JSON")
     v.set_defaults(func=cmd_client_verify)

@@ -148,6 +148,10 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
         raise ConfigError(f"{gateway_file} [rate_limits]: `backend` must be 'local' or 'redis'")
     overlap = env.get("ANSS_GATEWAY_SIGNING_KEY_OVERLAP_S")
     checks = discover()  # built-in and installed checks: the check vocabulary of everything below
+    for check in checks:  # what a check loads once (e.g. its rule parameters), each mistake one line
+        prepare = getattr(check, "prepare", None)
+        if callable(prepare):
+            prepare(config_dir)
     purposes = load_purposes(config_dir / "purposes.toml", checks)
     connectors = load_connectors(config_dir / "connectors", env)
     services = load_services(config_dir / "services.toml", connectors)

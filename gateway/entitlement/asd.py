@@ -72,7 +72,8 @@ class HouseholdFacts:
     registered: bool | None  # in the RSU
     index: float | None  # the RSU socio-economic index, when registered
     salaried_parent: bool | None  # a parent with salaried work declared to the CNSS (family allowances)
-    earlier_births: int = 0  # children of the household born before these (deceased ones: the birth rank)
+    other_births: tuple[date, ...] = ()  # birth dates of the household's deceased children (birth ranks)
+    family_known: bool = True  # False: the civil registry could not say who the children are
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,9 @@ def entitlement(facts: HouseholdFacts, rules: Snapshot) -> Entitlement:
     eligible: bool | None = False if reasons else None
     components: list[Component] = []
     grants: list[BirthGrant] = []
-    if eligible is None:
+    if eligible is None and not facts.family_known:
+        missing.append("household.children")
+    elif eligible is None:
         components, more = _amounts(facts, rules)
         missing += more
         grants = _birth_grants(facts, rules)
@@ -222,7 +225,8 @@ def _birth_grants(facts: HouseholdFacts, rules: Snapshot) -> list[BirthGrant]:
     on, months = rules.on, rules.integer("birth_grant.claim_months")
     born = sorted((c for c in facts.children if c.birth_date <= on), key=lambda c: (c.birth_date, c.idcs))
     grants = []
-    for rank, child in enumerate(born, start=facts.earlier_births + 1):
+    for position, child in enumerate(born, start=1):
+        rank = position + sum(1 for day in facts.other_births if day <= child.birth_date)
         rule = {1: "birth_grant.first_birth", 2: "birth_grant.second_birth"}.get(rank)
         until = add_months(child.birth_date, months)
         if rule is not None and on <= until:

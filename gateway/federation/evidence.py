@@ -63,6 +63,7 @@ class Evidence:
     subject_idcs: str | None
     today: date
     subject_unknown: bool = False
+    language: str = "fr"  # the caller's language for what checks write in words (``Accept-Language``)
     answers: dict[tuple[str, str], Answer] = field(default_factory=dict)
     tallies: dict[str, SourceTally] = field(default_factory=dict)
 

@@ -100,6 +100,21 @@ def apply_masks(results: dict[str, dict[str, Any]], rules: Iterable[str], today:
                 kept.append(fact)
             else:
                 used.add(hit)
+        verdict = result.get("verdict")
+        components = verdict.get("components") if isinstance(verdict, dict) else None
+        for component in components if isinstance(components, list) else []:
+            # a check that cites facts in its verdict's lines (asd_entitlement) withholds them there too
+            cited = component.get("facts") if isinstance(component, dict) else None
+            if not isinstance(cited, list):
+                continue
+            shown = []
+            for fact in cited:
+                hit = next((r for r in rules if _matches(r, check, fact, ages)), None)
+                if hit is None:
+                    shown.append(fact)
+                else:
+                    used.add(hit)
+            component["facts"] = shown
         if used:
             result["facts"] = kept
             result["withheld"] = sorted(used)

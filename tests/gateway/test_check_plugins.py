@@ -82,18 +82,19 @@ def config_granting(tmp_path: Path, check: str) -> Path:
     """config/ where the ASD purpose and the ANSS client's right include ``check``."""
     config = tmp_path / "config"
     shutil.copytree(ROOT / "config", config)
-    old = '"schooling", "health_coverage", "employment"]'
+    old = '"social_registry", "asd_entitlement"]'
     for file in ("purposes.toml", "clients.toml"):
         path = config / file
         text = path.read_text(encoding="utf-8")
         assert old in text
-        path.write_text(text.replace(old, f'"schooling", "health_coverage", "employment", "{check}"]', 1),
+        path.write_text(text.replace(old, f'"social_registry", "asd_entitlement", "{check}"]', 1),
                         encoding="utf-8")
     return config
 
 
 def test_the_bundled_registry_is_the_built_ins() -> None:
-    assert discover().names == ("identity", "household", "schooling", "health_coverage", "employment")
+    assert discover().names == ("identity", "household", "schooling", "health_coverage", "employment",
+                                "social_registry", "asd_entitlement")
 
 
 def test_the_static_schemas_are_what_the_built_in_registry_gives() -> None:

@@ -1,6 +1,7 @@
 """The check registry: the single source of the check vocabulary (names, maskable facts, labels).
 
-The five built-in checks come first, in the statute's order; then the checks other distributions publish
+The built-in checks come first, in the statute's order (the RSU registration, then the ASD entitlement
+that rests on the others); then the checks other distributions publish
 under the entry-point group ``anss_gateway.checks``, by name. An entry point names a ``Check`` object, a
 class (instantiated without arguments) or a factory (called without arguments) that returns one::
 
@@ -23,7 +24,15 @@ from typing import Any
 import structlog
 
 from gateway.config.toml import ConfigError
-from gateway.federation.checks import employment, health_coverage, household, identity, schooling
+from gateway.federation.checks import (
+    asd_entitlement,
+    employment,
+    health_coverage,
+    household,
+    identity,
+    schooling,
+    social_registry,
+)
 from gateway.federation.checks.protocol import LABEL_LANGUAGES, Check, Result, unavailable
 from gateway.federation.evidence import Evidence
 
@@ -31,7 +40,7 @@ log = structlog.get_logger(__name__)
 
 GROUP = "anss_gateway.checks"
 BUILTIN: tuple[Check, ...] = (identity.CHECK, household.CHECK, schooling.CHECK, health_coverage.CHECK,
-                              employment.CHECK)
+                              employment.CHECK, social_registry.CHECK, asd_entitlement.CHECK)
 NAME = re.compile(r"[a-z][a-z_]{0,31}")  # as field-mask rules (`check.fact`) and the access log need
 FACT = re.compile(r"[a-z_][a-z_0-9]{0,63}")
 
@@ -128,7 +137,7 @@ def _from_entry_point(entry: metadata.EntryPoint) -> tuple[Check, str]:
 
 
 def builtin() -> CheckRegistry:
-    """The five checks this gateway ships."""
+    """The checks this gateway ships."""
     return _builtin()
 
 

@@ -4,6 +4,8 @@
 - School age: 6 to 20 years old inclusive (law 58-23: a child of 6–20 counts as in school or not).
 - A child (for the household, health and allowance rules): under 21, i.e. aged 20 or less.
 - Declared work: the last six complete calendar months before today's month.
+- The school year: September to August (``2026-2027`` from 2026-09-01), so a retroactive verification
+  (``as_of``) asks for the school year of that date.
 """
 
 from __future__ import annotations
@@ -44,3 +46,9 @@ def living_children(family: Mapping[str, Any], today: date) -> Iterator[tuple[Ma
 def declaration_window(today: date) -> tuple[str, str]:
     """(from, to) as YYYY-MM: the months whose salary declarations count."""
     return last_complete_months(today, DECLARATION_MONTHS)
+
+
+def school_year(today: date) -> str:
+    """The school year ``today`` falls in, as MASSAR names it (``YYYY-YYYY``, from September)."""
+    start = today.year if today.month >= 9 else today.year - 1
+    return f"{start}-{start + 1}"

@@ -29,7 +29,8 @@ class Schooling:
         if family is not None:
             for child, age in rules.living_children(family.data, known.today):
                 if rules.is_school_age(age):
-                    yield Operation("enrolment", {"idcs": child["idcs"]})
+                    yield Operation("enrolment", {"idcs": child["idcs"],
+                                                  "school_year": rules.school_year(known.today)})
 
     def evaluate(self, evidence: Evidence) -> Result:
         family = evidence.record("family", evidence.subject_idcs)
