@@ -7,8 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.gateway.conftest import Stack, build_stack
 
 PURPOSE = "asd.eligibility"
