@@ -24,18 +24,30 @@ PURPOSE = "asd.eligibility"
 
 # What each fixture must show (see docs/fixtures.md); path into the response → expected value
 EXPECTED: dict[str, dict[tuple[str, ...], Any]] = {
-    "deceased_father": {("household", "father_deceased"): True},
+    "deceased_father": {("household", "father_deceased"): True, ("asd_entitlement", "eligible"): True},
     "child_out_of_school": {("schooling", "children_6_20_not_enrolled"): 1},
     "salaried_parent": {("employment", "salaried_work_declared"): True,
-                        ("health_coverage", "scheme"): "amo_contributory"},
-    "amo_tadamon": {("health_coverage", "amo_tadamon"): True, ("employment", "salaried_work_declared"): False},
+                        ("health_coverage", "scheme"): "amo_contributory",
+                        ("social_registry", "below_asd_threshold"): False,
+                        ("asd_entitlement", "reasons"): ["index_above_threshold", "salaried_parent"]},
+    "amo_tadamon": {("health_coverage", "amo_tadamon"): True, ("employment", "salaried_work_declared"): False,
+                    ("social_registry", "below_amo_tadamon_threshold"): True},
     "disabled_child": {("schooling", "children_6_20_not_enrolled"): 0},
-    "not_in_rsu": {("health_coverage", "scheme"): "none", ("schooling", "children_6_20_enrolled"): 1},
-    "elderly_couple": {("household", "children_under_21"): 0, ("household", "children"): 1},
+    "not_in_rsu": {("health_coverage", "scheme"): "none", ("schooling", "children_6_20_enrolled"): 1,
+                   ("social_registry", "registered"): False, ("asd_entitlement", "reasons"): ["not_registered"]},
+    "elderly_couple": {("household", "children_under_21"): 0, ("household", "children"): 1,
+                       ("social_registry", "below_asd_threshold"): True,
+                       ("social_registry", "below_amo_tadamon_threshold"): False,
+                       ("asd_entitlement", "monthly_amount_mad"): 500},
+    "seven_children": {("schooling", "children_6_20_not_enrolled"): 2,
+                       ("asd_entitlement", "eligible"): True},
+    "newborn": {("household", "children_under_21"): 2, ("asd_entitlement", "eligible"): True},
+    "above_threshold": {("social_registry", "below_asd_threshold"): False,
+                        ("asd_entitlement", "reasons"): ["index_above_threshold"]},
 }
 # The sources the purpose's checks name that a fixture's verification does not ask: nobody of school age,
 # so no MASSAR call
-NOT_ASKED: dict[str, frozenset[str]] = {"elderly_couple": frozenset({"education"})}
+NOT_ASKED: dict[str, frozenset[str]] = {"elderly_couple": frozenset({"education"}), "newborn": frozenset({"education"})}
 
 
 def _expectations_met(name: str, document: dict[str, Any]) -> list[str]:
