@@ -75,7 +75,9 @@ async def test_a_citizen_sees_who_checked_their_data_and_another_citizen_does_no
     ], "newest first; the query by CIN is theirs too (the gateway resolved it to their IDCS)"
     assert shown["entries"][0]["data"] == ["Identité et état civil"]
     assert shown["entries"][1]["data"] == ["Identité et état civil", "Composition du ménage", "Scolarité des enfants",
-                                           "Couverture médicale", "Emploi et déclarations de salaire"]
+                                           "Couverture médicale", "Emploi et déclarations de salaire",
+                                           "Inscription au Registre social unifié (RSU)",
+                                           "Droit à l'aide sociale directe (ASD) et montant indicatif"]
     assert {e["event"] for e in shown["entries"]} == {"verification"}
 
     theirs = page(await citizens.read(idp.token(b.idcs)))

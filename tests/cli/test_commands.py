@@ -98,15 +98,15 @@ def test_demo_json_verifies_every_fixture(capsys: pytest.CaptureFixture[str]) ->
     results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["fixture"] for r in results] == ["deceased_father", "child_out_of_school", "salaried_parent",
                                                "amo_tadamon", "disabled_child", "not_in_rsu", "elderly_couple",
-                                               "unknown_identifier"]
+                                               "seven_children", "newborn", "above_threshold", "unknown_identifier"]
     for r in results:
         assert r["ok"] and r["signature_valid"], r
         assert set(r) >= {"subject", "checks", "sources"}
-    everyone = {"civil_registry", "education", "health", "employment"}
+    everyone = {"civil_registry", "education", "health", "employment", "social_registry"}
     for r in results[:-1]:
         assert r["sources"] and {s["status"] for s in r["sources"]} == {"ok"}
-        # the elderly couple's son is 31: nobody of school age, so MASSAR is not asked
-        expected = everyone - {"education"} if r["fixture"] == "elderly_couple" else everyone
+        # the elderly couple's son is 31, the newborn's sister 2: nobody of school age, so MASSAR is not asked
+        expected = everyone - {"education"} if r["fixture"] in ("elderly_couple", "newborn") else everyone
         assert {s["name"] for s in r["sources"]} == expected
     assert results[-1]["status"] == 404
 
@@ -136,17 +136,17 @@ def _config_copy(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     ("file", "old", "new", "message"),
     [
-        ("clients.toml", 'checks = ["identity", "health_coverage"]', 'checks = ["identity", "credit"]',
+        ("clients.toml", 'checks = ["identity", "health_coverage", "social_registry"]', 'checks = ["identity", "credit"]',
          "unknown check"),
-        ("clients.toml", 'checks = ["identity", "health_coverage"]', 'checks = ["identity", "schooling"]',
+        ("clients.toml", 'checks = ["identity", "health_coverage", "social_registry"]', 'checks = ["identity", "schooling"]',
          "not allowed by purpose"),
-        ("clients.toml", 'checks = ["identity", "health_coverage"]',
-         'checks = ["identity", "health_coverage"], deny = ["identity.salary"]', "unknown fact 'salary'"),
-        ("clients.toml", 'checks = ["identity", "health_coverage"]',
-         'checks = ["identity", "health_coverage"], deny = ["household.birth_date:adults"]',
+        ("clients.toml", 'checks = ["identity", "health_coverage", "social_registry"]',
+         'checks = ["identity", "health_coverage", "social_registry"], deny = ["identity.salary"]', "unknown fact 'salary'"),
+        ("clients.toml", 'checks = ["identity", "health_coverage", "social_registry"]',
+         'checks = ["identity", "health_coverage", "social_registry"], deny = ["household.birth_date:adults"]',
          "does not grant"),
         ("clients.toml", 'purpose = "amo.tadamon.eligibility"', 'purpose = "marketing"', "unknown purpose"),
-        ("purposes.toml", '"identity", "household", "health_coverage"]', '"identity", "horoscope"]',
+        ("purposes.toml", '"identity", "household", "health_coverage", "social_registry"]', '"identity", "horoscope"]',
          "unknown check"),
         ("gateway.toml", "port = 8080", 'port = "eighty"', "`port` must be an integer"),
     ],

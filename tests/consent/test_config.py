@@ -12,7 +12,7 @@ from tests.config_support import config_with
 
 ROOT = Path(__file__).resolve().parents[2]
 ASD_RIGHT = '{ purpose = "asd.eligibility", checks = ["identity", "household", "schooling", "health_coverage", ' \
-            '"employment"] }'
+            '"employment", "social_registry", "asd_entitlement"] }'
 
 
 def test_the_bundled_consent_client_and_purpose() -> None:

@@ -58,9 +58,10 @@ async def test_every_request_is_logged_without_personal_data(stack: Stack) -> No
     assert [e["case_ref"] for e in logged] == ["CASE-77", "CASE-78", "CASE-79"]
     first = logged[0]
     assert first["client"] == "anss.asd" and first["purpose"] == "asd.eligibility"
-    assert first["checks"] == ["identity", "household", "schooling", "health_coverage", "employment"]
+    assert first["checks"] == ["identity", "household", "schooling", "health_coverage", "employment",
+                               "social_registry", "asd_entitlement"]
     assert {s["name"]: s["status"] for s in first["sources"]} == dict.fromkeys(
-        ["civil_registry", "education", "health", "employment"], "ok")
+        ["civil_registry", "education", "health", "employment", "social_registry"], "ok")
     assert first["outcome"] == "answered" and first["status"] == 200 and first["latency_ms"] > 0
     assert first["legal_basis"].startswith("Loi n° 58-23")
     assert len(first["subject"]) == 64 and first["subject"] != household.mother.idcs

@@ -320,8 +320,10 @@ async def test_full_verification_of_each_fixture_household(stack: Stack, name: s
     doc = check_verification(answer)
     assert list(doc["checks"]) == list(stack.settings.checks.names)
     assert doc["subject"] == {"idcs": household.father.idcs}
-    # MASSAR is asked only about children of school age: the elderly couple's son is 31
-    asked = ["civil_registry", "health", "employment"] + ([] if name == "elderly_couple" else ["education"])
+    # MASSAR is asked only about children of school age: the elderly couple's son is 31, the newborn's
+    # household has a two-year-old and a baby
+    asked = ["civil_registry", "health", "employment", "social_registry"] + (
+        [] if name in ("elderly_couple", "newborn") else ["education"])
     assert {s["name"]: s["status"] for s in doc["sources"]} == dict.fromkeys(asked, "ok")
     assert doc["complete"] is True and {c["status"] for c in doc["checks"].values()} == {"verified"}
 

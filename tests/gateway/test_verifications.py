@@ -25,7 +25,8 @@ async def test_deceased_father_household_all_sources(stack: Stack) -> None:
     household = stack.population.fixture("deceased_father")
     status, doc = await verify(stack, {"idcs": household.mother.idcs})
     assert status == 200
-    assert sources(doc) == dict.fromkeys(["civil_registry", "education", "health", "employment"], "ok")
+    assert sources(doc) == dict.fromkeys(["civil_registry", "education", "health", "employment", "social_registry"],
+                                         "ok")
     assert doc["complete"] is True
     assert doc["checks"]["household"]["verdict"]["father_deceased"] is True
     assert doc["checks"]["household"]["verdict"]["children_under_21"] == 3
@@ -137,12 +138,13 @@ async def test_default_checks_are_those_allowed(stack: Stack) -> None:
     household = stack.population.fixture("amo_tadamon")
     status, doc = await verify(stack, {"idcs": household.father.idcs})
     assert status == 200
-    assert list(doc["checks"]) == ["identity", "household", "schooling", "health_coverage", "employment"]
+    assert list(doc["checks"]) == ["identity", "household", "schooling", "health_coverage", "employment",
+                                   "social_registry", "asd_entitlement"]
     tadamon = stack.client_for("cnss.amo-tadamon")
     async with tadamon:
         answer = await tadamon.verify({"idcs": household.father.idcs}, "amo.tadamon.eligibility", "T-1")
     assert answer.status == 200
-    assert list(answer.json()["checks"]) == ["identity", "health_coverage"]
+    assert list(answer.json()["checks"]) == ["identity", "health_coverage", "social_registry"]
 
 
 async def test_employment_period_is_last_six_complete_months(stack: Stack) -> None:
