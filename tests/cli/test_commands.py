@@ -133,18 +133,16 @@ def _config_copy(tmp_path: Path) -> Path:
     return target
 
 
+TADAMON_RIGHT = 'checks = ["identity", "health_coverage", "social_registry"]'
+
+
 @pytest.mark.parametrize(
     ("file", "old", "new", "message"),
     [
-        ("clients.toml", 'checks = ["identity", "health_coverage", "social_registry"]', 'checks = ["identity", "credit"]',
-         "unknown check"),
-        ("clients.toml", 'checks = ["identity", "health_coverage", "social_registry"]', 'checks = ["identity", "schooling"]',
-         "not allowed by purpose"),
-        ("clients.toml", 'checks = ["identity", "health_coverage", "social_registry"]',
-         'checks = ["identity", "health_coverage", "social_registry"], deny = ["identity.salary"]', "unknown fact 'salary'"),
-        ("clients.toml", 'checks = ["identity", "health_coverage", "social_registry"]',
-         'checks = ["identity", "health_coverage", "social_registry"], deny = ["household.birth_date:adults"]',
-         "does not grant"),
+        ("clients.toml", TADAMON_RIGHT, 'checks = ["identity", "credit"]', "unknown check"),
+        ("clients.toml", TADAMON_RIGHT, 'checks = ["identity", "schooling"]', "not allowed by purpose"),
+        ("clients.toml", TADAMON_RIGHT, TADAMON_RIGHT + ', deny = ["identity.salary"]', "unknown fact 'salary'"),
+        ("clients.toml", TADAMON_RIGHT, TADAMON_RIGHT + ', deny = ["household.birth_date:adults"]', "does not grant"),
         ("clients.toml", 'purpose = "amo.tadamon.eligibility"', 'purpose = "marketing"', "unknown purpose"),
         ("purposes.toml", '"identity", "household", "health_coverage", "social_registry"]', '"identity", "horoscope"]',
          "unknown check"),
