@@ -69,3 +69,20 @@ async def test_client_verify_exits_1_when_no_check_could_be_verified(
     assert code == 1
     assert json.loads(out)["checks"]["identity"]["status"] == "unavailable"
     assert "no check could be verified" in err
+
+
+async def test_client_verify_explain_prints_the_asd_computation(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mother = stack.population.fixture("deceased_father").mother.idcs
+    code, out, err = await run(capsys, "client", "verify", "--idcs", mother, "--check", "asd_entitlement",
+                               "--as-of", "2026-09-01", "--explain", "--url", stack.gateway.url)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "asd_entitlement:"
+    assert lines[1] == "  Barème en vigueur le 2026-09-01 : celui du 2026-01-01."
+    assert lines[-1] == "  Montant mensuel indicatif : 1200 MAD."  # three orphans of father at 400
+    code, out, err = await run(capsys, "client", "verify", "--idcs", mother, "--check", "asd_entitlement",
+                               "--as-of", "2025-12-01", "--language", "en", "--explain", "--url", stack.gateway.url)
+    assert code == 0, err
+    assert out.splitlines()[-1] == "  Indicative monthly amount: 1125 MAD."  # 3 x 375
