@@ -217,7 +217,8 @@ def _amounts(facts: HouseholdFacts, rules: Snapshot) -> tuple[list[Component], l
     if not rules.flag("readings.floor_before_disability_supplement"):
         base += sum(c.amount_mad for c in supplements)
     if not missing and base < floor:
-        lines.append(Component("household.floor", None, floor - base, refs["household.floor"], None, ()))
+        lines.append(Component("household.floor", None, floor - base, refs["household.floor"], None,
+                               ("birth_date",)))  # rests on the children counted, as the lines it tops up
     return lines + supplements, missing
 
 

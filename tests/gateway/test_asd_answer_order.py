@@ -52,3 +52,17 @@ def test_the_order_of_the_answers_does_not_change_the_verdict(shuffler: random.R
     order = list(ANSWERS)
     shuffler.shuffle(order)
     assert verdict_of(order) == verdict_of(list(ANSWERS))
+
+
+def test_it_may_ask_what_the_checks_it_rests_on_ask() -> None:
+    from gateway.federation.checks.registry import builtin
+
+    registry = builtin()
+    rests_on = set().union(*(registry.operations[name] for name in asd_entitlement.RESTS_ON))
+    assert registry.operations["asd_entitlement"] == rests_on
+
+
+def test_every_component_names_facts_and_a_legal_reference() -> None:
+    for component in verdict_of(list(ANSWERS))["components"]:  # type: ignore[attr-defined]
+        assert component["facts"] and all(f["source"] for f in component["facts"]), component
+        assert "58-23" in component["legal_reference"]
