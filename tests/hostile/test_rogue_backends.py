@@ -39,11 +39,12 @@ PURPOSE = "asd.eligibility"
 CHECKS = ("identity", "household", "schooling", "health_coverage", "employment")
 SOAP_SOURCES = ("civil_registry", "health")
 REST_SOURCES = ("education", "employment")
-NEEDED_BY = {  # the checks that cannot be verified without the source
-    "civil_registry": set(CHECKS),
-    "education": {"schooling"},
-    "health": {"health_coverage"},
-    "employment": {"employment"},
+NEEDED_BY = {  # the checks that cannot be verified without the source (the ASD entitlement needs them all)
+    "civil_registry": {*CHECKS, "asd_entitlement"},
+    "education": {"schooling", "asd_entitlement"},
+    "health": {"health_coverage", "asd_entitlement"},
+    "employment": {"employment", "asd_entitlement"},
+    "social_registry": {"social_registry", "asd_entitlement"},
 }
 
 SOAP_CODES = {
