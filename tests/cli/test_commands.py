@@ -208,6 +208,6 @@ def test_plain_serve_follows_a_simulator_base_port_except_where_a_url_is_given()
     settings = load(env=env)
     moved = following_base_port(settings, env)
     assert moved == {"civil_registry": "http://127.0.0.1:9101", "education": "http://127.0.0.1:9102",
-                     "employment": "http://127.0.0.1:9104"}
+                     "employment": "http://127.0.0.1:9104", "social_registry": "http://127.0.0.1:9105"}
     assert settings.connector("health").base_url == "https://amo.example.ma"  # its own URL: kept
     assert following_base_port(load(env={}), {}) == {}  # the default base port: nothing to follow
