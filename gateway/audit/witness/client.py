@@ -5,11 +5,12 @@ For each witness the client remembers the last size it acknowledged (``acknowled
 stored). It sends ``old <that size>`` with the consistency proof from it (``ConsistencySource``, e.g. the access
 log); a 409 carrying another size is retried from that size (the witness restarted, another replica submitted,
 or the client never knew), up to ``MAX_ATTEMPTS`` times. A witness holding a size *above* the checkpoint's has
-cosigned a larger tree of this log than the log now has — the log was cut or forked: ``WitnessOutcome.ahead``
-says so and the caller must treat it as a corrupt log. Cosignature lines are kept only when they are by the
-configured witness key and verify (``checkpoint.verify_cosignatures``); unknown lines are ignored, as the
-protocol requires. Witnesses are asked concurrently over the caller's shared aiohttp session, each with its
-own timeout.
+cosigned a larger tree of this log than the log now has — the log was cut: ``WitnessOutcome.ahead`` says so;
+one that holds a checkpoint this one does not extend (a 409 at the same size, a 422) sets
+``WitnessOutcome.inconsistent``: the log was rewritten. The caller must treat both as a corrupt log.
+Cosignature lines are kept only when they are by the configured witness key and verify
+(``checkpoint.verify_cosignatures``); unknown lines are ignored, as the protocol requires. Witnesses are asked
+concurrently over the caller's shared aiohttp session, each with its own timeout.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class WitnessOutcome:
     acknowledged_size: int | None = None  # the size it holds, as far as the client knows
     error: str | None = None
     ahead: int | None = None  # the witness holds this size, larger than the checkpoint's
+    inconsistent: bool = False  # the witness holds a checkpoint this one does not extend (409 fork, 422)
 
     @property
     def cosigned(self) -> bool:
@@ -162,11 +164,12 @@ class WitnessClient:
                     return WitnessOutcome(name, witness.url, acknowledged_size=held, ahead=held,
                                           error=f"the witness holds size {held}, above this checkpoint's {size}")
                 if held == old:  # same size, another root: the witness holds a fork of this log
-                    return WitnessOutcome(name, witness.url, acknowledged_size=held,
+                    return WitnessOutcome(name, witness.url, acknowledged_size=held, inconsistent=True,
                                           error=f"the witness holds another checkpoint of size {held}")
                 old, error = held, f"409: the witness holds size {held}"
                 continue
             return WitnessOutcome(name, witness.url, acknowledged_size=self.acknowledged.get(name),
+                                  inconsistent=status == 422,
                                   error=f"HTTP {status}: {answer[:200].decode('utf-8', 'replace').strip()}")
         return WitnessOutcome(name, witness.url, acknowledged_size=self.acknowledged.get(name),
                               error=f"gave up after {MAX_ATTEMPTS} attempts ({error})")

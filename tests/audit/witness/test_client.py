@@ -85,13 +85,14 @@ async def test_a_rewritten_log_is_not_cosigned(witnesses: list[RunningWitness], 
     rewritten = log.fork(3, "b").grow(2)
     with pytest.raises(QuorumNotMet, match="0 of 2") as caught:
         await client.submit(rewritten.note(), rewritten)
-    assert all("HTTP 422" in (o.error or "") for o in caught.value.witnessed.outcomes)
+    assert all("HTTP 422" in (o.error or "") and o.inconsistent for o in caught.value.witnessed.outcomes)
     same_size = log.fork(3, "b")
     with pytest.raises(QuorumNotMet) as caught:
         await WitnessClient(session, endpoints(witnesses), quorum=1,
                             acknowledged={"cndp.ma/witness": 8, "dgssi.ma/witness": 8}).submit(
             same_size.note(), same_size)
-    assert all("another checkpoint of size 8" in (o.error or "") for o in caught.value.witnessed.outcomes)
+    assert all("another checkpoint of size 8" in (o.error or "") and o.inconsistent
+               for o in caught.value.witnessed.outcomes)
 
 
 async def test_quorum_with_an_unreachable_witness_and_a_wrong_key(
