@@ -122,6 +122,12 @@ class CheckpointArchive:
             "SELECT note FROM checkpoints WHERE size = ?", (size,)).fetchone())
         return str(row[0]) if row else None
 
+    async def notes(self, from_size: int = 0) -> list[tuple[int, str]]:
+        """Every archived checkpoint of ``from_size`` entries or more, by size: (size, note)."""
+        rows = await self._run(lambda: self._connection().execute(
+            "SELECT size, note FROM checkpoints WHERE size >= ? ORDER BY size", (from_size,)).fetchall())
+        return [(int(r[0]), str(r[1])) for r in rows]
+
     async def close(self) -> None:
         def close() -> None:
             if self._conn is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import sys
 from pathlib import Path
@@ -101,3 +102,30 @@ async def test_witness_serve_command_runs_until_terminated(tmp_path: Path) -> No
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def test_the_gateway_reads_its_witnesses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.config.settings import load
+    from tests.config_support import config_with
+
+    monkeypatch.setenv("ANSS_GATEWAY_STATE_DIR", str(tmp_path / "state"))
+    vkey = cp.verifier_key("cndp.ma/witness", load_witness_key(tmp_path / "w.pem"), cp.COSIGNATURE_V1).encode()
+    witnesses = (f'checkpoint_key_file = "keys/checkpoint.pem"\nwitness_quorum = 1\n'
+                 f'[[audit.witnesses]]\nurl = "https://witness.cndp.ma"\nvkey = "{vkey}"\n')
+    config = config_with(tmp_path, "export_max_bytes = 67108864\n", f"export_max_bytes = 67108864\n{witnesses}",
+                         "gateway.toml")
+    settings = load(config)
+    w = settings.witnessing
+    assert [(x.url, x.vkey.encode()) for x in w.witnesses] == [("https://witness.cndp.ma", vkey)]
+    assert w.quorum == 1 and w.origin is None
+    assert w.key_path(settings.state_dir) == config / "keys" / "checkpoint.pem"
+    assert w.high_water_path(settings.state_dir) == config / "keys" / "checkpoint.high-water"
+    path = config / "gateway.toml"
+    for old, new, message in (("witness_quorum = 1", "witness_quorum = 2", "`witness_quorum` must be between"),
+                              (vkey, LOG_VKEY.encode(), "`vkey` must be a witness cosignature key"),
+                              ('"https://witness.cndp.ma"', '"witness.cndp.ma"', "`url` must be http(s)")):
+        text = path.read_text(encoding="utf-8")
+        path.write_text(text.replace(old, new), encoding="utf-8")
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load(config)
+        path.write_text(text, encoding="utf-8")
