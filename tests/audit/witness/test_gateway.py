@@ -85,6 +85,9 @@ async def test_heads_are_cosigned_and_a_cut_database_is_refused_at_start(
         assert await verify(stack, "CASE-AFTER") == (503, "access_log_corrupt")
         async with stack.client.session.get(stack.gateway.url + "/healthz") as response:
             assert response.status == 200
+        async with stack.client.session.get(stack.gateway.url + "/readyz") as response:
+            assert response.status == 503
+            assert (await response.json())["checks"]["store"] is False
         guard = stack.gateway.runner.app[RUNTIME].log_guard
         assert guard is not None and guard.corrupt is not None and "fewer than" in guard.corrupt
 
