@@ -31,9 +31,9 @@ def _load(args: argparse.Namespace) -> tuple[WitnessConfig, Ed25519PrivateKey]:
 
 
 def _gateway_settings(args: argparse.Namespace) -> Settings:
-    from gateway.config.settings import load
+    from gateway.cli.common import load_settings
 
-    return load(Path(args.config) if args.config else None)
+    return load_settings(args)
 
 
 def cmd_witness_serve(args: argparse.Namespace) -> int:
