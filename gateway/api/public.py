@@ -24,7 +24,7 @@ async def readyz(request: web.Request) -> web.Response:
         checks["keys"] = runtime.signing_key is not None
         try:
             await runtime.access_log.count()
-            checks["store"] = True
+            checks["store"] = runtime.log_guard is None or runtime.log_guard.corrupt is None  # 503 access_log_corrupt
         except Exception:
             checks["store"] = False
         checks["connectors"] = bool(runtime.federation.connectors) and not runtime.session.closed

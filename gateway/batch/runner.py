@@ -35,7 +35,7 @@ import orjson
 import structlog
 
 from connectors.resilience import BulkheadSettings, Resilient
-from gateway.audit import AccessRecord
+from gateway.audit import AccessLogCorrupt, AccessRecord
 from gateway.audit.query import LogQuery
 from gateway.batch.store import RUNNING, Batch, Chunk, SqliteBatchStore
 from gateway.crypto.jws import sign_detached
@@ -111,6 +111,9 @@ async def run_chunk(runtime: Runtime, store: SqliteBatchStore, chunk: Chunk, fed
         return
     todo = await store.todo(chunk)
     for start in range(0, len(todo), concurrency):
+        guard = runtime.log_guard
+        if guard is not None and guard.corrupt is not None:  # no data leaves without a provable log
+            raise AccessLogCorrupt("the access log is corrupt: batches wait")
         group = todo[start:start + concurrency]
         results: list[tuple[int, bool, bytes]] = []
         fresh = []

@@ -9,6 +9,7 @@ this module assembles them and turns configuration and database mistakes into on
     officer password                  gateway.cli.officers
     consent grant|revoke|list|show    gateway.cli.consent
     citizen token                     gateway.cli.citizen
+    witness serve|key|log-key|checkpoints   gateway.cli.witness
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gateway.cli import audit, batch, citizen, client, consent, keys, officers, serve
+from gateway.cli import audit, batch, citizen, client, consent, keys, officers, serve, witness
 from gateway.config.settings import ConfigError
 from gateway.stores.postgres import DatabaseUnavailable
 
-GROUPS = (serve, client, batch, keys, audit, officers, consent, citizen)
+GROUPS = (serve, client, batch, keys, audit, officers, consent, citizen, witness)
 
 
 def parser() -> argparse.ArgumentParser:

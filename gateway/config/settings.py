@@ -26,6 +26,7 @@ from gateway.config.purposes import CHECKS, FACTS, Purpose, load_purposes
 from gateway.config.services import Service, load_services
 from gateway.config.storage import DSN_ENV, storage_settings
 from gateway.config.toml import ConfigError, get, positive, read_table, resolve
+from gateway.config.witnesses import WitnessingSettings, witnessing_settings
 from gateway.stores.postgres import PostgresTarget
 
 __all__ = [
@@ -84,6 +85,7 @@ class Settings:
     storage_backend: str = "sqlite"  # access log and consents: "sqlite" (the files above) or "postgres" (shared)
     database: PostgresTarget | None = None  # with "postgres": DSN (never in a repr or a message) and schema
     batches: BatchSettings = field(default_factory=BatchSettings)  # [batches]
+    witnessing: WitnessingSettings = field(default_factory=WitnessingSettings)  # [audit] checkpoints, witnesses
 
     @property
     def consent_store_path(self) -> Path:
@@ -184,6 +186,7 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
         citizens=load_citizens(gateway_file, data.get("citizens", {}), config_dir),
         batches=load_batches(data.get("batches", {}), config_dir, f"{gateway_file} [batches]"),
         **_audit_cadence(audit, f"{gateway_file} [audit]"),
+        witnessing=witnessing_settings(audit, f"{gateway_file} [audit]", config_dir),
         anomalies=anomaly_settings(audit.get("anomalies", {}), f"{gateway_file} [audit.anomalies]"),
         console=console_settings(data.get("console", {}), f"{gateway_file} [console]", config_dir, env),
         audit_export_max_bytes=positive(audit, "export_max_bytes", f"{gateway_file} [audit]",

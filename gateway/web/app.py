@@ -26,7 +26,8 @@ from connectors.base import Connector
 from connectors.resilience import Resilient
 from gateway import console
 from gateway.api import anomalies, audit, batches, citizen, consents, public, services, verifications
-from gateway.audit import AccessRecord, Pseudonymiser, TreeHeadSigner, log_id_for
+from gateway.audit import AccessLogCorrupt, AccessRecord, Pseudonymiser, TreeHeadSigner, log_id_for
+from gateway.audit.witness.guard import log_guard
 from gateway.batch.runner import EmbeddedEngine
 from gateway.batch.service import BatchService
 from gateway.batch.store import SqliteBatchStore
@@ -145,8 +146,13 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
 
+    runtime = request.app.get(RUNTIME)
+    corrupt = runtime is not None and runtime.log_guard is not None and runtime.log_guard.corrupt is not None
     try:
         _check_header_sizes(request, request.app[SETTINGS].max_header_bytes)
+        if corrupt and request.path not in UNLOGGED_PATHS:
+            raise ServiceUnavailable("the access log is behind or diverges from its high-water checkpoint: "
+                                     "nothing is answered", "access_log_corrupt")
         response = await handler(request)
         if not isinstance(response, web.Response):
             raise InternalError("streaming responses are not signed")
@@ -156,8 +162,7 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
         request[PROBLEM_CODE] = error.code
         request[AUDIT_NOTE].detail["reason"] = error.detail  # every refusal is logged with its reason
 
-    runtime = request.app.get(RUNTIME)
-    if runtime is not None and request.path not in UNLOGGED_PATHS:
+    if runtime is not None and request.path not in UNLOGGED_PATHS and not corrupt:
         try:
             await _append_access_record(request, response, started)
         except Exception:
@@ -194,7 +199,7 @@ def _tree_head_signer(runtime: Runtime) -> TreeHeadSigner:
     s = runtime.settings
     return TreeHeadSigner(runtime.access_log, lambda: runtime.signing_key, log_id_for(s.gateway_id),
                           interval_s=s.tree_head_interval_s, max_entries=s.tree_head_max_entries,
-                          retention_days=s.audit_retention_days)
+                          retention_days=s.audit_retention_days, guard=runtime.log_guard)
 
 
 def _runtime_context(settings: Settings, connectors: Mapping[str, Connector], tracing: TracerProvider | None = None
@@ -217,6 +222,9 @@ def _runtime_context(settings: Settings, connectors: Mapping[str, Connector], tr
         session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30),
                                         raise_for_status=False, auto_decompress=True,
                                         trace_configs=[client_trace_config(tracing)] if tracing is not None else None)
+        guard = log_guard(settings, access_log, session)
+        with suppress(AccessLogCorrupt):  # logged at critical level; every request is then refused (503)
+            await guard.check()
         app[RUNTIME] = Runtime(
             settings=settings,
             signing_key=signing_key,
@@ -231,6 +239,7 @@ def _runtime_context(settings: Settings, connectors: Mapping[str, Connector], tr
             login_limiter=login_limiter,
             consents=consent_store,
             metrics=app[METRICS],
+            log_guard=guard,
         )
         b = settings.batches
         batch_store = SqliteBatchStore(b.database or settings.state_dir / "batches.sqlite3")
@@ -254,6 +263,7 @@ def _runtime_context(settings: Settings, connectors: Mapping[str, Connector], tr
         with suppress(Exception):
             await replay.close()
         await consent_store.close()
+        await guard.archive.close()
         await access_log.close()
 
     return runtime_ctx

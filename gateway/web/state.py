@@ -9,6 +9,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.audit import AccessLog, Pseudonymiser
+from gateway.audit.witness.guard import LogGuard
 from gateway.batch.service import BatchService
 from gateway.config.settings import Settings
 from gateway.crypto.keyring import KeyResolver
@@ -40,6 +41,8 @@ class Runtime:
     # sign-in attempts from many addresses can never crowd the API clients' buckets out of the local limiter
     login_limiter: RateLimiter | None = None
     metrics: Metrics | None = None  # the application's Prometheus metrics (gateway/web/metrics.py)
+    # the high-water checkpoint and the witnesses (gateway/audit/witness/guard.py); ``corrupt``: refuse everything
+    log_guard: LogGuard | None = None
 
     @property
     def sign_in_limiter(self) -> RateLimiter:
