@@ -137,6 +137,8 @@ class ConnectorConfig:
     max_connections: int = 32
     max_response_bytes: int = 1_048_576
     options: Mapping[str, Any] = field(default_factory=dict)
+    breaker: Mapping[str, Any] = field(default_factory=dict)  # [connector.breaker], see connectors.resilience
+    bulkhead: Mapping[str, Any] = field(default_factory=dict)  # [connector.bulkhead]
 
 
 @runtime_checkable

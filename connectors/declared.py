@@ -20,9 +20,11 @@ property::
     death_date = { at = "person.deathDate", type = "date", optional = true }
     scheme     = { at = "coverage.scheme", type = "enum", map = { AMO_TADAMON = "amo_tadamon" } }
     months     = { each = "declarations", fields = { month = "month", days = { at = "days", type = "int" } } }
+    members    = { each = "/household/members", at = "/idcs" }            # a list of values
 
 ``at`` is a JSON Pointer (RFC 6901) into a REST reply, or a dotted path into a parsed SOAP reply; inside
-``each`` it is relative to the item. Types: ``text`` (the default: a non-empty string), ``date`` (ISO
+``each`` it is relative to the item (``each`` with ``fields`` makes a list of objects, ``each`` with ``at`` a
+list of values). Types: ``text`` (the default: a non-empty string), ``date`` (ISO
 ``YYYY-MM-DD``), ``bool``, ``int``, ``decimal`` (a number), ``enum`` (the reply's value looked up in
 ``map``). A value of the wrong type, or a required value that is absent, makes the answer malformed: nothing
 is ever filled in by guess. The record's fields must be exactly its JSON Schema's properties.
@@ -212,7 +214,8 @@ class Field:
     type: str
     optional: bool
     values: Mapping[str, Any] | None = None
-    items: tuple[Field, ...] | None = None  # a list: ``at`` leads to the repeated items
+    items: tuple[Field, ...] | None = None  # a list of objects: ``at`` leads to the repeated items
+    item: Field | None = None  # a list of values: ``at`` leads to the items, ``item.at`` to each one's value
 
 
 Getter = Callable[[Any, tuple[str, ...]], Any]
@@ -228,6 +231,13 @@ def parse_fields(raw: Any, setting: str, split: Callable[[str, str], tuple[str, 
             fields.append(Field(name, split(spec, where), "text", False))
             continue
         spec = table_of(spec, where)
+        if "each" in spec and "at" in spec:  # a list of values: each item's value at `at`
+            refuse_unknown(spec, ("each", "at", "type", "map", "optional"), where)
+            item_spec = {k: v for k, v in spec.items() if k in ("at", "type", "map")}
+            (item,) = parse_fields({name: item_spec}, setting, split)
+            fields.append(Field(name, split(text_of(spec, "each", where), f"{where}.each"), "list",
+                                _flag(spec, "optional", where), item=item))
+            continue
         if "each" in spec:
             refuse_unknown(spec, ("each", "fields", "optional"), where)
             items = parse_fields(spec.get("fields", {}), f"{where}.fields", split)
@@ -267,7 +277,7 @@ def read_fields(reply: Any, fields: tuple[Field, ...], get: Getter) -> dict[str,
 def _read(reply: Any, f: Field, get: Getter) -> Any:
     value = get(reply, f.at)
     if value is None:
-        if f.items is not None:
+        if f.items is not None or f.item is not None:
             return []  # an empty repeated group (zeep reads ``<spouses/>`` as None)
         if f.optional:
             return None
@@ -276,6 +286,10 @@ def _read(reply: Any, f: Field, get: Getter) -> Any:
         if not isinstance(value, list):
             raise MissingValue(f"{f.name}: not a list")
         return [read_fields(item, f.items, get) for item in value]
+    if f.item is not None:
+        if not isinstance(value, list):
+            raise MissingValue(f"{f.name}: not a list")
+        return [_read(item, f.item, get) for item in value]
     return _typed(value, f)
 
 

@@ -11,6 +11,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from connectors.base import Connector, ConnectorConfig, ConnectorConfigError, ConnectorFactory
+from connectors.resilience import CircuitBreaker, Resilient, breaker_settings, bulkhead_settings
 
 ENTRY_POINT_GROUP = "anss_gateway.connectors"
 BUILTIN_KINDS = {"soap": "connectors.soap:SoapConnector", "rest": "connectors.rest:RestConnector"}
@@ -54,9 +55,10 @@ def build(config: ConnectorConfig, root: Path) -> Connector:
     return factory_for(config.kind)(config, root)
 
 
-def build_all(configs: Iterable[ConnectorConfig], root: Path) -> dict[str, Connector]:
-    """Every administration, by name; ``ConnectorBuildError`` for the first that cannot be built, for two with
-    one name, and for an operation claimed by two administrations."""
+def build_all(configs: Iterable[ConnectorConfig], root: Path, *, resilient: bool = True) -> dict[str, Connector]:
+    """Every administration, by name, each behind its breaker and bulkhead (``connectors.resilience``) unless
+    ``resilient`` is False; ``ConnectorBuildError`` for the first that cannot be built, for two with one name,
+    and for an operation claimed by two administrations."""
     connectors: dict[str, Connector] = {}
     owners: dict[str, ConnectorConfig] = {}
     by_name: dict[str, ConnectorConfig] = {}
@@ -67,6 +69,9 @@ def build_all(configs: Iterable[ConnectorConfig], root: Path) -> dict[str, Conne
         by_name[config.name] = config
         try:
             connector = build(config, root)
+            if resilient:
+                connector = Resilient(connector, CircuitBreaker(breaker_settings(config.breaker or None)),
+                                      bulkhead_settings(config.bulkhead or None))
         except UnknownConnectorKind:
             raise ConnectorBuildError(config, "kind", f"unknown connector kind {config.kind!r}; "
                                                       f"known: {sorted(available_kinds())}") from None

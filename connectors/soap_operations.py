@@ -140,8 +140,14 @@ def _element_at(xsd_type: Any, steps: tuple[str, ...], setting: str, where: str)
 def _check_fields_in_wsdl(fields: tuple[Field, ...], xsd_type: Any, setting: str, where: str) -> None:
     for f in fields:
         field_setting = f"{setting}.{f.name}"
-        at_setting = f"{field_setting}.each" if f.items is not None else field_setting
+        at_setting = f"{field_setting}.each" if f.items is not None or f.item is not None else field_setting
         element = _element_at(xsd_type, f.at, at_setting, where)
+        if f.item is not None:
+            if not element.accepts_multiple:
+                raise ConnectorConfigError(at_setting, f"{'.'.join(f.at)!r} is not a repeated element")
+            if f.item.at:
+                _check_fields_in_wsdl((f.item,), element.type, field_setting, f"{where}.{'.'.join(f.at)}")
+            continue
         if f.items is not None:
             if not element.accepts_multiple:
                 raise ConnectorConfigError(at_setting, f"{'.'.join(f.at)!r} is not a repeated element")

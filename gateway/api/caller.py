@@ -71,11 +71,16 @@ async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes
 
 async def admit(runtime: Runtime, caller: Caller, leeway_s: int) -> None:
     """Once per assertion (replay cache, fail closed), within the client's rate limit (fail open)."""
+    metrics = runtime.metrics
     try:
         first = await runtime.replay.first_use(caller.client_id, caller.jti, caller.expires_at + leeway_s)
     except Exception as exc:
         log.error("replay_cache_unavailable", error=type(exc).__name__)
+        if metrics is not None:
+            metrics.replay.labels("unavailable").inc()
         raise ServiceUnavailable("replay protection is unavailable, so nothing is answered") from exc
+    if metrics is not None:
+        metrics.replay.labels("first_use" if first else "replayed").inc()
     if not first:
         raise Unauthenticated("this client assertion was already used; sign a new one", "assertion_replayed")
     client = runtime.settings.clients[caller.client_id]
@@ -84,7 +89,11 @@ async def admit(runtime: Runtime, caller: Caller, leeway_s: int) -> None:
         decision = await runtime.limiter.take(caller.client_id, Limit(bucket.rate_per_s, bucket.burst))
     except Exception as exc:  # an unreachable limiter must not stop the social-protection service
         log.error("rate_limiter_unavailable", error=type(exc).__name__)
+        if metrics is not None:
+            metrics.rate_limit.labels("unavailable").inc()
         return
+    if metrics is not None:
+        metrics.rate_limit.labels("allowed" if decision.allowed else "limited").inc()
     if not decision.allowed:
         raise TooManyRequests(f"at most {bucket.burst} requests at once and {bucket.rate_per_s:g}/s; "
                               "retry after the delay given", headers=rate_headers(decision))

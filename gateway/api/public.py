@@ -1,11 +1,15 @@
-"""Unauthenticated resources: ``/healthz`` (alive), ``/readyz`` (ready to serve), the JWKS, and the
-contract's documents (``/schemas/{name}``, with this gateway's check vocabulary)."""
+"""Unauthenticated resources: ``/healthz`` (alive), ``/readyz`` (ready to serve, and each administration's
+circuit breaker and bulkhead), the JWKS, and the contract's documents (``/schemas/{name}``, with this
+gateway's check vocabulary)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import orjson
 from aiohttp import web
 
+from connectors.resilience import Resilient
 from gateway.api import contract
 from gateway.crypto import keys
 from gateway.errors import NotFound
@@ -28,8 +32,12 @@ async def readyz(request: web.Request) -> web.Response:
             checks["store"] = False
         checks["connectors"] = bool(runtime.federation.connectors) and not runtime.session.closed
     ready = all(checks.values())
+    document: dict[str, Any] = {"status": "ready" if ready else "not_ready", "checks": checks}
+    if runtime is not None:  # an open breaker is not "not ready": the other sources still answer
+        document["sources"] = {name: c.snapshot() for name, c in sorted(runtime.federation.connectors.items())
+                               if isinstance(c, Resilient)}
     return web.Response(
-        body=orjson.dumps({"status": "ready" if ready else "not_ready", "checks": checks}),
+        body=orjson.dumps(document),
         status=200 if ready else 503,
         content_type="application/json",
     )

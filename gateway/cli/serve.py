@@ -71,7 +71,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "Run the gateway. Plain HTTP unless --tls-cert/--tls-key are given; with --tls-client-ca too, "
         "mutual TLS: every client must present a certificate from that CA naming it (SAN URI "
         "urn:anss:client:<client-id>, else the subject CN), and it must match the client's token."))
-    s.add_argument("--with-simulators", action="store_true", help="also run the four simulators (development)")
+    s.add_argument("--with-simulators", action="store_true", help="also run the five simulators (development)")
     s.add_argument("--tls-cert", default=os.environ.get(TLS_ENV["tls_cert"]),
                    help="server certificate chain (PEM); env ANSS_GATEWAY_TLS_CERT")
     s.add_argument("--tls-key", default=os.environ.get(TLS_ENV["tls_key"]),
@@ -80,7 +80,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="CA bundle (PEM) for client certificates: enables and requires mutual TLS; "
                         "env ANSS_GATEWAY_TLS_CLIENT_CA")
     s.set_defaults(func=cmd_serve)
-    sub.add_parser("simulate", help="run the four administration simulators").set_defaults(func=cmd_simulate)
+    sub.add_parser("simulate", help="run the five administration simulators").set_defaults(func=cmd_simulate)
     d = sub.add_parser("demo", help="verify the fixture households end to end")
     d.add_argument("--json", action="store_true", help="one JSON object per verification")
     d.set_defaults(func=cmd_demo)

@@ -17,7 +17,7 @@ from connectors.registry import ConnectorBuildError, build_all
 from gateway.config.toml import ConfigError, get, line_of, read_table
 
 _CONNECTOR_KEYS = frozenset({"name", "kind", "base_url", "audience", "mapping", "timeout_s", "connect_timeout_s",
-                             "max_connections", "max_response_bytes", "options"})
+                             "max_connections", "max_response_bytes", "options", "breaker", "bulkhead"})
 _DEFAULTS = ConnectorConfig(name="", kind="", base_url="", audience="")
 
 
@@ -54,6 +54,8 @@ def load_connector_file(path: Path, env: Mapping[str, str]) -> ConnectorConfig:
         max_connections=get(table, "max_connections", int, where, _DEFAULTS.max_connections),
         max_response_bytes=get(table, "max_response_bytes", int, where, _DEFAULTS.max_response_bytes),
         options=dict(get(table, "options", dict, where, {})),
+        breaker=dict(get(table, "breaker", dict, where, {})),
+        bulkhead=dict(get(table, "bulkhead", dict, where, {})),
     )
 
 
@@ -64,10 +66,12 @@ def load_connectors(directory: Path, env: Mapping[str, str]) -> tuple[ConnectorC
     return configs
 
 
-def build_connectors(configs: Iterable[ConnectorConfig], root: Path) -> dict[str, Connector]:
-    """Every administration built (WSDLs parsed, operations checked), or one ``ConfigError`` line."""
+def build_connectors(configs: Iterable[ConnectorConfig], root: Path, *, resilient: bool = True
+                     ) -> dict[str, Connector]:
+    """Every administration built (WSDLs parsed, operations checked; behind its breaker and bulkhead unless
+    ``resilient`` is False), or one ``ConfigError`` line."""
     try:
-        return build_all(configs, root)
+        return build_all(configs, root, resilient=resilient)
     except ConnectorBuildError as exc:
         raise ConfigError(f"{locate(exc.config, exc.setting)} {exc}") from None
 

@@ -42,7 +42,7 @@ class SimulatorSettings:
     seed: str = "anss-dev"
     households: int = 3_200_000
     host: str = "127.0.0.1"
-    base_port: int = 8101  # civil registry; education, health, employment follow
+    base_port: int = 8101  # civil registry; education, health, employment, social registry follow
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ by a 503 problem and no data leaves the gateway.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -19,8 +20,10 @@ from datetime import UTC, datetime
 import aiohttp
 import structlog
 from aiohttp import web
+from opentelemetry.sdk.trace import TracerProvider
 
 from connectors.base import Connector
+from connectors.resilience import Resilient
 from gateway import console
 from gateway.api import anomalies, audit, citizen, consents, public, services, verifications
 from gateway.audit import AccessRecord, Pseudonymiser, TreeHeadSigner, log_id_for
@@ -46,8 +49,11 @@ from gateway.stores import backends as storage
 from gateway.trust.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from gateway.trust.replay import RedisReplayCache, ReplayCache, SqliteReplayCache
 from gateway.web import logs
+from gateway.web.metrics import Metrics, route_of
+from gateway.web.metrics import handler as metrics_handler
 from gateway.web.state import (
     AUDIT_NOTE,
+    METRICS,
     PROBLEM_CODE,
     REQUEST_BODY,
     REQUEST_ID,
@@ -57,10 +63,12 @@ from gateway.web.state import (
     AuditNote,
     Runtime,
 )
+from gateway.web.tracing import client_trace_config, server_middleware
+from gateway.web.tracing import provider_from_env as tracing_from_env
 
 log = structlog.get_logger("gateway")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-UNLOGGED_PATHS = frozenset({"/healthz", "/readyz", "/.well-known/jwks.json"})
+UNLOGGED_PATHS = frozenset({"/healthz", "/readyz", "/.well-known/jwks.json", "/metrics"})
 SCHEMA_PATHS = "/schemas/"  # the published contract: public documents, not recorded either
 
 
@@ -114,7 +122,9 @@ async def _append_access_record(request: web.Request, response: web.Response, st
         detail=note.detail,
         consent_id=note.consent_id,
     )
+    appending = time.perf_counter()
     await runtime.access_log.append(record)
+    request.app[METRICS].append_latency.observe(time.perf_counter() - appending)
 
 
 def _check_header_sizes(request: web.Request, limit: int) -> None:
@@ -159,6 +169,7 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
         response.headers[SIGNATURE_HEADER] = sign_detached(runtime.signing_key, body, request_id,
                                                            request_sha256=question)
     response.headers["X-Request-Id"] = request_id
+    request.app[METRICS].request(route_of(request), request.method, response.status, time.perf_counter() - started)
     log.info("request", method=request.method, path=request.path, status=response.status,
              latency_ms=round((time.perf_counter() - started) * 1000, 2))
     return response
@@ -183,7 +194,7 @@ def _tree_head_signer(runtime: Runtime) -> TreeHeadSigner:
                           retention_days=s.audit_retention_days)
 
 
-def _runtime_context(settings: Settings, connectors: Mapping[str, Connector]
+def _runtime_context(settings: Settings, connectors: Mapping[str, Connector], tracing: TracerProvider | None = None
                      ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         signing_keys = GatewaySigningKeys(settings)
@@ -201,7 +212,8 @@ def _runtime_context(settings: Settings, connectors: Mapping[str, Connector]
         await consent_store.open()
         connector = aiohttp.TCPConnector(limit=512, limit_per_host=0, ttl_dns_cache=300)
         session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30),
-                                        raise_for_status=False, auto_decompress=True)
+                                        raise_for_status=False, auto_decompress=True,
+                                        trace_configs=[client_trace_config(tracing)] if tracing is not None else None)
         app[RUNTIME] = Runtime(
             settings=settings,
             signing_key=signing_key,
@@ -215,6 +227,7 @@ def _runtime_context(settings: Settings, connectors: Mapping[str, Connector]
             limiter=limiter,
             login_limiter=login_limiter,
             consents=consent_store,
+            metrics=app[METRICS],
         )
         log.info("gateway_ready", gateway_id=settings.gateway_id, kid=signing_key.kid,
                  connectors=sorted(connectors))
@@ -240,11 +253,14 @@ async def _plain_server_header(request: web.Request, response: web.StreamRespons
     response.headers["Server"] = "anss-gateway"
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, tracer_provider: TracerProvider | None = None) -> web.Application:
+    """The gateway application. Traces follow the ``OTEL_*`` variables (off by default) unless a
+    ``tracer_provider`` is given (tests: an in-memory exporter)."""
     if not structlog.is_configured():  # an embedding program gets our JSON logs, never dev tracebacks with locals
         logs.configure()
+    tracing = tracer_provider if tracer_provider is not None else tracing_from_env(os.environ)
     app = web.Application(
-        middlewares=[pipeline],
+        middlewares=[*([server_middleware(tracing)] if tracing is not None else []), pipeline],
         client_max_size=settings.max_body_bytes,
         handler_args={
             # our own limit (431, logged) is max_header_bytes; the parser's is larger so ours speaks first
@@ -261,11 +277,19 @@ def create_app(settings: Settings) -> web.Application:
     connectors = build_connectors(settings.connectors, settings.root)
     app[SERVICES] = ServiceCatalogue.build(settings.services, connectors, settings.config_dir / "services.toml")
     check_service_masks(settings, app[SERVICES])
-    app.cleanup_ctx.append(_runtime_context(settings, connectors))
+    app[METRICS] = Metrics()
+    app[METRICS].watch(connectors)
+    if tracing is not None:
+        tracer = tracing.get_tracer("anss_gateway")
+        for connector in connectors.values():
+            if isinstance(connector, Resilient):
+                connector.tracer = tracer
+    app.cleanup_ctx.append(_runtime_context(settings, connectors, tracing))
     app.router.add_get("/healthz", public.healthz)
     app.router.add_get("/readyz", public.readyz)
     app.router.add_get("/.well-known/jwks.json", public.jwks)
     app.router.add_get("/schemas/{name}", public.schema)
+    app.router.add_get("/metrics", metrics_handler(app[METRICS]))
     app.router.add_post("/v1/verifications", verifications.create_verification)
     app.router.add_get("/v1/services", services.list_services)
     app.router.add_get("/v1/services/{service}", services.describe_service)

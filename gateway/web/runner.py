@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from aiohttp import web
+from opentelemetry.sdk.trace import TracerProvider
 
 from gateway import console
 from gateway.config.settings import Settings, SimulatorSettings
@@ -29,9 +30,10 @@ class RunningGateway:
 
 @asynccontextmanager
 async def gateway_running(settings: Settings, port: int | None = None,
-                          ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[RunningGateway]:
+                          ssl_context: ssl.SSLContext | None = None,
+                          tracer_provider: TracerProvider | None = None) -> AsyncIterator[RunningGateway]:
     """The gateway listening on ``settings.host``; over TLS (``https``) when given an ``ssl_context``."""
-    app = create_app(settings)
+    app = create_app(settings, tracer_provider)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=10)
     await runner.setup()
     try:
@@ -46,7 +48,7 @@ async def gateway_running(settings: Settings, port: int | None = None,
 
 @asynccontextmanager
 async def simulators_running(settings: Settings, free_ports: bool) -> AsyncIterator[RunningSimulators]:
-    """The four simulators, trusting this gateway's published signing keys (from the same state directory).
+    """The five simulators, trusting this gateway's published signing keys (from the same state directory).
 
     They learn the keys once, at start: after ``keys rotate`` restart them (the gateway itself follows).
     """
@@ -98,6 +100,7 @@ async def serve(settings: Settings, with_simulators: bool, ssl_context: ssl.SSLC
         async with simulators_running(settings, free_ports=False) as sims:
             settings = settings.with_connector_urls(simulated_urls(sims.urls, os.environ))
             async with gateway_running(settings, ssl_context=ssl_context) as gw:
+                sims.follow_jwks(f"{gw.url}/.well-known/jwks.json")  # like a real administration: no restart
                 print(f"simulators: {sims.urls}", flush=True)
                 print(f"gateway listening on {gw.url}", flush=True)
                 print("\n".join(console.banner(gw.runner.app, gw.url)), flush=True)
@@ -115,6 +118,8 @@ async def serve(settings: Settings, with_simulators: bool, ssl_context: ssl.SSLC
 
 async def simulate(settings: Settings) -> None:
     async with simulators_running(settings, free_ports=False) as sims:
+        # the gateway this configuration describes (plain `serve`, possibly started later): follow its JWKS
+        sims.follow_jwks(f"http://{settings.host}:{settings.port}/.well-known/jwks.json")
         for name, url in sims.urls.items():
             print(f"{name}: {url}", flush=True)
         await wait_for_signal()

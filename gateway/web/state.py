@@ -17,6 +17,7 @@ from gateway.federation.services import ServiceCatalogue
 from gateway.policy.consent.store import ConsentStore
 from gateway.trust.ratelimit import RateLimiter
 from gateway.trust.replay import ReplayCache
+from gateway.web.metrics import Metrics
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Runtime:
     # the console's sign-in throttle: the same Redis limiter when shared, else buckets of its own, so a flood of
     # sign-in attempts from many addresses can never crowd the API clients' buckets out of the local limiter
     login_limiter: RateLimiter | None = None
+    metrics: Metrics | None = None  # the application's Prometheus metrics (gateway/web/metrics.py)
 
     @property
     def sign_in_limiter(self) -> RateLimiter:
@@ -67,3 +69,4 @@ AUDIT_NOTE: web.RequestKey[AuditNote] = web.RequestKey("audit_note", AuditNote)
 PROBLEM_CODE: web.RequestKey[str] = web.RequestKey("problem_code", str)
 REQUEST_BODY: web.RequestKey[bytes] = web.RequestKey("request_body", bytes)
 SERVICES: web.AppKey[ServiceCatalogue] = web.AppKey("services", ServiceCatalogue)
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)

@@ -32,7 +32,7 @@ def test_the_shipped_administrations_build(tmp_path: Path) -> None:
     connectors = build_connectors(load_connectors(ROOT / "config" / "connectors", {}), ROOT)
     assert {name: sorted(c.operations) for name, c in connectors.items()} == {
         "civil_registry": ["family", "person"], "education": ["enrolment"], "employment": ["declarations"],
-        "health": ["coverage"]}
+        "health": ["coverage"], "social_registry": ["social_registration"]}
 
 
 def test_an_unknown_kind_names_its_line(tmp_path: Path) -> None:
