@@ -36,12 +36,13 @@ class SignedRequest:
     body: bytes
 
 
-async def signed_request(request: web.Request, role: Role) -> SignedRequest:
-    """Authenticate and admit ``request``; refuse a client whose role is not ``role`` (403 ``forbidden_role``)."""
+async def signed_request(request: web.Request, role: Role, max_body_bytes: int | None = None) -> SignedRequest:
+    """Authenticate and admit ``request``; refuse a client whose role is not ``role`` (403 ``forbidden_role``).
+    ``max_body_bytes`` raises the body limit for one resource (a batch upload); else ``max_body_bytes``."""
     runtime = request.app[RUNTIME]
     settings = runtime.settings
     note: AuditNote = request[AUDIT_NOTE]
-    body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
+    body = await read_body(request, max_body_bytes or settings.max_body_bytes, settings.body_timeout_s)
     request[REQUEST_BODY] = body
     note.request_hmac = runtime.pseudonymiser.body_digest(body)
     caller = authenticate(
@@ -62,7 +63,13 @@ async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes
         raise PayloadTooLarge(f"the body may hold at most {limit} bytes")
     try:
         async with asyncio.timeout(timeout_s):
-            return await request.read()  # the whole body, however it was split; capped by client_max_size
+            chunks, size = [], 0
+            while chunk := await request.content.read(65_536):  # the whole body, however it was split
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"the body may hold at most {limit} bytes")
+                chunks.append(chunk)
+            return b"".join(chunks)
     except TimeoutError as exc:
         raise RequestTimeout(f"the body did not arrive within {timeout_s:g} s") from exc
     except web.HTTPRequestEntityTooLarge as exc:

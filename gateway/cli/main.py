@@ -2,7 +2,8 @@
 this module assembles them and turns configuration and database mistakes into one line and exit status 2.
 
     serve, simulate, demo, fixtures   gateway.cli.serve
-    client verify|call                gateway.cli.client
+    client verify|call|services       gateway.cli.client
+    batch submit|status|results|cancel gateway.cli.batch
     keys generate|jwks|rotate         gateway.cli.keys
     audit verify|export               gateway.cli.audit
     officer password                  gateway.cli.officers
@@ -15,11 +16,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gateway.cli import audit, citizen, client, consent, keys, officers, serve
+from gateway.cli import audit, batch, citizen, client, consent, keys, officers, serve
 from gateway.config.settings import ConfigError
 from gateway.stores.postgres import DatabaseUnavailable
 
-GROUPS = (serve, client, keys, audit, officers, consent, citizen)
+GROUPS = (serve, client, batch, keys, audit, officers, consent, citizen)
 
 
 def parser() -> argparse.ArgumentParser:

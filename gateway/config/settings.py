@@ -17,6 +17,7 @@ from typing import Any
 
 from connectors.base import ConnectorConfig
 from gateway.config.anomalies import AnomalySettings, anomaly_settings
+from gateway.config.batches import BatchSettings, load_batches
 from gateway.config.citizens import CITIZEN_ALGORITHMS, CitizenSettings, load_citizens
 from gateway.config.clients import DEFAULT_RATE_LIMIT, SCRYPT_HASH, ClientSettings, RateLimit, Right, load_clients
 from gateway.config.connectors import load_connectors
@@ -83,6 +84,7 @@ class Settings:
     audit_export_max_bytes: int = 64 * 1024 * 1024  # GET /v1/audit/export answers up to this; larger: the CLI
     storage_backend: str = "sqlite"  # access log and consents: "sqlite" (the files above) or "postgres" (shared)
     database: PostgresTarget | None = None  # with "postgres": DSN (never in a repr or a message) and schema
+    batches: BatchSettings = field(default_factory=BatchSettings)  # [batches]
     checks: CheckRegistry = field(default_factory=discover)  # the check vocabulary (built-ins + entry points)
 
     @property
@@ -183,6 +185,7 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
             config_dir, env.get("ANSS_GATEWAY_PSEUDONYM_KEY_FILE") or audit.get("pseudonym_key_file")
         ),
         citizens=load_citizens(gateway_file, data.get("citizens", {}), config_dir),
+        batches=load_batches(data.get("batches", {}), config_dir, f"{gateway_file} [batches]"),
         **_audit_cadence(audit, f"{gateway_file} [audit]"),
         anomalies=anomaly_settings(audit.get("anomalies", {}), f"{gateway_file} [audit.anomalies]"),
         console=console_settings(data.get("console", {}), f"{gateway_file} [console]", config_dir, env),

@@ -25,8 +25,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from connectors.base import Connector
 from connectors.resilience import Resilient
 from gateway import console
-from gateway.api import anomalies, audit, citizen, consents, public, services, verifications
+from gateway.api import anomalies, audit, batches, citizen, consents, public, services, verifications
 from gateway.audit import AccessRecord, Pseudonymiser, TreeHeadSigner, log_id_for
+from gateway.batch.runner import EmbeddedEngine
+from gateway.batch.service import BatchService
+from gateway.batch.store import SqliteBatchStore
 from gateway.config.connectors import build_connectors
 from gateway.config.settings import Settings
 from gateway.crypto.jws import SIGNATURE_HEADER, request_digest, sign_detached
@@ -53,6 +56,7 @@ from gateway.web.metrics import Metrics, route_of
 from gateway.web.metrics import handler as metrics_handler
 from gateway.web.state import (
     AUDIT_NOTE,
+    BATCHES,
     METRICS,
     PROBLEM_CODE,
     REQUEST_BODY,
@@ -229,11 +233,19 @@ def _runtime_context(settings: Settings, connectors: Mapping[str, Connector], tr
             consents=consent_store,
             metrics=app[METRICS],
         )
+        b = settings.batches
+        batch_store = SqliteBatchStore(b.database or settings.state_dir / "batches.sqlite3")
+        await batch_store.open()
+        engine = EmbeddedEngine(app[RUNTIME], batch_store, capacity=b.capacity, concurrency=b.concurrency,
+                                stalled_after_s=b.stalled_after_s)
+        app[BATCHES] = BatchService(batch_store, engine, b.chunk_size, b.max_subjects, b.max_upload_bytes)
         log.info("gateway_ready", gateway_id=settings.gateway_id, kid=signing_key.kid,
                  connectors=sorted(connectors))
         async with (signing_keys.kept_current(app[RUNTIME]),  # follows `keys rotate` without a restart
-                    _tree_head_signer(app[RUNTIME]).running()):
+                    _tree_head_signer(app[RUNTIME]).running(),
+                    engine.running()):  # batches resume where a previous process left them
             yield
+        await batch_store.close()
         for c in connectors.values():
             await c.aclose()
         await session.close()
@@ -261,7 +273,7 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
     tracing = tracer_provider if tracer_provider is not None else tracing_from_env(os.environ)
     app = web.Application(
         middlewares=[*([server_middleware(tracing)] if tracing is not None else []), pipeline],
-        client_max_size=settings.max_body_bytes,
+        client_max_size=max(settings.max_body_bytes, settings.batches.max_upload_bytes),  # per route: read_body
         handler_args={
             # our own limit (431, logged) is max_header_bytes; the parser's is larger so ours speaks first
             "max_field_size": max(16384, settings.max_header_bytes * 2),
@@ -294,6 +306,10 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
     app.router.add_get("/v1/services", services.list_services)
     app.router.add_get("/v1/services/{service}", services.describe_service)
     app.router.add_post("/v1/services/{service}", services.call_service)
+    app.router.add_post("/v1/batches", batches.submit_batch)
+    app.router.add_get("/v1/batches/{batch_id}", batches.show_batch)
+    app.router.add_get("/v1/batches/{batch_id}/results", batches.batch_results)
+    app.router.add_post("/v1/batches/{batch_id}/cancel", batches.cancel_batch)
     app.router.add_post("/v1/consents", consents.grant_consent)
     app.router.add_get("/v1/consents", consents.list_consents)
     app.router.add_get("/v1/consents/{consent_id}", consents.show_consent)

@@ -9,6 +9,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.audit import AccessLog, Pseudonymiser
+from gateway.batch.service import BatchService
 from gateway.config.settings import Settings
 from gateway.crypto.keyring import KeyResolver
 from gateway.crypto.keys import SigningKey
@@ -70,3 +71,4 @@ PROBLEM_CODE: web.RequestKey[str] = web.RequestKey("problem_code", str)
 REQUEST_BODY: web.RequestKey[bytes] = web.RequestKey("request_body", bytes)
 SERVICES: web.AppKey[ServiceCatalogue] = web.AppKey("services", ServiceCatalogue)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+BATCHES: web.AppKey[BatchService] = web.AppKey("batches", BatchService)
