@@ -1,5 +1,6 @@
 """Unauthenticated resources: ``/healthz`` (alive), ``/readyz`` (ready to serve, and each administration's
-circuit breaker and bulkhead), the JWKS."""
+circuit breaker and bulkhead), the JWKS, and the contract's documents (``/schemas/{name}``, with this
+gateway's check vocabulary)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import orjson
 from aiohttp import web
 
 from connectors.resilience import Resilient
+from gateway.api import contract
 from gateway.crypto import keys
-from gateway.web.state import RUNTIME
+from gateway.errors import NotFound
+from gateway.web.state import RUNTIME, SETTINGS
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -47,3 +50,11 @@ async def jwks(request: web.Request) -> web.Response:
         content_type="application/jwk-set+json",
         headers={"Cache-Control": "public, max-age=300"},
     )
+
+
+async def schema(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in contract.PUBLISHED:
+        raise NotFound("no such document")
+    return web.Response(body=contract.body(name, request.app[SETTINGS].checks), content_type="application/json",
+                        headers={"Cache-Control": "public, max-age=300"})

@@ -59,7 +59,7 @@ def batch_federation(federation: Federation, capacity: int) -> Federation:
             guarded[name] = own
         else:
             guarded[name] = connector
-    return Federation(guarded)
+    return Federation(guarded, federation.checks)
 
 
 def signed_line(runtime: Runtime, document: dict[str, Any], line_id: str) -> bytes:

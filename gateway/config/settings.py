@@ -22,15 +22,16 @@ from gateway.config.citizens import CITIZEN_ALGORITHMS, CitizenSettings, load_ci
 from gateway.config.clients import DEFAULT_RATE_LIMIT, SCRYPT_HASH, ClientSettings, RateLimit, Right, load_clients
 from gateway.config.connectors import load_connectors
 from gateway.config.console import ConsoleSettings, console_settings
-from gateway.config.purposes import CHECKS, FACTS, Purpose, load_purposes
+from gateway.config.purposes import Purpose, load_purposes
 from gateway.config.services import Service, load_services
 from gateway.config.storage import DSN_ENV, storage_settings
 from gateway.config.toml import ConfigError, get, positive, read_table, resolve
 from gateway.config.witnesses import WitnessingSettings, witnessing_settings
+from gateway.federation.checks.registry import CheckRegistry, discover
 from gateway.stores.postgres import PostgresTarget
 
 __all__ = [
-    "CHECKS", "CITIZEN_ALGORITHMS", "DSN_ENV", "FACTS", "ROOT", "SCRYPT_HASH", "AnomalySettings", "CitizenSettings",
+    "CITIZEN_ALGORITHMS", "DSN_ENV", "ROOT", "SCRYPT_HASH", "AnomalySettings", "CitizenSettings",
     "ClientSettings", "ConfigError", "ConsoleSettings", "Purpose", "RateLimit", "Right", "Settings",
     "SimulatorSettings", "load",
 ]
@@ -86,6 +87,7 @@ class Settings:
     database: PostgresTarget | None = None  # with "postgres": DSN (never in a repr or a message) and schema
     batches: BatchSettings = field(default_factory=BatchSettings)  # [batches]
     witnessing: WitnessingSettings = field(default_factory=WitnessingSettings)  # [audit] checkpoints, witnesses
+    checks: CheckRegistry = field(default_factory=discover)  # the check vocabulary (built-ins + entry points)
 
     @property
     def consent_store_path(self) -> Path:
@@ -149,7 +151,8 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
     if limit_backend not in ("local", "redis"):
         raise ConfigError(f"{gateway_file} [rate_limits]: `backend` must be 'local' or 'redis'")
     overlap = env.get("ANSS_GATEWAY_SIGNING_KEY_OVERLAP_S")
-    purposes = load_purposes(config_dir / "purposes.toml")
+    checks = discover()  # built-in and installed checks: the check vocabulary of everything below
+    purposes = load_purposes(config_dir / "purposes.toml", checks)
     connectors = load_connectors(config_dir / "connectors", env)
     services = load_services(config_dir / "services.toml", connectors)
     return Settings(
@@ -192,7 +195,8 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
         audit_export_max_bytes=positive(audit, "export_max_bytes", f"{gateway_file} [audit]",
                                         D["audit_export_max_bytes"]),
         **storage_settings(data.get("storage", {}), f"{gateway_file} [storage]", config_dir, env),
-        clients=load_clients(config_dir / "clients.toml", purposes, services),
+        clients=load_clients(config_dir / "clients.toml", purposes, checks, services),
+        checks=checks,
         purposes=purposes,
         connectors=connectors,
         services=services,

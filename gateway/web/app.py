@@ -74,6 +74,7 @@ from gateway.web.tracing import provider_from_env as tracing_from_env
 log = structlog.get_logger("gateway")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UNLOGGED_PATHS = frozenset({"/healthz", "/readyz", "/.well-known/jwks.json", "/metrics"})
+SCHEMA_PATHS = "/schemas/"  # the published contract: public documents, not recorded either
 
 
 def _as_gateway_error(exc: BaseException) -> GatewayError:
@@ -150,7 +151,7 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
     corrupt = runtime is not None and runtime.log_guard is not None and runtime.log_guard.corrupt is not None
     try:
         _check_header_sizes(request, request.app[SETTINGS].max_header_bytes)
-        if corrupt and request.path not in UNLOGGED_PATHS:
+        if corrupt and request.path not in UNLOGGED_PATHS and not request.path.startswith(SCHEMA_PATHS):
             raise ServiceUnavailable("the access log is behind or diverges from its high-water checkpoint: "
                                      "nothing is answered", "access_log_corrupt")
         response = await handler(request)
@@ -162,7 +163,8 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
         request[PROBLEM_CODE] = error.code
         request[AUDIT_NOTE].detail["reason"] = error.detail  # every refusal is logged with its reason
 
-    if runtime is not None and request.path not in UNLOGGED_PATHS and not corrupt:
+    if runtime is not None and request.path not in UNLOGGED_PATHS and not request.path.startswith(SCHEMA_PATHS) \
+            and not corrupt:
         try:
             await _append_access_record(request, response, started)
         except Exception:
@@ -233,7 +235,7 @@ def _runtime_context(settings: Settings, connectors: Mapping[str, Connector], tr
             access_log=access_log,
             pseudonymiser=Pseudonymiser.load(settings.pseudonym_key_file, settings.state_dir),
             session=session,
-            federation=Federation(connectors),
+            federation=Federation(connectors, settings.checks),
             replay=replay,
             limiter=limiter,
             login_limiter=login_limiter,
@@ -309,6 +311,7 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
     app.router.add_get("/healthz", public.healthz)
     app.router.add_get("/readyz", public.readyz)
     app.router.add_get("/.well-known/jwks.json", public.jwks)
+    app.router.add_get("/schemas/{name}", public.schema)
     app.router.add_get("/metrics", metrics_handler(app[METRICS]))
     app.router.add_post("/v1/verifications", verifications.create_verification)
     app.router.add_get("/v1/services", services.list_services)

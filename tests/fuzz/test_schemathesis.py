@@ -94,7 +94,8 @@ def operation_params() -> list[Any]:
 def test_the_schema_loads_with_its_external_references() -> None:
     operations = {(r.ok().method.upper(), r.ok().path) for r in SCHEMA.get_all_operations()}
     assert operations == {("POST", VERIFICATIONS), ("GET", "/healthz"), ("GET", "/readyz"),
-                          ("GET", "/.well-known/jwks.json"), ("POST", "/v1/consents"), ("GET", "/v1/consents"),
+                          ("GET", "/.well-known/jwks.json"), ("GET", "/schemas/{name}"),
+                          ("POST", "/v1/consents"), ("GET", "/v1/consents"),
                           ("GET", "/v1/consents/{consent_id}"), ("POST", "/v1/consents/{consent_id}/revoke"),
                           ("GET", "/v1/citizen/access-log"),
                           ("POST", "/v1/audit/search"), ("GET", "/v1/audit/entries/{index}"),
