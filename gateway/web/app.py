@@ -49,6 +49,7 @@ from gateway.errors import (
 from gateway.federation.executor import Federation
 from gateway.federation.services import ServiceCatalogue, check_service_masks
 from gateway.stores import backends as storage
+from gateway.trust.backoff import LocalSignInThrottle, RedisSignInThrottle, SignInThrottle
 from gateway.trust.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from gateway.trust.replay import RedisReplayCache, ReplayCache, SqliteReplayCache
 from gateway.web import logs
@@ -188,6 +189,12 @@ def _rate_limiter(settings: Settings) -> RateLimiter:
     return RedisRateLimiter(settings.redis_url) if settings.rate_limit_backend == "redis" else LocalRateLimiter()
 
 
+def _sign_in_throttle(settings: Settings) -> SignInThrottle:
+    if settings.rate_limit_backend == "redis":
+        return RedisSignInThrottle(settings.redis_url)
+    return LocalSignInThrottle(max_buckets=settings.console.login_max_buckets)
+
+
 def _tree_head_signer(runtime: Runtime) -> TreeHeadSigner:
     """Signs the access log's tree heads with the current signing key (rotations included) on the configured
     cadence, prunes per retention, and signs a last head on the way out (docs/merkle-log.md section 5)."""
@@ -210,7 +217,7 @@ def _runtime_context(settings: Settings, connectors: Mapping[str, Connector], tr
         except Exception as exc:  # e.g. Redis not up yet: start anyway, refuse requests until it is (503)
             log.error("replay_cache_unavailable_at_start", backend=settings.replay_backend, error=type(exc).__name__)
         limiter = _rate_limiter(settings)
-        login_limiter = limiter if settings.rate_limit_backend == "redis" else LocalRateLimiter()
+        sign_in_throttle = _sign_in_throttle(settings)
         consent_store = storage.consent_store(settings)
         await consent_store.open()
         connector = aiohttp.TCPConnector(limit=512, limit_per_host=0, ttl_dns_cache=300)
@@ -228,7 +235,7 @@ def _runtime_context(settings: Settings, connectors: Mapping[str, Connector], tr
             federation=Federation(connectors),
             replay=replay,
             limiter=limiter,
-            login_limiter=login_limiter,
+            sign_in_throttle=sign_in_throttle,
             consents=consent_store,
             metrics=app[METRICS],
         )
@@ -249,8 +256,7 @@ def _runtime_context(settings: Settings, connectors: Mapping[str, Connector], tr
             await c.aclose()
         await session.close()
         await limiter.close()
-        if login_limiter is not limiter:
-            await login_limiter.close()
+        await sign_in_throttle.close()
         with suppress(Exception):
             await replay.close()
         await consent_store.close()
