@@ -1,5 +1,6 @@
-"""Unauthenticated resources: ``/healthz`` (alive), ``/readyz`` (ready to serve, and each administration's
-circuit breaker and bulkhead), the JWKS."""
+"""Unauthenticated resources: ``/healthz`` (alive), ``/readyz`` (ready to serve, each administration's circuit
+breaker and bulkhead, and how many requests the HTTP parser refused since start: ``unparsable_requests``, see
+gateway/web/protocol.py), the JWKS."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from aiohttp import web
 
 from connectors.resilience import Resilient
 from gateway.crypto import keys
+from gateway.web.protocol import PARSER_REFUSALS
 from gateway.web.state import RUNTIME
 
 
@@ -33,6 +35,8 @@ async def readyz(request: web.Request) -> web.Response:
     if runtime is not None:  # an open breaker is not "not ready": the other sources still answer
         document["sources"] = {name: c.snapshot() for name, c in sorted(runtime.federation.connectors.items())
                                if isinstance(c, Resilient)}
+    refusals = request.app.get(PARSER_REFUSALS)
+    document["unparsable_requests"] = refusals.total if refusals is not None else 0
     return web.Response(
         body=orjson.dumps(document),
         status=200 if ready else 503,

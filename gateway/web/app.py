@@ -55,6 +55,7 @@ from gateway.trust.replay import RedisReplayCache, ReplayCache, SqliteReplayCach
 from gateway.web import logs
 from gateway.web.metrics import Metrics, route_of
 from gateway.web.metrics import handler as metrics_handler
+from gateway.web.protocol import PARSER_REFUSALS, ParserRefusals
 from gateway.web.state import (
     AUDIT_NOTE,
     BATCHES,
@@ -288,6 +289,7 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
         },
     )
     app[SETTINGS] = settings
+    app[PARSER_REFUSALS] = ParserRefusals()  # what GatewayRunner's connections count (shown by /readyz)
     app.on_response_prepare.append(_plain_server_header)
     app.cleanup_ctx.append(citizen.context(settings))  # the citizens' identity provider keys: checked first
     # built here, before start-up: a mistake in an administration's file is one ConfigError line, not a traceback
