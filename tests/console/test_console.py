@@ -295,6 +295,19 @@ async def test_every_form_needs_its_token(console_stack: Stack, browser: Browser
     assert (await browser.get("/console/search")).status == 200  # still signed in
 
 
+async def test_a_non_ascii_form_token_is_a_403_over_http(console_stack: Stack, browser: Browser) -> None:
+    """Issue 9 §8: a non-ASCII CSRF or login token was a 500; it is the ordinary 403 refusal."""
+    await browser.get("/console/login")
+    for value in ("é" * 43, "☃"):
+        refused = await browser.post("/console/login", {"officer": OFFICER, "password": PASSWORD, "csrf": value})
+        assert refused.status == 403 and "Le formulaire a expiré" in refused.text, value
+    await browser.login()
+    refused = await browser.post("/console/search", {"csrf": "é" * 32})
+    assert refused.status == 403 and "Le formulaire a expiré" in refused.text
+    assert len(await logged(console_stack, outcome="console_csrf_failed")) == 3
+    assert entries_with(console_stack, outcome="internal_error") == []
+
+
 async def test_errors_are_html_pages_and_logged(console_stack: Stack, browser: Browser) -> None:
     await browser.login()
     missing = await browser.get("/console/entries/999999")

@@ -209,3 +209,12 @@ async def test_a_used_assertion_stays_refused_across_a_real_restart(tmp_path: Pa
         async with cache_on(url, "anss:jti:") as cache:
             with pytest.raises(ReplayHistoryLost):
                 await use(cache, "before-restart", issued)
+
+
+def test_the_redis_prefix_is_configured(tmp_path: Path) -> None:
+    from gateway.config.settings import load
+    from tests.config_support import config_with
+
+    config = config_with(tmp_path, 'redis_prefix = "anss:jti:"', 'redis_prefix = "ministry-a:jti:"', "gateway.toml")
+    assert load(config, env={}).replay_redis_prefix == "ministry-a:jti:"
+    assert load(env={}).replay_redis_prefix == "anss:jti:"
