@@ -31,9 +31,14 @@ therefore refused with ``ReplayHistoryLost`` — whether or not its key is new �
 it expires; one signed at or after ``E + leeway`` is decided by its key as usual. The cost is a window of
 ``leeway`` seconds after a reset (and after the very first start on an empty Redis) in which new
 assertions are refused too; the refusal says when to retry. A change of epoch seen by a running process
-is logged (``replay_epoch_changed``). What the epoch cannot see — a failover to a replica that lags, the
-last second of writes under ``appendfsync everysec`` — is covered by the Redis requirements in
-docs/security.md (delete the epoch key when promoting a replica).
+is logged (``replay_epoch_changed``).
+
+The epoch key alone cannot see a server that kept it but lost later keys: a restart that lost the last
+second of writes under ``appendfsync everysec``, a failover to a replica that lagged. So each new connection
+first reads the server's ``run_id`` (``INFO server``; it changes with every server process): when a running
+process finds another ``run_id`` than before, it starts a new epoch itself (``SET <prefix>epoch <now>``,
+logged ``replay_cache_server_changed``) before that connection carries any check. A process that never saw
+the old server cannot tell; the Redis requirements in docs/security.md cover that case.
 
 Keys never hold raw client-chosen bytes: the jti (and, for Redis, the client id) is hashed with SHA-256
 over an unambiguous encoding, so ``("a:b", "c")`` and ``("a", "b:c")`` stay distinct and every key has a
@@ -55,6 +60,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import structlog
+from redis.asyncio.connection import Connection
 
 from gateway.stores.files import open_sqlite
 from gateway.stores.redis import redis_client
@@ -231,6 +237,14 @@ class SqliteReplayCache:
             self._conn = None
 
 
+def _run_id(info: object) -> str | None:
+    text = info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
+    for line in text.splitlines():
+        if line.startswith("run_id:"):
+            return line.removeprefix("run_id:").strip() or None
+    return None
+
+
 def _set_result(future: asyncio.Future[bool], value: bool) -> None:
     if not future.done():
         future.set_result(value)
@@ -258,7 +272,8 @@ class RedisReplayCache:
         self.leeway_s = leeway_s
         self.epoch_key = prefix + EPOCH_KEY
         self.known_epoch: float | None = None  # the last epoch this process saw
-        self._redis = redis_client(url, timeout_s, max_connections)
+        self.known_server: str | None = None  # the run_id of the Redis server process this process talks to
+        self._redis = redis_client(url, timeout_s, max_connections, on_connect=self._on_connect)
 
     def key(self, client_id: str, jti: str) -> str:
         return self.prefix + replay_digest(client_id, jti).hex()
@@ -279,6 +294,19 @@ class RedisReplayCache:
         if issued_at is not None and issued_at < epoch + self.leeway_s:
             raise ReplayHistoryLost(epoch, epoch + self.leeway_s)
         return bool(first)
+
+    async def _on_connect(self, connection: Connection) -> None:
+        """Each new connection: the handshake, then whether this is still the server process seen before."""
+        await connection.on_connect()
+        await connection.send_command("INFO", "server")
+        run_id = _run_id(await connection.read_response())
+        if run_id is None:  # INFO is disabled here: nothing to compare
+            return
+        if self.known_server is not None and run_id != self.known_server:
+            await connection.send_command("SET", self.epoch_key, repr(time.time()))
+            await connection.read_response()
+            log.warning("replay_cache_server_changed", previous_run_id=self.known_server, run_id=run_id)
+        self.known_server = run_id
 
     def _seen_epoch(self, raw: object) -> float:
         try:

@@ -218,3 +218,46 @@ def test_the_redis_prefix_is_configured(tmp_path: Path) -> None:
     config = config_with(tmp_path, 'redis_prefix = "anss:jti:"', 'redis_prefix = "ministry-a:jti:"', "gateway.toml")
     assert load(config, env={}).replay_redis_prefix == "ministry-a:jti:"
     assert load(env={}).replay_redis_prefix == "anss:jti:"
+
+
+async def test_a_new_server_that_kept_the_epoch_but_lost_the_key_is_caught(tmp_path: Path) -> None:
+    """The case the epoch key alone misses: after a crash under ``appendfsync everysec`` (the last second lost)
+    or a failover to a lagging replica, the epoch is there but the used key is not. The running cache sees
+    another server process (``run_id``) on its next connection and starts a new epoch itself."""
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    issued = time.time() - 5
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    old_epoch = repr(time.time() - 3600)
+    with throwaway_redis(port, tmp_path / "first"):
+        await wait_until_up(url)
+        seeder = Redis.from_url(url)
+        await seeder.set("anss:jti:" + EPOCH_KEY, old_epoch)
+        await seeder.aclose()
+        cache = RedisReplayCache(url, prefix="anss:jti:", leeway_s=LEEWAY)
+        await cache.open()
+        assert await use(cache, "used-before-the-crash", issued) is True
+        first_server = cache.known_server
+    try:
+        with throwaway_redis(port, tmp_path / "second"):
+            await wait_until_up(url)
+            seeder = Redis.from_url(url)
+            await seeder.set("anss:jti:" + EPOCH_KEY, old_epoch)  # the epoch survived, the used key did not
+            await seeder.aclose()
+            with captured() as logs:
+                for _ in range(3):  # the pool notices the broken connection on its first use and reconnects
+                    try:
+                        with pytest.raises(ReplayHistoryLost):
+                            await use(cache, "used-before-the-crash", issued)
+                        break
+                    except (OSError, RedisError):  # the old connection breaks once
+                        continue
+            assert cache.known_server not in (None, first_server)
+            assert [e["event"] for e in logs if e["event"] == "replay_cache_server_changed"] == [
+                "replay_cache_server_changed"]
+    finally:
+        await cache.close()
