@@ -66,6 +66,7 @@ def test_serve_with_simulators_becomes_ready_logs_json_and_stops_gracefully(tmp_
         assert {name: s["state"] for name, s in ready["sources"].items()} == {
             "civil_registry": "closed", "education": "closed", "employment": "closed", "health": "closed",
             "social_registry": "closed"}
+        assert ready["unparsable_requests"] == 0  # nothing malformed was sent
         # the CLI client signs with the dev key the server generated, and checks the answer's signature
         fixture = subprocess.run(
             [sys.executable, "-m", "gateway.cli.main", "client", "verify", "--idcs", _fixture_idcs(),
