@@ -182,7 +182,7 @@ def test_times_are_shown_in_local_time_with_their_offset() -> None:
 def config_copy(tmp_path: Path) -> Path:
     config = tmp_path / "config"
     config.mkdir()
-    for name in ("gateway.toml", "purposes.toml", "clients.toml"):
+    for name in ("gateway.toml", "purposes.toml", "clients.toml", "services.toml"):
         (config / name).write_text((ROOT / "config" / name).read_text())
     (config / "connectors").symlink_to(ROOT / "config" / "connectors")
     return config
