@@ -61,6 +61,7 @@ from typing import Protocol, runtime_checkable
 
 import structlog
 from redis.asyncio.connection import Connection
+from redis.exceptions import ResponseError
 
 from gateway.stores.files import open_sqlite
 from gateway.stores.redis import redis_client
@@ -299,8 +300,11 @@ class RedisReplayCache:
         """Each new connection: the handshake, then whether this is still the server process seen before."""
         await connection.on_connect()
         await connection.send_command("INFO", "server")
-        run_id = _run_id(await connection.read_response())
-        if run_id is None:  # INFO is disabled here: nothing to compare
+        try:
+            run_id = _run_id(await connection.read_response())
+        except ResponseError:  # INFO renamed or disabled on this server: nothing to compare, the epoch still holds
+            return
+        if run_id is None:
             return
         if self.known_server is not None and run_id != self.known_server:
             await connection.send_command("SET", self.epoch_key, repr(time.time()))

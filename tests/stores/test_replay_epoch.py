@@ -156,13 +156,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def throwaway_redis(port: int, workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
+def throwaway_redis(port: int, workdir: Path, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed: the restart case needs its own server")
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
+         "--dir", str(workdir), *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -261,3 +261,18 @@ async def test_a_new_server_that_kept_the_epoch_but_lost_the_key_is_caught(tmp_p
                 "replay_cache_server_changed"]
     finally:
         await cache.close()
+
+
+async def test_a_server_without_info_still_works_on_the_epoch_alone(tmp_path: Path) -> None:
+    """Managed servers often disable INFO (and CONFIG): the connection must still work, fail closed nowhere."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    with throwaway_redis(port, tmp_path, "--rename-command", "INFO", "", "--rename-command", "CONFIG", ""):
+        await wait_until_up(url)
+        async with cache_on(url, "anss:jti:") as cache:
+            with pytest.raises(ReplayHistoryLost):  # a fresh server: the epoch starts now
+                await use(cache, "jti", time.time())
+            assert cache.known_server is None
+            later = time.time() + LEEWAY  # signed once the window after the epoch is over
+            assert await use(cache, "jti-later", later) is True
+            assert await use(cache, "jti-later", later) is False
