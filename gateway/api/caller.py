@@ -88,6 +88,8 @@ async def admit(runtime: Runtime, caller: Caller, leeway_s: int) -> None:
     except ReplayHistoryLost as exc:  # the cache forgot what was used before this assertion was signed
         retry_s = max(1, math.ceil(exc.accept_from - time.time()))
         log.warning("replay_history_lost", epoch=exc.epoch, issued_at=caller.issued_at, retry_after_s=retry_s)
+        if metrics is not None:
+            metrics.replay.labels("history_lost").inc()
         raise ServiceUnavailable(
             "the replay cache was reset after this assertion was signed, so it cannot tell whether it was "
             "used: it is refused; sign a new one after the delay given", "replay_history_lost",

@@ -298,6 +298,7 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
     check_service_masks(settings, app[SERVICES])
     app[METRICS] = Metrics()
     app[METRICS].watch(connectors)
+    app[METRICS].watch_parser(app[PARSER_REFUSALS].by_status)
     if tracing is not None:
         tracer = tracing.get_tracer("anss_gateway")
         for connector in connectors.values():

@@ -11,7 +11,8 @@ with those bytes. Here that answer is ours instead:
 - no traceback and no bytes in the log: ``http_request_unparsable`` with the status and the parser's error
   class, at most once a minute (with the count since the last line), so a flood of garbage cannot fill
   the log either;
-- a count per status in ``ParserRefusals``, published by ``/readyz`` as ``unparsable_requests``.
+- a count per status in ``ParserRefusals``, published by ``/readyz`` as ``unparsable_requests`` and by
+  ``/metrics`` as ``anss_gateway_unparsable_requests_total{status}``.
 
 Such a refusal has no request id, is not signed and is not an access-log entry: it carries no identity and
 reaches nothing (docs/security.md, known limits).

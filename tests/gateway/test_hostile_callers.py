@@ -177,6 +177,9 @@ async def test_parser_refusals_quote_nothing_back_and_are_counted(stack: Stack, 
     assert (doc["status"], doc["code"]) == (400, "invalid_request")
     assert doc["detail"] == "the HTTP request could not be parsed"
     assert await _unparsable_count(stack) == before + 1
+    async with stack.client.session.get(stack.gateway.url + "/metrics") as resp:
+        metrics = await resp.text()
+    assert f'anss_gateway_unparsable_requests_total{{status="400"}} {before + 1}.0' in metrics
     await assert_still_serving(stack)
 
 
