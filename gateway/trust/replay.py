@@ -292,7 +292,8 @@ class RedisReplayCache:
             pipe.set(self.key(client_id, jti), b"1", nx=True, px=ttl_ms)
             _, raw_epoch, first = await pipe.execute()
         epoch = self._seen_epoch(raw_epoch)
-        if issued_at is not None and issued_at < epoch + self.leeway_s:
+        # floor: PyJWT compares int(iat) with now + leeway, so an iat up to a second beyond was accepted too
+        if issued_at is not None and math.floor(issued_at) < epoch + self.leeway_s:
             raise ReplayHistoryLost(epoch, epoch + self.leeway_s)
         return bool(first)
 

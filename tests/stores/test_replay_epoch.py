@@ -7,6 +7,7 @@ and really restarting a throwaway ``redis-server`` without persistence on a free
 from __future__ import annotations
 
 import asyncio
+import math
 import shutil
 import socket
 import subprocess
@@ -43,7 +44,7 @@ async def use(cache: RedisReplayCache, jti: str, issued_at: float) -> bool:
 
 async def seed_epoch(namespace: RedisNamespace, prefix: str, age_s: float) -> float:
     """A Redis whose key set has existed for ``age_s`` seconds (as after a long uptime)."""
-    epoch = time.time() - age_s
+    epoch = math.floor(time.time() - age_s) + 0.25  # a known fraction of a second (see the bound test)
     await namespace.client.set(prefix + EPOCH_KEY, repr(epoch))
     return epoch
 
@@ -77,8 +78,11 @@ async def test_an_assertion_signed_leeway_after_the_epoch_is_decided_by_its_key(
     async with cache_on(redis_namespace.url, prefix) as cache:
         with pytest.raises(ReplayHistoryLost):
             await use(cache, "just-before", epoch + LEEWAY - 0.001)
-        assert await use(cache, "at-the-bound", epoch + LEEWAY) is True
-        assert await use(cache, "at-the-bound", epoch + LEEWAY) is False, "a replay, as always"
+        with pytest.raises(ReplayHistoryLost):  # after E + leeway, but int(iat) is what the assertion check compared
+            await use(cache, "a-fraction-after", epoch + LEEWAY + 0.5)
+        bound = math.ceil(epoch + LEEWAY)
+        assert await use(cache, "at-the-bound", bound) is True
+        assert await use(cache, "at-the-bound", bound) is False, "a replay, as always"
 
 
 async def test_a_used_assertion_stays_refused_after_redis_lost_its_keys(redis_namespace: RedisNamespace) -> None:
@@ -273,6 +277,6 @@ async def test_a_server_without_info_still_works_on_the_epoch_alone(tmp_path: Pa
             with pytest.raises(ReplayHistoryLost):  # a fresh server: the epoch starts now
                 await use(cache, "jti", time.time())
             assert cache.known_server is None
-            later = time.time() + LEEWAY  # signed once the window after the epoch is over
+            later = math.ceil(time.time() + LEEWAY) + 1  # signed once the window after the epoch is over
             assert await use(cache, "jti-later", later) is True
             assert await use(cache, "jti-later", later) is False
