@@ -10,6 +10,8 @@ logged with all that was established before it.
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from dataclasses import dataclass
 
 import structlog
@@ -19,6 +21,7 @@ from gateway.errors import PayloadTooLarge, RequestTimeout, ServiceUnavailable, 
 from gateway.trust.assertion import Caller, authenticate, single_authorization
 from gateway.trust.ratelimit import Limit
 from gateway.trust.ratelimit import headers as rate_headers
+from gateway.trust.replay import ReplayHistoryLost
 from gateway.trust.roles import Role, authenticated_as, require_role
 from gateway.trust.tls import check_binding
 from gateway.web.state import AUDIT_NOTE, REQUEST_BODY, RUNTIME, AuditNote, Runtime
@@ -80,7 +83,18 @@ async def admit(runtime: Runtime, caller: Caller, leeway_s: int) -> None:
     """Once per assertion (replay cache, fail closed), within the client's rate limit (fail open)."""
     metrics = runtime.metrics
     try:
-        first = await runtime.replay.first_use(caller.client_id, caller.jti, caller.expires_at + leeway_s)
+        first = await runtime.replay.first_use(caller.client_id, caller.jti, caller.expires_at + leeway_s,
+                                               caller.issued_at)
+    except ReplayHistoryLost as exc:  # the cache forgot what was used before this assertion was signed
+        retry_s = max(1, math.ceil(exc.accept_from - time.time()))
+        log.warning("replay_history_lost", epoch=exc.epoch, issued_at=caller.issued_at, retry_after_s=retry_s)
+        if metrics is not None:
+            metrics.replay.labels("history_lost").inc()
+        raise ServiceUnavailable(
+            "the replay cache was reset after this assertion was signed, so it cannot tell whether it was "
+            "used: it is refused; sign a new one after the delay given", "replay_history_lost",
+            headers={"Retry-After": str(retry_s)},
+        ) from exc
     except Exception as exc:
         log.error("replay_cache_unavailable", error=type(exc).__name__)
         if metrics is not None:

@@ -1,6 +1,7 @@
-"""Unauthenticated resources: ``/healthz`` (alive), ``/readyz`` (ready to serve, and each administration's
-circuit breaker and bulkhead), the JWKS, and the contract's documents (``/schemas/{name}``, with this
-gateway's check vocabulary)."""
+"""Unauthenticated resources: ``/healthz`` (alive), ``/readyz`` (ready to serve, each administration's circuit
+breaker and bulkhead, and how many requests the HTTP parser refused since start: ``unparsable_requests``, see
+gateway/web/protocol.py), the JWKS, and the contract's documents (``/schemas/{name}``, with this gateway's check
+vocabulary)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from connectors.resilience import Resilient
 from gateway.api import contract
 from gateway.crypto import keys
 from gateway.errors import NotFound
+from gateway.web.protocol import PARSER_REFUSALS
 from gateway.web.state import RUNTIME, SETTINGS
 
 
@@ -36,6 +38,8 @@ async def readyz(request: web.Request) -> web.Response:
     if runtime is not None:  # an open breaker is not "not ready": the other sources still answer
         document["sources"] = {name: c.snapshot() for name, c in sorted(runtime.federation.connectors.items())
                                if isinstance(c, Resilient)}
+    refusals = request.app.get(PARSER_REFUSALS)
+    document["unparsable_requests"] = refusals.total if refusals is not None else 0
     return web.Response(
         body=orjson.dumps(document),
         status=200 if ready else 503,

@@ -69,6 +69,7 @@ class Settings:
     previous_signing_key_files: tuple[Path, ...] = ()
     replay_backend: str = "sqlite"  # "sqlite" (one host) or "redis" (several replicas)
     replay_database: Path | None = None
+    replay_redis_prefix: str = "anss:jti:"  # [replay] redis_prefix: the jti keys and the epoch key under it
     rate_limit_backend: str = "local"  # "local" (per process) or "redis" (shared by replicas)
     default_rate_limit: RateLimit = DEFAULT_RATE_LIMIT
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -171,6 +172,7 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
         ),
         replay_backend=replay_backend,
         replay_database=resolve(state_dir, get(replay, "database", str, "[replay]", "replay.sqlite3")),
+        replay_redis_prefix=get(replay, "redis_prefix", str, "[replay]", D["replay_redis_prefix"]),
         rate_limit_backend=limit_backend,
         default_rate_limit=RateLimit(get(limits, "rate_per_s", float, "[rate_limits]", DEFAULT_RATE_LIMIT.rate_per_s),
                                      get(limits, "burst", int, "[rate_limits]", DEFAULT_RATE_LIMIT.burst)),

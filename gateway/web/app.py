@@ -50,11 +50,13 @@ from gateway.errors import (
 from gateway.federation.executor import Federation
 from gateway.federation.services import ServiceCatalogue, check_service_masks
 from gateway.stores import backends as storage
+from gateway.trust.backoff import LocalSignInThrottle, RedisSignInThrottle, SignInThrottle
 from gateway.trust.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from gateway.trust.replay import RedisReplayCache, ReplayCache, SqliteReplayCache
 from gateway.web import logs
 from gateway.web.metrics import Metrics, route_of
 from gateway.web.metrics import handler as metrics_handler
+from gateway.web.protocol import PARSER_REFUSALS, ParserRefusals
 from gateway.web.state import (
     AUDIT_NOTE,
     BATCHES,
@@ -187,12 +189,18 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
 
 def _replay_cache(settings: Settings) -> ReplayCache:
     if settings.replay_backend == "redis":
-        return RedisReplayCache(settings.redis_url)
+        return RedisReplayCache(settings.redis_url, settings.replay_redis_prefix, leeway_s=settings.clock_leeway_s)
     return SqliteReplayCache(settings.replay_database or settings.state_dir / "replay.sqlite3")
 
 
 def _rate_limiter(settings: Settings) -> RateLimiter:
     return RedisRateLimiter(settings.redis_url) if settings.rate_limit_backend == "redis" else LocalRateLimiter()
+
+
+def _sign_in_throttle(settings: Settings) -> SignInThrottle:
+    if settings.rate_limit_backend == "redis":
+        return RedisSignInThrottle(settings.redis_url)
+    return LocalSignInThrottle(max_buckets=settings.console.login_max_buckets)
 
 
 def _tree_head_signer(runtime: Runtime) -> TreeHeadSigner:
@@ -217,7 +225,7 @@ def _runtime_context(settings: Settings, connectors: Mapping[str, Connector], tr
         except Exception as exc:  # e.g. Redis not up yet: start anyway, refuse requests until it is (503)
             log.error("replay_cache_unavailable_at_start", backend=settings.replay_backend, error=type(exc).__name__)
         limiter = _rate_limiter(settings)
-        login_limiter = limiter if settings.rate_limit_backend == "redis" else LocalRateLimiter()
+        sign_in_throttle = _sign_in_throttle(settings)
         consent_store = storage.consent_store(settings)
         await consent_store.open()
         connector = aiohttp.TCPConnector(limit=512, limit_per_host=0, ttl_dns_cache=300)
@@ -238,7 +246,7 @@ def _runtime_context(settings: Settings, connectors: Mapping[str, Connector], tr
             federation=Federation(connectors, settings.checks),
             replay=replay,
             limiter=limiter,
-            login_limiter=login_limiter,
+            sign_in_throttle=sign_in_throttle,
             consents=consent_store,
             metrics=app[METRICS],
             log_guard=guard,
@@ -260,8 +268,7 @@ def _runtime_context(settings: Settings, connectors: Mapping[str, Connector], tr
             await c.aclose()
         await session.close()
         await limiter.close()
-        if login_limiter is not limiter:
-            await login_limiter.close()
+        await sign_in_throttle.close()
         with suppress(Exception):
             await replay.close()
         await consent_store.close()
@@ -294,6 +301,7 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
         },
     )
     app[SETTINGS] = settings
+    app[PARSER_REFUSALS] = ParserRefusals()  # what GatewayRunner's connections count (shown by /readyz)
     app.on_response_prepare.append(_plain_server_header)
     app.cleanup_ctx.append(citizen.context(settings))  # the citizens' identity provider keys: checked first
     # built here, before start-up: a mistake in an administration's file is one ConfigError line, not a traceback
@@ -302,6 +310,7 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
     check_service_masks(settings, app[SERVICES])
     app[METRICS] = Metrics()
     app[METRICS].watch(connectors)
+    app[METRICS].watch_parser(app[PARSER_REFUSALS].by_status)
     if tracing is not None:
         tracer = tracing.get_tracer("anss_gateway")
         for connector in connectors.values():

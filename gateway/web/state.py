@@ -17,6 +17,7 @@ from gateway.crypto.keys import SigningKey
 from gateway.federation.executor import Federation
 from gateway.federation.services import ServiceCatalogue
 from gateway.policy.consent.store import ConsentStore
+from gateway.trust.backoff import LocalSignInThrottle, SignInThrottle
 from gateway.trust.ratelimit import RateLimiter
 from gateway.trust.replay import ReplayCache
 from gateway.web.metrics import Metrics
@@ -37,16 +38,12 @@ class Runtime:
     replay: ReplayCache
     limiter: RateLimiter
     consents: ConsentStore
-    # the console's sign-in throttle: the same Redis limiter when shared, else buckets of its own, so a flood of
-    # sign-in attempts from many addresses can never crowd the API clients' buckets out of the local limiter
-    login_limiter: RateLimiter | None = None
+    # the console's sign-in throttle (growing delays, no lockout): in Redis when the rate limits are, else in the
+    # process, apart from the API clients' buckets so a flood of sign-in attempts never touches them
+    sign_in_throttle: SignInThrottle = field(default_factory=LocalSignInThrottle)
     metrics: Metrics | None = None  # the application's Prometheus metrics (gateway/web/metrics.py)
     # the high-water checkpoint and the witnesses (gateway/audit/witness/guard.py); ``corrupt``: refuse everything
     log_guard: LogGuard | None = None
-
-    @property
-    def sign_in_limiter(self) -> RateLimiter:
-        return self.login_limiter if self.login_limiter is not None else self.limiter  # (an empty one is falsy)
 
 
 @dataclass
