@@ -131,6 +131,10 @@ async def run_chunk(runtime: Runtime, store: SqliteBatchStore, chunk: Chunk, fed
                                          for line, subject in fresh))
         results += [(line, ok, body) for (line, _), (ok, body) in zip(fresh, answers, strict=True)]
         await store.add_results(batch.batch_id, results)
+        if runtime.metrics is not None:
+            ok = sum(1 for _, line_ok, _ in results if line_ok)
+            runtime.metrics.batch_subjects.labels("done").inc(ok)
+            runtime.metrics.batch_subjects.labels("failed").inc(len(results) - ok)
         if on_progress is not None:
             await on_progress()
     await store.finish_chunk(chunk, "")

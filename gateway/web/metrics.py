@@ -20,6 +20,7 @@ builds many), one process per pod.
     anss_gateway_unparsable_requests_total{status}                requests the HTTP parser refused
                                                                   (gateway/web/protocol.py)
     anss_gateway_rate_limit_decisions_total{decision}             allowed, limited, unavailable
+    anss_gateway_batch_subjects_total{outcome}                    batch subjects answered: done, failed
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ class Metrics:
                               ["decision"], registry=r)
         self.rate_limit = Counter("anss_gateway_rate_limit_decisions", "Rate-limit decisions", ["decision"],
                                   registry=r)
+        self.batch_subjects = Counter("anss_gateway_batch_subjects", "Batch subjects answered", ["outcome"],
+                                      registry=r)
         self._connectors: Mapping[str, Any] = {}
         r.register(_SourcesCollector(lambda: self._connectors))
         self._parser_refusals: Mapping[int, int] = {}

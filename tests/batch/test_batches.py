@@ -89,6 +89,11 @@ async def test_a_batch_is_verified_line_by_line_logged_and_signed(stack: Stack) 
         jws.deserialize_compact(token, key_set, algorithms=["EdDSA"], registry=REGISTRY,
                                 payload=orjson.dumps(result, option=orjson.OPT_SORT_KEYS))
 
+    async with stack.client.session.get(stack.gateway.url + "/metrics") as resp:
+        metrics = await resp.text()
+    assert 'anss_gateway_batch_subjects_total{outcome="done"} 5.0' in metrics
+    assert 'anss_gateway_batch_subjects_total{outcome="failed"} 1.0' in metrics
+
     per_subject = [e for e in log_entries(stack) if e["method"] == "BATCH"]
     assert Counter(e["case_ref"] for e in per_subject) == Counter(f"RV-2026-{i}" for i in range(1, 7))
     assert all(e["detail"]["batch_id"] == batch["batch_id"] and e["client"] == "anss.asd" for e in per_subject)
