@@ -2,7 +2,9 @@
 
 ``signed_request`` reads the body (bounded in size and time), checks the client assertion over those exact
 bytes, binds it to the mutual-TLS certificate, admits it once (replay cache, fail closed) within the client's
-rate limit (fail open), and requires the client's role (``data`` or ``officer``). The access-log note learns
+rate limit (fail open), and requires the client's role (``data`` or ``officer``). ``log_can_record`` is what a
+handler awaits before it asks any administration: the access log's database answers (``gateway.audit.health``),
+else 503 ``audit_unavailable`` at once. The access-log note learns
 the client, the assertion id and the body digest as soon as they are known, so a refusal at any step is
 logged with all that was established before it.
 """
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
+from gateway.audit.health import StoreUnavailable
 from gateway.errors import PayloadTooLarge, RequestTimeout, ServiceUnavailable, TooManyRequests, Unauthenticated
 from gateway.trust.assertion import Caller, authenticate, single_authorization
 from gateway.trust.ratelimit import Limit
@@ -88,3 +91,15 @@ async def admit(runtime: Runtime, caller: Caller, leeway_s: int) -> None:
     if not decision.allowed:
         raise TooManyRequests(f"at most {bucket.burst} requests at once and {bucket.rate_per_s:g}/s; "
                               "retry after the delay given", headers=rate_headers(decision))
+
+
+async def log_can_record(runtime: Runtime) -> None:
+    """Refuse (503 ``audit_unavailable``) unless the access log's database answers now: nobody is asked for data
+    whose access could not be logged. Free for stores that need no database server (SQLite)."""
+    health = runtime.log_health
+    if health is None:
+        return
+    try:
+        await health.ensure_available()
+    except StoreUnavailable as exc:
+        raise ServiceUnavailable("the access log cannot record this request", "audit_unavailable") from exc

@@ -1,4 +1,4 @@
-"""Unauthenticated resources: ``/healthz`` (alive), ``/readyz`` (ready to serve), the JWKS."""
+"""Unauthenticated resources: ``/healthz`` (alive), ``/readyz`` (ready to serve, or degraded), the JWKS."""
 
 from __future__ import annotations
 
@@ -14,19 +14,28 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """Ready when the key, the access log and the connectors are; ``degraded`` (still 200) while the log's disk
+    is below its free-space floor (``gateway.stores.space``)."""
     runtime = request.app.get(RUNTIME)
     checks: dict[str, bool] = {"keys": False, "store": False, "connectors": False}
+    low = False
     if runtime is not None:
         checks["keys"] = runtime.signing_key is not None
-        try:
-            await runtime.access_log.count()
-            checks["store"] = True
-        except Exception:
-            checks["store"] = False
+        health = runtime.log_health
+        if health is None or health.available:  # a store known to be away is not asked (it would make us wait)
+            try:
+                await runtime.access_log.count()
+                checks["store"] = True
+            except Exception:
+                checks["store"] = False
         checks["connectors"] = bool(runtime.federation.connectors) and not runtime.session.closed
+        if runtime.free_space is not None:
+            low = runtime.free_space.low
     ready = all(checks.values())
+    checks["free_space"] = not low
+    status = "not_ready" if not ready else "degraded" if low else "ready"
     return web.Response(
-        body=orjson.dumps({"status": "ready" if ready else "not_ready", "checks": checks}),
+        body=orjson.dumps({"status": status, "checks": checks}),
         status=200 if ready else 503,
         content_type="application/json",
     )

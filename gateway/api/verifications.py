@@ -10,7 +10,7 @@ import structlog
 from aiohttp import web
 
 from connectors.base import CallContext
-from gateway.api.caller import signed_request
+from gateway.api.caller import log_can_record, signed_request
 from gateway.api.validation import parse_json
 from gateway.crypto.outbound import OutboundSigner
 from gateway.errors import (
@@ -43,6 +43,7 @@ async def create_verification(request: web.Request) -> web.Response:
     note.detail["decision"] = decision.reason
     purpose = settings.purposes[payload["purpose"]]
     note.legal_basis = purpose.statute if purpose.legal_basis == "statute" else "consent"
+    await log_can_record(runtime)  # the log's database answers: else 503 at once, before any source is asked
     await enforce_consent(runtime, note, caller.client_id, purpose, subject_in, checks)  # before any source
 
     ctx = CallContext(

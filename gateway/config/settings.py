@@ -22,13 +22,14 @@ from gateway.config.clients import DEFAULT_RATE_LIMIT, SCRYPT_HASH, ClientSettin
 from gateway.config.connectors import load_connectors
 from gateway.config.console import ConsoleSettings, console_settings
 from gateway.config.purposes import CHECKS, FACTS, Purpose, load_purposes
+from gateway.config.refusals import RefusalSettings, refusal_settings
 from gateway.config.storage import DSN_ENV, storage_settings
 from gateway.config.toml import ConfigError, get, positive, read_table, resolve
 from gateway.stores.postgres import PostgresTarget
 
 __all__ = [
     "CHECKS", "CITIZEN_ALGORITHMS", "DSN_ENV", "FACTS", "ROOT", "SCRYPT_HASH", "AnomalySettings", "CitizenSettings",
-    "ClientSettings", "ConfigError", "ConsoleSettings", "Purpose", "RateLimit", "Right", "Settings",
+    "ClientSettings", "ConfigError", "ConsoleSettings", "Purpose", "RateLimit", "RefusalSettings", "Right", "Settings",
     "SimulatorSettings", "load",
 ]
 
@@ -80,6 +81,7 @@ class Settings:
     audit_export_max_bytes: int = 64 * 1024 * 1024  # GET /v1/audit/export answers up to this; larger: the CLI
     storage_backend: str = "sqlite"  # access log and consents: "sqlite" (the files above) or "postgres" (shared)
     database: PostgresTarget | None = None  # with "postgres": DSN (never in a repr or a message) and schema
+    refusals: RefusalSettings = field(default_factory=RefusalSettings)  # [refusals]: anonymous refusals, free space
 
     @property
     def consent_store_path(self) -> Path:
@@ -179,6 +181,7 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
         **_audit_cadence(audit, f"{gateway_file} [audit]"),
         anomalies=anomaly_settings(audit.get("anomalies", {}), f"{gateway_file} [audit.anomalies]"),
         console=console_settings(data.get("console", {}), f"{gateway_file} [console]", config_dir, env),
+        refusals=refusal_settings(data.get("refusals", {}), f"{gateway_file} [refusals]"),
         audit_export_max_bytes=positive(audit, "export_max_bytes", f"{gateway_file} [audit]",
                                         D["audit_export_max_bytes"]),
         **storage_settings(data.get("storage", {}), f"{gateway_file} [storage]", config_dir, env),

@@ -9,12 +9,15 @@ import aiohttp
 from aiohttp import web
 
 from gateway.audit import AccessLog, Pseudonymiser
+from gateway.audit.health import HealthTracked
 from gateway.config.settings import Settings
 from gateway.crypto.keyring import KeyResolver
 from gateway.crypto.keys import SigningKey
 from gateway.federation.executor import Federation
 from gateway.policy.consent.store import ConsentStore
+from gateway.stores.space import FreeSpaceWatch
 from gateway.trust.ratelimit import RateLimiter
+from gateway.trust.refusals import RefusalBudget
 from gateway.trust.replay import ReplayCache
 
 
@@ -36,6 +39,13 @@ class Runtime:
     # the console's sign-in throttle: the same Redis limiter when shared, else buckets of its own, so a flood of
     # sign-in attempts from many addresses can never crowd the API clients' buckets out of the local limiter
     login_limiter: RateLimiter | None = None
+    refusals: RefusalBudget | None = None  # anonymous refusals: logged one by one within a budget, else counted
+    free_space: FreeSpaceWatch | None = None  # the access log's disk
+    log_health: HealthTracked | None = None  # the access log itself when its store tracks its health (PostgreSQL)
+
+    def __post_init__(self) -> None:
+        if self.log_health is None and isinstance(self.access_log, HealthTracked):
+            self.log_health = self.access_log  # found once: a Protocol check costs too much per request
 
     @property
     def sign_in_limiter(self) -> RateLimiter:
