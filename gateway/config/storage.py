@@ -21,8 +21,9 @@ def database_timeouts(table: Mapping[str, Any], where: str) -> DatabaseTimeouts:
     d = DatabaseTimeouts()
     values = {f.name: get(table, f.name, float, where, getattr(d, f.name)) for f in fields(DatabaseTimeouts)}
     for name, value in values.items():
-        if not (value > 0 and math.isfinite(value)):
-            raise ConfigError(f"{where}: `{name}` must be a number of seconds greater than 0")
+        if not (math.isfinite(value) and (value > 0 or (name == "health_fresh_s" and value == 0))):
+            raise ConfigError(f"{where}: `{name}` must be a number of seconds greater than 0"
+                              + (" (or 0)" if name == "health_fresh_s" else ""))
     return DatabaseTimeouts(**values)
 
 

@@ -40,7 +40,7 @@ class DatabaseTimeouts:
     connect_timeout_s: float = 2.0
     pool_wait_s: float = 5.0
     ping_timeout_s: float = 0.5
-    health_fresh_s: float = 0.25
+    health_fresh_s: float = 0.0  # 0: every verification pings (one ping shared by the requests meanwhile)
     probe_interval_s: float = 1.0
 
     @property

@@ -144,6 +144,29 @@ async def _counted_instead(request: web.Request, response: web.Response, runtime
 UNAVAILABLE = "the access log cannot record this request"
 
 
+async def _log_step(request: web.Request, response: web.Response, runtime: Runtime, request_id: str,
+                    started: float, refused_as_down: bool) -> tuple[web.Response, bool]:
+    """The access-log step: the response to send, and whether it is a refusal counted instead of logged.
+
+    The answer leaves only once its entry is written (else 503 ``audit_unavailable``). While the log's store
+    knows its database is away, nothing is tried: the 503 is given at once (also to an answer prepared while it
+    went away)."""
+    health = runtime.log_health
+    if refused_as_down or (health is not None and not health.available):
+        if request.get(PROBLEM_CODE) == "audit_unavailable":
+            return response, False
+        return _problem_response(ServiceUnavailable(UNAVAILABLE, "audit_unavailable"), request_id), False
+    counted = await _counted_instead(request, response, runtime, request_id)
+    if counted is not None:
+        return counted, True
+    try:
+        await _append_access_record(request, response, started)
+    except Exception:
+        log.exception("access_log_append_failed")
+        return _problem_response(ServiceUnavailable(UNAVAILABLE, "audit_unavailable"), request_id), False
+    return response, False
+
+
 @web.middleware
 async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse:
     structlog.contextvars.clear_contextvars()
@@ -169,25 +192,16 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
         request[PROBLEM_CODE] = error.code
         request[AUDIT_NOTE].detail["reason"] = error.detail  # every refusal is logged with its reason
 
-    counted = None
-    if logged and runtime is not None and not log_down:
-        counted = await _counted_instead(request, response, runtime, request_id)
-        if counted is not None:
-            response = counted
-        else:
-            try:
-                await _append_access_record(request, response, started)
-            except Exception:
-                log.exception("access_log_append_failed")
-                response = _problem_response(ServiceUnavailable(UNAVAILABLE, "audit_unavailable"), request_id)
-
+    counted = False
+    if logged and runtime is not None:
+        response, counted = await _log_step(request, response, runtime, request_id, started, log_down)
     body = response.body if isinstance(response.body, bytes) else b""
     if runtime is not None:
         question = request_digest(str(request[AUDIT_NOTE].detail.get("jti", "")), request.get(REQUEST_BODY, b""))
         response.headers[SIGNATURE_HEADER] = sign_detached(runtime.signing_key, body, request_id,
                                                            request_sha256=question)
     response.headers["X-Request-Id"] = request_id
-    if counted is None:  # a counted refusal gets no line of its own either: its counter's entry is logged
+    if not counted:  # a counted refusal gets no line of its own either: its counter's entry is logged
         log.info("request", method=request.method, path=request.path, status=response.status,
                  latency_ms=round((time.perf_counter() - started) * 1000, 2))
     return response

@@ -100,6 +100,7 @@ class PostgresAccessLog:
         self._leading = False
         self._electing = asyncio.Lock()
         self._closed = False
+        self._retired: set[asyncio.Task[None]] = set()  # pools replaced after an outage, closing
         t = target.timeouts
         self.health = StoreHealth("access-log", self._ping, self._probe, ping_timeout_s=t.ping_timeout_s,
                                   fresh_s=t.health_fresh_s, probe_interval_s=t.probe_interval_s)
@@ -120,13 +121,22 @@ class PostgresAccessLog:
             await conn.execute("SELECT 1")
 
     async def _probe(self) -> None:
-        """A fresh connection, not the pool's (whose connections may all be dead), within the connect timeout."""
+        """A fresh connection, not the pool's (whose connections may all be dead), within the connect timeout;
+        then a new pool in place of the old one, which may be waiting out its reconnection back-off."""
         async with asyncio.timeout(self.target.timeouts.connect_timeout_s):
             conn = await self.target.connect()
             try:
                 await conn.execute("SELECT 1")
             finally:
                 await conn.close()
+        if self._closed or self._pool is None:
+            return
+        pool = self.target.pool("access-log", self._pool_size, SESSION)
+        await self.target.open_pool(pool)
+        old, self._pool = self._pool, pool
+        task = asyncio.create_task(old.close(timeout=self.target.timeouts.pool_wait_s), name="access-log-old-pool")
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
 
@@ -145,6 +155,7 @@ class PostgresAccessLog:
     async def close(self) -> None:
         self._closed = True  # no new election after this
         await self.health.close()
+        await asyncio.gather(*self._retired, return_exceptions=True)
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
         async with self._electing:
