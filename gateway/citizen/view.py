@@ -28,6 +28,7 @@ from typing import Any
 from gateway.citizen import labels
 from gateway.citizen.labels import Language
 from gateway.config.settings import Settings
+from gateway.policy.consent.evidence import shown as shown_evidence
 from gateway.policy.consent.store import Consent, timestamp
 
 VERIFICATIONS = ("POST", "/v1/verifications")
@@ -101,7 +102,7 @@ class Viewer:
         if consent.revoked_at is not None:
             shown["revoked_at"] = _second(timestamp(consent.revoked_at))
         if self.settings.citizens.show_consent_evidence:
-            shown["evidence"] = consent.evidence
+            shown["evidence"] = shown_evidence(consent.evidence)
         return shown
 
     def show(self, entry: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -226,7 +226,8 @@ async def test_the_gateway_the_office_and_audit_verify_share_one_schema(
             monkeypatch.setenv("ANSS_GATEWAY_STATE_DIR", str(stack.settings.state_dir))
             idcs = stack.population.fixture("salaried_parent").father.idcs
             grant = ["consent", "grant", "--idcs", idcs, "--grantee", GRANTEE, "--purpose", PURPOSE, "--check",
-                     "identity", "--valid-until", "2099-12-31T23:59:59Z", "--evidence", "form 12", "--operator", "a"]
+                     "identity", "--valid-until", "2099-12-31T23:59:59Z", "--evidence", "document:form-12",
+                     "--operator", "a"]
             assert await asyncio.to_thread(main, grant) == 0
             consent_id = json.loads(capsys.readouterr().out)["consent_id"]
             async with stack.client_for(GRANTEE) as housing:
