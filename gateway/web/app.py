@@ -109,6 +109,7 @@ async def _append_access_record(request: web.Request, response: web.Response, st
         response_hmac=runtime.pseudonymiser.body_digest(body),
         detail=note.detail,
         consent_id=note.consent_id,
+        co_subjects=note.co_subjects,
     )
     await runtime.access_log.append(record)
 

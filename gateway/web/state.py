@@ -66,6 +66,7 @@ class AuditNote:
     outcome: str | None = None
     request_hmac: str | None = None  # Pseudonymiser.body_digest of the request body
     consent_id: str | None = None  # the consent a consent-based query or a consent change rests on
+    co_subjects: tuple[str, ...] = ()  # pseudonyms of the other persons whose data was read (spouses, children)
     detail: dict[str, Any] = field(default_factory=dict)
 
 

@@ -43,6 +43,35 @@ async def opened(target: PostgresTarget, count: int) -> list[PostgresAccessLog]:
     return stores
 
 
+# --- the schema's versions ----------------------------------------------------------------------------------------
+
+
+async def test_a_version_1_schema_gains_its_co_subjects_table_when_opened(target: PostgresTarget) -> None:
+    from gateway.audit.query import LogQuery
+    from tests.audit.pg_support import dba
+    from tests.audit.test_search_contract import record as indexed_record
+
+    (log,) = await opened(target, 1)
+    for i in range(30):
+        await log.append(indexed_record(i))
+    await log.close()
+    dba(target, "DROP TABLE access_index_persons", "UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    found = await asyncio.to_thread(verify_postgres, target)
+    assert found is not None and "co-subject" in found.reason, "a version 1 index lacks what these entries name"
+    (log,) = await opened(target, 1)
+    try:
+        hits = (await log.search(LogQuery(person=f"{101:064x}", limit=100))).hits
+        assert [h.index for h in hits] == [i for i in range(29, -1, -1) if i % 5 == 2]
+        assert await asyncio.to_thread(verify_postgres, target) is None
+    finally:
+        await log.close()
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(target.search_path())
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+        with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+            conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+
+
 # --- the elected sequencer ------------------------------------------------------------------------------------------
 
 
