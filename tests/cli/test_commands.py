@@ -58,7 +58,10 @@ def test_serve_with_simulators_becomes_ready_logs_json_and_stops_gracefully(tmp_
                     ready = json.loads(resp.read())
             except OSError:
                 time.sleep(0.2)
-        assert ready == {"status": "ready", "checks": {"keys": True, "store": True, "connectors": True}}
+        assert ready is not None
+        roomy = ready["checks"].pop("free_space")  # (a disk below the floor says degraded, still serving)
+        assert ready == {"status": "ready" if roomy else "degraded",
+                         "checks": {"keys": True, "store": True, "connectors": True}}
         # the CLI client signs with the dev key the server generated, and checks the answer's signature
         fixture = subprocess.run(
             [sys.executable, "-m", "gateway.cli.main", "client", "verify", "--idcs", _fixture_idcs(),
