@@ -18,6 +18,10 @@ Exceptions (all carry a stable ``code`` that ends up in the per-source status, n
           │                   wrong namespace or shape, invalid JSON, an HTML page, a redirect
           └── SourceTooLarge  an answer over ``max_response_bytes`` (declared, streamed or decompressed)
 
+A mistake in an administration's configuration is a ``ConnectorConfigError`` (a ``ValueError``) raised while
+the connector is built, at start-up: ``setting`` is the dotted name of the offending setting
+(``operations.person.fields.birth_date``), which the gateway turns into the file and line.
+
 A subclass of ``SourceUnavailable`` is still "unavailable" to whoever catches the base class; only its
 ``code`` says more. The codes are part of the public answer (``sources[].error``), so they never change.
 """
@@ -75,6 +79,15 @@ class SourceTooLarge(SourceUnavailable):
     code = "source_too_large"
 
 
+class ConnectorConfigError(ValueError):
+    """A connector's configuration is wrong: ``setting`` names the offending setting, ``detail`` says why."""
+
+    def __init__(self, setting: str, detail: str) -> None:
+        super().__init__(f"`{setting}`: {detail}" if setting else detail)
+        self.setting = setting
+        self.detail = detail
+
+
 @dataclass(frozen=True, slots=True)
 class Query:
     """What a connector is asked: an operation and its parameters (identifiers, periods...)."""
@@ -106,18 +119,26 @@ class CallContext:
 
 @dataclass(frozen=True, slots=True)
 class ConnectorConfig:
-    """One administration as configured in ``config/connectors/*.toml``."""
+    """One administration as configured in ``config/connectors/*.toml``.
+
+    ``operations`` holds the ``[operations.<name>]`` tables as read, for the kind to parse and check; ``mapping``
+    names a Python module instead (the escape hatch, see the kinds' docstrings); ``source`` is the file it came
+    from, so that mistakes can name it."""
 
     name: str
     kind: str
     base_url: str
     audience: str
-    mapping: str
+    mapping: str | None = None
+    operations: Mapping[str, Any] = field(default_factory=dict)
+    source: Path | None = None
     timeout_s: float = 2.0
     connect_timeout_s: float = 1.0
     max_connections: int = 32
     max_response_bytes: int = 1_048_576
     options: Mapping[str, Any] = field(default_factory=dict)
+    breaker: Mapping[str, Any] = field(default_factory=dict)  # [connector.breaker], see connectors.resilience
+    bulkhead: Mapping[str, Any] = field(default_factory=dict)  # [connector.bulkhead]
 
 
 @runtime_checkable
@@ -133,6 +154,14 @@ class Connector(Protocol):
     async def fetch(self, query: Query, ctx: CallContext) -> Record: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Describable(Protocol):
+    """A connector that can say what an operation takes and yields (both built-in kinds can): needed to expose
+    its operations as services. ``describe`` returns a ``connectors.declared.OperationInfo``."""
+
+    def describe(self, operation: str) -> Any: ...
 
 
 ConnectorFactory = Callable[[ConnectorConfig, Path], Connector]

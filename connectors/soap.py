@@ -1,11 +1,17 @@
 """The generic SOAP connector kind (``kind = "soap"``): WSDL loading, envelopes, transport, error mapping.
 
-An administration that speaks SOAP is configuration (``config/connectors/<name>.toml``: ``options.wsdl``
-names the local WSDL under the project root, ``options.path`` the endpoint path) plus a mapping module,
-named by ``config.mapping``, that defines ``OPERATIONS: dict[str, SoapOperation]``: for each gateway
-operation, the WSDL operation to call, how to build its arguments from the query parameters and how to
-turn the deserialised reply into canonical record data. Every record is checked against
-``schemas/records/<kind>.json`` before it leaves.
+An administration that speaks SOAP is configuration (``config/connectors/<name>.toml``): ``options.wsdl`` names
+the local WSDL (absolute, or from the project root), ``options.path`` the endpoint path, and ``options.imports``
+maps every remote ``xsd:import``/``xsd:include``/``wsdl:import`` location the WSDL names to a local copy
+(``{ "https://example.org/types.xsd" = "schemas/wsdl/vendor/types.xsd" }``): nothing is ever fetched from the
+network, and a remote location without a copy is a configuration error. Each ``[operations.<name>]`` table
+gives its ``record`` (checked against ``schemas/records/<record>.json`` or ``record_schema``),
+``soap_operation`` (the WSDL operation), ``params``, ``args`` (a table of templates for the operation's input
+elements), ``status`` (``at``: a path to the reply's status, ``found`` and ``not_found``: its values; any
+other value is off-contract) and ``fields`` (dotted paths into the parsed reply, see ``connectors.declared``).
+Every path is checked against the WSDL's types at start-up: an element the types do not have, a repeated
+element read as a single value, or a type that does not fit the field's is a configuration error. The escape
+hatch: ``mapping = "module"`` names a Python module that defines ``OPERATIONS: dict[str, SoapOperation]``.
 
 zeep is used only to build and parse envelopes. The WSDL is parsed once, at construction, from the local
 file, through a transport that cannot reach the network (DTDs, entities and external references
@@ -39,10 +45,9 @@ connector cannot express (unknown operation, missing parameter) is a caller bug 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from importlib import import_module
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,6 +61,7 @@ from zeep import exceptions as zeep_errors
 from connectors.base import (
     CallContext,
     ConnectorConfig,
+    ConnectorConfigError,
     ConnectorError,
     Query,
     Record,
@@ -65,6 +71,25 @@ from connectors.base import (
     SourceRejected,
     SourceTimeout,
     SourceUnavailable,
+)
+from connectors.declared import (
+    MissingValue,
+    OperationInfo,
+    refuse_unknown,
+    table_of,
+)
+from connectors.soap_operations import (
+    SoapOperation,
+    boolean,
+    declared_operation,
+    follow_path,
+    found,
+    iso_date,
+    mapping_operations,
+    optional_iso_date,
+    optional_text,
+    split_path,
+    text,
 )
 from connectors.transport import read_capped, record_validators
 
@@ -78,28 +103,15 @@ _DOCTYPE_MARKERS = tuple("<!DOCTYPE".encode(encoding)
                          for encoding in ("utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"))
 
 
-@dataclass(frozen=True, slots=True)
-class SoapOperation:
-    """One gateway operation answered by a SOAP administration.
-
-    ``soap_operation`` is the WSDL operation name; ``build_args`` turns the query parameters into its
-    keyword arguments; ``to_record`` turns zeep's deserialised reply into the ``record_kind`` record's
-    data, or returns None when the administration says it does not know the subject.
-    """
-
-    soap_operation: str
-    record_kind: str
-    build_args: Callable[[Mapping[str, str]], dict[str, Any]]
-    to_record: Callable[[Any], dict[str, Any] | None]
-
-
 class OfflineTransport(zeep.Transport):
     """A zeep transport that reads local files and nothing else: no HTTP, no file:// via requests."""
 
-    def __init__(self) -> None:
+    def __init__(self, copies: Mapping[str, Path] | None = None) -> None:
         super().__init__(cache=None)  # type: ignore[no-untyped-call]
         self.loads = 0
         self.sealed = False
+        self.copies = dict(copies or {})
+        self.refused: str | None = None
 
     def seal(self) -> None:
         """Refuse every load from now on (once the WSDL is in memory, nothing else may be read)."""
@@ -108,8 +120,12 @@ class OfflineTransport(zeep.Transport):
     def load(self, url: str) -> bytes:
         if self.sealed:
             raise PermissionError("refusing to load anything: this transport is sealed")
+        if url in self.copies:
+            self.loads += 1
+            return self.copies[url].read_bytes()
         parts = urlsplit(url)
         if parts.scheme not in ("", "file") or parts.netloc not in ("", "localhost"):
+            self.refused = url
             raise PermissionError(f"refusing to load {url!r}: only local files")
         self.loads += 1
         return Path(parts.path if parts.scheme == "file" else url).read_bytes()
@@ -142,45 +158,9 @@ def _is_auth_fault(fault: zeep_errors.Fault) -> bool:
     return code == "Client" and str(fault.message or "").strip() == "Unauthorized"
 
 
-# ---------------------------------------------------------------- helpers for mapping modules
-# zeep gives back what the reply holds; these insist on the type the contract promises (else ValueError,
-# which the connector reports as an unavailable source).
-
-
-def text(value: Any) -> str:
-    """A required, non-empty text value from a reply."""
-    if not isinstance(value, str) or not value:
-        raise ValueError("missing text value")
-    return value
-
-
-def optional_text(value: Any) -> str | None:
-    return None if value is None else text(value)
-
-
-def iso_date(value: Any) -> str:
-    if not isinstance(value, date):
-        raise ValueError("missing date value")
-    return value.isoformat()
-
-
-def optional_iso_date(value: Any) -> str | None:
-    return None if value is None else iso_date(value)
-
-
-def boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError("missing boolean value")
-    return value
-
-
-def found(reply: Any) -> bool:
-    """True for FOUND, False for NOT_FOUND; anything else is off-contract."""
-    if reply.status == "FOUND":
-        return True
-    if reply.status == "NOT_FOUND":
-        return False
-    raise ValueError("unknown status")
+def _local(root: Path, value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else root / path
 
 
 # ---------------------------------------------------------------- the connector
@@ -192,49 +172,71 @@ class SoapConnector:
     def __init__(self, config: ConnectorConfig, root: Path | str) -> None:
         self._config = config
         root = Path(root)
-        where = f"connector {config.name!r}"
+        options = config.options
+        refuse_unknown(options, ("wsdl", "path", "imports"), "options")
         for option in ("wsdl", "path"):
-            if not isinstance(config.options.get(option), str):
-                raise ValueError(f"{where}: options.{option} must be a string")
-        path: str = config.options["path"]
+            if not isinstance(options.get(option), str) or not options[option]:
+                raise ConnectorConfigError(f"options.{option}", "must be a non-empty string")
+        path: str = options["path"]
         if not path.startswith("/"):
-            raise ValueError(f"{where}: options.path must start with '/'")
+            raise ConnectorConfigError("options.path", "must start with '/'")
         base = urlsplit(config.base_url)
         if base.scheme not in ("http", "https") or not base.netloc:
-            raise ValueError(f"{where}: base_url must be an http(s) URL")
+            raise ConnectorConfigError("base_url", "must be an http(s) URL")
         self._path = base.path.rstrip("/") + path  # what the server sees, and what the signature covers
         self._url = f"{base.scheme}://{base.netloc}{self._path}"
 
-        mapping = import_module(config.mapping)
-        operations = getattr(mapping, "OPERATIONS", None)
-        if not isinstance(operations, dict) or not all(
-            isinstance(op, SoapOperation) for op in operations.values()
-        ):
-            raise ValueError(
-                f"{where}: mapping {config.mapping!r} must define OPERATIONS: dict[str, SoapOperation]"
-            )
-        self._operations: dict[str, SoapOperation] = dict(operations)
-
-        wsdl = root / config.options["wsdl"]
-        self._transport = OfflineTransport()
+        copies: dict[str, Path] = {}
+        for url, local in table_of(options.get("imports", {}), "options.imports").items():
+            if not isinstance(local, str) or not _local(root, local).is_file():
+                raise ConnectorConfigError("options.imports", f"the local copy of {url} is missing: {local!r}")
+            copies[url] = _local(root, local)
+        wsdl = _local(root, options["wsdl"])
+        if not wsdl.is_file():
+            raise ConnectorConfigError("options.wsdl", f"WSDL {wsdl} not found")
+        self._transport = OfflineTransport(copies)
+        # While the WSDL loads, the offline transport is the guard (local files and listed copies only): zeep's
+        # own forbid_external would refuse a remote import before the transport could map it to its copy.
+        settings = _zeep_settings()
+        settings.forbid_external = False
         try:
             self._client = zeep.Client(  # type: ignore[no-untyped-call]
-                str(wsdl), transport=self._transport, settings=_zeep_settings()
+                str(wsdl), transport=self._transport, settings=settings
             )
-        except (OSError, zeep_errors.Error, etree.XMLSyntaxError) as exc:
-            raise ValueError(f"{where}: cannot load WSDL {wsdl}: {exc}") from exc
+        except PermissionError:
+            raise ConnectorConfigError("options.imports", f"the WSDL refers to {self._transport.refused}; list a "
+                                                          "local copy of it in options.imports") from None
+        except (OSError, zeep_errors.Error, etree.XMLSyntaxError, ValueError) as exc:
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConnectorConfigError("options.wsdl", f"cannot load WSDL {wsdl}: {detail}") from None
         self._transport.seal()
+        settings.forbid_external = True  # from now on nothing external, whatever a reply says
         self._binding = self._client.service._binding
+
+        self._operations: dict[str, SoapOperation] = {}
+        self._validators: dict[str, Any] = {}
+        self._summaries: dict[str, str] = {
+            name: str(table.get("summary", "")) for name, table in config.operations.items() if isinstance(table, dict)}
+        if config.mapping:
+            if config.operations:
+                raise ConnectorConfigError("mapping", "give either `mapping` or [operations], not both")
+            self._operations = mapping_operations(config)
+            by_kind = record_validators(root, (op.record_kind for op in self._operations.values()),
+                                        f"connector {config.name!r}")
+            self._validators = {name: by_kind[op.record_kind] for name, op in self._operations.items()}
+        else:
+            for name, table in table_of(config.operations, "operations").items():
+                self._operations[name], self._validators[name] = declared_operation(name, table, root,
+                                                                                    self._binding)
+            if not self._operations:
+                raise ConnectorConfigError("operations", "an administration needs at least one operation")
         self._soap_ops: dict[str, Any] = {}
         for name, op in self._operations.items():
             try:
                 self._soap_ops[op.soap_operation] = self._binding.get(op.soap_operation)
             except ValueError:
-                raise ValueError(f"{where}: operation {name!r} names {op.soap_operation!r}, "
-                                 f"which {wsdl} does not define") from None
-
-        self._validators = record_validators(root, (op.record_kind for op in self._operations.values()),
-                                             where)
+                raise ConnectorConfigError(f"operations.{name}",
+                                           f"names {op.soap_operation!r}, which {wsdl} does not define") from None
 
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_s, connect=config.connect_timeout_s)
         self._slots = asyncio.Semaphore(config.max_connections)
@@ -246,6 +248,12 @@ class SoapConnector:
     @property
     def operations(self) -> frozenset[str]:
         return frozenset(self._operations)
+
+    def describe(self, operation: str) -> OperationInfo:
+        """What ``operation`` takes and yields (``KeyError`` when this administration has no such operation)."""
+        op = self._operations[operation]
+        return OperationInfo(operation, op.record_kind, self._validators[operation].schema, op.params,
+                             self._summaries.get(operation, ""))
 
     @property
     def wsdl_loads(self) -> int:
@@ -261,6 +269,8 @@ class SoapConnector:
             raise ValueError(f"connector {self.name!r} has no operation {query.operation!r}")
         soap_op = self._soap_ops[op.soap_operation]
         try:
+            if op.params is not None:
+                op.params.check(query.params)
             args = op.build_args(query.params)
             envelope = self._client.create_message(  # type: ignore[no-untyped-call]
                 self._client.service, op.soap_operation, **args
@@ -277,7 +287,8 @@ class SoapConnector:
             raise
         except TimeoutError:
             raise SourceTimeout(self.name, "no answer in time") from None
-        return Record(self.name, op.record_kind, self._to_record(op, soap_op, reply), datetime.now(UTC))
+        return Record(self.name, op.record_kind, self._to_record(query.operation, op, soap_op, reply),
+                      datetime.now(UTC))
 
     async def _call(self, body: bytes, action: str, ctx: CallContext) -> _Reply:
         """Send one envelope; read the answer (capped). Maps transport failures and HTTP statuses."""
@@ -319,7 +330,7 @@ class SoapConnector:
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
         return await read_capped(resp, self._config.max_response_bytes, self.name)
 
-    def _to_record(self, op: SoapOperation, soap_op: Any, reply: _Reply) -> dict[str, Any]:
+    def _to_record(self, operation: str, op: SoapOperation, soap_op: Any, reply: _Reply) -> dict[str, Any]:
         """Refuse a DTD on sight, parse the reply once, map faults, then map and check the record."""
         if any(marker in reply.content for marker in _DOCTYPE_MARKERS):
             raise SourceMalformed(self.name, "answer declares a DTD")
@@ -335,11 +346,11 @@ class SoapConnector:
             raise SourceMalformed(self.name, "malformed answer") from None
         try:
             data = op.to_record(result)
-        except (AttributeError, KeyError, TypeError, ValueError):
+        except (AttributeError, KeyError, TypeError, ValueError, MissingValue):
             raise SourceMalformed(self.name, "answer lacks expected fields") from None
         if data is None:
             raise SourceNotFound(self.name, "subject unknown")
-        if not self._validators[op.record_kind].is_valid(data):
+        if not self._validators[operation].is_valid(data):
             raise SourceMalformed(self.name, f"answer does not fit the {op.record_kind} record")
         return data
 
@@ -349,9 +360,12 @@ __all__ = [
     "SoapConnector",
     "SoapOperation",
     "boolean",
+    "declared_operation",
+    "follow_path",
     "found",
     "iso_date",
     "optional_iso_date",
     "optional_text",
+    "split_path",
     "text",
 ]

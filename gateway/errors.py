@@ -10,8 +10,8 @@ own text, never a backend's message or a stack trace::
      │    └── CitizenTokenInvalid           401 citizen_token_invalid (gateway/citizen/token.py)
      ├── Forbidden (PermissionError)        403 forbidden_purpose, forbidden_check, consent_missing, consent_revoked,
  │                                          consent_expired, consent_not_yet_valid, consent_out_of_scope,
- │                                          forbidden_role
-     ├── NotFound (LookupError)             404 subject_not_found, not_found
+ │                                          forbidden_role, forbidden_service
+     ├── NotFound (LookupError)             404 subject_not_found, not_found, service_not_found
      ├── MethodNotAllowed                   405 method_not_allowed
      ├── RequestTimeout (TimeoutError)      408 request_timeout
      ├── PayloadTooLarge                    413 body_too_large
@@ -20,6 +20,9 @@ own text, never a backend's message or a stack trace::
      ├── TooManyRequests                    429 rate_limited, too_many_refusals
      ├── HeadersTooLarge                    431 headers_too_large
      ├── InternalError                      500 internal_error
+     ├── UpstreamError                      502 source_unavailable, source_rejected, source_fault,
+     │    │                                     source_malformed, source_too_large (a service's administration)
+     │    └── UpstreamTimeout (TimeoutError) 504 source_timeout
      └── ServiceUnavailable                 503 audit_unavailable, not_ready
 """
 
@@ -127,6 +130,16 @@ def problem_body(error: GatewayError, request_id: str, instance: str | None = No
     return orjson.dumps(problem)
 
 
+class UpstreamError(GatewayError):
+    """The administration behind a service call failed; ``code`` is the connector's stable code."""
+
+    default_code = "source_unavailable"
+
+
+class UpstreamTimeout(UpstreamError, TimeoutError):
+    default_code = "source_timeout"
+
+
 __all__ = [
     "PROBLEM_CONTENT_TYPE",
     "BadRequest",
@@ -142,6 +155,8 @@ __all__ = [
     "TooManyRequests",
     "Unauthenticated",
     "UnsupportedMediaType",
+    "UpstreamError",
+    "UpstreamTimeout",
     "catalogue",
     "problem_body",
 ]

@@ -1,1 +1,1 @@
-"""The four administrations as real HTTP servers over one synthetic population (demo, tests, benchmarks)."""
+"""The five administrations as real HTTP servers over one synthetic population (demo, tests, benchmarks)."""

@@ -11,10 +11,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import jwt
 from aiohttp import web
 
 from gateway.crypto.keys import PublicKey
 from gateway.crypto.outbound import OutboundAuthError, verify_outbound
+from simulators.gateway_keys import GatewayKeys
 from simulators.population import Population
 from simulators.rogue import ROGUE_MODES
 
@@ -57,10 +59,18 @@ class SimulatorControl:
 
 @dataclass(frozen=True)
 class SimulatorContext:
+    """``trusted_keys``: the gateway's public keys — a fixed mapping (kid → key), or a ``GatewayKeys`` that
+    follows the gateway's JWKS (``start_simulators`` shares one among the simulators)."""
+
     population: Population
-    trusted_keys: Mapping[str, PublicKey]
+    trusted_keys: Mapping[str, PublicKey] | GatewayKeys
     audience: str
     control: SimulatorControl = field(default_factory=SimulatorControl)
+    keys: GatewayKeys = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        given = self.trusted_keys
+        object.__setattr__(self, "keys", given if isinstance(given, GatewayKeys) else GatewayKeys(given))
 
 
 CONTEXT: web.AppKey[SimulatorContext] = web.AppKey("simulator_context", SimulatorContext)
@@ -70,20 +80,27 @@ AUDIENCES = {
     "education": "men.massar",
     "health": "cnss.amo",
     "employment": "cnss.declarations",
+    "social_registry": "anr.rsu",
 }
 
 
 async def check_signature(request: web.Request, body: bytes) -> dict[str, Any]:
     """Verify the gateway's signature on this call; raises ``OutboundAuthError``."""
     ctx = request.app[CONTEXT]
-    return verify_outbound(
-        request.headers.get("Authorization"),
-        request.method,
-        request.path_qs,
-        body,
-        ctx.audience,
-        ctx.trusted_keys,
-    )
+    authorization = request.headers.get("Authorization")
+    key = await ctx.keys.key(unverified_kid(authorization))
+    return verify_outbound(authorization, request.method, request.path_qs, body, ctx.audience,
+                           {} if key is None else {unverified_kid(authorization): key})
+
+
+def unverified_kid(authorization: str | None) -> str:
+    """The ``kid`` a bearer token names (not trusted: it only picks the key to check the token with)."""
+    if not authorization or not authorization.startswith("Bearer "):
+        return ""
+    try:
+        return str(jwt.get_unverified_header(authorization[len("Bearer "):]).get("kid", ""))
+    except jwt.PyJWTError:
+        return ""
 
 
 __all__ = ["AUDIENCES", "CONTEXT", "OutboundAuthError", "SimulatorContext", "SimulatorControl", "check_signature"]

@@ -1,4 +1,4 @@
-"""One synthetic population, generated on demand from a seed, consistent across the four administrations.
+"""One synthetic population, generated on demand from a seed, consistent across the five administrations.
 
 Nothing is stored: a household is regenerated from ``(seed, household index)`` whenever it is needed, so a
 population of 12.5 million people costs the same memory as one of ten thousand.
@@ -12,6 +12,10 @@ by a keyed permutation (a 4-round Feistel network over 30 bits, cycle-walked int
 * CIN (adults only) = 2 letters + 6 digits, from a second permutation over 676 million values.
 
 The first households are *fixtures* with known outcomes (see ``FIXTURES``) for tests and the demo.
+
+The RSU (Registre Social Unifié) registration of a household — its id, dates and socio-economic index — is
+drawn from its own random stream, so it never changes the household's people. Fixtures fix it by hand;
+every other household follows the rule in ``Population._registration`` (also in docs/fixtures.md).
 """
 
 from __future__ import annotations
@@ -32,6 +36,12 @@ _IDCS_DOMAIN = 10**9
 _CIN_DOMAIN = 676 * 10**6
 # Every (household, slot) pair needs a distinct CIN: the CIN space bounds the population (169 M people).
 MAX_HOUSEHOLDS = _CIN_DOMAIN // SLOTS - 1
+# Socio-economic index thresholds the fixtures are placed against (the gateway reads its own from config):
+ASD_THRESHOLD = 9.743001  # direct social support (ASD): index at or below
+AMO_TADAMON_THRESHOLD = 9.3264284  # AMO Tadamon health cover
+_INDEX_SCALE = 10**7  # indexes carry 7 decimals
+_RSU_OPENED = date(2022, 10, 1)  # generated registrations fall between these two dates
+_RSU_LAST_REGISTRATION = date(2025, 12, 31)
 
 
 # ---------------------------------------------------------------- identifiers
@@ -130,6 +140,16 @@ class Job:
 
 
 @dataclass(frozen=True, slots=True)
+class Registration:
+    """A household's entry in the RSU (who its members are follows from the household itself)."""
+
+    household_id: str  # "RSU-" + 9 digits
+    registered_on: date
+    updated_on: date
+    socio_economic_index: float  # 7 decimals
+
+
+@dataclass(frozen=True, slots=True)
 class Household:
     index: int
     region: str
@@ -139,6 +159,7 @@ class Household:
     jobs: tuple[tuple[str, Job], ...] = ()  # (idcs, job)
     school: tuple[tuple[str, bool], ...] = ()  # (idcs, enrolled this school year) for children 6–20
     fixture: str | None = None
+    registration: Registration | None = None  # None: the household is not in the RSU
 
     def member(self, idcs: str) -> Person | None:
         return next((p for p in self.members if p.idcs == idcs), None)
@@ -197,6 +218,19 @@ class Employment:
     declarations: tuple[Declaration, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class SocialRegistration:
+    """The RSU's answer for one person: the registration of their household and its living members."""
+
+    idcs: str  # the person asked about (a deceased member is still answered for, but no longer listed)
+    household_id: str
+    registered_on: date
+    updated_on: date
+    region: str
+    members: tuple[str, ...]  # IDCS of the living members, in household order
+    socio_economic_index: float
+
+
 # ---------------------------------------------------------------- household specifications
 
 
@@ -220,6 +254,14 @@ class _Spec:
     fixture: str | None = None
     region: int | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    rsu: _RsuSpec | None = None  # fixtures only: their RSU registration (None: not registered)
+
+
+@dataclass(frozen=True, slots=True)
+class _RsuSpec:
+    socio_economic_index: float
+    registered_on: date
+    updated_on: date
 
 
 def _years(y: float, days: int = 0) -> int:
@@ -232,18 +274,21 @@ FIXTURES: dict[str, _Spec] = {
         father_age_days=_years(44, 40), mother_age_days=_years(38, 100),
         children=(_ChildSpec(_years(13, 120), "F"), _ChildSpec(_years(9, 60), "M"), _ChildSpec(_years(3, 30), "F")),
         father_deceased_days_ago=700, tadamon_since=date(2023, 1, 1), region=6,
+        rsu=_RsuSpec(8.9617342, date(2022, 11, 14), date(2024, 11, 20)),  # updated after the death
     ),
     # A 15-year-old who left school; an 8-year-old sibling who attends.
     "child_out_of_school": _Spec(
         father_age_days=_years(45, 10), mother_age_days=_years(40, 200),
         children=(_ChildSpec(_years(15, 150), "M", in_school=False), _ChildSpec(_years(8, 90), "F")),
         tadamon_since=date(2023, 3, 1), region=7,
+        rsu=_RsuSpec(9.1482206, date(2023, 2, 10), date(2025, 3, 17)),
     ),
     # The father holds a declared salaried job since 2021 (so: contributory AMO, no Tadamon).
     "salaried_parent": _Spec(
         father_age_days=_years(41, 5), mother_age_days=_years(36, 77),
         children=(_ChildSpec(_years(10, 10), "M"), _ChildSpec(_years(7, 200), "F")),
         father_job_start=date(2021, 4, 1), region=5,
+        rsu=_RsuSpec(10.3175089, date(2023, 9, 18), date(2025, 10, 6)),  # above the ASD threshold
     ),
     # Four children, covered by AMO Tadamon since January 2023, nobody declared.
     "amo_tadamon": _Spec(
@@ -253,12 +298,29 @@ FIXTURES: dict[str, _Spec] = {
             _ChildSpec(_years(6, 250), "M"), _ChildSpec(_years(1, 100), "F"),
         ),
         tadamon_since=date(2023, 1, 1), region=4,
+        rsu=_RsuSpec(8.7243915, date(2022, 12, 5), date(2025, 6, 30)),  # updated after the last birth
     ),
     # An 11-year-old child with a severe disability, enrolled.
     "disabled_child": _Spec(
         father_age_days=_years(39, 300), mother_age_days=_years(35, 20),
         children=(_ChildSpec(_years(11, 45), "F", disabled=True),),
         tadamon_since=date(2024, 6, 1), region=2,
+        rsu=_RsuSpec(9.2051763, date(2024, 5, 6), date(2025, 9, 22)),
+    ),
+    # Never registered in the RSU, though known everywhere else: an 8-year-old at school, a 4-year-old,
+    # nobody declared, no AMO (AMO Tadamon requires an RSU registration).
+    "not_in_rsu": _Spec(
+        father_age_days=_years(34, 120), mother_age_days=_years(30, 45),
+        children=(_ChildSpec(_years(8, 200), "M"), _ChildSpec(_years(4, 75), "F")),
+        region=8,
+    ),
+    # An elderly couple (71 and 66) living with their 31-year-old son: registered in the RSU between the
+    # AMO Tadamon and the ASD thresholds, no child under 21, nobody declared, no AMO.
+    "elderly_couple": _Spec(
+        father_age_days=_years(71, 90), mother_age_days=_years(66, 160),
+        children=(_ChildSpec(_years(31, 20), "M"),),
+        region=3,
+        rsu=_RsuSpec(9.5318427, date(2024, 2, 27), date(2026, 1, 12)),
     ),
 }
 FIXTURE_NAMES: tuple[str, ...] = tuple(FIXTURES)
@@ -307,6 +369,7 @@ class Population:
         self._key = key
         self._idcs_perm = _Permutation(key + b"idcs", _IDCS_DOMAIN)
         self._cin_perm = _Permutation(key + b"cin", _CIN_DOMAIN)
+        self._rsu_perm = _Permutation(key + b"rsu", _IDCS_DOMAIN)
         self._cache = lru_cache(maxsize=4096)(self._generate)
 
     @property
@@ -443,7 +506,59 @@ class Population:
         return Employment(idcs, f"{rng.randrange(10**8, 10**9)}", job.employer, job.employer_cnss,
                           tuple(declarations))
 
+    def social_registration(self, idcs: str) -> SocialRegistration | None:
+        """The RSU's answer for a member of a registered household; None if unknown or not registered."""
+        household = self.household_of(idcs)
+        if household is None or household.registration is None:
+            return None
+        entry = household.registration
+        return SocialRegistration(
+            idcs=idcs, household_id=entry.household_id, registered_on=entry.registered_on,
+            updated_on=entry.updated_on, region=household.region,
+            members=tuple(p.idcs for p in household.members if p.alive),
+            socio_economic_index=entry.socio_economic_index,
+        )
+
     # -- generation
+
+    def _rsu_id(self, index: int) -> str:
+        return f"RSU-{self._rsu_perm.forward(index):09d}"
+
+    def _registration(self, index: int, spec: _Spec, fixture: str | None,
+                      members: list[Person]) -> Registration | None:
+        """A fixture's registration as written in ``FIXTURES``; any other household's by this rule:
+
+        * covered by AMO Tadamon: registered (the cover is granted on an RSU registration), before the
+          cover started, with an index uniform in [7.9, 9.3264284) — below both thresholds;
+        * with a declared salaried parent: registered with probability 0.6, index uniform in [9.4, 11.8);
+        * neither: registered with probability 0.7, index uniform in [9.0, 10.6) — around the ASD threshold.
+
+        Registered between 2022-10-01 and 2025-12-31 (before the Tadamon cover, if any); last updated up to
+        120 days after the latest of the registration, a member's birth or a death, and never after
+        ``REFERENCE_DATE``. Indexes have 7 decimals. The draws use their own random stream.
+        """
+        if fixture is not None:
+            if spec.rsu is None:
+                return None
+            return Registration(self._rsu_id(index), spec.rsu.registered_on, spec.rsu.updated_on,
+                                spec.rsu.socio_economic_index)
+        rng = self._rng("rsu", index)
+        last = _RSU_LAST_REGISTRATION
+        if spec.tadamon_since is not None:
+            low, high, last = 7.9, AMO_TADAMON_THRESHOLD, spec.tadamon_since - timedelta(days=1)
+        elif spec.father_job_start is not None or spec.mother_job_start is not None:
+            if rng.random() >= 0.6:
+                return None
+            low, high = 9.4, 11.8
+        else:
+            if rng.random() >= 0.7:
+                return None
+            low, high = 9.0, 10.6
+        score = rng.randrange(round(low * _INDEX_SCALE), round(high * _INDEX_SCALE)) / _INDEX_SCALE
+        registered = _RSU_OPENED + timedelta(days=rng.randrange((last - _RSU_OPENED).days + 1))
+        events = [registered, *(p.birth_date for p in members), *(p.death_date for p in members if p.death_date)]
+        updated = min(REFERENCE_DATE, max(events) + timedelta(days=rng.randint(0, 120)))
+        return Registration(self._rsu_id(index), registered, updated, score)
 
     def _rng(self, purpose: str, index: int, slot: int = 0) -> random.Random:
         digest = hmac.new(self._key, f"{purpose}:{index}:{slot}".encode(), hashlib.sha256).digest()
@@ -499,7 +614,7 @@ class Population:
                     start=start, monthly_salary=job_rng.randrange(3100, 9000, 50),
                 )))
         return Household(index, region, rural, tuple(members), spec.tadamon_since, tuple(jobs), tuple(school),
-                         fixture)
+                         fixture, self._registration(index, spec, fixture, members))
 
     def iter_households(self, limit: int | None = None) -> Iterator[Household]:
         for index in range(self.households if limit is None else min(self.households, limit)):

@@ -22,7 +22,7 @@ SOAP administrations (civil_registry, health)::
     gzip_bomb        ``Content-Encoding: gzip``: a few KiB that inflate to ``BOMB_BYTES``
     dropped          announces the real answer's length, sends half of it and closes the connection
 
-REST administrations (education, employment)::
+REST administrations (education, employment, social_registry)::
 
     invalid_json     HTTP 200, application/json, but not JSON
     html_200         HTTP 200 and an HTML error page

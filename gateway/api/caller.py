@@ -2,9 +2,7 @@
 
 ``signed_request`` reads the body (bounded in size and time), checks the client assertion over those exact
 bytes, binds it to the mutual-TLS certificate, admits it once (replay cache, fail closed) within the client's
-rate limit (fail open), and requires the client's role (``data`` or ``officer``). ``log_can_record`` is what a
-handler awaits before it asks any administration: the access log's database answers (``gateway.audit.health``),
-else 503 ``audit_unavailable`` at once. The access-log note learns
+rate limit (fail open), and requires the client's role (``data`` or ``officer``). The access-log note learns
 the client, the assertion id and the body digest as soon as they are known, so a refusal at any step is
 logged with all that was established before it.
 """
@@ -17,7 +15,6 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
-from gateway.audit.health import StoreUnavailable
 from gateway.errors import PayloadTooLarge, RequestTimeout, ServiceUnavailable, TooManyRequests, Unauthenticated
 from gateway.trust.assertion import Caller, authenticate, single_authorization
 from gateway.trust.ratelimit import Limit
@@ -74,11 +71,16 @@ async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes
 
 async def admit(runtime: Runtime, caller: Caller, leeway_s: int) -> None:
     """Once per assertion (replay cache, fail closed), within the client's rate limit (fail open)."""
+    metrics = runtime.metrics
     try:
         first = await runtime.replay.first_use(caller.client_id, caller.jti, caller.expires_at + leeway_s)
     except Exception as exc:
         log.error("replay_cache_unavailable", error=type(exc).__name__)
+        if metrics is not None:
+            metrics.replay.labels("unavailable").inc()
         raise ServiceUnavailable("replay protection is unavailable, so nothing is answered") from exc
+    if metrics is not None:
+        metrics.replay.labels("first_use" if first else "replayed").inc()
     if not first:
         raise Unauthenticated("this client assertion was already used; sign a new one", "assertion_replayed")
     client = runtime.settings.clients[caller.client_id]
@@ -87,19 +89,12 @@ async def admit(runtime: Runtime, caller: Caller, leeway_s: int) -> None:
         decision = await runtime.limiter.take(caller.client_id, Limit(bucket.rate_per_s, bucket.burst))
     except Exception as exc:  # an unreachable limiter must not stop the social-protection service
         log.error("rate_limiter_unavailable", error=type(exc).__name__)
+        if metrics is not None:
+            metrics.rate_limit.labels("unavailable").inc()
         return
+    if metrics is not None:
+        metrics.rate_limit.labels("allowed" if decision.allowed else "limited").inc()
     if not decision.allowed:
         raise TooManyRequests(f"at most {bucket.burst} requests at once and {bucket.rate_per_s:g}/s; "
                               "retry after the delay given", headers=rate_headers(decision))
 
-
-async def log_can_record(runtime: Runtime) -> None:
-    """Refuse (503 ``audit_unavailable``) unless the access log's database answers now: nobody is asked for data
-    whose access could not be logged. Free for stores that need no database server (SQLite)."""
-    health = runtime.log_health
-    if health is None:
-        return
-    try:
-        await health.ensure_available()
-    except StoreUnavailable as exc:
-        raise ServiceUnavailable("the access log cannot record this request", "audit_unavailable") from exc

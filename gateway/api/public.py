@@ -1,10 +1,14 @@
-"""Unauthenticated resources: ``/healthz`` (alive), ``/readyz`` (ready to serve, or degraded), the JWKS."""
+"""Unauthenticated resources: ``/healthz`` (alive), ``/readyz`` (ready to serve, or degraded, and each
+administration's circuit breaker and bulkhead), the JWKS."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import orjson
 from aiohttp import web
 
+from connectors.resilience import Resilient
 from gateway.crypto import keys
 from gateway.web.state import RUNTIME
 
@@ -34,8 +38,12 @@ async def readyz(request: web.Request) -> web.Response:
     ready = all(checks.values())
     checks["free_space"] = not low
     status = "not_ready" if not ready else "degraded" if low else "ready"
+    document: dict[str, Any] = {"status": status, "checks": checks}
+    if runtime is not None:  # an open breaker is not "not ready": the other sources still answer
+        document["sources"] = {name: c.snapshot() for name, c in sorted(runtime.federation.connectors.items())
+                               if isinstance(c, Resilient)}
     return web.Response(
-        body=orjson.dumps({"status": status, "checks": checks}),
+        body=orjson.dumps(document),
         status=200 if ready else 503,
         content_type="application/json",
     )

@@ -9,7 +9,8 @@ administrations first, then fail to log their answers. ``StoreHealth`` keeps the
   waiting for anything;
 * **up** again when the background probe — a fresh connection with a short, configured connect timeout, every
   ``probe_interval_s`` — succeeds, so the gateway recovers by itself;
-* while up, ``ensure`` is what a handler awaits before contacting any administration: free if the database
+* while up, ``ensure`` (through ``ensure_recordable``) is what a verification or a service call awaits before
+  contacting any administration: free if the database
   answered within the last ``fresh_s``, else one ping (shared by the requests arriving meanwhile) bounded by
   ``ping_timeout_s``. A failed ping marks the store down and raises ``StoreUnavailable``.
 
@@ -25,6 +26,8 @@ from contextlib import suppress
 from typing import Protocol, runtime_checkable
 
 import structlog
+
+from gateway.errors import ServiceUnavailable
 
 log = structlog.get_logger("gateway.audit")
 
@@ -129,3 +132,14 @@ class StoreHealth:
                 task.cancel()
                 with suppress(BaseException):
                     await task
+
+
+async def ensure_recordable(health: HealthTracked | None) -> None:
+    """What every path awaits before it asks an administration anything: 503 ``audit_unavailable`` unless the
+    access log's database answers now (``None``: a store that needs no database server, e.g. SQLite)."""
+    if health is None:
+        return
+    try:
+        await health.ensure_available()
+    except StoreUnavailable as exc:
+        raise ServiceUnavailable("the access log cannot record this request", "audit_unavailable") from exc

@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gateway.config.purposes import CHECKS, FACTS, Purpose
 from gateway.config.toml import ConfigError, by_language, get, line_of, read_table, resolve
@@ -21,6 +22,15 @@ class Right:
     checks: frozenset[str]
     deny: frozenset[str] = frozenset()  # field masks: "<check>.<fact>[:adults|:children]"
     manage_consents: bool = False  # may record, list, show and revoke consents for this (consent-based) purpose
+
+@dataclass(frozen=True)
+class ServiceRight:
+    """May call ``service`` for ``purpose``; ``deny`` withholds record properties (``months.salary_mad`` names a
+    property of a list's items)."""
+
+    service: str
+    purpose: str
+    deny: frozenset[str] = frozenset()
 
 @dataclass(frozen=True)
 class RateLimit:
@@ -41,6 +51,7 @@ class ClientSettings:
     role: str = "data"  # "data": queries citizen data, manages consents; "officer": reads the access log only
     console_password_hash: str | None = None  # an officer's console password (scrypt; `anss-gateway officer password`)
     names: Mapping[str, str] = field(default_factory=dict)  # display name by language ("fr", "en"): `name_fr`...
+    services: tuple[ServiceRight, ...] = ()  # services of other administrations it may call (config/services.toml)
 
 def check_deny_rule(rule: str, checks: frozenset[str]) -> str | None:
     """What is wrong with a field-mask rule, or None."""
@@ -56,7 +67,33 @@ def check_deny_rule(rule: str, checks: frozenset[str]) -> str | None:
         return f"field mask {rule!r}: the qualifier must be 'adults' or 'children'"
     return None
 
-def load_clients(path: Path, purposes: Mapping[str, Purpose]) -> dict[str, ClientSettings]:
+def load_service_rights(path: Path, client_id: str, table: Mapping[str, Any], purposes: Mapping[str, Purpose],
+                        services: Mapping[str, Any]) -> tuple[ServiceRight, ...]:
+    header = f'[clients."{client_id}"]'
+    rights = []
+    for i, right in enumerate(get(table, "services", list, f"{path} {header}", [])):
+        where = f"{path} {header} services[{i}]"
+        if not isinstance(right, dict):
+            raise ConfigError(f"{where}: must be a table {{ service, purpose, deny }}")
+        unknown = sorted(set(right) - {"service", "purpose", "deny"})
+        if unknown:
+            raise ConfigError(f"{line_of(path, unknown[0], after=header)} {where}: unknown setting `{unknown[0]}`")
+        service = get(right, "service", str, where)
+        if service not in services:
+            raise ConfigError(f"{line_of(path, chr(34) + service + chr(34), after=header)} {where}: unknown service "
+                              f"{service!r}; config/services.toml has {sorted(services)}")
+        purpose = get(right, "purpose", str, where)
+        if purpose not in purposes:
+            raise ConfigError(f"{line_of(path, chr(34) + purpose + chr(34), after=header)} {where}: unknown purpose "
+                              f"{purpose!r}")
+        deny = get(right, "deny", list, where, [])
+        if not all(isinstance(d, str) and d for d in deny):
+            raise ConfigError(f"{line_of(path, 'deny', after=header)} {where}: `deny` lists record properties")
+        rights.append(ServiceRight(service, purpose, frozenset(deny)))
+    return tuple(rights)
+
+def load_clients(path: Path, purposes: Mapping[str, Purpose],
+                 services: Mapping[str, Any] | None = None) -> dict[str, ClientSettings]:
     clients: dict[str, ClientSettings] = {}
     for client_id, table in read_table(path).get("clients", {}).items():
         where = f"{path} [clients.{client_id!r}]"
@@ -91,7 +128,7 @@ def load_clients(path: Path, purposes: Mapping[str, Purpose]) -> dict[str, Clien
         role = get(table, "role", str, where, "data")
         if role not in ROLES:
             raise fail(role, f"{where}: `role` must be one of {list(ROLES)}")
-        if role == "officer" and rights:  # officers read the log; they never query citizen data
+        if role == "officer" and (rights or table.get("services")):  # officers never query citizen data
             at = line_of(path, "rights", after=f'[clients."{client_id}"]')
             raise ConfigError(f"{at} {where}: an officer may hold no data rights (`rights` must be empty): give "
                               "data rights to a separate client")
@@ -115,5 +152,6 @@ def load_clients(path: Path, purposes: Mapping[str, Purpose]) -> dict[str, Clien
         clients[client_id] = ClientSettings(
             client_id, get(table, "name", str, where, client_id), key_files, dev_key, tuple(rights), rate_limit,
             role, console_password_hash=password_hash or None, names=by_language(table, "name", where),
+            services=load_service_rights(path, client_id, table, purposes, services or {}),
         )
     return clients

@@ -23,6 +23,7 @@ from gateway.config.connectors import load_connectors
 from gateway.config.console import ConsoleSettings, console_settings
 from gateway.config.purposes import CHECKS, FACTS, Purpose, load_purposes
 from gateway.config.refusals import RefusalSettings, refusal_settings
+from gateway.config.services import Service, load_services
 from gateway.config.storage import DSN_ENV, storage_settings
 from gateway.config.toml import ConfigError, get, positive, read_table, resolve
 from gateway.stores.postgres import PostgresTarget
@@ -41,7 +42,7 @@ class SimulatorSettings:
     seed: str = "anss-dev"
     households: int = 3_200_000
     host: str = "127.0.0.1"
-    base_port: int = 8101  # civil registry; education, health, employment follow
+    base_port: int = 8101  # civil registry; education, health, employment, social registry follow
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Settings:
     clients: Mapping[str, ClientSettings]
     purposes: Mapping[str, Purpose]
     connectors: tuple[ConnectorConfig, ...]
+    services: Mapping[str, Service] = field(default_factory=dict)  # config/services.toml
     simulators: SimulatorSettings = field(default_factory=SimulatorSettings)
     signing_key_overlap_s: float = 86400.0  # how long a retired signing key stays in the JWKS
     previous_signing_key_files: tuple[Path, ...] = ()
@@ -146,6 +148,8 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
         raise ConfigError(f"{gateway_file} [rate_limits]: `backend` must be 'local' or 'redis'")
     overlap = env.get("ANSS_GATEWAY_SIGNING_KEY_OVERLAP_S")
     purposes = load_purposes(config_dir / "purposes.toml")
+    connectors = load_connectors(config_dir / "connectors", env)
+    services = load_services(config_dir / "services.toml", connectors)
     return Settings(
         gateway_id=get(gw, "id", str, where, "anss-gateway"),
         host=env.get("ANSS_GATEWAY_HOST") or get(gw, "host", str, where, "127.0.0.1"),
@@ -185,9 +189,10 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
         audit_export_max_bytes=positive(audit, "export_max_bytes", f"{gateway_file} [audit]",
                                         D["audit_export_max_bytes"]),
         **storage_settings(data.get("storage", {}), f"{gateway_file} [storage]", config_dir, env),
-        clients=load_clients(config_dir / "clients.toml", purposes),
+        clients=load_clients(config_dir / "clients.toml", purposes, services),
         purposes=purposes,
-        connectors=load_connectors(config_dir / "connectors", env),
+        connectors=connectors,
+        services=services,
         simulators=SimulatorSettings(
             seed=env.get("ANSS_GATEWAY_SIMULATOR_SEED") or get(sims, "seed", str, "[simulators]", S["seed"]),
             households=int(get(sims, "households", int, "[simulators]", S["households"])),

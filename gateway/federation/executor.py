@@ -48,11 +48,12 @@ class Subject:
 _STATUS_OF_ERROR = {"source_rejected": "rejected", "source_fault": "unavailable",
                     "source_malformed": "unavailable", "source_too_large": "unavailable",
                     "source_unavailable": "unavailable", "source_timeout": "timeout",
-                    "source_error": "unavailable"}
+                    "source_error": "unavailable", "source_circuit_open": "unavailable",
+                    "source_bulkhead_full": "unavailable"}
 # worst first: a rejection (our configuration), then what the source did wrong (it reported a fault, its
 # answer was off the contract or too large), then a plain failure to answer, then slowness
 _ERROR_ORDER = ("source_rejected", "source_fault", "source_malformed", "source_too_large",
-                "source_unavailable", "source_timeout")
+                "source_unavailable", "source_timeout", "source_bulkhead_full", "source_circuit_open")
 
 
 @dataclass

@@ -15,21 +15,25 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager, nullcontext, suppress
 from datetime import UTC, datetime
 
 import aiohttp
 import structlog
 from aiohttp import web
+from opentelemetry.sdk.trace import TracerProvider
 
-from connectors.registry import build as build_connector
+from connectors.base import Connector
+from connectors.resilience import Resilient
 from gateway import console
-from gateway.api import anomalies, audit, citizen, consents, public, verifications
+from gateway.api import anomalies, audit, citizen, consents, public, services, verifications
 from gateway.audit import AccessRecord, Pseudonymiser, TreeHeadSigner, log_id_for
 from gateway.audit.record import CITIZEN_ACTOR
+from gateway.config.connectors import build_connectors
 from gateway.config.settings import Settings
 from gateway.crypto.jws import SIGNATURE_HEADER, request_digest, sign_detached
 from gateway.crypto.keyring import GatewaySigningKeys, ResolverChain, StaticClientKeys
@@ -47,17 +51,33 @@ from gateway.errors import (
     problem_body,
 )
 from gateway.federation.executor import Federation
+from gateway.federation.services import ServiceCatalogue, check_service_masks
 from gateway.stores import backends as storage
 from gateway.stores.space import FreeSpaceWatch
 from gateway.trust.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from gateway.trust.refusals import RefusalBudget
 from gateway.trust.replay import RedisReplayCache, ReplayCache, SqliteReplayCache
 from gateway.web import logs
-from gateway.web.state import AUDIT_NOTE, PROBLEM_CODE, REQUEST_BODY, REQUEST_ID, RUNTIME, SETTINGS, AuditNote, Runtime
+from gateway.web.metrics import Metrics, route_of
+from gateway.web.metrics import handler as metrics_handler
+from gateway.web.state import (
+    AUDIT_NOTE,
+    METRICS,
+    PROBLEM_CODE,
+    REQUEST_BODY,
+    REQUEST_ID,
+    RUNTIME,
+    SERVICES,
+    SETTINGS,
+    AuditNote,
+    Runtime,
+)
+from gateway.web.tracing import client_trace_config, server_middleware
+from gateway.web.tracing import provider_from_env as tracing_from_env
 
 log = structlog.get_logger("gateway")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-UNLOGGED_PATHS = frozenset({"/healthz", "/readyz", "/.well-known/jwks.json"})
+UNLOGGED_PATHS = frozenset({"/healthz", "/readyz", "/.well-known/jwks.json", "/metrics"})
 
 
 def _as_gateway_error(exc: BaseException) -> GatewayError:
@@ -111,7 +131,9 @@ async def _append_access_record(request: web.Request, response: web.Response, st
         consent_id=note.consent_id,
         co_subjects=note.co_subjects,
     )
+    appending = time.perf_counter()
     await runtime.access_log.append(record)
+    request.app[METRICS].append_latency.observe(time.perf_counter() - appending)
 
 
 def _check_header_sizes(request: web.Request, limit: int) -> None:
@@ -202,6 +224,7 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
         response.headers[SIGNATURE_HEADER] = sign_detached(runtime.signing_key, body, request_id,
                                                            request_sha256=question)
     response.headers["X-Request-Id"] = request_id
+    request.app[METRICS].request(route_of(request), request.method, response.status, time.perf_counter() - started)
     if not counted:  # a counted refusal gets no line of its own either: its counter's entry is logged
         log.info("request", method=request.method, path=request.path, status=response.status,
                  latency_ms=round((time.perf_counter() - started) * 1000, 2))
@@ -252,7 +275,8 @@ async def _refusal_counters(runtime: Runtime) -> AsyncIterator[None]:
         await budget.flush(runtime.access_log.append, everything=True)
 
 
-def _runtime_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+def _runtime_context(settings: Settings, connectors: Mapping[str, Connector], tracing: TracerProvider | None = None
+                     ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         signing_keys = GatewaySigningKeys(settings)
         signing_key, published_keys = signing_keys.load()
@@ -270,8 +294,8 @@ def _runtime_context(settings: Settings) -> Callable[[web.Application], AsyncIte
         pseudonymiser = Pseudonymiser.load(settings.pseudonym_key_file, settings.state_dir)
         connector = aiohttp.TCPConnector(limit=512, limit_per_host=0, ttl_dns_cache=300)
         session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30),
-                                        raise_for_status=False, auto_decompress=True)
-        connectors = {c.name: build_connector(c, settings.root) for c in settings.connectors}
+                                        raise_for_status=False, auto_decompress=True,
+                                        trace_configs=[client_trace_config(tracing)] if tracing is not None else None)
         app[RUNTIME] = Runtime(
             settings=settings,
             signing_key=signing_key,
@@ -289,6 +313,7 @@ def _runtime_context(settings: Settings) -> Callable[[web.Application], AsyncIte
             free_space=FreeSpaceWatch(settings.state_dir if storage.uses_postgres(settings)
                                       else settings.audit_database.parent,
                                       settings.refusals.free_space_floor_bytes, settings.refusals.free_space_check_s),
+            metrics=app[METRICS],
         )
         log.info("gateway_ready", gateway_id=settings.gateway_id, kid=signing_key.kid,
                  connectors=sorted(connectors))
@@ -319,11 +344,14 @@ async def _plain_server_header(request: web.Request, response: web.StreamRespons
     response.headers["Server"] = "anss-gateway"
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, tracer_provider: TracerProvider | None = None) -> web.Application:
+    """The gateway application. Traces follow the ``OTEL_*`` variables (off by default) unless a
+    ``tracer_provider`` is given (tests: an in-memory exporter)."""
     if not structlog.is_configured():  # an embedding program gets our JSON logs, never dev tracebacks with locals
         logs.configure()
+    tracing = tracer_provider if tracer_provider is not None else tracing_from_env(os.environ)
     app = web.Application(
-        middlewares=[pipeline],
+        middlewares=[*([server_middleware(tracing)] if tracing is not None else []), pipeline],
         client_max_size=settings.max_body_bytes,
         handler_args={
             # our own limit (431, logged) is max_header_bytes; the parser's is larger so ours speaks first
@@ -336,11 +364,26 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app.on_response_prepare.append(_plain_server_header)
     app.cleanup_ctx.append(citizen.context(settings))  # the citizens' identity provider keys: checked first
-    app.cleanup_ctx.append(_runtime_context(settings))
+    # built here, before start-up: a mistake in an administration's file is one ConfigError line, not a traceback
+    connectors = build_connectors(settings.connectors, settings.root)
+    app[SERVICES] = ServiceCatalogue.build(settings.services, connectors, settings.config_dir / "services.toml")
+    check_service_masks(settings, app[SERVICES])
+    app[METRICS] = Metrics()
+    app[METRICS].watch(connectors)
+    if tracing is not None:
+        tracer = tracing.get_tracer("anss_gateway")
+        for connector in connectors.values():
+            if isinstance(connector, Resilient):
+                connector.tracer = tracer
+    app.cleanup_ctx.append(_runtime_context(settings, connectors, tracing))
     app.router.add_get("/healthz", public.healthz)
     app.router.add_get("/readyz", public.readyz)
     app.router.add_get("/.well-known/jwks.json", public.jwks)
+    app.router.add_get("/metrics", metrics_handler(app[METRICS]))
     app.router.add_post("/v1/verifications", verifications.create_verification)
+    app.router.add_get("/v1/services", services.list_services)
+    app.router.add_get("/v1/services/{service}", services.describe_service)
+    app.router.add_post("/v1/services/{service}", services.call_service)
     app.router.add_post("/v1/consents", consents.grant_consent)
     app.router.add_get("/v1/consents", consents.list_consents)
     app.router.add_get("/v1/consents/{consent_id}", consents.show_consent)

@@ -11,9 +11,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from aiohttp import web
+from opentelemetry.sdk.trace import TracerProvider
 
 from gateway import console
-from gateway.config.settings import Settings
+from gateway.config.settings import Settings, SimulatorSettings
 from gateway.crypto.keyring import load_signing_keys
 from gateway.web.app import create_app
 from simulators.population import Population
@@ -29,9 +30,10 @@ class RunningGateway:
 
 @asynccontextmanager
 async def gateway_running(settings: Settings, port: int | None = None,
-                          ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[RunningGateway]:
+                          ssl_context: ssl.SSLContext | None = None,
+                          tracer_provider: TracerProvider | None = None) -> AsyncIterator[RunningGateway]:
     """The gateway listening on ``settings.host``; over TLS (``https``) when given an ``ssl_context``."""
-    app = create_app(settings)
+    app = create_app(settings, tracer_provider)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=10)
     await runner.setup()
     try:
@@ -46,7 +48,7 @@ async def gateway_running(settings: Settings, port: int | None = None,
 
 @asynccontextmanager
 async def simulators_running(settings: Settings, free_ports: bool) -> AsyncIterator[RunningSimulators]:
-    """The four simulators, trusting this gateway's published signing keys (from the same state directory).
+    """The five simulators, trusting this gateway's published signing keys (from the same state directory).
 
     They learn the keys once, at start: after ``keys rotate`` restart them (the gateway itself follows).
     """
@@ -67,6 +69,24 @@ def simulated_urls(urls: Mapping[str, str], env: Mapping[str, str]) -> dict[str,
     return {name: url for name, url in urls.items() if not env.get(f"ANSS_GATEWAY_CONNECTOR_{name.upper()}_URL")}
 
 
+def following_base_port(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
+    """Under plain ``serve``: the connectors still at their shipped simulator URL follow a non-default simulator
+    base port (``ANSS_GATEWAY_SIMULATOR_BASE_PORT``, ``[simulators] base_port``), so ``simulate`` in one terminal
+    and ``serve`` in another agree. A connector given its own URL (in its file or its environment variable)
+    keeps it."""
+    base, host = settings.simulators.base_port, settings.simulators.host
+    if base == SimulatorSettings().base_port:
+        return {}
+    configured = {c.name: c.base_url for c in settings.connectors}
+    moved: dict[str, str] = {}
+    for offset, (name, default_port) in enumerate(DEFAULT_PORTS.items()):
+        if env.get(f"ANSS_GATEWAY_CONNECTOR_{name.upper()}_URL") or name not in configured:
+            continue
+        if configured[name] in (f"http://{host}:{default_port}", f"http://127.0.0.1:{default_port}"):
+            moved[name] = f"http://{host}:{base + offset}"
+    return moved
+
+
 async def wait_for_signal() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -80,11 +100,16 @@ async def serve(settings: Settings, with_simulators: bool, ssl_context: ssl.SSLC
         async with simulators_running(settings, free_ports=False) as sims:
             settings = settings.with_connector_urls(simulated_urls(sims.urls, os.environ))
             async with gateway_running(settings, ssl_context=ssl_context) as gw:
+                sims.follow_jwks(f"{gw.url}/.well-known/jwks.json")  # like a real administration: no restart
                 print(f"simulators: {sims.urls}", flush=True)
                 print(f"gateway listening on {gw.url}", flush=True)
                 print("\n".join(console.banner(gw.runner.app, gw.url)), flush=True)
                 await wait_for_signal()
     else:
+        moved = following_base_port(settings, os.environ)
+        if moved:
+            settings = settings.with_connector_urls(moved)
+            print(f"connectors follow the simulator base port {settings.simulators.base_port}: {moved}", flush=True)
         async with gateway_running(settings, ssl_context=ssl_context) as gw:
             print(f"gateway listening on {gw.url}", flush=True)
             print("\n".join(console.banner(gw.runner.app, gw.url)), flush=True)
@@ -93,6 +118,8 @@ async def serve(settings: Settings, with_simulators: bool, ssl_context: ssl.SSLC
 
 async def simulate(settings: Settings) -> None:
     async with simulators_running(settings, free_ports=False) as sims:
+        # the gateway this configuration describes (plain `serve`, possibly started later): follow its JWKS
+        sims.follow_jwks(f"http://{settings.host}:{settings.port}/.well-known/jwks.json")
         for name, url in sims.urls.items():
             print(f"{name}: {url}", flush=True)
         await wait_for_signal()

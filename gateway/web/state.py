@@ -14,11 +14,13 @@ from gateway.config.settings import Settings
 from gateway.crypto.keyring import KeyResolver
 from gateway.crypto.keys import SigningKey
 from gateway.federation.executor import Federation
+from gateway.federation.services import ServiceCatalogue
 from gateway.policy.consent.store import ConsentStore
 from gateway.stores.space import FreeSpaceWatch
 from gateway.trust.ratelimit import RateLimiter
 from gateway.trust.refusals import RefusalBudget
 from gateway.trust.replay import ReplayCache
+from gateway.web.metrics import Metrics
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Runtime:
     refusals: RefusalBudget | None = None  # anonymous refusals: logged one by one within a budget, else counted
     free_space: FreeSpaceWatch | None = None  # the access log's disk
     log_health: HealthTracked | None = None  # the access log itself when its store tracks its health (PostgreSQL)
+    metrics: Metrics | None = None  # the application's Prometheus metrics (gateway/web/metrics.py)
 
     def __post_init__(self) -> None:
         if self.log_health is None and isinstance(self.access_log, HealthTracked):
@@ -76,3 +79,5 @@ REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 AUDIT_NOTE: web.RequestKey[AuditNote] = web.RequestKey("audit_note", AuditNote)
 PROBLEM_CODE: web.RequestKey[str] = web.RequestKey("problem_code", str)
 REQUEST_BODY: web.RequestKey[bytes] = web.RequestKey("request_body", bytes)
+SERVICES: web.AppKey[ServiceCatalogue] = web.AppKey("services", ServiceCatalogue)
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)

@@ -16,6 +16,7 @@ import pytest
 
 from gateway.cli.main import main
 from gateway.config.settings import ConfigError, load
+from simulators.servers import DEFAULT_PORTS
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -44,8 +45,10 @@ def free_port_block(size: int) -> int:
 
 
 def test_serve_with_simulators_becomes_ready_logs_json_and_stops_gracefully(tmp_path: Path) -> None:
-    base = free_port_block(5)
-    env = {**os.environ, "ANSS_GATEWAY_STATE_DIR": str(tmp_path / "state"), "ANSS_GATEWAY_PORT": str(base + 4),
+    sims = len(DEFAULT_PORTS)  # the simulators take base, base + 1, ...; the gateway the port after them
+    base = free_port_block(sims + 1)
+    gateway_port = base + sims
+    env = {**os.environ, "ANSS_GATEWAY_STATE_DIR": str(tmp_path / "state"), "ANSS_GATEWAY_PORT": str(gateway_port),
            "ANSS_GATEWAY_SIMULATOR_BASE_PORT": str(base)}
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "serve", "--with-simulators"], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -54,18 +57,21 @@ def test_serve_with_simulators_becomes_ready_logs_json_and_stops_gracefully(tmp_
         ready = None
         while time.monotonic() < deadline and ready is None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{base + 4}/readyz", timeout=1) as resp:
+                with urllib.request.urlopen(f"http://127.0.0.1:{gateway_port}/readyz", timeout=1) as resp:
                     ready = json.loads(resp.read())
             except OSError:
                 time.sleep(0.2)
         assert ready is not None
         roomy = ready["checks"].pop("free_space")  # (a disk below the floor says degraded, still serving)
-        assert ready == {"status": "ready" if roomy else "degraded",
-                         "checks": {"keys": True, "store": True, "connectors": True}}
+        assert (ready["status"], ready["checks"]) == (
+            "ready" if roomy else "degraded", {"keys": True, "store": True, "connectors": True})
+        assert {name: s["state"] for name, s in ready["sources"].items()} == {
+            "civil_registry": "closed", "education": "closed", "employment": "closed", "health": "closed",
+            "social_registry": "closed"}
         # the CLI client signs with the dev key the server generated, and checks the answer's signature
         fixture = subprocess.run(
             [sys.executable, "-m", "gateway.cli.main", "client", "verify", "--idcs", _fixture_idcs(),
-             "--check", "identity", "--url", f"http://127.0.0.1:{base + 4}"],
+             "--check", "identity", "--url", f"http://127.0.0.1:{gateway_port}"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
         assert fixture.returncode == 0, fixture.stderr
         assert "response signature valid" in fixture.stderr
@@ -93,13 +99,17 @@ def test_demo_json_verifies_every_fixture(capsys: pytest.CaptureFixture[str]) ->
     assert main(["demo", "--json"]) == 0
     results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["fixture"] for r in results] == ["deceased_father", "child_out_of_school", "salaried_parent",
-                                               "amo_tadamon", "disabled_child", "unknown_identifier"]
+                                               "amo_tadamon", "disabled_child", "not_in_rsu", "elderly_couple",
+                                               "unknown_identifier"]
     for r in results:
         assert r["ok"] and r["signature_valid"], r
         assert set(r) >= {"subject", "checks", "sources"}
+    everyone = {"civil_registry", "education", "health", "employment"}
     for r in results[:-1]:
         assert r["sources"] and {s["status"] for s in r["sources"]} == {"ok"}
-        assert {s["name"] for s in r["sources"]} == {"civil_registry", "education", "health", "employment"}
+        # the elderly couple's son is 31: nobody of school age, so MASSAR is not asked
+        expected = everyone - {"education"} if r["fixture"] == "elderly_couple" else everyone
+        assert {s["name"] for s in r["sources"]} == expected
     assert results[-1]["status"] == 404
 
 
@@ -191,3 +201,15 @@ def test_a_connector_url_from_the_environment_wins_over_its_simulator() -> None:
     sims = {"civil_registry": "http://127.0.0.1:1", "cnss": "http://127.0.0.1:2", "amo": "http://127.0.0.1:3"}
     env = {"ANSS_GATEWAY_CONNECTOR_CNSS_URL": "https://cnss.example.ma", "ANSS_GATEWAY_CONNECTOR_AMO_URL": ""}
     assert simulated_urls(sims, env) == {"civil_registry": "http://127.0.0.1:1", "amo": "http://127.0.0.1:3"}
+
+
+def test_plain_serve_follows_a_simulator_base_port_except_where_a_url_is_given() -> None:
+    from gateway.web.runner import following_base_port
+
+    env = {"ANSS_GATEWAY_SIMULATOR_BASE_PORT": "9101", "ANSS_GATEWAY_CONNECTOR_HEALTH_URL": "https://amo.example.ma"}
+    settings = load(env=env)
+    moved = following_base_port(settings, env)
+    assert moved == {"civil_registry": "http://127.0.0.1:9101", "education": "http://127.0.0.1:9102",
+                     "employment": "http://127.0.0.1:9104"}
+    assert settings.connector("health").base_url == "https://amo.example.ma"  # its own URL: kept
+    assert following_base_port(load(env={}), {}) == {}  # the default base port: nothing to follow

@@ -6,7 +6,6 @@ import asyncio
 import json
 import socket
 import time
-import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -31,6 +30,7 @@ from connectors.base import (
     SourceUnavailable,
 )
 from connectors.rest import RestConnector
+from gateway.config.connectors import load_connector_file
 from gateway.crypto import keys
 from gateway.crypto.outbound import OutboundSigner
 from gateway.federation.calendar import last_complete_months
@@ -45,8 +45,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def load_config(name: str) -> ConnectorConfig:
-    table = tomllib.loads((ROOT / "config" / "connectors" / f"{name}.toml").read_text(encoding="utf-8"))
-    return ConnectorConfig(**table["connector"])
+    return load_connector_file(ROOT / "config" / "connectors" / f"{name}.toml", {})
 
 
 def base_url(server: TestServer) -> str:
@@ -176,6 +175,30 @@ async def test_enrolment_for_a_given_school_year(education: Backend, call_ctx: C
     assert record.data["level"] == expected.level
 
 
+async def test_a_python_mapping_module_is_the_escape_hatch(education: Backend, call_ctx: CallContext) -> None:
+    config = replace(education.config, operations={}, mapping="tests.connectors.mapping_module")
+    connector = RestConnector(config, ROOT)
+    child = POP.fixture("child_out_of_school").children[1]
+    record = await connector.fetch(Query("enrolment", {"idcs": child.idcs}), call_ctx)
+    expected = POP.enrolment(child.idcs)
+    assert expected is not None
+    assert record.data["level"] == expected.level.upper() and record.data["school"] == expected.school
+    assert record.kind == "enrolment" and education.ctx.control.calls == 1
+
+
+async def test_a_not_found_value_in_the_reply_is_a_not_found(call_ctx: CallContext) -> None:
+    """``not_found = { at, equals }``: a backend that answers 200 with a marker instead of a 404."""
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({"found": False})
+
+    config = load_config("education")
+    operation = dict(config.operations["enrolment"]) | {"not_found": {"status": 404, "at": "/found",
+                                                                      "equals": False}}
+    async with rogue(handler, operations={"enrolment": operation}) as connector:
+        with pytest.raises(SourceNotFound):
+            await connector.fetch(Query("enrolment", {"idcs": "1234567890"}), call_ctx)
+
+
 async def test_declarations_of_salaried_father_match_population(
     employment: Backend, call_ctx: CallContext
 ) -> None:
@@ -216,13 +239,32 @@ async def test_unknown_idcs_is_not_found(
             Query("declarations", {"idcs": unknown, "from": "2025-01", "to": "2025-06"}), call_ctx)
 
 
+def without_patterns(config: ConnectorConfig) -> ConnectorConfig:
+    """The same administration with no ``pattern`` on any parameter: every value reaches the path template."""
+    operations = {
+        name: {**op, "params": {p: {k: v for k, v in spec.items() if k != "pattern"}
+                                for p, spec in op.get("params", {}).items()}}
+        for name, op in config.operations.items()
+    }
+    return replace(config, operations=operations)
+
+
 async def test_path_values_are_quoted_and_the_signature_still_holds(
     education: Backend, call_ctx: CallContext
 ) -> None:
     # Reaches the handler (signature verified on the quoted path), which refuses the malformed idcs: 400.
+    connector = RestConnector(without_patterns(education.config), ROOT)
     with pytest.raises(SourceUnavailable):
-        await education.connector.fetch(Query("enrolment", {"idcs": "../../x?y=1"}), call_ctx)
+        await connector.fetch(Query("enrolment", {"idcs": "../../x?y=1"}), call_ctx)
     assert education.ctx.control.calls == 1
+
+
+async def test_a_parameter_off_its_declared_pattern_is_refused_before_any_call(
+    education: Backend, call_ctx: CallContext
+) -> None:
+    with pytest.raises(ValueError, match="not of the expected form"):
+        await education.connector.fetch(Query("enrolment", {"idcs": "../../x?y=1"}), call_ctx)
+    assert education.ctx.control.calls == 0
 
 
 async def test_unknown_operation_and_missing_parameter_are_caller_errors(

@@ -7,7 +7,6 @@ import json
 import shutil
 import socket
 import time
-import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -34,6 +33,7 @@ from connectors.base import (
     SourceUnavailable,
 )
 from connectors.soap import SoapConnector
+from gateway.config.connectors import load_connector_file
 from gateway.crypto import keys
 from gateway.crypto.outbound import OutboundSigner
 from simulators import civil_registry as rnp
@@ -49,8 +49,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def load_config(name: str) -> ConnectorConfig:
-    table = tomllib.loads((ROOT / "config" / "connectors" / f"{name}.toml").read_text(encoding="utf-8"))
-    return ConnectorConfig(**table["connector"])
+    return load_connector_file(ROOT / "config" / "connectors" / f"{name}.toml", {})
 
 
 def base_url(server: TestServer) -> str:
@@ -459,7 +458,7 @@ def test_wsdl_must_be_local(tmp_path: Path) -> None:
     remote = wsdl.replace("<wsdl:types>", '<wsdl:import namespace="urn:x" location="http://example.invalid/x.wsdl"/>'
                           "<wsdl:types>")
     (tmp_path / "remote.wsdl").write_text(remote)
-    with pytest.raises(ValueError, match="cannot load WSDL"):
+    with pytest.raises(ValueError, match=r"refers to http://example\.invalid/x\.wsdl; list a local copy"):
         SoapConnector(replace(load_config("health"), options={"wsdl": "remote.wsdl", "path": "/amo/soap"}),
                       tmp_path)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 
 from gateway.client import GatewayClient
 from gateway.config.settings import Settings, load
@@ -47,7 +48,8 @@ def make_settings(state_dir: Path, timeout_s: float = 1.5) -> Settings:
 
 
 @asynccontextmanager
-async def build_stack(tmp_path: Path, adjust: Callable[[Settings], Settings] | None = None) -> AsyncIterator[Stack]:
+async def build_stack(tmp_path: Path, adjust: Callable[[Settings], Settings] | None = None,
+                      tracer_provider: TracerProvider | None = None) -> AsyncIterator[Stack]:
     """The stack, optionally with adjusted settings (other rights, limits...)."""
     settings = make_settings(tmp_path / "state")
     if adjust is not None:
@@ -57,7 +59,7 @@ async def build_stack(tmp_path: Path, adjust: Callable[[Settings], Settings] | N
     sims = await start_simulators(population, {gateway_key.kid: gateway_key.public})
     settings = settings.with_connector_urls(sims.urls)
     try:
-        async with gateway_running(settings, port=0) as gw:
+        async with gateway_running(settings, port=0, tracer_provider=tracer_provider) as gw:
             key = keys.load_or_create(dev_client_key_path(settings.state_dir, "anss.asd"))
             async with GatewayClient(gw.url, "anss.asd", key, settings.gateway_id) as client:
                 yield Stack(settings, gw, sims, population, client)

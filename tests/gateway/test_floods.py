@@ -185,8 +185,8 @@ async def test_a_disk_below_its_floor_makes_readyz_degraded_and_warns(tmp_path: 
             async with aiohttp.ClientSession() as session, session.get(stack.gateway.url + "/readyz") as resp:
                 ready = await resp.json()
                 assert resp.status == 200  # still serving
-            assert ready == {"status": "degraded", "checks": {"keys": True, "store": True, "connectors": True,
-                                                              "free_space": False}}
+            assert (ready["status"], ready["checks"]) == (
+                "degraded", {"keys": True, "store": True, "connectors": True, "free_space": False})
             watch = stack.gateway.runner.app[RUNTIME].free_space
             assert watch is not None and watch.path == stack.settings.audit_database.parent
             assert (await stack.client.verify({"idcs": stack.population.fixture("amo_tadamon").father.idcs},

@@ -411,7 +411,7 @@ def test_coverage_disabled_child(pop: Population) -> None:
 
 def test_fixtures_are_the_first_households(pop: Population) -> None:
     assert FIXTURE_NAMES == ("deceased_father", "child_out_of_school", "salaried_parent", "amo_tadamon",
-                             "disabled_child")
+                             "disabled_child", "not_in_rsu", "elderly_couple")
     for i, name in enumerate(FIXTURE_NAMES):
         assert pop.household(i).fixture == name
         assert pop.fixture(name).index == i

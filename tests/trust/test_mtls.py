@@ -38,7 +38,7 @@ from gateway.trust.tls import (
 )
 from gateway.web.runner import RunningGateway, gateway_running
 from simulators.population import Population
-from simulators.servers import start_simulators
+from simulators.servers import DEFAULT_PORTS, start_simulators
 from tests.trust.pki import Issued, Pki, make_pki
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -272,14 +272,15 @@ def _https_get(url: str, context: ssl.SSLContext) -> dict[str, Any]:
 
 
 def test_cli_serves_mutual_tls_and_the_cli_client_calls_it(tmp_path: Path, pki: Pki) -> None:
-    base = _free_port_block(5)
-    env = {**os.environ, "ANSS_GATEWAY_STATE_DIR": str(tmp_path / "state"), "ANSS_GATEWAY_PORT": str(base + 4),
+    sims = len(DEFAULT_PORTS)  # the simulators take base, base + 1, ...; the gateway the port after them
+    base = _free_port_block(sims + 1)
+    env = {**os.environ, "ANSS_GATEWAY_STATE_DIR": str(tmp_path / "state"), "ANSS_GATEWAY_PORT": str(base + sims),
            "ANSS_GATEWAY_SIMULATOR_BASE_PORT": str(base), "ANSS_GATEWAY_SIMULATOR_SEED": SEED,
            "ANSS_GATEWAY_TLS_CERT": str(pki.server.cert), "ANSS_GATEWAY_TLS_KEY": str(pki.server.key)}
     proc = subprocess.Popen(  # the certificate and key from the environment, the client CA as an option
         [sys.executable, "-m", "gateway.cli.main", "serve", "--with-simulators", "--tls-client-ca", str(pki.ca)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    url = f"https://127.0.0.1:{base + 4}"
+    url = f"https://127.0.0.1:{base + sims}"
     try:
         with_cert = client_ssl_context(pki.ca, pki.asd.cert, pki.asd.key)
         deadline, ready = time.monotonic() + 30, None

@@ -68,6 +68,9 @@ def grant_for(settings: Settings, *, citizen: str, grantee: str, purpose: str, c
     for right in client.rights if client else ():
         if right.purpose == purpose:
             allowed |= right.checks
+    for service_right in client.services if client else ():  # a service call is consented to by its name
+        if service_right.purpose == purpose:
+            allowed.add(service_right.service)
     if not allowed:
         raise BadRequest(f"grantee {grantee!r} is not a client with a right for purpose {purpose!r}")
     outside = [c for c in checks if c not in allowed]

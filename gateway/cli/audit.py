@@ -1,0 +1,129 @@
+"""``audit verify|export``: check the access log (or an export, offline) and export it with its proofs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from gateway.cli.common import load_settings
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from gateway.audit.heads import read_jwks, tree_head_keys
+    from gateway.audit.recompute import describe
+    from gateway.stores.backends import log_location
+
+    if args.export:
+        return _audit_verify_export(Path(args.export), args.jwks)
+    settings = load_settings(args)
+    where = log_location(settings, Path(args.database) if args.database else None)  # [storage], or --database
+    if not where.exists():
+        print(f"no access log at {where.name}", file=sys.stderr)
+        return 2
+    trusted = tree_head_keys(settings) | (read_jwks(Path(args.jwks)) if args.jwks else {})
+    problem = where.verify(trusted)
+    if problem is not None:
+        print(f"access log BROKEN at entry {problem.index}: {problem.reason}")
+        return 1
+    status = where.status()
+    print(f"access log intact ({where.name}): {status.entries} entries ({status.pruned} pruned), "
+          f"{status.heads} signed tree heads verified against {len(trusted)} known keys")
+    if status.latest is not None:
+        print(f"latest signed tree head: {describe(status.latest)}; "
+              f"{status.entries - status.latest.head.tree_size} entries after it are not signed yet")
+    return 0
+
+
+def _audit_verify_export(path: Path, jwks: str | None) -> int:
+    from gateway.audit.heads import read_jwks_document
+    from gateway.audit.offline import ExportInvalid, verify_export_file
+    from gateway.audit.recompute import describe
+
+    if not jwks:
+        print("--export needs --jwks FILE: the gateway's public keys, obtained from the gateway or its operator "
+              "over an authenticated channel (never from the export itself)", file=sys.stderr)
+        return 2
+    try:
+        summary = verify_export_file(path, read_jwks_document(Path(jwks)))
+    except OSError as exc:
+        print(f"cannot read {path}: {exc}", file=sys.stderr)
+        return 2
+    except ExportInvalid as exc:
+        where = f" at entry {exc.index}" if exc.index is not None else ""
+        print(f"export BROKEN{where}: {exc}")
+        return 1
+    except (ValueError, KeyError, TypeError) as exc:
+        print(f"export BROKEN: malformed line ({type(exc).__name__}: {exc})")
+        return 1
+    print(f"export verifies ({path}): entries 0..{summary.tree_size - 1} ({summary.pruned} pruned), "
+          f"{summary.heads} signed tree heads of log {summary.log_id}")
+    if summary.latest is not None:
+        print(f"last signed tree head: {describe(summary.latest)} — compare it with a head obtained independently")
+    return 0
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from gateway.audit import AccessLogCorrupt, log_id_for
+    from gateway.crypto.keyring import load_signing_keys
+    from gateway.stores.backends import log_location
+
+    settings = load_settings(args)
+    where = log_location(settings, Path(args.database) if args.database else None)
+    if not where.exists():
+        print(f"no access log at {where.name}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
+
+    async def run() -> tuple[int, int]:
+        store = where.store()
+        await store.open()
+        try:
+            if not args.no_sign:  # cover the tail: the export ends at the latest signed head
+                await store.issue_tree_head(load_signing_keys(settings)[0], log_id_for(settings.gateway_id))
+            with partial.open("w", encoding="utf-8", newline="\n") as fh:
+                head = await store.export(fh, inclusion_proofs=not args.no_proofs,
+                                          consistency_proofs=not args.no_proofs)
+            return head.head.tree_size, await store.count()
+        finally:
+            await store.close()
+
+    try:
+        size, count = asyncio.run(run())
+    except (ValueError, AccessLogCorrupt) as exc:
+        partial.unlink(missing_ok=True)
+        print(f"cannot export: {exc}", file=sys.stderr)
+        return 1
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(out)
+    print(f"exported entries 0..{size - 1} to {out}" + (f" ({count - size} later entries are not signed yet)"
+                                                        if count > size else ""))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    a = sub.add_parser("audit", help="the access log").add_subparsers(dest="audit_cmd", required=True)
+    av = a.add_parser("verify", help="recompute the Merkle tree log; exit 1 naming the first bad entry",
+                      description="Recompute the access log from its entries and check every stored hash and "
+                                  "signed tree head (against the gateway's keys, retired ones included, and any "
+                                  "--jwks); or, with --export, verify an export offline. Exit 0 if it verifies, "
+                                  "1 naming the first bad entry, 2 if it cannot be checked.")
+    av.add_argument("--database", help="a SQLite access log file (default: the configured [storage])")
+    av.add_argument("--export", metavar="FILE", help="verify this export (JSON Lines) instead, offline")
+    av.add_argument("--jwks", metavar="FILE", help="the gateway's public keys (JWKS): required with --export; "
+                                                   "otherwise added to the configured keys")
+    av.set_defaults(func=cmd_audit_verify)
+    ae = a.add_parser("export", help="write the log, its signed tree heads and proofs as JSON Lines",
+                      description="Sign a tree head for the current size (with the gateway's active key), then "
+                                  "export every entry up to it with inclusion and consistency proofs, in the "
+                                  "format of docs/merkle-log.md; verify with `audit verify --export FILE --jwks`.")
+    ae.add_argument("--out", required=True, metavar="FILE")
+    ae.add_argument("--database", help="a SQLite access log file (default: the configured [storage])")
+    ae.add_argument("--no-sign", action="store_true", help="export up to the latest existing head only")
+    ae.add_argument("--no-proofs", action="store_true", help="leave out inclusion and consistency proofs")
+    ae.set_defaults(func=cmd_audit_export)

@@ -1,0 +1,71 @@
+"""``client verify`` and ``client call`` against a real gateway and the real simulators, run as a user would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.cli.main import main
+from tests.gateway.conftest import Stack, build_stack
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Stack]:
+    async with build_stack(tmp_path) as built:
+        monkeypatch.setenv("ANSS_GATEWAY_STATE_DIR", str(built.settings.state_dir))
+        yield built
+
+
+async def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = await asyncio.to_thread(main, list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+async def test_client_call_calls_a_service_as_the_one_client_entitled_to_it(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    father = stack.population.fixture("deceased_father").father
+    code, out, err = await run(capsys, "client", "call", "rnp.person", "--param", f"idcs={father.idcs}",
+                               "--url", stack.gateway.url, "--case-ref", "DECES-1")
+    assert code == 0, err
+    assert "response signature valid" in err
+    body = json.loads(out)
+    assert (body["service"], body["purpose"], body["found"]) == ("rnp.person", "ms.death-verification", True)
+    assert body["record"]["alive"] is False
+
+
+async def test_client_call_exits_1_on_a_refusal_and_2_on_a_usage_mistake(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = await run(capsys, "client", "call", "rnp.person", "--param", "idcs=12",
+                               "--url", stack.gateway.url)
+    assert code == 1 and json.loads(out)["code"] == "invalid_request" and "HTTP 400" in err
+    code, _out, err = await run(capsys, "client", "call", "rnp.nowhere", "--url", stack.gateway.url)
+    assert code == 2 and "no service 'rnp.nowhere'" in err and "rnp.person" in err
+    with pytest.raises(SystemExit) as exited:  # argparse refuses it, before anything is sent
+        await run(capsys, "client", "call", "rnp.person", "--param", "idcs", "--url", stack.gateway.url)
+    assert exited.value.code == 2 and "name=value" in capsys.readouterr().err
+
+
+async def test_client_services_lists_what_a_client_may_use(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = await run(capsys, "client", "services", "--client", "men.bourses", "--url", stack.gateway.url)
+    assert code == 0, err
+    assert [s["service"] for s in json.loads(out)["services"]] == ["cnss.declarations"]
+
+
+async def test_client_verify_exits_1_when_no_check_could_be_verified(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for control in stack.simulators.controls.values():
+        control.fail = True
+    idcs = stack.population.fixture("salaried_parent").father.idcs
+    code, out, err = await run(capsys, "client", "verify", "--idcs", idcs, "--check", "identity",
+                               "--url", stack.gateway.url)
+    assert code == 1
+    assert json.loads(out)["checks"]["identity"]["status"] == "unavailable"
+    assert "no check could be verified" in err

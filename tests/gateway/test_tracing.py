@@ -1,0 +1,111 @@
+"""OpenTelemetry traces: one trace per verification, a span per administration call, ``traceparent`` sent to the
+administrations, and no personal value in any span; off unless the ``OTEL_*`` variables ask for it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from gateway.config.settings import ConfigError
+from gateway.web.state import RUNTIME
+from gateway.web.tracing import provider_from_env, scrub_url
+from tests.gateway.conftest import Stack, build_stack
+
+
+class Recorder:
+    """Stands in front of the education simulator: keeps each call's headers, forwards it unchanged."""
+
+    def __init__(self) -> None:
+        self.headers: list[dict[str, str]] = []
+        self.target = ""
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.forward)
+        return app
+
+    async def forward(self, request: web.Request) -> web.Response:
+        self.headers.append(dict(request.headers))
+        async with aiohttp.ClientSession() as session, session.request(
+            request.method, self.target + request.path_qs, headers={
+                k: v for k, v in request.headers.items() if k.lower() in ("authorization", "accept")}) as resp:
+            return web.Response(body=await resp.read(), status=resp.status,
+                                content_type=resp.content_type)
+
+
+@pytest.fixture
+async def traced(tmp_path: Path) -> AsyncIterator[tuple[Stack, InMemorySpanExporter, Recorder, TracerProvider]]:
+    exporter = InMemorySpanExporter()
+    provider = provider_from_env({}, exporter)
+    assert provider is not None
+    recorder = Recorder()
+    server = TestServer(recorder.app(), host="127.0.0.1")
+    await server.start_server()
+
+    async with build_stack(tmp_path, tracer_provider=provider) as stack:
+        # MASSAR's connector goes through the recorder, which forwards to the simulator
+        recorder.target = stack.settings.connector("education").base_url
+        education = stack.gateway.runner.app[RUNTIME].federation.connectors["education"]
+        inner = getattr(education, "inner", education)
+        inner._origin = f"http://127.0.0.1:{server.port}"
+        yield stack, exporter, recorder, provider
+    await server.close()
+    provider.shutdown()
+
+
+async def test_one_trace_per_verification_with_a_span_per_administration_call(
+    traced: tuple[Stack, InMemorySpanExporter, Recorder, TracerProvider]
+) -> None:
+    stack, exporter, recorder, provider = traced
+    household = stack.population.fixture("amo_tadamon")
+    answer = await stack.client.verify({"idcs": household.father.idcs}, "asd.eligibility", "CASE-TRACE")
+    assert answer.status == 200
+    assert provider.force_flush()  # what the batch processor still holds
+    every = exporter.get_finished_spans()  # the client's JWKS fetch is a trace of its own
+    server = [s for s in every if s.name == "POST /v1/verifications"]
+    assert len(server) == 1 and server[0].parent is None
+    trace_id = server[0].context.trace_id
+    spans = [s for s in every if s.context.trace_id == trace_id]
+    calls = [s for s in every if s.attributes and "anss.source" in s.attributes]
+    assert calls and all(s.context.trace_id == trace_id for s in calls), "one trace for the whole verification"
+    tallies = {source["name"]: source["calls"] for source in answer.json()["sources"]}
+    assert {name: sum(1 for s in calls if s.attributes["anss.source"] == name) for name in tallies} == tallies
+    assert {s.name for s in calls} >= {"civil_registry person", "civil_registry family", "education enrolment",
+                                       "health coverage", "employment declarations"}
+    http_clients = [s for s in spans if s.kind.name == "CLIENT"]
+    assert len(http_clients) == sum(tallies.values())
+
+    # traceparent reached MASSAR, in this trace; no baggage went out
+    assert recorder.headers and all(h.get("traceparent", "").split("-")[1] == f"{trace_id:032x}"
+                                    for h in recorder.headers)
+    assert not any("baggage" in {k.lower() for k in h} for h in recorder.headers)
+
+    # no identifier of the household in any span name or attribute
+    secrets = {p.idcs for p in household.members} | {p.last_name for p in household.members}
+    recorded = " ".join([s.name for s in spans] + [str(v) for s in spans for v in (s.attributes or {}).values()])
+    assert not [x for x in secrets if x in recorded]
+
+
+def test_tracing_is_off_by_default_and_follows_the_standard_variables() -> None:
+    assert provider_from_env({}) is None
+    assert provider_from_env({"OTEL_TRACES_EXPORTER": "none"}) is None
+    assert provider_from_env({"OTEL_TRACES_EXPORTER": "console", "OTEL_SDK_DISABLED": "true"}) is None
+    on = provider_from_env({"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "gw-rabat-1"})
+    assert on is not None and on.resource.attributes["service.name"] == "gw-rabat-1"
+    on.shutdown()
+    with pytest.raises(ConfigError, match="unknown exporter 'zipkin'"):
+        provider_from_env({"OTEL_TRACES_EXPORTER": "zipkin"})
+
+
+def test_urls_lose_their_query_and_identifying_segments() -> None:
+    assert scrub_url("http://127.0.0.1:8102/massar/v1/pupils/1234567890/enrolment?school_year=2025-2026") == (
+        "http://127.0.0.1:8102/massar/v1/pupils/{id}/enrolment")
+    assert scrub_url("/v1/consents?idcs=1234567890") == "/v1/consents"
+
