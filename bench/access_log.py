@@ -30,6 +30,7 @@ from pathlib import Path
 from gateway.audit import AccessLog, AccessRecord, SqliteAccessLog
 from gateway.config.settings import DSN_ENV
 from gateway.crypto import keys
+from gateway.federation.checks.registry import builtin
 from gateway.stores.postgres import PostgresTarget
 
 LOG_ID = "anss-gateway.access"
@@ -41,7 +42,7 @@ def record(i: int) -> AccessRecord:
         time="2026-11-23T10:00:00.123456+00:00", request_id=uuid.uuid4().hex, method="POST",
         path="/v1/verifications", status=200, outcome="answered", latency_ms=41.237, client="anss.asd",
         purpose="asd.eligibility", legal_basis="Loi n° 58-23 relative aux régimes de soutien social direct",
-        case_ref=f"DOSSIER-{i:08d}", checks=("identity", "household", "schooling", "health_coverage", "employment"),
+        case_ref=f"DOSSIER-{i:08d}", checks=builtin().names,
         subject=uuid.uuid4().hex * 2, sources=(("civil_registry", "ok"), ("education", "ok"), ("health", "ok"),
                                                ("employment", "ok")),
         request_sha256=uuid.uuid4().hex * 2, response_sha256=uuid.uuid4().hex * 2, detail={"jti": uuid.uuid4().hex},

@@ -22,11 +22,12 @@ from pathlib import Path
 
 from gateway.audit import AccessRecord, SqliteAccessLog
 from gateway.audit.query import LogQuery
+from gateway.federation.checks.registry import builtin
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 CLIENTS = [f"client.{i}" for i in range(20)]
 PURPOSES = ["asd.eligibility", "amo.coverage", "rsu.update", "fraud.check", "rare.purpose"]
-CHECKS = ["identity", "household", "schooling", "health_coverage", "employment"]
+CHECKS = list(builtin().names)
 SOURCES = ["civil_registry", "education", "health", "employment"]
 
 

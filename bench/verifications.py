@@ -7,8 +7,9 @@ The four simulators run in a separate process (spawned), on free loopback ports,
 generated for the run in a temporary state directory. This process then runs, with the same households in
 the same order and the same concurrency, baseline first:
 
-(b) the baseline: for each household, exactly the backend calls the gateway would make (stage 1: person,
-    family, coverage and declarations of the subject at once; stage 2: every child's enrolment and
+(b) the baseline: for each household, exactly the backend calls the gateway would make (the requested
+    checks' plans from the check registry, in the same rounds; with the built-in checks, round 1: person,
+    family, coverage and declarations of the subject at once; round 2: every child's enrolment and
     coverage, every spouse's declarations at once), through the project's own connectors (same zeep
     envelopes, same parsing and record validation), one aiohttp session set up like the gateway's, and
     the same outbound call signatures (the administrations check them). Nothing else: no client
@@ -44,7 +45,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -61,8 +62,11 @@ from gateway.crypto.jws import SIGNATURE_HEADER, SignatureInvalid, verify_detach
 from gateway.crypto.keyring import dev_client_key_path, load_gateway_key
 from gateway.crypto.keys import PublicKey, public_from_jwk
 from gateway.crypto.outbound import OutboundSigner
-from gateway.federation.calendar import age_on, last_complete_months
-from gateway.federation.executor import NEEDS_FAMILY, Federation
+from gateway.federation.checks.protocol import Operation
+from gateway.federation.checks.registry import CheckRegistry, discover
+from gateway.federation.evidence import Evidence
+from gateway.federation.executor import Federation
+from gateway.federation.plan import first_round, next_round
 from gateway.policy.rights import authorise
 from gateway.web import logs
 from gateway.web.runner import gateway_running, simulators_running
@@ -232,63 +236,45 @@ def new_session() -> aiohttp.ClientSession:
 
 
 class Baseline:
-    """The gateway's backend plan for one subject (gateway/federation/executor.py), with nothing around it."""
+    """The gateway's backend plan for one subject (gateway/federation/executor.py), with nothing around it:
+    the same checks' plans (the check registry), run in the same rounds, without tallies or evaluation."""
 
     def __init__(self, connectors: Mapping[str, Connector], session: aiohttp.ClientSession, sign: OutboundSigner,
-                 checks: tuple[str, ...], client_id: str = CLIENT_ID, purpose: str = PURPOSE) -> None:
+                 checks: tuple[str, ...], client_id: str = CLIENT_ID, purpose: str = PURPOSE,
+                 registry: CheckRegistry | None = None) -> None:
         self.client_id, self.purpose = client_id, purpose
         self.routes = Federation(connectors).routes  # the same operation → connector routing
         self.session = session
         self.sign = sign
-        self.wanted = frozenset(checks)
+        known = registry if registry is not None else discover()
+        self.plans = [known[c] for c in checks]
 
-    async def _ask(self, operation: str, params: dict[str, str], ctx: CallContext,
-                   tally: dict[str, int]) -> Record | ConnectorError:
-        connector = self.routes[operation]
+    async def _ask(self, op: Operation, ctx: CallContext, tally: dict[str, int]) -> Record | ConnectorError:
+        connector = self.routes[op.name]
         tally[connector.name] = tally.get(connector.name, 0) + 1
         try:
-            return await connector.fetch(Query(operation, params), ctx)
+            return await connector.fetch(Query(op.name, op.params), ctx)
         except ConnectorError as exc:
             return exc
 
     async def verify(self, idcs: str, tally: dict[str, int]) -> bool:
         """True if every backend answered (a subject unknown to one administration is an answer)."""
-        today = datetime.now(UTC).date()
+        evidence = Evidence(subject_idcs=idcs, today=datetime.now(UTC).date())
         ctx = CallContext(self.session, self.sign, uuid.uuid4().hex, self.client_id, self.purpose)
-        first, last = last_complete_months(today, 6)
-        stage1: list[tuple[str, dict[str, str]]] = [("person", {"idcs": idcs})]
-        if self.wanted & NEEDS_FAMILY:
-            stage1.append(("family", {"idcs": idcs}))
-        if "health_coverage" in self.wanted:
-            stage1.append(("coverage", {"idcs": idcs}))
-        if "employment" in self.wanted:
-            stage1.append(("declarations", {"idcs": idcs, "from": first, "to": last}))
-        answers = await asyncio.gather(*(self._ask(op, params, ctx, tally) for op, params in stage1))
-        ok = all(isinstance(a, Record | SourceNotFound) for a in answers)
-        person, family = answers[0], answers[1] if len(answers) > 1 else None
-        if not isinstance(person, Record) or not isinstance(family, Record):
-            return False  # every sampled father exists: anything else is a failed run
-        stage2 = self._stage2(family, today, first, last)
-        if stage2:
-            answers = await asyncio.gather(*(self._ask(op, params, ctx, tally) for op, params in stage2))
+        calls = first_round(self.plans, evidence)
+        ok, first = True, True
+        while calls:
+            answers = await asyncio.gather(*(self._ask(op, ctx, tally) for op in calls))
+            for op, answer in zip(calls, answers, strict=True):
+                evidence.answers[(op.name, op.key)] = answer
             ok = ok and all(isinstance(a, Record | SourceNotFound) for a in answers)
+            if first:  # every sampled father exists, with his family: anything else is a failed run
+                family = evidence.answers.get(("family", idcs))
+                if not isinstance(evidence.answers[("person", idcs)], Record) or isinstance(family, ConnectorError):
+                    return False
+                first = False
+            calls = next_round(self.plans, evidence)
         return ok
-
-    def _stage2(self, family: Record, today: date, first: str, last: str) -> list[tuple[str, dict[str, str]]]:
-        calls: list[tuple[str, dict[str, str]]] = []
-        for child in family.data["children"]:
-            if not child["alive"]:
-                continue
-            age = age_on(date.fromisoformat(child["birth_date"]), today)
-            if "schooling" in self.wanted and 6 <= age <= 20:
-                calls.append(("enrolment", {"idcs": child["idcs"]}))
-            if "health_coverage" in self.wanted and age <= 20:
-                calls.append(("coverage", {"idcs": child["idcs"]}))
-        if "employment" in self.wanted:
-            for spouse in family.data["spouses"]:
-                if spouse["alive"]:
-                    calls.append(("declarations", {"idcs": spouse["idcs"], "from": first, "to": last}))
-        return calls
 
 
 # ---------------------------------------------------------------- (a) the gateway's load generator
@@ -620,7 +606,7 @@ async def run_phases(settings: Settings, opts: Options, subjects: list[str], sim
         backend_session = await stack.enter_async_context(new_session())
         baseline = Baseline(connectors, backend_session,
                             OutboundSigner(gateway_key, settings.gateway_id, client_id, purpose), checks,
-                            client_id, purpose)
+                            client_id, purpose, settings.checks)
         # (a) the real gateway (idle while the baseline runs) and its load generator
         gw = await stack.enter_async_context(gateway_running(settings, port=0))
         client_session = await stack.enter_async_context(aiohttp.ClientSession(

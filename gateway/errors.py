@@ -23,7 +23,8 @@ own text, never a backend's message or a stack trace::
      ├── UpstreamError                      502 source_unavailable, source_rejected, source_fault,
      │    │                                     source_malformed, source_too_large (a service's administration)
      │    └── UpstreamTimeout (TimeoutError) 504 source_timeout
-     └── ServiceUnavailable                 503 audit_unavailable, not_ready
+     └── ServiceUnavailable                 503 audit_unavailable, access_log_corrupt, not_ready,
+                                                replay_history_lost
 """
 
 from __future__ import annotations

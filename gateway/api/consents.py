@@ -65,7 +65,7 @@ async def _managed_consent(runtime: Runtime, consent_id: str, managed: frozenset
 
 async def grant_consent(request: web.Request) -> web.Response:
     runtime, note, managed, body = await _caller(request)
-    payload = parse_json(body, request.content_type, "consent-request.json")
+    payload = parse_json(body, request.content_type, "consent-request.json", runtime.settings.checks)
     note.purpose, note.checks = payload["purpose"], tuple(payload["checks"])
     citizen = runtime.pseudonymiser.pseudonym("idcs", payload["subject"]["idcs"])
     note.subject = citizen
@@ -108,7 +108,7 @@ async def show_consent(request: web.Request) -> web.Response:
 
 async def revoke_consent(request: web.Request) -> web.Response:
     runtime, note, managed, body = await _caller(request)
-    payload = parse_json(body, request.content_type, "consent-revocation.json")
+    payload = parse_json(body, request.content_type, "consent-revocation.json", runtime.settings.checks)
     try:
         reason = check_reason(payload["reason"])
     except ValueError as exc:

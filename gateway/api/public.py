@@ -1,5 +1,7 @@
-"""Unauthenticated resources: ``/healthz`` (alive), ``/readyz`` (ready to serve, or degraded, and each
-administration's circuit breaker and bulkhead), the JWKS."""
+"""Unauthenticated resources: ``/healthz`` (alive), ``/readyz`` (ready to serve, or degraded below the log's
+free-space floor; each administration's circuit breaker and bulkhead, and how many requests the HTTP parser
+refused since start: ``unparsable_requests``, see gateway/web/protocol.py), the JWKS, and the contract's
+documents (``/schemas/{name}``, with this gateway's check vocabulary)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,11 @@ import orjson
 from aiohttp import web
 
 from connectors.resilience import Resilient
+from gateway.api import contract
 from gateway.crypto import keys
-from gateway.web.state import RUNTIME
+from gateway.errors import NotFound
+from gateway.web.protocol import PARSER_REFUSALS
+from gateway.web.state import RUNTIME, SETTINGS
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -29,7 +34,7 @@ async def readyz(request: web.Request) -> web.Response:
         if health is None or health.available:  # a store known to be away is not asked (it would make us wait)
             try:
                 await runtime.access_log.count()
-                checks["store"] = True
+                checks["store"] = runtime.log_guard is None or runtime.log_guard.corrupt is None  # access_log_corrupt
             except Exception:
                 checks["store"] = False
         checks["connectors"] = bool(runtime.federation.connectors) and not runtime.session.closed
@@ -42,6 +47,8 @@ async def readyz(request: web.Request) -> web.Response:
     if runtime is not None:  # an open breaker is not "not ready": the other sources still answer
         document["sources"] = {name: c.snapshot() for name, c in sorted(runtime.federation.connectors.items())
                                if isinstance(c, Resilient)}
+    refusals = request.app.get(PARSER_REFUSALS)
+    document["unparsable_requests"] = refusals.total if refusals is not None else 0
     return web.Response(
         body=orjson.dumps(document),
         status=200 if ready else 503,
@@ -56,3 +63,11 @@ async def jwks(request: web.Request) -> web.Response:
         content_type="application/jwk-set+json",
         headers={"Cache-Control": "public, max-age=300"},
     )
+
+
+async def schema(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in contract.PUBLISHED:
+        raise NotFound("no such document")
+    return web.Response(body=contract.body(name, request.app[SETTINGS].checks), content_type="application/json",
+                        headers={"Cache-Control": "public, max-age=300"})

@@ -97,7 +97,7 @@ async def call_service(request: web.Request) -> web.Response:
     published = _visible(request, runtime, client_id, name)
     note.detail["service"] = name
 
-    payload = parse_json(signed.body, request.content_type, "service-call-request.json")
+    payload = parse_json(signed.body, request.content_type, "service-call-request.json", runtime.settings.checks)
     params: dict[str, str] = payload["params"]
     note.purpose, note.case_ref = payload["purpose"], payload["case_ref"]
     identifiers = published.identifiers(params)

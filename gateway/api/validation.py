@@ -1,18 +1,21 @@
-"""Parses request bodies strictly: JSON only, no duplicate keys, bounded depth, then the JSON Schema."""
+"""Parses request bodies strictly: JSON only, no duplicate keys, bounded depth, then the JSON Schema (as
+published, with the check vocabulary of the running gateway's registry: ``gateway/api/contract.py``)."""
 
 from __future__ import annotations
 
 import json
 import re
-from functools import cache
-from pathlib import Path
+from functools import cache, lru_cache
 from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError, validators
 
+from gateway.api.contract import SCHEMAS, document
 from gateway.errors import BadRequest, UnsupportedMediaType
+from gateway.federation.checks.registry import CheckRegistry
 
-SCHEMAS = Path(__file__).resolve().parent.parent.parent / "schemas"
+__all__ = ["MAX_DEPTH", "SCHEMAS", "parse_json", "validator"]
+
 MAX_DEPTH = 8
 
 
@@ -33,9 +36,9 @@ def _strict_pattern(validator: Any, pattern: str, instance: Any, schema: Any) ->
 StrictValidator = validators.extend(Draft202012Validator, {"pattern": _strict_pattern})  # type: ignore[no-untyped-call]
 
 
-@cache
-def validator(name: str) -> Any:
-    schema = json.loads((SCHEMAS / name).read_text(encoding="utf-8"))
+@lru_cache(maxsize=64)
+def validator(name: str, checks: CheckRegistry) -> Any:
+    schema = document(name, checks)
     Draft202012Validator.check_schema(schema)
     return StrictValidator(schema)
 
@@ -59,7 +62,7 @@ def _depth(value: Any, level: int = 0) -> int:
     return level
 
 
-def parse_json(body: bytes, content_type: str, schema: str) -> dict[str, Any]:
+def parse_json(body: bytes, content_type: str, schema: str, checks: CheckRegistry) -> dict[str, Any]:
     if content_type != "application/json":
         raise UnsupportedMediaType("send the body as application/json")
     try:
@@ -73,7 +76,7 @@ def parse_json(body: bytes, content_type: str, schema: str) -> dict[str, Any]:
         raise BadRequest("the body is not valid UTF-8 JSON") from exc
     if _depth(data) > MAX_DEPTH:
         raise BadRequest("the body is nested too deeply")
-    errors = sorted(validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
+    errors = sorted(validator(schema, checks).iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         first = errors[0]
         where = "/" + "/".join(str(p) for p in first.absolute_path)

@@ -1,7 +1,8 @@
-"""What a citizen reads, in French (the default) and English: events, outcomes, data categories, and the
+"""What a citizen reads, in French (the default) and English: events, outcomes, and the
 names of those who act without being a registered client (the ANSS office, a client since removed).
 
-Clients' names and purposes' titles come from ``clients.toml`` and ``purposes.toml`` (``name_fr``,
+Checks' names come from the check registry (each check's ``labels``, gateway/federation/checks/); clients'
+names and purposes' titles come from ``clients.toml`` and ``purposes.toml`` (``name_fr``,
 ``name_en``, ``title_fr``, ``title_en``; else ``name`` or ``title``).
 """
 
@@ -28,14 +29,6 @@ OUTCOMES: Mapping[str, Mapping[Language, str]] = {
                 "en": "Partly answered: an administration could not answer"},
     "refused": {"fr": "Demande refusée : aucune donnée n'a été communiquée",
                 "en": "Refused: no data was disclosed"},
-}
-
-CHECKS: Mapping[str, Mapping[Language, str]] = {
-    "identity": {"fr": "Identité et état civil", "en": "Identity and civil status"},
-    "household": {"fr": "Composition du ménage", "en": "Household composition"},
-    "schooling": {"fr": "Scolarité des enfants", "en": "Children's schooling"},
-    "health_coverage": {"fr": "Couverture médicale", "en": "Health coverage"},
-    "employment": {"fr": "Emploi et déclarations de salaire", "en": "Employment and declared wages"},
 }
 
 ANSS_OFFICE: Mapping[Language, str] = {

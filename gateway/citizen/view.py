@@ -89,7 +89,8 @@ class Viewer:
         return declared.titles.get(self.language) or declared.title or code
 
     def data(self, checks: Any) -> list[str]:
-        return [labels.CHECKS[c][self.language] for c in checks or () if c in labels.CHECKS]
+        known = self.settings.checks
+        return [known.label(c, self.language) for c in checks or () if isinstance(c, str) and c in known]
 
     def consent(self, consent_id: Any) -> dict[str, Any] | None:
         if not isinstance(consent_id, str):

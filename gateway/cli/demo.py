@@ -4,7 +4,7 @@ the ANSS client, every answer's signature checked, a readable summary. Exits non
 from __future__ import annotations
 
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,9 @@ from gateway.client import GatewayClient
 from gateway.config.settings import Settings
 from gateway.crypto import keys
 from gateway.crypto.keyring import dev_client_key_path
-from gateway.web.runner import gateway_running, simulators_running
+from gateway.federation.checks.registry import CheckRegistry
+from gateway.web.runner import RunningGateway, gateway_running, simulators_running
+from gateway.web.state import RUNTIME
 from simulators.population import FIXTURE_NAMES, Population
 
 CLIENT_ID = "anss.asd"
@@ -31,9 +33,9 @@ EXPECTED: dict[str, dict[tuple[str, ...], Any]] = {
     "not_in_rsu": {("health_coverage", "scheme"): "none", ("schooling", "children_6_20_enrolled"): 1},
     "elderly_couple": {("household", "children_under_21"): 0, ("household", "children"): 1},
 }
-ALL_SOURCES = frozenset({"civil_registry", "education", "health", "employment"})
-# The sources a fixture's verification asks, where not all: nobody of school age, so no MASSAR call
-SOURCES: dict[str, frozenset[str]] = {"elderly_couple": ALL_SOURCES - {"education"}}
+# The administrations the purpose's checks may need (their ``operations``) that a fixture's verification does
+# not ask: nobody of school age, so no MASSAR call
+NOT_ASKED: dict[str, frozenset[str]] = {"elderly_couple": frozenset({"education"})}
 
 
 def _expectations_met(name: str, document: dict[str, Any]) -> list[str]:
@@ -63,18 +65,39 @@ async def run_demo(settings: Settings, as_json: bool = False, state_dir: Path | 
                     cases.append((name, head.idcs))
                 cases.append(("unknown_identifier", population.unknown_idcs()))
                 failures = 0
+                report = Report(settings.checks, _sources_needed(settings, gw), as_json)
                 async with GatewayClient(gw.url, CLIENT_ID, key, settings.gateway_id) as client:
                     for name, idcs in cases:
                         answer = await client.verify({"idcs": idcs}, PURPOSE, f"DEMO-{name}")
-                        failures += _report(name, idcs, answer.status, answer.json(),
-                                            answer.signature_header is not None, as_json)
+                        failures += report(name, idcs, answer.status, answer.json(),
+                                           answer.signature_header is not None)
                 if not as_json:
                     print(f"\n{len(cases) - failures}/{len(cases)} fixture verifications as expected, "
                           f"every signature checked against {gw.url}/.well-known/jwks.json")
                 return 1 if failures else 0
 
 
-def _report(name: str, idcs: str, status: int, document: dict[str, Any], signed: bool, as_json: bool) -> int:
+def _sources_needed(settings: Settings, gw: RunningGateway) -> list[str]:
+    """The administrations the purpose's checks ask (the checks' ``operations``, routed as the gateway does)."""
+    routes = gw.runner.app[RUNTIME].federation.routes
+    return sorted({routes[op].name for check in settings.purposes[PURPOSE].checks
+                   for op in settings.checks.operations[check] if op in routes})
+
+
+@dataclass(frozen=True)
+class Report:
+    """Prints one fixture's answer and what is wrong with it; the summaries are the checks' own."""
+
+    checks: CheckRegistry
+    sources_needed: list[str]
+    as_json: bool
+
+    def __call__(self, name: str, idcs: str, status: int, document: dict[str, Any], signed: bool) -> int:
+        return _report(self, name, idcs, status, document, signed)
+
+
+def _report(how: Report, name: str, idcs: str, status: int, document: dict[str, Any], signed: bool) -> int:
+    as_json = how.as_json
     problems: list[str] = [] if signed else ["response signature does not verify"]
     if name == "unknown_identifier":
         if status != 404 or document.get("code") != "subject_not_found":
@@ -89,9 +112,10 @@ def _report(name: str, idcs: str, status: int, document: dict[str, Any], signed:
             sources = document["sources"]
             checks = document["checks"]
             problems += [f"source {s['name']} is {s['status']}" for s in sources if s["status"] != "ok"]
-            expected = SOURCES.get(name, ALL_SOURCES)
-            if {s["name"] for s in sources} != expected:
-                problems.append(f"sources {sorted(s['name'] for s in sources)} answered, expected {sorted(expected)}")
+            expected = sorted(set(how.sources_needed) - NOT_ASKED.get(name, frozenset()))
+            answered = sorted(s["name"] for s in sources)
+            if answered != expected:
+                problems.append(f"sources {answered} answered, expected {expected}")
             problems += _expectations_met(name, document)
     if as_json:
         print(orjson.dumps({
@@ -104,27 +128,11 @@ def _report(name: str, idcs: str, status: int, document: dict[str, Any], signed:
         mark = "ok " if not problems else "FAIL"
         print(f"[{mark}] {name:<20} idcs={idcs} HTTP {status} signature={'valid' if signed else 'INVALID'}")
         for check, result in checks.items():
-            print(f"        {check:<16} {result['status']:<11} {_summary(check, result.get('verdict'))}")
+            verdict = result.get("verdict")
+            summary = how.checks[check].summary(verdict) if verdict and check in how.checks else ""
+            print(f"        {check:<16} {result['status']:<11} {summary}")
         if sources:
             print("        sources: " + ", ".join(f"{s['name']}={s['status']}" for s in sources))
         for problem in problems:
             print(f"        ! {problem}")
     return 1 if problems else 0
-
-
-def _summary(check: str, verdict: dict[str, Any] | None) -> str:
-    if not verdict:
-        return ""
-    if check == "identity":
-        return f"alive={verdict['alive']} age={verdict['age']}"
-    if check == "household":
-        return (f"father_deceased={verdict['father_deceased']} children_under_21={verdict['children_under_21']} "
-                f"members_alive={verdict['members_alive']}")
-    if check == "schooling":
-        return (f"children 6–20: {verdict['children_6_20']}, enrolled {verdict['children_6_20_enrolled']}, "
-                f"not enrolled {verdict['children_6_20_not_enrolled']}")
-    if check == "health_coverage":
-        return (f"scheme={verdict['scheme']} active={verdict['active']} "
-                f"severe_disability={len(verdict['severe_disability'])}")
-    return f"salaried work declared {verdict['period']['from']}..{verdict['period']['to']}: " \
-           f"{verdict['salaried_work_declared']}"

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.config.purposes import CHECKS, FACTS, Purpose
+from gateway.config.purposes import Purpose
 from gateway.config.toml import ConfigError, by_language, get, line_of, read_table, resolve
+from gateway.federation.checks.registry import CheckRegistry
 
 SCRYPT_HASH = re.compile(r"scrypt\$[0-9]{1,8}\$[0-9]{1,3}\$[0-9]{1,3}\$[A-Za-z0-9_-]{16,64}\$[A-Za-z0-9_-]{43}")
 
@@ -53,16 +54,16 @@ class ClientSettings:
     names: Mapping[str, str] = field(default_factory=dict)  # display name by language ("fr", "en"): `name_fr`...
     services: tuple[ServiceRight, ...] = ()  # services of other administrations it may call (config/services.toml)
 
-def check_deny_rule(rule: str, checks: frozenset[str]) -> str | None:
-    """What is wrong with a field-mask rule, or None."""
+def check_deny_rule(rule: str, checks: frozenset[str], facts: Mapping[str, frozenset[str]]) -> str | None:
+    """What is wrong with a field-mask rule, or None; ``facts``: each known check's maskable facts."""
     target, _, qualifier = rule.partition(":")
     check, _, fact = target.partition(".")
-    if check not in FACTS:
+    if check not in facts:
         return f"unknown check {check!r} in field mask {rule!r}"
     if check not in checks:
         return f"field mask {rule!r} names a check this right does not grant"
-    if fact not in FACTS[check]:
-        return f"unknown fact {fact!r} of {check!r} in field mask {rule!r}; known: {sorted(FACTS[check])}"
+    if fact not in facts[check]:
+        return f"unknown fact {fact!r} of {check!r} in field mask {rule!r}; known: {sorted(facts[check])}"
     if qualifier not in ("", "adults", "children"):
         return f"field mask {rule!r}: the qualifier must be 'adults' or 'children'"
     return None
@@ -92,7 +93,7 @@ def load_service_rights(path: Path, client_id: str, table: Mapping[str, Any], pu
         rights.append(ServiceRight(service, purpose, frozenset(deny)))
     return tuple(rights)
 
-def load_clients(path: Path, purposes: Mapping[str, Purpose],
+def load_clients(path: Path, purposes: Mapping[str, Purpose], registry: CheckRegistry,
                  services: Mapping[str, Any] | None = None) -> dict[str, ClientSettings]:
     clients: dict[str, ClientSettings] = {}
     for client_id, table in read_table(path).get("clients", {}).items():
@@ -108,15 +109,15 @@ def load_clients(path: Path, purposes: Mapping[str, Purpose],
             if purpose not in purposes:
                 raise fail(purpose, f"{rwhere}: unknown purpose {purpose!r}")
             checks = frozenset(get(right, "checks", list, rwhere))
-            unknown = sorted(checks - set(CHECKS))
+            unknown = sorted(checks - set(registry.names))
             if unknown:
-                raise fail(unknown[0], f"{rwhere}: unknown check(s) {unknown}; known: {list(CHECKS)}")
+                raise fail(unknown[0], f"{rwhere}: unknown check(s) {unknown}; known: {list(registry.names)}")
             outside = sorted(checks - set(purposes[purpose].checks))
             if outside:
                 raise fail(outside[0], f"{rwhere}: check(s) {outside} are not allowed by purpose {purpose!r}")
             deny = frozenset(get(right, "deny", list, rwhere, []))
             for rule in sorted(deny):
-                problem = check_deny_rule(rule, checks)
+                problem = check_deny_rule(rule, checks, registry.facts)
                 if problem:
                     raise fail(rule, f"{rwhere}: {problem}")
             manage = get(right, "manage_consents", bool, rwhere, False)

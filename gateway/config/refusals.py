@@ -1,5 +1,5 @@
 """``[refusals]`` in gateway.toml: how many anonymous refusals the access log records one by one, how the others
-are counted, and the free-space floor of the log's disk (``gateway.trust.refusals``; docs/security.md section 7).
+are counted, and the free-space floor of the log's disk (``gateway.trust.refusals``; docs/security.md section 8).
 
 Each default is written once, on ``RefusalSettings``.
 """

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.audit.pseudonym import Pseudonymiser
 from gateway.audit.query import LogQuery
-from gateway.config.settings import CHECKS, Settings
+from gateway.config.settings import Settings
 
 PAGE_SIZE = 50
 IDCS = re.compile(r"[0-9]{10}")
@@ -54,7 +54,8 @@ def _local_time(value: str, name: str, zone: ZoneInfo) -> datetime | None:
 
 def choices(settings: Settings) -> dict[str, list[str]]:
     """The values the form offers for each closed filter."""
-    return {"clients": sorted(settings.clients), "purposes": sorted(settings.purposes), "checks": list(CHECKS),
+    return {"clients": sorted(settings.clients), "purposes": sorted(settings.purposes),
+            "checks": list(settings.checks.names),
             "sources": sorted(c.name for c in settings.connectors),
             "outcomes": ["answered", "partial", "subject_not_found", "forbidden_purpose", "forbidden_check",
                          "consent_missing", "consent_revoked", "invalid_assertion", "rate_limited",

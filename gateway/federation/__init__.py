@@ -1,2 +1,3 @@
-"""Asking the administrations: which operations answer which checks, run in stages, and the checks'
-rules from the gathered evidence to facts and verdicts."""
+"""Asking the administrations: the checks (``checks/``: protocol, rules, one module each, the registry),
+which calls they want next (``plan.py``, pure), running those rounds concurrently (``executor.py``), and
+what was gathered (``evidence.py``)."""

@@ -18,7 +18,6 @@ from gateway.audit.health import ensure_recordable
 from gateway.audit.persons import co_subjects
 from gateway.crypto.outbound import OutboundSigner
 from gateway.errors import NotFound
-from gateway.federation import checks as check_rules
 from gateway.federation.executor import Federation, Subject
 from gateway.policy.consent import enforce_consent
 from gateway.policy.rights import apply_masks, authorise
@@ -62,7 +61,7 @@ async def verify(runtime: Runtime, note: AuditNote, client_id: str, purpose_name
     note.sources = tuple((s["name"], s["status"]) for s in sources)
     if evidence.subject_unknown:
         raise NotFound("the civil registry does not know this subject", "subject_not_found")
-    results = check_rules.evaluate(checks, evidence)
+    results = settings.checks.evaluate(checks, evidence)
     withheld = apply_masks(results, decision.withheld, today)
     if withheld:
         note.detail["withheld"] = withheld

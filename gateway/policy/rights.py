@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from gateway.config.settings import FACTS, Settings
+from gateway.config.settings import Settings
 from gateway.errors import BadRequest, Forbidden
 from gateway.federation.calendar import age_on
 
@@ -107,4 +107,4 @@ def apply_masks(results: dict[str, dict[str, Any]], rules: Iterable[str], today:
     return sorted(applied)
 
 
-__all__ = ["FACTS", "Decision", "apply_masks", "authorise"]
+__all__ = ["Decision", "apply_masks", "authorise"]

@@ -30,9 +30,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from connectors.base import Connector
 from connectors.resilience import Resilient
 from gateway import console
-from gateway.api import anomalies, audit, citizen, consents, public, services, verifications
-from gateway.audit import AccessRecord, Pseudonymiser, TreeHeadSigner, log_id_for
+from gateway.api import anomalies, audit, batches, citizen, consents, public, services, verifications
+from gateway.audit import AccessLogCorrupt, AccessRecord, Pseudonymiser, TreeHeadSigner, log_id_for
 from gateway.audit.record import CITIZEN_ACTOR
+from gateway.audit.witness.guard import log_guard
+from gateway.batch.runner import EmbeddedEngine
+from gateway.batch.service import BatchService
+from gateway.batch.store import SqliteBatchStore
 from gateway.config.connectors import build_connectors
 from gateway.config.settings import Settings
 from gateway.crypto.jws import SIGNATURE_HEADER, request_digest, sign_detached
@@ -54,14 +58,17 @@ from gateway.federation.executor import Federation
 from gateway.federation.services import ServiceCatalogue, check_service_masks
 from gateway.stores import backends as storage
 from gateway.stores.space import FreeSpaceWatch
+from gateway.trust.backoff import LocalSignInThrottle, RedisSignInThrottle, SignInThrottle
 from gateway.trust.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from gateway.trust.refusals import RefusalBudget
 from gateway.trust.replay import RedisReplayCache, ReplayCache, SqliteReplayCache
 from gateway.web import logs
 from gateway.web.metrics import Metrics, route_of
 from gateway.web.metrics import handler as metrics_handler
+from gateway.web.protocol import PARSER_REFUSALS, ParserRefusals
 from gateway.web.state import (
     AUDIT_NOTE,
+    BATCHES,
     METRICS,
     PROBLEM_CODE,
     REQUEST_BODY,
@@ -78,6 +85,7 @@ from gateway.web.tracing import provider_from_env as tracing_from_env
 log = structlog.get_logger("gateway")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UNLOGGED_PATHS = frozenset({"/healthz", "/readyz", "/.well-known/jwks.json", "/metrics"})
+SCHEMA_PATHS = "/schemas/"  # the published contract: public documents, not recorded either
 
 
 def _as_gateway_error(exc: BaseException) -> GatewayError:
@@ -199,13 +207,16 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
     runtime = request.app.get(RUNTIME)
-    logged = runtime is not None and request.path not in UNLOGGED_PATHS
+    logged = runtime is not None and request.path not in UNLOGGED_PATHS and not request.path.startswith(SCHEMA_PATHS)
     log_down = logged and runtime is not None and runtime.log_health is not None and not runtime.log_health.available
-
+    corrupt = runtime is not None and runtime.log_guard is not None and runtime.log_guard.corrupt is not None
     try:
         if log_down:  # nothing could be logged: refuse before anything is done (and anyone asked)
             raise ServiceUnavailable(UNAVAILABLE, "audit_unavailable")
         _check_header_sizes(request, request.app[SETTINGS].max_header_bytes)
+        if corrupt and logged:
+            raise ServiceUnavailable("the access log is behind or diverges from its high-water checkpoint: "
+                                     "nothing is answered", "access_log_corrupt")
         response = await handler(request)
         if not isinstance(response, web.Response):
             raise InternalError("streaming responses are not signed")
@@ -216,7 +227,7 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
         request[AUDIT_NOTE].detail["reason"] = error.detail  # every refusal is logged with its reason
 
     counted = False
-    if logged and runtime is not None:
+    if logged and runtime is not None and not corrupt:
         response, counted = await _log_step(request, response, runtime, request_id, started, log_down)
     body = response.body if isinstance(response.body, bytes) else b""
     if runtime is not None:
@@ -233,12 +244,18 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
 
 def _replay_cache(settings: Settings) -> ReplayCache:
     if settings.replay_backend == "redis":
-        return RedisReplayCache(settings.redis_url)
+        return RedisReplayCache(settings.redis_url, settings.replay_redis_prefix, leeway_s=settings.clock_leeway_s)
     return SqliteReplayCache(settings.replay_database or settings.state_dir / "replay.sqlite3")
 
 
 def _rate_limiter(settings: Settings) -> RateLimiter:
     return RedisRateLimiter(settings.redis_url) if settings.rate_limit_backend == "redis" else LocalRateLimiter()
+
+
+def _sign_in_throttle(settings: Settings) -> SignInThrottle:
+    if settings.rate_limit_backend == "redis":
+        return RedisSignInThrottle(settings.redis_url)
+    return LocalSignInThrottle(max_buckets=settings.console.login_max_buckets)
 
 
 def _tree_head_signer(runtime: Runtime) -> TreeHeadSigner:
@@ -247,7 +264,7 @@ def _tree_head_signer(runtime: Runtime) -> TreeHeadSigner:
     s = runtime.settings
     return TreeHeadSigner(runtime.access_log, lambda: runtime.signing_key, log_id_for(s.gateway_id),
                           interval_s=s.tree_head_interval_s, max_entries=s.tree_head_max_entries,
-                          retention_days=s.audit_retention_days)
+                          retention_days=s.audit_retention_days, guard=runtime.log_guard)
 
 
 @asynccontextmanager
@@ -288,7 +305,7 @@ def _runtime_context(settings: Settings, connectors: Mapping[str, Connector], tr
         except Exception as exc:  # e.g. Redis not up yet: start anyway, refuse requests until it is (503)
             log.error("replay_cache_unavailable_at_start", backend=settings.replay_backend, error=type(exc).__name__)
         limiter = _rate_limiter(settings)
-        login_limiter = limiter if settings.rate_limit_backend == "redis" else LocalRateLimiter()
+        sign_in_throttle = _sign_in_throttle(settings)
         consent_store = storage.consent_store(settings)
         await consent_store.open()
         pseudonymiser = Pseudonymiser.load(settings.pseudonym_key_file, settings.state_dir)
@@ -296,6 +313,9 @@ def _runtime_context(settings: Settings, connectors: Mapping[str, Connector], tr
         session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30),
                                         raise_for_status=False, auto_decompress=True,
                                         trace_configs=[client_trace_config(tracing)] if tracing is not None else None)
+        guard = log_guard(settings, access_log, session)
+        with suppress(AccessLogCorrupt):  # logged at critical level; every request is then refused (503)
+            await guard.check()
         app[RUNTIME] = Runtime(
             settings=settings,
             signing_key=signing_key,
@@ -304,36 +324,45 @@ def _runtime_context(settings: Settings, connectors: Mapping[str, Connector], tr
             access_log=access_log,
             pseudonymiser=pseudonymiser,
             session=session,
-            federation=Federation(connectors),
+            federation=Federation(connectors, settings.checks),
             replay=replay,
             limiter=limiter,
-            login_limiter=login_limiter,
+            sign_in_throttle=sign_in_throttle,
             consents=consent_store,
             refusals=RefusalBudget(settings.refusals, lambda address: pseudonymiser.pseudonym("address", address)),
             free_space=FreeSpaceWatch(settings.state_dir if storage.uses_postgres(settings)
                                       else settings.audit_database.parent,
                                       settings.refusals.free_space_floor_bytes, settings.refusals.free_space_check_s),
             metrics=app[METRICS],
+            log_guard=guard,
         )
+        b = settings.batches
+        batch_store = SqliteBatchStore(b.database or settings.state_dir / "batches.sqlite3")
+        await batch_store.open()
+        engine = EmbeddedEngine(app[RUNTIME], batch_store, capacity=b.capacity, concurrency=b.concurrency,
+                                stalled_after_s=b.stalled_after_s)
+        app[BATCHES] = BatchService(batch_store, engine, b.chunk_size, b.max_subjects, b.max_upload_bytes)
         log.info("gateway_ready", gateway_id=settings.gateway_id, kid=signing_key.kid,
                  connectors=sorted(connectors))
         runtime = app[RUNTIME]
         async with (signing_keys.kept_current(runtime),  # follows `keys rotate` without a restart
                     _tree_head_signer(runtime).running(),
+                    engine.running(),  # batches resume where a previous process left them
                     _refusal_counters(runtime),
                     runtime.free_space.running() if runtime.free_space else nullcontext()):
             yield
+        await batch_store.close()
         for c in connectors.values():
             await c.aclose()
         await session.close()
         await limiter.close()
-        if login_limiter is not limiter:
-            await login_limiter.close()
+        await sign_in_throttle.close()
         with suppress(Exception):
             await replay.close()
         await consent_store.close()
         if runtime.refusals is not None:
             await runtime.refusals.close()
+        await guard.archive.close()
         await access_log.close()
 
     return runtime_ctx
@@ -352,7 +381,7 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
     tracing = tracer_provider if tracer_provider is not None else tracing_from_env(os.environ)
     app = web.Application(
         middlewares=[*([server_middleware(tracing)] if tracing is not None else []), pipeline],
-        client_max_size=settings.max_body_bytes,
+        client_max_size=max(settings.max_body_bytes, settings.batches.max_upload_bytes),  # per route: read_body
         handler_args={
             # our own limit (431, logged) is max_header_bytes; the parser's is larger so ours speaks first
             "max_field_size": max(16384, settings.max_header_bytes * 2),
@@ -362,6 +391,7 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
         },
     )
     app[SETTINGS] = settings
+    app[PARSER_REFUSALS] = ParserRefusals()  # what GatewayRunner's connections count (shown by /readyz)
     app.on_response_prepare.append(_plain_server_header)
     app.cleanup_ctx.append(citizen.context(settings))  # the citizens' identity provider keys: checked first
     # built here, before start-up: a mistake in an administration's file is one ConfigError line, not a traceback
@@ -370,6 +400,7 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
     check_service_masks(settings, app[SERVICES])
     app[METRICS] = Metrics()
     app[METRICS].watch(connectors)
+    app[METRICS].watch_parser(app[PARSER_REFUSALS].by_status)
     if tracing is not None:
         tracer = tracing.get_tracer("anss_gateway")
         for connector in connectors.values():
@@ -379,11 +410,16 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
     app.router.add_get("/healthz", public.healthz)
     app.router.add_get("/readyz", public.readyz)
     app.router.add_get("/.well-known/jwks.json", public.jwks)
+    app.router.add_get("/schemas/{name}", public.schema)
     app.router.add_get("/metrics", metrics_handler(app[METRICS]))
     app.router.add_post("/v1/verifications", verifications.create_verification)
     app.router.add_get("/v1/services", services.list_services)
     app.router.add_get("/v1/services/{service}", services.describe_service)
     app.router.add_post("/v1/services/{service}", services.call_service)
+    app.router.add_post("/v1/batches", batches.submit_batch)
+    app.router.add_get("/v1/batches/{batch_id}", batches.show_batch)
+    app.router.add_get("/v1/batches/{batch_id}/results", batches.batch_results)
+    app.router.add_post("/v1/batches/{batch_id}/cancel", batches.cancel_batch)
     app.router.add_post("/v1/consents", consents.grant_consent)
     app.router.add_get("/v1/consents", consents.list_consents)
     app.router.add_get("/v1/consents/{consent_id}", consents.show_consent)

@@ -38,6 +38,7 @@ from gateway.crypto.keyring import ResolverChain, StaticClientKeys, dev_client_k
 from gateway.crypto.keys import SigningKey, b64url, b64url_decode
 from gateway.crypto.outbound import body_digest
 from gateway.errors import BadRequest, Unauthenticated
+from gateway.federation.checks.registry import builtin
 from gateway.trust.assertion import authenticate
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
@@ -129,7 +130,7 @@ CIN = re.compile(r"[A-Z]{1,2}[0-9]{5,6}", re.ASCII)
 def outcome(body: bytes) -> dict[str, Any] | None:
     """The parsed document, or None when refused with BadRequest; any other exception fails the test."""
     try:
-        document = parse_json(body, "application/json", REQUEST_SCHEMA)
+        document = parse_json(body, "application/json", REQUEST_SCHEMA, builtin())
     except BadRequest:
         return None
     assert isinstance(document, dict)

@@ -6,8 +6,14 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from connectors.base import Record, SourceNotFound, SourceTimeout, SourceUnavailable
-from gateway.federation.checks import employment, household, identity, schooling
+from gateway.federation.checks import employment as employment_check
+from gateway.federation.checks import household as household_check
+from gateway.federation.checks import identity as identity_check
+from gateway.federation.checks import schooling as schooling_check
 from gateway.federation.executor import Evidence, SourceTally
+
+identity, household = identity_check.CHECK.evaluate, household_check.CHECK.evaluate
+schooling, employment = schooling_check.CHECK.evaluate, employment_check.CHECK.evaluate
 
 TODAY = date(2026, 11, 23)
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)

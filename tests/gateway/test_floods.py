@@ -1,7 +1,7 @@
 """Refusals cannot fill the disk: a flood of anonymous refusals appends a bounded number of access-log entries —
 each refusal still answered (401 within the address's budget, 429 ``too_many_refusals`` beyond) and counted, in
 provable entries — while a legitimate client keeps getting its answers; and a low disk says so before it fills.
-(gateway/trust/refusals.py, gateway/stores/space.py; docs/security.md section 7.)"""
+(gateway/trust/refusals.py, gateway/stores/space.py; docs/security.md section 8.)"""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 from gateway.client import Answer, client_assertion
-from gateway.config.settings import CHECKS, load
+from gateway.config.settings import load
 from gateway.web.app import create_app
 from gateway.web.state import RUNTIME
 from simulators.population import FIXTURE_NAMES
@@ -318,7 +318,7 @@ async def test_full_verification_of_each_fixture_household(stack: Stack, name: s
     household = stack.population.fixture(name)
     answer = await stack.client.verify({"idcs": household.father.idcs}, PURPOSE, f"CASE-OPENAPI-{name}")
     doc = check_verification(answer)
-    assert list(doc["checks"]) == list(CHECKS)
+    assert list(doc["checks"]) == list(stack.settings.checks.names)
     assert doc["subject"] == {"idcs": household.father.idcs}
     # MASSAR is asked only about children of school age: the elderly couple's son is 31
     asked = ["civil_registry", "health", "employment"] + ([] if name == "elderly_couple" else ["education"])

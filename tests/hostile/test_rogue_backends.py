@@ -29,7 +29,7 @@ from connectors.base import (
     SourceUnavailable,
 )
 from connectors.soap import OfflineTransport, _zeep_settings
-from gateway.federation.executor import _STATUS_OF_ERROR, SourceTally
+from gateway.federation.evidence import _STATUS_OF_ERROR, SourceTally
 from simulators import rogue
 from simulators.common import SimulatorControl
 from tests.gateway.conftest import Stack

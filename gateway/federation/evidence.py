@@ -1,0 +1,85 @@
+"""What one verification gathered: every answer (a record or the error in its place), keyed by
+(operation, key), and per source how its calls went. The executor fills it; the checks read it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from connectors.base import ConnectorError, Record
+
+Answer = Record | ConnectorError
+
+_STATUS_OF_ERROR = {"source_rejected": "rejected", "source_fault": "unavailable",
+                    "source_malformed": "unavailable", "source_too_large": "unavailable",
+                    "source_unavailable": "unavailable", "source_timeout": "timeout",
+                    "source_error": "unavailable", "source_circuit_open": "unavailable",
+                    "source_bulkhead_full": "unavailable"}
+# worst first: a rejection (our configuration), then what the source did wrong (it reported a fault, its
+# answer was off the contract or too large), then a plain failure to answer, then slowness
+_ERROR_ORDER = ("source_rejected", "source_fault", "source_malformed", "source_too_large",
+                "source_unavailable", "source_timeout", "source_bulkhead_full", "source_circuit_open")
+
+
+@dataclass(frozen=True)
+class Subject:
+    idcs: str | None = None
+    cin: str | None = None
+
+
+@dataclass
+class SourceTally:
+    name: str
+    calls: int = 0
+    errors: list[str] = field(default_factory=list)
+    not_found: int = 0
+    elapsed_ms: float = 0.0
+
+    @property
+    def worst_error(self) -> str | None:
+        """The stable code of the worst failure, in ``_ERROR_ORDER``: a rejection (configuration), then a
+        fault, a malformed or oversized answer, a failure to answer, and last a timeout.
+
+        A code this gateway does not know (a plugin's own) is reported as ``source_error``.
+        """
+        if not self.errors:
+            return None
+        for code in _ERROR_ORDER:
+            if code in self.errors:
+                return code
+        return "source_error"
+
+    @property
+    def status(self) -> str:
+        worst = self.worst_error
+        return "ok" if worst is None else _STATUS_OF_ERROR[worst]
+
+
+@dataclass
+class Evidence:
+    """Every answer gathered for one verification, keyed by (operation, idcs)."""
+
+    subject_idcs: str | None
+    today: date
+    subject_unknown: bool = False
+    answers: dict[tuple[str, str], Answer] = field(default_factory=dict)
+    tallies: dict[str, SourceTally] = field(default_factory=dict)
+
+    def get(self, operation: str, idcs: str | None) -> Answer | None:
+        return self.answers.get((operation, idcs)) if idcs else None
+
+    def record(self, operation: str, idcs: str | None) -> Record | None:
+        answer = self.get(operation, idcs)
+        return answer if isinstance(answer, Record) else None
+
+    def sources(self) -> list[dict[str, Any]]:
+        """Per source: status, calls, slowest call; and the stable code of its first failure, if any."""
+        out: list[dict[str, Any]] = []
+        for t in self.tallies.values():
+            entry: dict[str, Any] = {"name": t.name, "status": t.status, "calls": t.calls,
+                                     "latency_ms": round(t.elapsed_ms, 1)}
+            if t.errors:
+                entry["error"] = t.worst_error
+            out.append(entry)
+        return out
