@@ -17,7 +17,7 @@ own text, never a backend's message or a stack trace::
      ├── PayloadTooLarge                    413 body_too_large
      ├── UnsupportedMediaType               415 unsupported_media_type
      ├── (gateway.api.audit) ExportTooLarge 422 export_too_large
-     ├── TooManyRequests                    429 rate_limited
+     ├── TooManyRequests                    429 rate_limited, too_many_refusals
      ├── HeadersTooLarge                    431 headers_too_large
      ├── InternalError                      500 internal_error
      ├── UpstreamError                      502 source_unavailable, source_rejected, source_fault,

@@ -118,3 +118,4 @@ async def admit(runtime: Runtime, caller: Caller, leeway_s: int) -> None:
     if not decision.allowed:
         raise TooManyRequests(f"at most {bucket.burst} requests at once and {bucket.rate_per_s:g}/s; "
                               "retry after the delay given", headers=rate_headers(decision))
+

@@ -23,6 +23,7 @@ from gateway.config.clients import DEFAULT_RATE_LIMIT, SCRYPT_HASH, ClientSettin
 from gateway.config.connectors import load_connectors
 from gateway.config.console import ConsoleSettings, console_settings
 from gateway.config.purposes import Purpose, load_purposes
+from gateway.config.refusals import RefusalSettings, refusal_settings
 from gateway.config.services import Service, load_services
 from gateway.config.storage import DSN_ENV, storage_settings
 from gateway.config.toml import ConfigError, get, positive, read_table, resolve
@@ -32,7 +33,7 @@ from gateway.stores.postgres import PostgresTarget
 
 __all__ = [
     "CITIZEN_ALGORITHMS", "DSN_ENV", "ROOT", "SCRYPT_HASH", "AnomalySettings", "CitizenSettings",
-    "ClientSettings", "ConfigError", "ConsoleSettings", "Purpose", "RateLimit", "Right", "Settings",
+    "ClientSettings", "ConfigError", "ConsoleSettings", "Purpose", "RateLimit", "RefusalSettings", "Right", "Settings",
     "SimulatorSettings", "load",
 ]
 
@@ -89,6 +90,7 @@ class Settings:
     batches: BatchSettings = field(default_factory=BatchSettings)  # [batches]
     witnessing: WitnessingSettings = field(default_factory=WitnessingSettings)  # [audit] checkpoints, witnesses
     checks: CheckRegistry = field(default_factory=discover)  # the check vocabulary (built-ins + entry points)
+    refusals: RefusalSettings = field(default_factory=RefusalSettings)  # [refusals]: anonymous refusals, free space
 
     @property
     def consent_store_path(self) -> Path:
@@ -194,6 +196,7 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
         witnessing=witnessing_settings(audit, f"{gateway_file} [audit]", config_dir),
         anomalies=anomaly_settings(audit.get("anomalies", {}), f"{gateway_file} [audit.anomalies]"),
         console=console_settings(data.get("console", {}), f"{gateway_file} [console]", config_dir, env),
+        refusals=refusal_settings(data.get("refusals", {}), f"{gateway_file} [refusals]"),
         audit_export_max_bytes=positive(audit, "export_max_bytes", f"{gateway_file} [audit]",
                                         D["audit_export_max_bytes"]),
         **storage_settings(data.get("storage", {}), f"{gateway_file} [storage]", config_dir, env),

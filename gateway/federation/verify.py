@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from connectors.base import CallContext
+from gateway.audit.health import ensure_recordable
+from gateway.audit.persons import co_subjects
 from gateway.crypto.outbound import OutboundSigner
 from gateway.errors import NotFound
 from gateway.federation.executor import Federation, Subject
@@ -40,6 +42,7 @@ async def verify(runtime: Runtime, note: AuditNote, client_id: str, purpose_name
     note.detail["decision"] = decision.reason
     purpose = settings.purposes[purpose_name]
     note.legal_basis = purpose.statute if purpose.legal_basis == "statute" else "consent"
+    await ensure_recordable(runtime.log_health)  # the log's database answers: else 503 now, before any source
     await enforce_consent(runtime, note, client_id, purpose, subject_in, checks)  # before any source
 
     ctx = CallContext(
@@ -53,6 +56,7 @@ async def verify(runtime: Runtime, note: AuditNote, client_id: str, purpose_name
     evidence = await (federation or runtime.federation).gather(Subject(**subject_in), checks, ctx, today)
     if evidence.subject_idcs and kind != "idcs":
         note.subject = runtime.pseudonymiser.pseudonym("idcs", evidence.subject_idcs)
+    note.co_subjects = co_subjects(runtime.pseudonymiser, evidence)  # spouses, children read: each sees it
     sources = evidence.sources()
     note.sources = tuple((s["name"], s["status"]) for s in sources)
     if evidence.subject_unknown:

@@ -61,8 +61,10 @@ def test_serve_with_simulators_becomes_ready_logs_json_and_stops_gracefully(tmp_
                     ready = json.loads(resp.read())
             except OSError:
                 time.sleep(0.2)
-        assert ready is not None and (ready["status"], ready["checks"]) == (
-            "ready", {"keys": True, "store": True, "connectors": True})
+        assert ready is not None
+        roomy = ready["checks"].pop("free_space")  # (a disk below the floor says degraded, still serving)
+        assert (ready["status"], ready["checks"]) == (
+            "ready" if roomy else "degraded", {"keys": True, "store": True, "connectors": True})
         assert {name: s["state"] for name, s in ready["sources"].items()} == {
             "civil_registry": "closed", "education": "closed", "employment": "closed", "health": "closed",
             "social_registry": "closed"}
