@@ -335,7 +335,7 @@ class GatewayLoad:
             for idcs in pending:
                 body = orjson.dumps({"subject": {"idcs": idcs}, "grantee": self.client_id, "purpose": self.purpose,
                                      "checks": list(checks), "valid_until": until,
-                                     "evidence": "benchmark: signed form on file"})
+                                     "evidence": {"kind": "document", "id": "bench-signed-form"}})
                 token = client_assertion(self.key, self.client_id, self.audience, "POST", CONSENT_PATH, body)
                 async with self.session.post(self.base_url + CONSENT_PATH, data=body, headers={
                         "Content-Type": "application/json", "Authorization": "Bearer " + token}) as resp:

@@ -17,13 +17,14 @@ own text, never a backend's message or a stack trace::
      ├── PayloadTooLarge                    413 body_too_large
      ├── UnsupportedMediaType               415 unsupported_media_type
      ├── (gateway.api.audit) ExportTooLarge 422 export_too_large
-     ├── TooManyRequests                    429 rate_limited
+     ├── TooManyRequests                    429 rate_limited, too_many_refusals
      ├── HeadersTooLarge                    431 headers_too_large
      ├── InternalError                      500 internal_error
      ├── UpstreamError                      502 source_unavailable, source_rejected, source_fault,
      │    │                                     source_malformed, source_too_large (a service's administration)
      │    └── UpstreamTimeout (TimeoutError) 504 source_timeout
-     └── ServiceUnavailable                 503 audit_unavailable, not_ready
+     └── ServiceUnavailable                 503 audit_unavailable, access_log_corrupt, not_ready,
+                                                replay_history_lost
 """
 
 from __future__ import annotations

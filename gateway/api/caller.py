@@ -10,6 +10,8 @@ logged with all that was established before it.
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from dataclasses import dataclass
 
 import structlog
@@ -19,6 +21,7 @@ from gateway.errors import PayloadTooLarge, RequestTimeout, ServiceUnavailable, 
 from gateway.trust.assertion import Caller, authenticate, single_authorization
 from gateway.trust.ratelimit import Limit
 from gateway.trust.ratelimit import headers as rate_headers
+from gateway.trust.replay import ReplayHistoryLost
 from gateway.trust.roles import Role, authenticated_as, require_role
 from gateway.trust.tls import check_binding
 from gateway.web.state import AUDIT_NOTE, REQUEST_BODY, RUNTIME, AuditNote, Runtime
@@ -36,12 +39,13 @@ class SignedRequest:
     body: bytes
 
 
-async def signed_request(request: web.Request, role: Role) -> SignedRequest:
-    """Authenticate and admit ``request``; refuse a client whose role is not ``role`` (403 ``forbidden_role``)."""
+async def signed_request(request: web.Request, role: Role, max_body_bytes: int | None = None) -> SignedRequest:
+    """Authenticate and admit ``request``; refuse a client whose role is not ``role`` (403 ``forbidden_role``).
+    ``max_body_bytes`` raises the body limit for one resource (a batch upload); else ``max_body_bytes``."""
     runtime = request.app[RUNTIME]
     settings = runtime.settings
     note: AuditNote = request[AUDIT_NOTE]
-    body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
+    body = await read_body(request, max_body_bytes or settings.max_body_bytes, settings.body_timeout_s)
     request[REQUEST_BODY] = body
     note.request_hmac = runtime.pseudonymiser.body_digest(body)
     caller = authenticate(
@@ -62,7 +66,13 @@ async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes
         raise PayloadTooLarge(f"the body may hold at most {limit} bytes")
     try:
         async with asyncio.timeout(timeout_s):
-            return await request.read()  # the whole body, however it was split; capped by client_max_size
+            chunks, size = [], 0
+            while chunk := await request.content.read(65_536):  # the whole body, however it was split
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"the body may hold at most {limit} bytes")
+                chunks.append(chunk)
+            return b"".join(chunks)
     except TimeoutError as exc:
         raise RequestTimeout(f"the body did not arrive within {timeout_s:g} s") from exc
     except web.HTTPRequestEntityTooLarge as exc:
@@ -73,7 +83,18 @@ async def admit(runtime: Runtime, caller: Caller, leeway_s: int) -> None:
     """Once per assertion (replay cache, fail closed), within the client's rate limit (fail open)."""
     metrics = runtime.metrics
     try:
-        first = await runtime.replay.first_use(caller.client_id, caller.jti, caller.expires_at + leeway_s)
+        first = await runtime.replay.first_use(caller.client_id, caller.jti, caller.expires_at + leeway_s,
+                                               caller.issued_at)
+    except ReplayHistoryLost as exc:  # the cache forgot what was used before this assertion was signed
+        retry_s = max(1, math.ceil(exc.accept_from - time.time()))
+        log.warning("replay_history_lost", epoch=exc.epoch, issued_at=caller.issued_at, retry_after_s=retry_s)
+        if metrics is not None:
+            metrics.replay.labels("history_lost").inc()
+        raise ServiceUnavailable(
+            "the replay cache was reset after this assertion was signed, so it cannot tell whether it was "
+            "used: it is refused; sign a new one after the delay given", "replay_history_lost",
+            headers={"Retry-After": str(retry_s)},
+        ) from exc
     except Exception as exc:
         log.error("replay_cache_unavailable", error=type(exc).__name__)
         if metrics is not None:
@@ -97,3 +118,4 @@ async def admit(runtime: Runtime, caller: Caller, leeway_s: int) -> None:
     if not decision.allowed:
         raise TooManyRequests(f"at most {bucket.burst} requests at once and {bucket.rate_per_s:g}/s; "
                               "retry after the delay given", headers=rate_headers(decision))
+

@@ -133,7 +133,7 @@ async def access_log(request: web.Request) -> web.Response:
     language = choose_language(request.headers.get("Accept-Language"))
     try:
         page = await collect(runtime.access_log, pseudonyms, lambda hit: classify(hit.entry, pseudonyms) is not None,
-                             limit, cursor)
+                             limit, cursor, persons=pseudonyms[:1])  # co-subjects are named by their IDCS
     except Exception as exc:
         log.error("access_log_unreadable", error=type(exc).__name__)
         raise ServiceUnavailable("the access log cannot be read now", "audit_unavailable") from exc

@@ -3,10 +3,11 @@ check registry, so an installed third-party check appears in the enums the gatew
 against and serves at ``GET /schemas/{name}``.
 
 What derives from the registry: the ``checks`` enums of verification (and its ``maxItems``) and consent
-requests, of a consent, and of an access-log search; the per-check result definitions of a verification
-response (its ``checks`` members; each check's maskable fact names; for a check the files do not describe,
-a result built from its ``verdict_schema``, if it has one). The files in ``schemas/`` are these documents
-for the built-in checks, and a test proves they are equal.
+requests, of a consent, of an access-log search and of a batch's ``check`` parameters (``openapi.json``);
+the per-check result definitions of a verification response (its ``checks`` members; each check's maskable
+fact names; for a check the files do not describe, a result built from its ``verdict_schema``, if it has
+one). The files in ``schemas/`` are these documents for the built-in checks, and a test proves they are
+equal.
 """
 
 from __future__ import annotations
@@ -61,7 +62,14 @@ def _response(doc: Document, registry: CheckRegistry) -> None:
         answered["facts"] = {"items": {"properties": {"name": {"enum": facts}}}}
 
 
+def _openapi(doc: Document, registry: CheckRegistry) -> None:
+    for parameter in doc["paths"]["/v1/batches"]["post"]["parameters"]:
+        if parameter["name"] == "check":
+            parameter["schema"]["items"]["enum"] = list(registry.names)
+
+
 FILL: Mapping[str, Callable[[Document, CheckRegistry], None]] = {
+    "openapi.json": _openapi,
     "verification-request.json": _verification_request,
     "consent-request.json": _request,
     "consent.json": _request,

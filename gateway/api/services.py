@@ -20,6 +20,7 @@ from connectors.base import CallContext
 from gateway import __version__
 from gateway.api.caller import signed_request
 from gateway.api.validation import parse_json
+from gateway.audit.health import ensure_recordable
 from gateway.crypto.outbound import OutboundSigner
 from gateway.errors import BadRequest, NotFound, UpstreamError
 from gateway.federation import services as service_calls
@@ -117,6 +118,7 @@ async def call_service(request: web.Request) -> web.Response:
             raise BadRequest("consent-based purposes take an IDCS parameter")
         await enforce_consent(runtime, note, client_id, purpose, subject, [name])  # before any administration
 
+    await ensure_recordable(runtime.log_health)  # the log's database answers: else 503 now, before the call
     ctx = CallContext(
         session=runtime.session,
         sign=OutboundSigner(runtime.signing_key, settings.gateway_id, client_id, payload["purpose"]),

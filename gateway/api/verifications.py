@@ -1,101 +1,45 @@
-"""``POST /v1/verifications``: authenticate, parse, authorise, federate, evaluate, answer."""
+"""``POST /v1/verifications``: authenticate, parse, then one verification (``gateway.federation.verify``)."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any
 
 import orjson
-import structlog
 from aiohttp import web
 
-from connectors.base import CallContext
 from gateway.api.caller import signed_request
 from gateway.api.validation import parse_json
 from gateway.citizen.labels import choose_language
-from gateway.crypto.outbound import OutboundSigner
-from gateway.errors import BadRequest, NotFound
-from gateway.federation.executor import Subject
-from gateway.policy.consent import enforce_consent
-from gateway.policy.rights import apply_masks, authorise
+from gateway.errors import BadRequest
+from gateway.federation.verify import verify
 from gateway.trust.roles import DATA
 from gateway.web.state import REQUEST_ID
-
-log = structlog.get_logger(__name__)
 
 
 async def create_verification(request: web.Request) -> web.Response:
     signed = await signed_request(request, DATA)  # officers read the log; they never query citizen data
-    runtime, note, caller, body = signed.runtime, signed.note, signed.caller, signed.body
-    settings = runtime.settings
-
-    payload = parse_json(body, request.content_type, "verification-request.json", settings.checks)
-    note.purpose, note.case_ref = payload["purpose"], payload["case_ref"]
-    subject_in: dict[str, str] = payload["subject"]
-    kind, value = next(iter(subject_in.items()))
-    note.subject = runtime.pseudonymiser.pseudonym(kind, value)
-
-    decision = authorise(settings, caller.client_id, payload["purpose"], payload.get("checks"))
-    checks = decision.checks
-    note.checks = checks
-    note.detail["decision"] = decision.reason
-    purpose = settings.purposes[payload["purpose"]]
-    note.legal_basis = purpose.statute if purpose.legal_basis == "statute" else "consent"
-    await enforce_consent(runtime, note, caller.client_id, purpose, subject_in, checks)  # before any source
-
-    ctx = CallContext(
-        session=runtime.session,
-        sign=OutboundSigner(runtime.signing_key, settings.gateway_id, caller.client_id, payload["purpose"]),
-        request_id=request[REQUEST_ID],
-        client_id=caller.client_id,
-        purpose=payload["purpose"],
-    )
-    today = _as_of(payload.get("as_of"))
-    if "as_of" in payload:
-        note.detail["as_of"] = today.isoformat()
-    evidence = await runtime.federation.gather(Subject(**subject_in), checks, ctx, today)
-    evidence.language = choose_language(request.headers.get("Accept-Language"))
-    if evidence.subject_idcs and kind != "idcs":
-        note.subject = runtime.pseudonymiser.pseudonym("idcs", evidence.subject_idcs)
-    sources = evidence.sources()
-    note.sources = tuple((s["name"], s["status"]) for s in sources)
-    if evidence.subject_unknown:
-        raise NotFound("the civil registry does not know this subject", "subject_not_found")
-    results = settings.checks.evaluate(checks, evidence)
-    withheld = apply_masks(results, decision.withheld, today)
-    if withheld:
-        note.detail["withheld"] = withheld
-    complete = all(r["status"] == "verified" for r in results.values())
-    note.outcome = "answered" if complete else "partial"
-    document: dict[str, Any] = {
-        "request_id": request[REQUEST_ID],
-        "subject": {"idcs": evidence.subject_idcs} if evidence.subject_idcs else subject_in,
-        "purpose": payload["purpose"],
-        "legal_basis": note.legal_basis,
-        "case_ref": payload["case_ref"],
-        "checked_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        "complete": complete,
-        "checks": results,
-        "sources": sources,
-    }
-    if "as_of" in payload:
-        document["as_of"] = today.isoformat()
+    payload = parse_json(signed.body, request.content_type, "verification-request.json",
+                         signed.runtime.settings.checks)
+    as_of = _as_of(payload.get("as_of"))
+    language = choose_language(request.headers.get("Accept-Language"))
+    document = await verify(signed.runtime, signed.note, signed.caller.client_id, payload["purpose"],
+                            payload["subject"], payload.get("checks"), payload["case_ref"], request[REQUEST_ID],
+                            as_of=as_of, language=language)
     response = web.Response(body=orjson.dumps(document), content_type="application/json")
-    response.headers["Content-Language"] = evidence.language
+    response.headers["Content-Language"] = language
     response.headers["Vary"] = "Accept-Language"
     return response
 
 
-def _as_of(requested: str | None) -> date:
-    """The date the facts and rules are taken on: today (UTC), or an earlier ``as_of`` (retroactive)."""
-    today = datetime.now(UTC).date()
+def _as_of(requested: str | None) -> date | None:
+    """An earlier date to verify as on (retroactive checks), or None for today; never in the future."""
     if requested is None:
-        return today
+        return None
     try:
         day = date.fromisoformat(requested)
     except ValueError:
         raise BadRequest(f"as_of {requested!r} is not a date (YYYY-MM-DD)", "invalid_request") from None
-    if day > today:
+    if day > datetime.now(UTC).date():
         raise BadRequest(f"as_of {requested} is in the future; a verification looks at today or the past",
                          "invalid_request")
     return day

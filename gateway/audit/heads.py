@@ -53,19 +53,32 @@ class Elected(Protocol):
         ...
 
 
+class HeadGuard(Protocol):
+    """Checked before each head is signed and told of each head signed (``gateway.audit.witness.guard``)."""
+
+    async def check(self) -> None:
+        """Raise ``AccessLogCorrupt`` to stop the signing."""
+        ...
+
+    async def publish(self, head: SignedTreeHead) -> object: ...
+
+
 class TreeHeadSigner:
     """Signs tree heads of ``access_log`` on a cadence (see the module docstring). On a store that elects its
-    signer (``Elected``), only the elected process signs and prunes; the others' rounds do nothing."""
+    signer (``Elected``), only the elected process signs and prunes; the others' rounds do nothing. With a
+    ``guard``, each head is signed only after ``guard.check()`` passed, and then given to ``guard.publish``."""
 
     def __init__(self, access_log: AccessLog, key: Callable[[], SigningKey], log_id: str, *,
                  interval_s: float = 60.0, max_entries: int = 10_000, retention_days: int = 0,
-                 poll_s: float | None = None, clock: Callable[[], float] = time.time) -> None:
+                 poll_s: float | None = None, clock: Callable[[], float] = time.time,
+                 guard: HeadGuard | None = None) -> None:
         if interval_s <= 0 or max_entries < 1 or retention_days < 0:
             raise ValueError("interval_s > 0, max_entries >= 1 and retention_days >= 0, please")
         self.access_log, self.key, self.log_id = access_log, key, log_id
         self.interval_s, self.max_entries, self.retention_days = interval_s, max_entries, retention_days
         self.poll_s = min(1.0, interval_s / 4) if poll_s is None else poll_s
         self.clock = clock
+        self.guard = guard
         self._pruned_at = float("-inf")
 
     async def due(self) -> bool:
@@ -82,7 +95,7 @@ class TreeHeadSigner:
         """One round: sign a head if one is due, prune if retention says so; the head signed, if any."""
         if not await self._elected():
             return None
-        signed = await self.access_log.issue_tree_head(self.key(), self.log_id) if await self.due() else None
+        signed = await self._sign() if await self.due() else None
         if signed is not None:
             log.info("tree_head_signed", tree_size=signed.head.tree_size, kid=self.key().kid)
         if self.retention_days and self.clock() - self._pruned_at >= PRUNE_EVERY_S:
@@ -91,6 +104,14 @@ class TreeHeadSigner:
             pruned = await self.access_log.prune(cutoff)
             if pruned:
                 log.info("access_log_pruned", entries=pruned, before=cutoff.isoformat())
+        return signed
+
+    async def _sign(self) -> SignedTreeHead | None:
+        if self.guard is not None:
+            await self.guard.check()
+        signed = await self.access_log.issue_tree_head(self.key(), self.log_id)
+        if signed is not None and self.guard is not None:
+            await self.guard.publish(signed)
         return signed
 
     async def _elected(self) -> bool:
@@ -119,7 +140,7 @@ class TreeHeadSigner:
                 count = await self.access_log.count()
                 latest = await self.access_log.latest_tree_head()
                 if count and (latest is None or latest.head.tree_size < count) and await self._elected():
-                    await self.access_log.issue_tree_head(self.key(), self.log_id)
+                    await self._sign()
             except Exception as exc:
                 log.error("tree_head_at_exit_failed", error=f"{type(exc).__name__}: {exc}")
 

@@ -7,7 +7,7 @@ entry's index rows are compared when ``recompute`` takes the entry) and finds th
 are not exactly what ``index_fields`` derives from its bytes:
 
 * a kept entry without its index row (no search would find it), or with another time, client, purpose, case
-  reference, outcome or subject, another set of checks or of sources;
+  reference, outcome or subject, another set of checks, of sources or of co-subjects;
 * a time high-water mark that does not follow from the entries' times (a time window would start or stop at
   the wrong entry);
   after a pruned prefix the mark also carries the pruned entries' times, which are gone: there it can only
@@ -18,9 +18,9 @@ Reasons name the entry and the field, never a value (the officers' screens show 
 too, ``IndexCheck.verdict`` reports the lower index; at the same index the tree's reason, which also explains
 the index (an altered, moved or deleted entry no longer matches its index rows either).
 
-The store hands the index over as three streams ordered by entry index: ``access_index`` rows, and for the
-checks and the sources one row per entry, ``(idx, names)``, the names as a list (``None`` for a name that is
-not text).
+The store hands the index over as four streams ordered by entry index: ``access_index`` rows, and for the
+checks, the sources and the co-subjects one row per entry, ``(idx, names)``, the names as a list (``None`` for a
+name that is not text).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class IndexStreams:
     rows: Iterable[IndexRow]
     checks: Iterable[NamesRow]
     sources: Iterable[NamesRow]
+    persons: Iterable[NamesRow] = ()  # the co-subjects (an index without their table reads as none)
 
 
 def _is_index(value: object) -> TypeGuard[int]:
@@ -91,7 +92,7 @@ class IndexCheck:
     verification: ``recompute(check.watch(rows), ...)``, then ``check.verdict(`` its result ``)``."""
 
     def __init__(self, streams: IndexStreams) -> None:
-        self._streams = tuple(_Stream(s) for s in (streams.rows, streams.checks, streams.sources))
+        self._streams = tuple(_Stream(s) for s in (streams.rows, streams.checks, streams.sources, streams.persons))
         self._high_water: int | None = None  # the time high-water mark after the last kept entry
         self._exact = True  # False right after pruned entries, whose times are gone
         self._walked = 0  # entries walked
@@ -121,14 +122,14 @@ class IndexCheck:
         return min(strays, key=lambda b: b.index) if strays else None
 
     def _entry(self, index: int, entry: object) -> ChainBreak | None:
-        main, checks, sources = self._streams
-        (row, past_main), (checked, past_checks), (sourced, past_sources) = (main.take(index), checks.take(index),
-                                                                              sources.take(index))
-        if not (past_main and past_checks and past_sources):
+        main, checks, sources, persons = self._streams
+        (row, past_main), (checked, past_checks), (sourced, past_sources), (personed, past_persons) = (
+            main.take(index), checks.take(index), sources.take(index), persons.take(index))
+        if not (past_main and past_checks and past_sources and past_persons):
             return self._stray(index + 1, index, index)
         if entry is None:
             self._exact = False
-            if row is not None or checked is not None or sourced is not None:
+            if row is not None or checked is not None or sourced is not None or personed is not None:
                 return ChainBreak(index, f"the search index still holds pruned entry {index}: retention removed "
                                          "the entry's payload, not what the index says of it")
             return None
@@ -147,7 +148,8 @@ class IndexCheck:
             return ChainBreak(index, f"the search index's time high-water mark at entry {index} does not follow "
                                      "from the entries' times: searches by time could stop before entries they "
                                      "should find")
-        for kind, names, wanted in (("check", checked, fields.checks), ("source", sourced, fields.sources)):
+        for kind, names, wanted in (("check", checked, fields.checks), ("source", sourced, fields.sources),
+                                    ("co-subject", personed, fields.persons)):
             have = set(names[1]) if names is not None and isinstance(names[1], list) else set()
             if have != set(wanted):
                 if not have.issuperset(wanted):

@@ -27,6 +27,7 @@ class LogQuery:
     check: str | None = None  # the entry's `checks` contains it
     source: str | None = None  # the entry's `sources` names it
     subject: str | None = None  # a pseudonym, as stored
+    person: str | None = None  # a pseudonym among the entry's `co_subjects` (spouses, children read for a query)
     limit: int = 50
     cursor: int | None = None  # return entries with index < cursor
 

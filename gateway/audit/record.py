@@ -45,6 +45,9 @@ class AccessRecord:
     # new entries leave null: a plain digest of a predictable body gives the identifier in it back.
     request_hmac: str | None = None
     response_hmac: str | None = None
+    # keyed-HMAC pseudonyms of the IDCS of every other person whose data was read for this request (spouses,
+    # children), sorted: each of them finds the access in their own citizen access log
+    co_subjects: tuple[str, ...] = ()
 
     def canonical(self) -> bytes:
         """Sorted-key JSON (orjson, no whitespace, UTF-8); see the module docstring for added fields.
@@ -58,6 +61,8 @@ class AccessRecord:
                 continue
             data[f.name] = asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
         data["checks"] = list(self.checks)
+        if self.co_subjects:
+            data["co_subjects"] = list(self.co_subjects)
         data["sources"] = [{"name": n, "status": s} for n, s in self.sources]
         return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
 

@@ -40,6 +40,7 @@ class IndexFields:
     subject: str | None
     checks: tuple[str, ...]
     sources: tuple[str, ...]
+    persons: tuple[str, ...] = ()  # the co-subjects' pseudonyms (``co_subjects``)
 
 
 MICROSECOND = timedelta(microseconds=1)
@@ -73,7 +74,7 @@ def index_fields(entry: bytes) -> IndexFields:
         data = None
     if not isinstance(data, dict):
         return IndexFields(None, None, None, None, None, None, (), ())
-    checks, sources = data.get("checks"), data.get("sources")
+    checks, sources, persons = data.get("checks"), data.get("sources"), data.get("co_subjects")
     names = [s.get("name") for s in sources if isinstance(s, dict)] if isinstance(sources, list) else []
     return IndexFields(
         time_us=_time(data.get("time")),
@@ -84,6 +85,7 @@ def index_fields(entry: bytes) -> IndexFields:
         subject=_text(data.get("subject")),
         checks=tuple(dict.fromkeys(c for c in checks if isinstance(c, str))) if isinstance(checks, list) else (),
         sources=tuple(dict.fromkeys(n for n in names if isinstance(n, str))),
+        persons=tuple(dict.fromkeys(p for p in persons if isinstance(p, str))) if isinstance(persons, list) else (),
     )
 
 
@@ -94,6 +96,7 @@ def record_fields(record: AccessRecord) -> IndexFields:
         case_ref=_text(record.case_ref), outcome=_text(record.outcome), subject=_text(record.subject),
         checks=tuple(dict.fromkeys(c for c in record.checks if isinstance(c, str))),
         sources=tuple(dict.fromkeys(name for name, _ in record.sources if isinstance(name, str))),
+        persons=tuple(dict.fromkeys(p for p in record.co_subjects if isinstance(p, str))),
     )
 
 
@@ -106,7 +109,8 @@ def hit(index: int, entry: bytes) -> LogHit:
 # --- the search statement, shared by the stores ---------------------------------------------------------------------
 
 BIG = 2**63 - 1
-CHILD_FILTERS = (("check", "access_index_checks"), ("source", "access_index_sources"))
+CHILD_FILTERS = (("check", "access_index_checks"), ("source", "access_index_sources"),
+                 ("person", "access_index_persons"))
 ENTRY_FILTERS = ("client", "purpose", "case_ref", "outcome", "subject")
 MAX_LATENESS = "SELECT COALESCE(MAX(time_hw - time_us), 0) FROM access_index WHERE time_us < time_hw"
 

@@ -16,6 +16,8 @@ DEFAULT_LANGUAGE: Language = "fr"
 
 EVENTS: Mapping[str, Mapping[Language, str]] = {
     "verification": {"fr": "Vérification de vos données", "en": "Your data was checked"},
+    "household_verification": {"fr": "Vos données lues pour la vérification d'un membre de votre foyer",
+                               "en": "Your data was read to check a member of your household"},
     "consent_granted": {"fr": "Consentement enregistré", "en": "Consent recorded"},
     "consent_revoked": {"fr": "Consentement révoqué", "en": "Consent revoked"},
     "consent_viewed": {"fr": "Consultation de vos consentements", "en": "Your consents were viewed"},

@@ -3,6 +3,9 @@
 Shown (an allow-list, by the entry's method, path and outcome):
 
 * ``verification`` — a client's ``POST /v1/verifications`` about the citizen, whatever its outcome;
+* ``household_verification`` — a verification about someone else that read the citizen's data (a spouse's or
+  a parent's: the entry names them among its ``co_subjects``). Shown without its case reference, and with a
+  consent basis as ``{"type": "consent", "consent": null}``: the case and the consent are the other person's;
 * ``consent_granted`` / ``consent_revoked`` — a change of one of their consents (API or ANSS office);
 * ``consent_viewed`` — a client (or the office) listing or reading their consents.
 
@@ -28,6 +31,7 @@ from typing import Any
 from gateway.citizen import labels
 from gateway.citizen.labels import Language
 from gateway.config.settings import Settings
+from gateway.policy.consent.evidence import shown as shown_evidence
 from gateway.policy.consent.store import Consent, timestamp
 
 VERIFICATIONS = ("POST", "/v1/verifications")
@@ -46,9 +50,12 @@ def _is_consent_action(method: Any, path: Any) -> bool:
 
 def classify(entry: Mapping[str, Any], pseudonyms: Collection[str]) -> str | None:
     """The kind of event this entry is for the citizen with these pseudonyms, or ``None``: not shown."""
-    if entry.get("subject") not in pseudonyms:
-        return None  # never another citizen's entry, whatever the search returned
     method, path = entry.get("method"), entry.get("path")
+    if entry.get("subject") not in pseudonyms:
+        co = entry.get("co_subjects")
+        if (method, path) == VERIFICATIONS and isinstance(co, list) and any(p in pseudonyms for p in co):
+            return "household_verification"  # the citizen's data was read for someone else's verification
+        return None  # never another citizen's entry, whatever the search returned
     if (method, path) == VERIFICATIONS:
         return "verification"
     if _is_consent_action(method, path):
@@ -102,7 +109,7 @@ class Viewer:
         if consent.revoked_at is not None:
             shown["revoked_at"] = _second(timestamp(consent.revoked_at))
         if self.settings.citizens.show_consent_evidence:
-            shown["evidence"] = consent.evidence
+            shown["evidence"] = shown_evidence(consent.evidence)
         return shown
 
     def show(self, entry: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -111,11 +118,14 @@ class Viewer:
         if kind is None:
             return None
         outcome = None
-        if kind == "verification":
+        verification = kind in ("verification", "household_verification")
+        if verification:
             outcome = entry["outcome"] if entry.get("outcome") in ANSWERED else "refused"
         basis = entry.get("legal_basis")
         legal_basis: dict[str, Any] | None = None
-        if basis == "consent" or kind != "verification":
+        if kind == "household_verification" and basis == "consent":
+            legal_basis = {"type": "consent", "consent": None}  # the other person's consent: not theirs to see
+        elif basis == "consent" or not verification:
             consent = self.consent(entry.get("consent_id"))
             legal_basis = {"type": "consent", "consent": consent} if consent or kind == "verification" else None
         elif isinstance(basis, str) and basis:
@@ -126,7 +136,7 @@ class Viewer:
             "event_label": labels.EVENTS[kind][self.language],
             "by": self.who(entry.get("client")),
             "purpose": self.purpose(entry.get("purpose")),
-            "case_ref": entry.get("case_ref") if kind == "verification" else None,
+            "case_ref": entry.get("case_ref") if kind == "verification" else None,  # not another person's case
             "data": self.data(entry.get("checks")),
             "legal_basis": legal_basis,
             "outcome": outcome,

@@ -18,7 +18,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
     if args.export:
         return _audit_verify_export(Path(args.export), args.jwks)
-    settings = load_settings(args)
+    settings = load_settings(args, writes_state=False)  # checking a log kept on read-only media is fine
     where = log_location(settings, Path(args.database) if args.database else None)  # [storage], or --database
     if not where.exists():
         print(f"no access log at {where.name}", file=sys.stderr)

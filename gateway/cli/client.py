@@ -81,7 +81,7 @@ def explain(document: dict[str, Any]) -> str:
 
 
 def cmd_client_verify(args: argparse.Namespace) -> int:
-    settings = load_settings(args)
+    settings = load_settings(args, writes_state=False)  # reads a key, writes nothing
     subject = {"idcs": args.idcs} if args.idcs else {"cin": args.cin}
     return _connect(args, settings, args.client,
                     lambda client: client.verify(subject, args.purpose, args.case_ref, args.check or None,
@@ -96,7 +96,7 @@ def _param(value: str) -> tuple[str, str]:
 
 
 def cmd_client_call(args: argparse.Namespace) -> int:
-    settings = load_settings(args)
+    settings = load_settings(args, writes_state=False)  # reads a key, writes nothing
     if args.service not in settings.services:
         print(f"no service {args.service!r} in this configuration; known: {sorted(settings.services)}",
               file=sys.stderr)
@@ -124,7 +124,7 @@ def cmd_client_call(args: argparse.Namespace) -> int:
 
 
 def cmd_client_services(args: argparse.Namespace) -> int:
-    settings = load_settings(args)
+    settings = load_settings(args, writes_state=False)  # reads a key, writes nothing
     return _connect(args, settings, args.client, lambda client: client.request(
         "GET", f"/v1/services/{args.service}" if args.service else "/v1/services"))
 

@@ -1,4 +1,5 @@
-"""What the command modules share: the settings a command runs on, and the TLS environment variables."""
+"""What the command modules share: the settings a command runs on (its state directory checked), and the TLS
+environment variables."""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ TLS_ENV = {"tls_cert": "ANSS_GATEWAY_TLS_CERT", "tls_key": "ANSS_GATEWAY_TLS_KEY
            "tls_client_ca": "ANSS_GATEWAY_TLS_CLIENT_CA"}
 
 
-def load_settings(args: argparse.Namespace) -> Settings:
-    """The settings of ``--config`` (or ``$ANSS_GATEWAY_CONFIG``, or the bundled config/)."""
-    return load(Path(args.config) if args.config else None)
+def load_settings(args: argparse.Namespace, *, writes_state: bool = True) -> Settings:
+    """The settings of ``--config`` (or ``$ANSS_GATEWAY_CONFIG``, or the bundled config/); for a command that
+    writes under the state directory, with that directory checked first (missing and not creatable, or not
+    writable: one line naming it and its setting, exit 2, instead of a traceback)."""
+    settings = load(Path(args.config) if args.config else None)
+    if writes_state:
+        from gateway.stores.files import ensure_state_dir
+
+        ensure_state_dir(settings.state_dir)
+    return settings

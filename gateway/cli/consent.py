@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cg.add_argument("--check", action="append", required=True, help="a check consented to (repeatable)")
     cg.add_argument("--valid-from", help="RFC 3339 with a time zone (default: now)")
     cg.add_argument("--valid-until", required=True, help="RFC 3339 with a time zone, e.g. 2027-06-30T23:59:59Z")
-    cg.add_argument("--evidence", required=True, help="where and how it was collected (≤ 200 characters)")
+    cg.add_argument("--evidence", required=True,
+                    help="where the signed consent is kept: document:<id> or an https URL, never a name or identifier")
     cr = c.add_parser("revoke", parents=[operator], help="revoke a consent at once")
     cr.add_argument("consent_id")
     cr.add_argument("--reason", required=True, help="why (≤ 200 characters)")

@@ -45,8 +45,8 @@ EXPECTED: dict[str, dict[tuple[str, ...], Any]] = {
     "above_threshold": {("social_registry", "below_asd_threshold"): False,
                         ("asd_entitlement", "reasons"): ["index_above_threshold"]},
 }
-# The sources the purpose's checks name that a fixture's verification does not ask: nobody of school age,
-# so no MASSAR call
+# The administrations the purpose's checks may need (their ``operations``) that a fixture's verification does
+# not ask: nobody of school age, so no MASSAR call
 NOT_ASKED: dict[str, frozenset[str]] = {"elderly_couple": frozenset({"education"}), "newborn": frozenset({"education"})}
 
 
@@ -124,8 +124,8 @@ def _report(how: Report, name: str, idcs: str, status: int, document: dict[str, 
             sources = document["sources"]
             checks = document["checks"]
             problems += [f"source {s['name']} is {s['status']}" for s in sources if s["status"] != "ok"]
+            expected = sorted(set(how.sources_needed) - NOT_ASKED.get(name, frozenset()))
             answered = sorted(s["name"] for s in sources)
-            expected = [s for s in how.sources_needed if s not in NOT_ASKED.get(name, frozenset())]
             if answered != expected:
                 problems.append(f"sources {answered} answered, expected {expected}")
             problems += _expectations_met(name, document)

@@ -2,12 +2,14 @@
 this module assembles them and turns configuration and database mistakes into one line and exit status 2.
 
     serve, simulate, demo, fixtures   gateway.cli.serve
-    client verify|call                gateway.cli.client
+    client verify|call|services       gateway.cli.client
+    batch submit|status|results|cancel gateway.cli.batch
     keys generate|jwks|rotate         gateway.cli.keys
     audit verify|export               gateway.cli.audit
     officer password                  gateway.cli.officers
     consent grant|revoke|list|show    gateway.cli.consent
     citizen token                     gateway.cli.citizen
+    witness serve|key|log-key|checkpoints   gateway.cli.witness
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gateway.cli import audit, citizen, client, consent, keys, officers, serve
+from gateway.cli import audit, batch, citizen, client, consent, keys, officers, serve, witness
 from gateway.config.settings import ConfigError
 from gateway.stores.postgres import DatabaseUnavailable
 
-GROUPS = (serve, client, keys, audit, officers, consent, citizen)
+GROUPS = (serve, client, batch, keys, audit, officers, consent, citizen, witness)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -17,20 +17,23 @@ from typing import Any
 
 from connectors.base import ConnectorConfig
 from gateway.config.anomalies import AnomalySettings, anomaly_settings
+from gateway.config.batches import BatchSettings, load_batches
 from gateway.config.citizens import CITIZEN_ALGORITHMS, CitizenSettings, load_citizens
 from gateway.config.clients import DEFAULT_RATE_LIMIT, SCRYPT_HASH, ClientSettings, RateLimit, Right, load_clients
 from gateway.config.connectors import load_connectors
 from gateway.config.console import ConsoleSettings, console_settings
 from gateway.config.purposes import Purpose, load_purposes
+from gateway.config.refusals import RefusalSettings, refusal_settings
 from gateway.config.services import Service, load_services
 from gateway.config.storage import DSN_ENV, storage_settings
 from gateway.config.toml import ConfigError, get, positive, read_table, resolve
+from gateway.config.witnesses import WitnessingSettings, witnessing_settings
 from gateway.federation.checks.registry import CheckRegistry, discover
 from gateway.stores.postgres import PostgresTarget
 
 __all__ = [
     "CITIZEN_ALGORITHMS", "DSN_ENV", "ROOT", "SCRYPT_HASH", "AnomalySettings", "CitizenSettings",
-    "ClientSettings", "ConfigError", "ConsoleSettings", "Purpose", "RateLimit", "Right", "Settings",
+    "ClientSettings", "ConfigError", "ConsoleSettings", "Purpose", "RateLimit", "RefusalSettings", "Right", "Settings",
     "SimulatorSettings", "load",
 ]
 
@@ -67,6 +70,7 @@ class Settings:
     previous_signing_key_files: tuple[Path, ...] = ()
     replay_backend: str = "sqlite"  # "sqlite" (one host) or "redis" (several replicas)
     replay_database: Path | None = None
+    replay_redis_prefix: str = "anss:jti:"  # [replay] redis_prefix: the jti keys and the epoch key under it
     rate_limit_backend: str = "local"  # "local" (per process) or "redis" (shared by replicas)
     default_rate_limit: RateLimit = DEFAULT_RATE_LIMIT
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -83,7 +87,10 @@ class Settings:
     audit_export_max_bytes: int = 64 * 1024 * 1024  # GET /v1/audit/export answers up to this; larger: the CLI
     storage_backend: str = "sqlite"  # access log and consents: "sqlite" (the files above) or "postgres" (shared)
     database: PostgresTarget | None = None  # with "postgres": DSN (never in a repr or a message) and schema
+    batches: BatchSettings = field(default_factory=BatchSettings)  # [batches]
+    witnessing: WitnessingSettings = field(default_factory=WitnessingSettings)  # [audit] checkpoints, witnesses
     checks: CheckRegistry = field(default_factory=discover)  # the check vocabulary (built-ins + entry points)
+    refusals: RefusalSettings = field(default_factory=RefusalSettings)  # [refusals]: anonymous refusals, free space
 
     @property
     def consent_store_path(self) -> Path:
@@ -171,6 +178,7 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
         ),
         replay_backend=replay_backend,
         replay_database=resolve(state_dir, get(replay, "database", str, "[replay]", "replay.sqlite3")),
+        replay_redis_prefix=get(replay, "redis_prefix", str, "[replay]", D["replay_redis_prefix"]),
         rate_limit_backend=limit_backend,
         default_rate_limit=RateLimit(get(limits, "rate_per_s", float, "[rate_limits]", DEFAULT_RATE_LIMIT.rate_per_s),
                                      get(limits, "burst", int, "[rate_limits]", DEFAULT_RATE_LIMIT.burst)),
@@ -187,9 +195,12 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
             config_dir, env.get("ANSS_GATEWAY_PSEUDONYM_KEY_FILE") or audit.get("pseudonym_key_file")
         ),
         citizens=load_citizens(gateway_file, data.get("citizens", {}), config_dir),
+        batches=load_batches(data.get("batches", {}), config_dir, f"{gateway_file} [batches]"),
         **_audit_cadence(audit, f"{gateway_file} [audit]"),
+        witnessing=witnessing_settings(audit, f"{gateway_file} [audit]", config_dir),
         anomalies=anomaly_settings(audit.get("anomalies", {}), f"{gateway_file} [audit.anomalies]"),
         console=console_settings(data.get("console", {}), f"{gateway_file} [console]", config_dir, env),
+        refusals=refusal_settings(data.get("refusals", {}), f"{gateway_file} [refusals]"),
         audit_export_max_bytes=positive(audit, "export_max_bytes", f"{gateway_file} [audit]",
                                         D["audit_export_max_bytes"]),
         **storage_settings(data.get("storage", {}), f"{gateway_file} [storage]", config_dir, env),

@@ -1,27 +1,33 @@
 """Signing in and out of the console, its entry point, its stylesheet and its "no such page".
 
-Login: the form carries a login token (double submit, see ``sessions``); each attempt takes a token from two
-rate-limit buckets, one per client address and one per *configured* officer id — every id that is not an
-officer's shares one bucket, so typing made-up ids creates no bucket (``[console] login_attempts`` per
-``login_window_minutes``, on the sign-in limiter: the gateway's Redis limiter, shared by replicas, or else
-buckets of its own that API clients never share, so a flood of sign-ins cannot crowd them out); the password
-is checked off the event loop, in the same time whether or not the officer exists. A failed attempt is
-logged ``console_login_failed`` with the officer id only if it is a configured officer (never what was typed
+Login: the form carries a login token (double submit, see ``sessions``); each attempt goes through the
+sign-in throttle (``gateway.trust.backoff``) with two buckets: one per (officer id, client address) — every
+id that is not a configured officer's counts as one, so typing made-up ids creates no bucket per id — and
+one per address (an IPv6 address by its /64). After ``[console] login_attempts`` attempts of one officer
+from one address (``login_address_attempts`` from one address), each further one waits ``login_delay_s``,
+doubling up to ``login_max_delay_s``: 429 with ``Retry-After``, the password not even checked. No one else
+can make an officer wait: failures from another address count there. A correct password forgets the
+(officer, address) count and gives its attempt back to the address. The password is checked off the event
+loop, in the same time whether or not the officer exists. A failed attempt is logged
+``console_login_failed`` with the officer id only if it is a configured officer (never what was typed
 otherwise), a throttled one ``rate_limited``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import math
 import re
 
 import structlog
 from aiohttp import web
 
+from gateway.config.console import ConsoleSettings
 from gateway.console.passwords import verify_password
 from gateway.console.sessions import LOGIN_COOKIE, LOGIN_TOKEN_S, SESSION_COOKIE
 from gateway.console.web import LoginRequired, Officer, Page, mark_refused, page, redirect, signed_in
-from gateway.trust.ratelimit import Limit
+from gateway.trust.backoff import Backoff, Bucket
 from gateway.trust.roles import OFFICER, authenticated_as, check_role
 
 log = structlog.get_logger("gateway.console")
@@ -69,19 +75,40 @@ async def show_login(current: Page) -> web.Response:
     return login_form(current)
 
 
-async def _throttled(current: Page, officer: Officer | None) -> bool:
-    """Whether this attempt is over the limit, for the officer (or the unknown ids) or for the address."""
-    settings = current.runtime.settings.console
-    limit = Limit(settings.login_attempts / (settings.login_window_minutes * 60), settings.login_attempts)
-    address = current.request.remote or "unknown"
-    by_id = f"console-login:officer:{officer.id}" if officer is not None else UNKNOWN_OFFICERS
+def address_group(remote: str | None) -> str:
+    """The address a count is kept for: an IPv4 address, or an IPv6 address's /64 (one host has many)."""
     try:
-        by_officer = await current.runtime.sign_in_limiter.take(by_id, limit)
-        by_address = await current.runtime.sign_in_limiter.take(f"console-login:address:{address}", limit)
-    except Exception as exc:  # logins are refused while attempts cannot be counted
+        address = ipaddress.ip_address(remote or "")
+    except ValueError:
+        return (remote or "unknown")[:64]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+def sign_in_buckets(settings: ConsoleSettings, officer: Officer | None, remote: str | None) -> list[Bucket]:
+    forget_s = settings.login_window_minutes * 60
+    address = address_group(remote)
+    who = f"officer:{officer.id}" if officer is not None else UNKNOWN_OFFICERS
+    return [
+        Bucket(f"console-login:{who}:address:{address}",
+               Backoff(settings.login_attempts, settings.login_delay_s, settings.login_max_delay_s, forget_s),
+               reset_on_success=True),
+        Bucket(f"console-login:address:{address}",
+               Backoff(settings.login_address_attempts, settings.login_delay_s, settings.login_max_delay_s,
+                       forget_s)),
+    ]
+
+
+async def _wait_s(current: Page, buckets: list[Bucket]) -> float:
+    """0 when this attempt may go on (it is counted), else the seconds to wait before the next."""
+    try:
+        return await current.runtime.sign_in_throttle.attempt(buckets)
+    except Exception as exc:  # sign-ins are refused while attempts cannot be counted
         log.error("console_login_limiter_unavailable", error=type(exc).__name__)
-        return True
-    return not (by_officer.allowed and by_address.allowed)
+        return 1.0
 
 
 @page(login=False)
@@ -95,14 +122,24 @@ async def do_login(current: Page) -> web.Response:
     if not current.console.codec.check_login_token(current.request.cookies.get(LOGIN_COOKIE), form.get("csrf")):
         mark_refused(current, "console_csrf_failed", "the login form's token is missing, expired or wrong")
         return login_form(current, 403, "form_expired", officer_id=officer_id)
-    if await _throttled(current, officer):
+    buckets = sign_in_buckets(current.runtime.settings.console, officer, current.request.remote)
+    wait = await _wait_s(current, buckets)
+    if wait > 0:
+        retry_s = max(1, math.ceil(wait))
         mark_refused(current, "rate_limited", "too many login attempts")
-        return login_form(current, 429, "login_throttled", officer_id=officer_id)
+        current.note.detail["retry_after_s"] = retry_s
+        response = login_form(current, 429, "login_throttled", officer_id=officer_id)
+        response.headers["Retry-After"] = str(retry_s)
+        return response
     password = form.get("password", "")
     if not await asyncio.to_thread(verify_password, password, officer.password_hash if officer else None) \
             or officer is None:
         mark_refused(current, "console_login_failed", "wrong officer id or password")
         return login_form(current, 401, "login_failed", officer_id=officer_id)
+    try:
+        await current.runtime.sign_in_throttle.succeeded(buckets)
+    except Exception as exc:  # the officer is right; an unsettled count only makes the next attempt wait sooner
+        log.error("console_login_limiter_unavailable", error=type(exc).__name__)
     check_role(current.runtime.settings, officer.id, OFFICER)
     authenticated_as(current.request, officer.id)
     session = current.console.codec.open(officer.id, officer.password_hash)

@@ -1,5 +1,5 @@
-"""Files the gateway keeps for itself: development keys and secrets created once under the state directory, and
-the small SQLite stores (replay cache, consent registry)."""
+"""Files the gateway keeps for itself: the state directory (usable or a one-line error naming it), development keys
+and secrets created once under it, and the small SQLite stores (replay cache, consent registry)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,29 @@ import secrets
 import sqlite3
 import time
 from pathlib import Path
+
+from gateway.config.toml import ConfigError
+
+STATE_DIR_SETTING = "[gateway] state_dir in gateway.toml, or ANSS_GATEWAY_STATE_DIR"
+
+
+def ensure_state_dir(path: Path) -> None:
+    """Create the state directory if it is missing and prove that files can be written in it; otherwise a
+    ``ConfigError`` of one line naming the directory and the setting, instead of a traceback from whichever
+    file happened to be written first."""
+    where = f"the state directory {path} ({STATE_DIR_SETTING})"
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{where} is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{where} is missing and cannot be created: {exc.strerror or type(exc).__name__}") from exc
+    probe = path / f".write-probe.{os.getpid()}.{secrets.token_hex(4)}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{where} is not writable: {exc.strerror or type(exc).__name__}") from exc
 
 
 def create_once(path: Path, content: bytes) -> None:

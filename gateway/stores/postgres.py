@@ -12,6 +12,7 @@ one database never wait for each other.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,8 +25,30 @@ if TYPE_CHECKING:  # the driver is imported when a connection is made: settings 
 
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 DEFAULT_SCHEMA = "anss_gateway"
-CONNECT_TIMEOUT_S = 5
-POOL_WAIT_S = 10.0
+
+
+@dataclass(frozen=True)
+class DatabaseTimeouts:
+    """How long the gateway waits for PostgreSQL (``[storage]`` in gateway.toml; each default written here, once).
+
+    ``connect_timeout_s`` bounds a new connection (libpq counts whole seconds, at least 2; the health probe and
+    ping also bound it themselves), ``pool_wait_s`` a request waiting for a pooled connection. The health of
+    the access log's database (``gateway.audit.health``): a ping before administrations are asked waits at most
+    ``ping_timeout_s`` and is skipped when the database answered within ``health_fresh_s``; while it is down, a
+    probe tries a fresh connection every ``probe_interval_s``."""
+
+    connect_timeout_s: float = 2.0
+    pool_wait_s: float = 5.0
+    ping_timeout_s: float = 0.5
+    health_fresh_s: float = 0.0  # 0: every verification pings (one ping shared by the requests meanwhile)
+    probe_interval_s: float = 1.0
+
+    @property
+    def libpq_connect_timeout(self) -> int:
+        return max(2, math.ceil(self.connect_timeout_s))
+
+
+DEFAULT_TIMEOUTS = DatabaseTimeouts()
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -50,6 +73,7 @@ class PostgresTarget:
 
     dsn: str = field(repr=False)
     schema: str = DEFAULT_SCHEMA
+    timeouts: DatabaseTimeouts = DEFAULT_TIMEOUTS
 
     def __post_init__(self) -> None:
         if not SCHEMA_NAME.fullmatch(self.schema):
@@ -92,7 +116,8 @@ class PostgresTarget:
         import psycopg
 
         try:
-            conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+            conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True,
+                                                         connect_timeout=self.timeouts.libpq_connect_timeout)
         except psycopg.Error as exc:
             raise self.unavailable(exc, "cannot connect to the database") from None
         await conn.execute(self.search_path())
@@ -103,7 +128,8 @@ class PostgresTarget:
         import psycopg
 
         try:
-            conn = psycopg.Connection.connect(self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+            conn = psycopg.Connection.connect(self.dsn, autocommit=True,
+                                              connect_timeout=self.timeouts.libpq_connect_timeout)
         except psycopg.Error as exc:
             raise self.unavailable(exc, "cannot connect to the database") from None
         conn.execute(self.search_path())
@@ -113,7 +139,7 @@ class PostgresTarget:
              ) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
         """A pool of connections in the schema, with ``session`` settings (not opened yet: ``open_pool``).
         Each connection is checked when taken (a server restart costs no request), and a request waits at most
-        ``POOL_WAIT_S`` for one."""
+        ``timeouts.pool_wait_s`` for one."""
         from psycopg import sql
         from psycopg_pool import AsyncConnectionPool
 
@@ -124,13 +150,14 @@ class PostgresTarget:
                                                                                       sql.Literal(value)))
 
         return AsyncConnectionPool(self.dsn, min_size=1, max_size=max_size, open=False, name=name,
-                                   timeout=POOL_WAIT_S,
-                                   kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+                                   timeout=self.timeouts.pool_wait_s,
+                                   kwargs={"autocommit": True,
+                                           "connect_timeout": self.timeouts.libpq_connect_timeout},
                                    configure=configure, check=AsyncConnectionPool.check_connection)
 
     async def open_pool(self, pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]) -> None:
         try:
-            await pool.open(wait=True, timeout=CONNECT_TIMEOUT_S * 2)
+            await pool.open(wait=True, timeout=self.timeouts.libpq_connect_timeout * 2)
         except Exception as exc:
             await pool.close()
             raise self.unavailable(exc, "cannot open a pool of connections to the database") from None

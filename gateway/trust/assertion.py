@@ -34,6 +34,7 @@ class Caller:
     kid: str
     jti: str
     expires_at: float  # the assertion's exp: after it (plus leeway) no replica accepts it
+    issued_at: float  # the assertion's iat: the replay cache refuses it when it lost its memory after that
 
 
 def single_authorization(values: list[str]) -> str | None:
@@ -126,4 +127,5 @@ def authenticate(
         raise Unauthenticated("the assertion is bound to another request", "invalid_assertion")
     if claims["body_sha256"] != body_digest(body):
         raise Unauthenticated("the body does not match `body_sha256`", "invalid_assertion")
-    return Caller(client_id=client_id, kid=str(kid), jti=str(claims["jti"]), expires_at=float(claims["exp"]))
+    return Caller(client_id=client_id, kid=str(kid), jti=str(claims["jti"]), expires_at=float(claims["exp"]),
+                  issued_at=float(claims["iat"]))

@@ -21,6 +21,25 @@ Two implementations pass the same contract tests (``tests/stores``):
   clock — the clock that checked ``exp`` — so an offset of the Redis server's wall clock cannot shorten
   it, and delivery delays only lengthen it; it is rounded *up* to the millisecond.
 
+The epoch (Redis): a Redis that restarts without persistence, or whose keys are lost otherwise, forgets
+every assertion used so far, and a captured one would be answered again. So the same ``MULTI`` that sets
+the jti key also runs ``SET <prefix>epoch <now> NX`` and reads it back: the epoch key holds the time the
+key set was (re)created and vanishes with it. An assertion used before the reset was accepted at a
+gateway time before the epoch ``E``, so its ``iat`` is below ``E + leeway`` (an ``iat`` further in the
+future is refused by the assertion check). Every assertion whose ``iat`` is below ``E + leeway`` is
+therefore refused with ``ReplayHistoryLost`` — whether or not its key is new — and it stays refused until
+it expires; one signed at or after ``E + leeway`` is decided by its key as usual. The cost is a window of
+``leeway`` seconds after a reset (and after the very first start on an empty Redis) in which new
+assertions are refused too; the refusal says when to retry. A change of epoch seen by a running process
+is logged (``replay_epoch_changed``).
+
+The epoch key alone cannot see a server that kept it but lost later keys: a restart that lost the last
+second of writes under ``appendfsync everysec``, a failover to a replica that lagged. So each new connection
+first reads the server's ``run_id`` (``INFO server``; it changes with every server process): when a running
+process finds another ``run_id`` than before, it starts a new epoch itself (``SET <prefix>epoch <now>``,
+logged ``replay_cache_server_changed``) before that connection carries any check. A process that never saw
+the old server cannot tell; the Redis requirements in docs/security.md cover that case.
+
 Keys never hold raw client-chosen bytes: the jti (and, for Redis, the client id) is hashed with SHA-256
 over an unambiguous encoding, so ``("a:b", "c")`` and ``("a", "b:c")`` stay distinct and every key has a
 fixed size. An ``expires_at`` already in the past is retained for ``MIN_RETENTION_S`` so that a call is
@@ -40,12 +59,27 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+import structlog
+from redis.asyncio.connection import Connection
+from redis.exceptions import ResponseError
+
 from gateway.stores.files import open_sqlite
 from gateway.stores.redis import redis_client
 
-__all__ = ["MIN_RETENTION_S", "RedisReplayCache", "ReplayCache", "SqliteReplayCache", "replay_digest"]
+__all__ = [
+    "EPOCH_KEY",
+    "MIN_RETENTION_S",
+    "RedisReplayCache",
+    "ReplayCache",
+    "ReplayHistoryLost",
+    "SqliteReplayCache",
+    "replay_digest",
+]
 
 MIN_RETENTION_S = 1.0
+EPOCH_KEY = "epoch"  # under the cache's prefix; the other keys are 64 hex digits, so it cannot collide
+
+log = structlog.get_logger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS replay_cache (
@@ -77,11 +111,27 @@ class ReplayCache(Protocol):
 
     async def open(self) -> None: ...
 
-    async def first_use(self, client_id: str, jti: str, expires_at: float) -> bool:
-        """True the first time (client, jti) is seen while unexpired; False on a replay. Atomic."""
+    async def first_use(self, client_id: str, jti: str, expires_at: float, issued_at: float | None = None) -> bool:
+        """True the first time (client, jti) is seen while unexpired; False on a replay. Atomic.
+
+        Raises ``ReplayHistoryLost`` when the cache lost its memory after ``issued_at`` (see the module).
+        """
         ...
 
     async def close(self) -> None: ...
+
+
+class ReplayHistoryLost(Exception):
+    """The cache was reset after this assertion may have been used: it cannot tell, so it refuses.
+
+    ``accept_from`` is the earliest ``iat`` it accepts again (epoch + leeway, Unix time).
+    """
+
+    def __init__(self, epoch: float, accept_from: float) -> None:
+        super().__init__(f"the replay cache was reset at {epoch:.3f}; assertions issued before "
+                         f"{accept_from:.3f} are refused")
+        self.epoch = epoch
+        self.accept_from = accept_from
 
 
 def _utf8(value: str) -> bytes:
@@ -134,7 +184,8 @@ class SqliteReplayCache:
             return
         self._conn = open_sqlite(self.path, SCHEMA, self._busy_timeout_ms)
 
-    async def first_use(self, client_id: str, jti: str, expires_at: float) -> bool:
+    async def first_use(self, client_id: str, jti: str, expires_at: float, issued_at: float | None = None) -> bool:
+        # ``issued_at`` is not needed: the file is durable (synchronous=FULL), it has no reset to detect.
         item = (_utf8(client_id), _jti_digest(jti), _expiry(expires_at))
         if self._closed:
             raise RuntimeError("the replay cache is closed")
@@ -187,6 +238,14 @@ class SqliteReplayCache:
             self._conn = None
 
 
+def _run_id(info: object) -> str | None:
+    text = info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
+    for line in text.splitlines():
+        if line.startswith("run_id:"):
+            return line.removeprefix("run_id:").strip() or None
+    return None
+
+
 def _set_result(future: asyncio.Future[bool], value: bool) -> None:
     if not future.done():
         future.set_result(value)
@@ -198,23 +257,89 @@ def _set_exception(future: asyncio.Future[bool], exc: BaseException) -> None:
 
 
 class RedisReplayCache:
-    """The shared replay cache for several replicas: one self-expiring Redis key per (client, jti)."""
+    """The shared replay cache for several replicas: one self-expiring Redis key per (client, jti), and the
+    epoch key that tells when the key set was last (re)created; see the module."""
 
     def __init__(
-        self, url: str, prefix: str = "anss:jti:", *, timeout_s: float = 2.0, max_connections: int = 64
+        self,
+        url: str,
+        prefix: str = "anss:jti:",
+        *,
+        leeway_s: float = 30.0,
+        timeout_s: float = 2.0,
+        max_connections: int = 64,
     ) -> None:
         self.prefix = prefix
-        self._redis = redis_client(url, timeout_s, max_connections)
+        self.leeway_s = leeway_s
+        self.epoch_key = prefix + EPOCH_KEY
+        self.known_epoch: float | None = None  # the last epoch this process saw
+        self.known_server: str | None = None  # the run_id of the Redis server process this process talks to
+        self._redis = redis_client(url, timeout_s, max_connections, on_connect=self._on_connect)
 
     def key(self, client_id: str, jti: str) -> str:
         return self.prefix + replay_digest(client_id, jti).hex()
 
     async def open(self) -> None:
         await self._redis.ping()  # fail at start-up, not on the first request
+        await self._warn_about_settings()
 
-    async def first_use(self, client_id: str, jti: str, expires_at: float) -> bool:
-        ttl_ms = max(math.ceil((_expiry(expires_at) - time.time()) * 1000), math.ceil(MIN_RETENTION_S * 1000))
-        return bool(await self._redis.set(self.key(client_id, jti), b"1", nx=True, px=ttl_ms))
+    async def first_use(self, client_id: str, jti: str, expires_at: float, issued_at: float | None = None) -> bool:
+        now = time.time()
+        ttl_ms = max(math.ceil((_expiry(expires_at) - now) * 1000), math.ceil(MIN_RETENTION_S * 1000))
+        async with self._redis.pipeline(transaction=True) as pipe:  # MULTI … EXEC: one consistent view
+            pipe.set(self.epoch_key, repr(now).encode(), nx=True)
+            pipe.get(self.epoch_key)
+            pipe.set(self.key(client_id, jti), b"1", nx=True, px=ttl_ms)
+            _, raw_epoch, first = await pipe.execute()
+        epoch = self._seen_epoch(raw_epoch)
+        # floor: PyJWT compares int(iat) with now + leeway, so an iat up to a second beyond was accepted too
+        if issued_at is not None and math.floor(issued_at) < epoch + self.leeway_s:
+            raise ReplayHistoryLost(epoch, epoch + self.leeway_s)
+        return bool(first)
+
+    async def _on_connect(self, connection: Connection) -> None:
+        """Each new connection: the handshake, then whether this is still the server process seen before."""
+        await connection.on_connect()
+        await connection.send_command("INFO", "server")
+        try:
+            run_id = _run_id(await connection.read_response())
+        except ResponseError:  # INFO renamed or disabled on this server: nothing to compare, the epoch still holds
+            return
+        if run_id is None:
+            return
+        if self.known_server is not None and run_id != self.known_server:
+            await connection.send_command("SET", self.epoch_key, repr(time.time()))
+            await connection.read_response()
+            log.warning("replay_cache_server_changed", previous_run_id=self.known_server, run_id=run_id)
+        self.known_server = run_id
+
+    def _seen_epoch(self, raw: object) -> float:
+        try:
+            epoch = float(raw.decode("ascii") if isinstance(raw, bytes) else str(raw))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ValueError(f"the replay epoch key {self.epoch_key!r} does not hold a time") from exc
+        if not math.isfinite(epoch):
+            raise ValueError(f"the replay epoch key {self.epoch_key!r} does not hold a time")
+        if epoch != self.known_epoch:
+            if self.known_epoch is not None:  # the key set was lost and recreated while this process ran
+                log.warning("replay_epoch_changed", previous_epoch=self.known_epoch, epoch=epoch,
+                            refused_until=epoch + self.leeway_s)
+            self.known_epoch = epoch
+        return epoch
+
+    async def _warn_about_settings(self) -> None:
+        """Say at start-up when this Redis can lose used assertions unnoticed (docs/security.md)."""
+        try:
+            policy = await self._redis.config_get("maxmemory-policy")
+            persistence = await self._redis.config_get("appendonly")
+        except Exception:  # CONFIG is often disabled on managed servers: nothing to say then
+            return
+        if policy.get("maxmemory-policy", "noeviction") != "noeviction":
+            log.warning("replay_cache_redis_evicts", maxmemory_policy=policy.get("maxmemory-policy"),
+                        required="noeviction")
+        if persistence.get("appendonly", "yes") != "yes":
+            log.warning("replay_cache_redis_not_persistent", appendonly=persistence.get("appendonly"),
+                        required="appendonly yes, appendfsync everysec or always")
 
     async def close(self) -> None:
         await self._redis.aclose()

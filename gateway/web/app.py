@@ -5,16 +5,21 @@ Every request goes through one middleware pipeline of small steps::
     bind request id ─► handler ─► (error → problem+json) ─► access log entry ─► sign the exact body ─► send
 
 The access-log step runs before anything is sent: if the entry cannot be written, the answer is replaced
-by a 503 problem and no data leaves the gateway.
+by a 503 problem and no data leaves the gateway. While the log's store knows its database is away
+(``gateway.audit.health``), logged requests are refused with that 503 at once, before their handler runs.
+A refusal of a request nobody was established for, beyond the address's budget, is answered 429
+``too_many_refusals`` and counted rather than logged one by one (``gateway.trust.refusals``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import suppress
+from contextlib import asynccontextmanager, nullcontext, suppress
 from datetime import UTC, datetime
 
 import aiohttp
@@ -25,8 +30,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from connectors.base import Connector
 from connectors.resilience import Resilient
 from gateway import console
-from gateway.api import anomalies, audit, citizen, consents, public, services, verifications
-from gateway.audit import AccessRecord, Pseudonymiser, TreeHeadSigner, log_id_for
+from gateway.api import anomalies, audit, batches, citizen, consents, public, services, verifications
+from gateway.audit import AccessLogCorrupt, AccessRecord, Pseudonymiser, TreeHeadSigner, log_id_for
+from gateway.audit.record import CITIZEN_ACTOR
+from gateway.audit.witness.guard import log_guard
+from gateway.batch.runner import EmbeddedEngine
+from gateway.batch.service import BatchService
+from gateway.batch.store import SqliteBatchStore
 from gateway.config.connectors import build_connectors
 from gateway.config.settings import Settings
 from gateway.crypto.jws import SIGNATURE_HEADER, request_digest, sign_detached
@@ -41,18 +51,24 @@ from gateway.errors import (
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
+    TooManyRequests,
     problem_body,
 )
 from gateway.federation.executor import Federation
 from gateway.federation.services import ServiceCatalogue, check_service_masks
 from gateway.stores import backends as storage
+from gateway.stores.space import FreeSpaceWatch
+from gateway.trust.backoff import LocalSignInThrottle, RedisSignInThrottle, SignInThrottle
 from gateway.trust.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from gateway.trust.refusals import RefusalBudget
 from gateway.trust.replay import RedisReplayCache, ReplayCache, SqliteReplayCache
 from gateway.web import logs
 from gateway.web.metrics import Metrics, route_of
 from gateway.web.metrics import handler as metrics_handler
+from gateway.web.protocol import PARSER_REFUSALS, ParserRefusals
 from gateway.web.state import (
     AUDIT_NOTE,
+    BATCHES,
     METRICS,
     PROBLEM_CODE,
     REQUEST_BODY,
@@ -121,6 +137,7 @@ async def _append_access_record(request: web.Request, response: web.Response, st
         response_hmac=runtime.pseudonymiser.body_digest(body),
         detail=note.detail,
         consent_id=note.consent_id,
+        co_subjects=note.co_subjects,
     )
     appending = time.perf_counter()
     await runtime.access_log.append(record)
@@ -133,6 +150,54 @@ def _check_header_sizes(request: web.Request, limit: int) -> None:
             raise HeadersTooLarge(f"the {name} header is larger than {limit} bytes")
 
 
+def _anonymous(note: AuditNote) -> bool:
+    """Nobody was established for this request: no client (no valid assertion, no session), or a citizen whose
+    token did not verify."""
+    return note.client is None or (note.client == CITIZEN_ACTOR and note.subject is None)
+
+
+async def _counted_instead(request: web.Request, response: web.Response, runtime: Runtime,
+                           request_id: str) -> web.Response | None:
+    """For an anonymous refusal beyond its address's budget: the 429 that replaces it (the refusal is counted,
+    not logged one by one); ``None`` when it is logged as usual."""
+    if runtime.refusals is None or response.status < 400 or not _anonymous(request[AUDIT_NOTE]):
+        return None
+    code = request.get(PROBLEM_CODE) or f"http_{response.status}"
+    verdict = await runtime.refusals.admit(request.remote, code)
+    if verdict.logged:
+        return None
+    return _problem_response(TooManyRequests(
+        "too many refused requests from this address: they are counted, not answered one by one; retry after the "
+        "delay given", "too_many_refusals",
+        headers={"Retry-After": str(max(math.ceil(verdict.retry_after_s), 1))}), request_id)
+
+
+UNAVAILABLE = "the access log cannot record this request"
+
+
+async def _log_step(request: web.Request, response: web.Response, runtime: Runtime, request_id: str,
+                    started: float, refused_as_down: bool) -> tuple[web.Response, bool]:
+    """The access-log step: the response to send, and whether it is a refusal counted instead of logged.
+
+    The answer leaves only once its entry is written (else 503 ``audit_unavailable``). While the log's store
+    knows its database is away, nothing is tried: the 503 is given at once (also to an answer prepared while it
+    went away)."""
+    health = runtime.log_health
+    if refused_as_down or (health is not None and not health.available):
+        if request.get(PROBLEM_CODE) == "audit_unavailable":
+            return response, False
+        return _problem_response(ServiceUnavailable(UNAVAILABLE, "audit_unavailable"), request_id), False
+    counted = await _counted_instead(request, response, runtime, request_id)
+    if counted is not None:
+        return counted, True
+    try:
+        await _append_access_record(request, response, started)
+    except Exception:
+        log.exception("access_log_append_failed")
+        return _problem_response(ServiceUnavailable(UNAVAILABLE, "audit_unavailable"), request_id), False
+    return response, False
+
+
 @web.middleware
 async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse:
     structlog.contextvars.clear_contextvars()
@@ -141,9 +206,17 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
     request[AUDIT_NOTE] = AuditNote()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
-
+    runtime = request.app.get(RUNTIME)
+    logged = runtime is not None and request.path not in UNLOGGED_PATHS and not request.path.startswith(SCHEMA_PATHS)
+    log_down = logged and runtime is not None and runtime.log_health is not None and not runtime.log_health.available
+    corrupt = runtime is not None and runtime.log_guard is not None and runtime.log_guard.corrupt is not None
     try:
+        if log_down:  # nothing could be logged: refuse before anything is done (and anyone asked)
+            raise ServiceUnavailable(UNAVAILABLE, "audit_unavailable")
         _check_header_sizes(request, request.app[SETTINGS].max_header_bytes)
+        if corrupt and logged:
+            raise ServiceUnavailable("the access log is behind or diverges from its high-water checkpoint: "
+                                     "nothing is answered", "access_log_corrupt")
         response = await handler(request)
         if not isinstance(response, web.Response):
             raise InternalError("streaming responses are not signed")
@@ -153,16 +226,9 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
         request[PROBLEM_CODE] = error.code
         request[AUDIT_NOTE].detail["reason"] = error.detail  # every refusal is logged with its reason
 
-    runtime = request.app.get(RUNTIME)
-    if runtime is not None and request.path not in UNLOGGED_PATHS and not request.path.startswith(SCHEMA_PATHS):
-        try:
-            await _append_access_record(request, response, started)
-        except Exception:
-            log.exception("access_log_append_failed")
-            response = _problem_response(
-                ServiceUnavailable("the access log cannot record this request", "audit_unavailable"), request_id
-            )
-
+    counted = False
+    if logged and runtime is not None and not corrupt:
+        response, counted = await _log_step(request, response, runtime, request_id, started, log_down)
     body = response.body if isinstance(response.body, bytes) else b""
     if runtime is not None:
         question = request_digest(str(request[AUDIT_NOTE].detail.get("jti", "")), request.get(REQUEST_BODY, b""))
@@ -170,19 +236,26 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
                                                            request_sha256=question)
     response.headers["X-Request-Id"] = request_id
     request.app[METRICS].request(route_of(request), request.method, response.status, time.perf_counter() - started)
-    log.info("request", method=request.method, path=request.path, status=response.status,
-             latency_ms=round((time.perf_counter() - started) * 1000, 2))
+    if not counted:  # a counted refusal gets no line of its own either: its counter's entry is logged
+        log.info("request", method=request.method, path=request.path, status=response.status,
+                 latency_ms=round((time.perf_counter() - started) * 1000, 2))
     return response
 
 
 def _replay_cache(settings: Settings) -> ReplayCache:
     if settings.replay_backend == "redis":
-        return RedisReplayCache(settings.redis_url)
+        return RedisReplayCache(settings.redis_url, settings.replay_redis_prefix, leeway_s=settings.clock_leeway_s)
     return SqliteReplayCache(settings.replay_database or settings.state_dir / "replay.sqlite3")
 
 
 def _rate_limiter(settings: Settings) -> RateLimiter:
     return RedisRateLimiter(settings.redis_url) if settings.rate_limit_backend == "redis" else LocalRateLimiter()
+
+
+def _sign_in_throttle(settings: Settings) -> SignInThrottle:
+    if settings.rate_limit_backend == "redis":
+        return RedisSignInThrottle(settings.redis_url)
+    return LocalSignInThrottle(max_buckets=settings.console.login_max_buckets)
 
 
 def _tree_head_signer(runtime: Runtime) -> TreeHeadSigner:
@@ -191,7 +264,32 @@ def _tree_head_signer(runtime: Runtime) -> TreeHeadSigner:
     s = runtime.settings
     return TreeHeadSigner(runtime.access_log, lambda: runtime.signing_key, log_id_for(s.gateway_id),
                           interval_s=s.tree_head_interval_s, max_entries=s.tree_head_max_entries,
-                          retention_days=s.audit_retention_days)
+                          retention_days=s.audit_retention_days, guard=runtime.log_guard)
+
+
+@asynccontextmanager
+async def _refusal_counters(runtime: Runtime) -> AsyncIterator[None]:
+    """Writes the counters of anonymous refusals as each window ends, and the last ones on the way out (before
+    the last tree head is signed)."""
+    budget = runtime.refusals
+    if budget is None:
+        yield
+        return
+
+    async def flushing() -> None:
+        window_s = budget.settings.window_s
+        while True:
+            await asyncio.sleep(window_s - time.time() % window_s + 0.01)  # just after the window's end
+            await budget.flush(runtime.access_log.append)
+
+    task = asyncio.create_task(flushing(), name="refusal-counters")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+        await budget.flush(runtime.access_log.append, everything=True)
 
 
 def _runtime_context(settings: Settings, connectors: Mapping[str, Connector], tracing: TracerProvider | None = None
@@ -207,42 +305,64 @@ def _runtime_context(settings: Settings, connectors: Mapping[str, Connector], tr
         except Exception as exc:  # e.g. Redis not up yet: start anyway, refuse requests until it is (503)
             log.error("replay_cache_unavailable_at_start", backend=settings.replay_backend, error=type(exc).__name__)
         limiter = _rate_limiter(settings)
-        login_limiter = limiter if settings.rate_limit_backend == "redis" else LocalRateLimiter()
+        sign_in_throttle = _sign_in_throttle(settings)
         consent_store = storage.consent_store(settings)
         await consent_store.open()
+        pseudonymiser = Pseudonymiser.load(settings.pseudonym_key_file, settings.state_dir)
         connector = aiohttp.TCPConnector(limit=512, limit_per_host=0, ttl_dns_cache=300)
         session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30),
                                         raise_for_status=False, auto_decompress=True,
                                         trace_configs=[client_trace_config(tracing)] if tracing is not None else None)
+        guard = log_guard(settings, access_log, session)
+        with suppress(AccessLogCorrupt):  # logged at critical level; every request is then refused (503)
+            await guard.check()
         app[RUNTIME] = Runtime(
             settings=settings,
             signing_key=signing_key,
             published_keys=published_keys,
             client_keys=ResolverChain((StaticClientKeys.from_settings(settings),)),
             access_log=access_log,
-            pseudonymiser=Pseudonymiser.load(settings.pseudonym_key_file, settings.state_dir),
+            pseudonymiser=pseudonymiser,
             session=session,
             federation=Federation(connectors, settings.checks),
             replay=replay,
             limiter=limiter,
-            login_limiter=login_limiter,
+            sign_in_throttle=sign_in_throttle,
             consents=consent_store,
+            refusals=RefusalBudget(settings.refusals, lambda address: pseudonymiser.pseudonym("address", address)),
+            free_space=FreeSpaceWatch(settings.state_dir if storage.uses_postgres(settings)
+                                      else settings.audit_database.parent,
+                                      settings.refusals.free_space_floor_bytes, settings.refusals.free_space_check_s),
             metrics=app[METRICS],
+            log_guard=guard,
         )
+        b = settings.batches
+        batch_store = SqliteBatchStore(b.database or settings.state_dir / "batches.sqlite3")
+        await batch_store.open()
+        engine = EmbeddedEngine(app[RUNTIME], batch_store, capacity=b.capacity, concurrency=b.concurrency,
+                                stalled_after_s=b.stalled_after_s)
+        app[BATCHES] = BatchService(batch_store, engine, b.chunk_size, b.max_subjects, b.max_upload_bytes)
         log.info("gateway_ready", gateway_id=settings.gateway_id, kid=signing_key.kid,
                  connectors=sorted(connectors))
-        async with (signing_keys.kept_current(app[RUNTIME]),  # follows `keys rotate` without a restart
-                    _tree_head_signer(app[RUNTIME]).running()):
+        runtime = app[RUNTIME]
+        async with (signing_keys.kept_current(runtime),  # follows `keys rotate` without a restart
+                    _tree_head_signer(runtime).running(),
+                    engine.running(),  # batches resume where a previous process left them
+                    _refusal_counters(runtime),
+                    runtime.free_space.running() if runtime.free_space else nullcontext()):
             yield
+        await batch_store.close()
         for c in connectors.values():
             await c.aclose()
         await session.close()
         await limiter.close()
-        if login_limiter is not limiter:
-            await login_limiter.close()
+        await sign_in_throttle.close()
         with suppress(Exception):
             await replay.close()
         await consent_store.close()
+        if runtime.refusals is not None:
+            await runtime.refusals.close()
+        await guard.archive.close()
         await access_log.close()
 
     return runtime_ctx
@@ -261,7 +381,7 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
     tracing = tracer_provider if tracer_provider is not None else tracing_from_env(os.environ)
     app = web.Application(
         middlewares=[*([server_middleware(tracing)] if tracing is not None else []), pipeline],
-        client_max_size=settings.max_body_bytes,
+        client_max_size=max(settings.max_body_bytes, settings.batches.max_upload_bytes),  # per route: read_body
         handler_args={
             # our own limit (431, logged) is max_header_bytes; the parser's is larger so ours speaks first
             "max_field_size": max(16384, settings.max_header_bytes * 2),
@@ -271,6 +391,7 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
         },
     )
     app[SETTINGS] = settings
+    app[PARSER_REFUSALS] = ParserRefusals()  # what GatewayRunner's connections count (shown by /readyz)
     app.on_response_prepare.append(_plain_server_header)
     app.cleanup_ctx.append(citizen.context(settings))  # the citizens' identity provider keys: checked first
     # built here, before start-up: a mistake in an administration's file is one ConfigError line, not a traceback
@@ -279,6 +400,7 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
     check_service_masks(settings, app[SERVICES])
     app[METRICS] = Metrics()
     app[METRICS].watch(connectors)
+    app[METRICS].watch_parser(app[PARSER_REFUSALS].by_status)
     if tracing is not None:
         tracer = tracing.get_tracer("anss_gateway")
         for connector in connectors.values():
@@ -294,6 +416,10 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
     app.router.add_get("/v1/services", services.list_services)
     app.router.add_get("/v1/services/{service}", services.describe_service)
     app.router.add_post("/v1/services/{service}", services.call_service)
+    app.router.add_post("/v1/batches", batches.submit_batch)
+    app.router.add_get("/v1/batches/{batch_id}", batches.show_batch)
+    app.router.add_get("/v1/batches/{batch_id}/results", batches.batch_results)
+    app.router.add_post("/v1/batches/{batch_id}/cancel", batches.cancel_batch)
     app.router.add_post("/v1/consents", consents.grant_consent)
     app.router.add_get("/v1/consents", consents.list_consents)
     app.router.add_get("/v1/consents/{consent_id}", consents.show_consent)

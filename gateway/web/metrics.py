@@ -15,8 +15,12 @@ builds many), one process per pod.
     anss_gateway_bulkhead_rejections_total{source}                calls refused by a full bulkhead
     anss_gateway_source_in_flight{source}                         calls in flight now
     anss_gateway_access_log_append_duration_seconds               appending one access-log entry (histogram)
-    anss_gateway_replay_decisions_total{decision}                 first_use, replayed, unavailable
+    anss_gateway_replay_decisions_total{decision}                 first_use, replayed, history_lost (the replay
+                                                                  cache was reset after the assertion), unavailable
+    anss_gateway_unparsable_requests_total{status}                requests the HTTP parser refused
+                                                                  (gateway/web/protocol.py)
     anss_gateway_rate_limit_decisions_total{decision}             allowed, limited, unavailable
+    anss_gateway_batch_subjects_total{outcome}                    batch subjects answered: done, failed
 """
 
 from __future__ import annotations
@@ -62,6 +66,20 @@ class _SourcesCollector(Collector):
         yield from (state, refused, rejected, in_flight)
 
 
+class _ParserCollector(Collector):
+    """The HTTP parser's refusals, read from the app's ``ParserRefusals`` at scrape time."""
+
+    def __init__(self, counts: Callable[[], Mapping[int, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterable[Metric]:
+        refused = CounterMetricFamily("anss_gateway_unparsable_requests", "Requests the HTTP parser refused",
+                                      labels=["status"])
+        for status, count in sorted(self._counts().items()):
+            refused.add_metric([str(status)], count)
+        yield refused
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -80,8 +98,16 @@ class Metrics:
                               ["decision"], registry=r)
         self.rate_limit = Counter("anss_gateway_rate_limit_decisions", "Rate-limit decisions", ["decision"],
                                   registry=r)
+        self.batch_subjects = Counter("anss_gateway_batch_subjects", "Batch subjects answered", ["outcome"],
+                                      registry=r)
         self._connectors: Mapping[str, Any] = {}
         r.register(_SourcesCollector(lambda: self._connectors))
+        self._parser_refusals: Mapping[int, int] = {}
+        r.register(_ParserCollector(lambda: self._parser_refusals))
+
+    def watch_parser(self, by_status: Mapping[int, int]) -> None:
+        """Report these counts of the HTTP parser's refusals (``ParserRefusals.by_status``)."""
+        self._parser_refusals = by_status
 
     def watch(self, connectors: Mapping[str, Any]) -> None:
         """Report these connectors' breakers and bulkheads, and count their calls."""

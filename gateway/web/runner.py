@@ -17,6 +17,7 @@ from gateway import console
 from gateway.config.settings import Settings, SimulatorSettings
 from gateway.crypto.keyring import load_signing_keys
 from gateway.web.app import create_app
+from gateway.web.protocol import GatewayRunner
 from simulators.population import Population
 from simulators.servers import DEFAULT_PORTS, RunningSimulators, start_simulators
 
@@ -34,7 +35,7 @@ async def gateway_running(settings: Settings, port: int | None = None,
                           tracer_provider: TracerProvider | None = None) -> AsyncIterator[RunningGateway]:
     """The gateway listening on ``settings.host``; over TLS (``https``) when given an ``ssl_context``."""
     app = create_app(settings, tracer_provider)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10)
+    runner = GatewayRunner(app, access_log=None, shutdown_timeout=10)  # parser refusals answered our way
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port if port is None else port, ssl_context=ssl_context)

@@ -9,13 +9,19 @@ import aiohttp
 from aiohttp import web
 
 from gateway.audit import AccessLog, Pseudonymiser
+from gateway.audit.health import HealthTracked
+from gateway.audit.witness.guard import LogGuard
+from gateway.batch.service import BatchService
 from gateway.config.settings import Settings
 from gateway.crypto.keyring import KeyResolver
 from gateway.crypto.keys import SigningKey
 from gateway.federation.executor import Federation
 from gateway.federation.services import ServiceCatalogue
 from gateway.policy.consent.store import ConsentStore
+from gateway.stores.space import FreeSpaceWatch
+from gateway.trust.backoff import LocalSignInThrottle, SignInThrottle
 from gateway.trust.ratelimit import RateLimiter
+from gateway.trust.refusals import RefusalBudget
 from gateway.trust.replay import ReplayCache
 from gateway.web.metrics import Metrics
 
@@ -35,14 +41,19 @@ class Runtime:
     replay: ReplayCache
     limiter: RateLimiter
     consents: ConsentStore
-    # the console's sign-in throttle: the same Redis limiter when shared, else buckets of its own, so a flood of
-    # sign-in attempts from many addresses can never crowd the API clients' buckets out of the local limiter
-    login_limiter: RateLimiter | None = None
+    # the console's sign-in throttle (growing delays, no lockout): in Redis when the rate limits are, else in the
+    # process, apart from the API clients' buckets so a flood of sign-in attempts never touches them
+    sign_in_throttle: SignInThrottle = field(default_factory=LocalSignInThrottle)
     metrics: Metrics | None = None  # the application's Prometheus metrics (gateway/web/metrics.py)
+    # the high-water checkpoint and the witnesses (gateway/audit/witness/guard.py); ``corrupt``: refuse everything
+    log_guard: LogGuard | None = None
+    refusals: RefusalBudget | None = None  # anonymous refusals: logged one by one within a budget, else counted
+    free_space: FreeSpaceWatch | None = None  # the access log's disk
+    log_health: HealthTracked | None = None  # the access log itself when its store tracks its health (PostgreSQL)
 
-    @property
-    def sign_in_limiter(self) -> RateLimiter:
-        return self.login_limiter if self.login_limiter is not None else self.limiter  # (an empty one is falsy)
+    def __post_init__(self) -> None:
+        if self.log_health is None and isinstance(self.access_log, HealthTracked):
+            self.log_health = self.access_log  # found once: a Protocol check costs too much per request
 
 
 @dataclass
@@ -59,6 +70,7 @@ class AuditNote:
     outcome: str | None = None
     request_hmac: str | None = None  # Pseudonymiser.body_digest of the request body
     consent_id: str | None = None  # the consent a consent-based query or a consent change rests on
+    co_subjects: tuple[str, ...] = ()  # pseudonyms of the other persons whose data was read (spouses, children)
     detail: dict[str, Any] = field(default_factory=dict)
 
 
@@ -70,3 +82,4 @@ PROBLEM_CODE: web.RequestKey[str] = web.RequestKey("problem_code", str)
 REQUEST_BODY: web.RequestKey[bytes] = web.RequestKey("request_body", bytes)
 SERVICES: web.AppKey[ServiceCatalogue] = web.AppKey("services", ServiceCatalogue)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+BATCHES: web.AppKey[BatchService] = web.AppKey("batches", BatchService)

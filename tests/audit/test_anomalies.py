@@ -333,7 +333,7 @@ def test_flags_come_most_serious_first_and_serialise() -> None:
 def write_config(tmp_path: Path, anomalies: str) -> Path:
     config = tmp_path / "config"
     config.mkdir()
-    for name in ("purposes.toml", "clients.toml"):
+    for name in ("purposes.toml", "clients.toml", "services.toml"):
         (config / name).write_text((ROOT / "config" / name).read_text())
     (config / "connectors").symlink_to(ROOT / "config" / "connectors")
     before, _, after = (ROOT / "config" / "gateway.toml").read_text().partition("[audit.anomalies]\n")

@@ -43,6 +43,35 @@ async def opened(target: PostgresTarget, count: int) -> list[PostgresAccessLog]:
     return stores
 
 
+# --- the schema's versions ----------------------------------------------------------------------------------------
+
+
+async def test_a_version_1_schema_gains_its_co_subjects_table_when_opened(target: PostgresTarget) -> None:
+    from gateway.audit.query import LogQuery
+    from tests.audit.pg_support import dba
+    from tests.audit.test_search_contract import record as indexed_record
+
+    (log,) = await opened(target, 1)
+    for i in range(30):
+        await log.append(indexed_record(i))
+    await log.close()
+    dba(target, "DROP TABLE access_index_persons", "UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    found = await asyncio.to_thread(verify_postgres, target)
+    assert found is not None and "co-subject" in found.reason, "a version 1 index lacks what these entries name"
+    (log,) = await opened(target, 1)
+    try:
+        hits = (await log.search(LogQuery(person=f"{101:064x}", limit=100))).hits
+        assert [h.index for h in hits] == [i for i in range(29, -1, -1) if i % 5 == 2]
+        assert await asyncio.to_thread(verify_postgres, target) is None
+    finally:
+        await log.close()
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(target.search_path())
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+        with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+            conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+
+
 # --- the elected sequencer ------------------------------------------------------------------------------------------
 
 
@@ -226,7 +255,8 @@ async def test_the_gateway_the_office_and_audit_verify_share_one_schema(
             monkeypatch.setenv("ANSS_GATEWAY_STATE_DIR", str(stack.settings.state_dir))
             idcs = stack.population.fixture("salaried_parent").father.idcs
             grant = ["consent", "grant", "--idcs", idcs, "--grantee", GRANTEE, "--purpose", PURPOSE, "--check",
-                     "identity", "--valid-until", "2099-12-31T23:59:59Z", "--evidence", "form 12", "--operator", "a"]
+                     "identity", "--valid-until", "2099-12-31T23:59:59Z", "--evidence", "document:form-12",
+                     "--operator", "a"]
             assert await asyncio.to_thread(main, grant) == 0
             consent_id = json.loads(capsys.readouterr().out)["consent_id"]
             async with stack.client_for(GRANTEE) as housing:

@@ -35,6 +35,10 @@ CHECK_SETS = (("identity",), ("identity", "household"), ("schooling",), ())
 SOURCE_SETS = ((("civil_registry", "ok"),), (("civil_registry", "ok"), ("education", "timeout")), ())
 
 
+PERSON_SETS: tuple[tuple[str, ...], ...] = ((), (f"{100:064x}",), (f"{100:064x}", f"{101:064x}"), (),
+                                           (f"{102:064x}",))
+
+
 def record(i: int, at: datetime | None = None, **overrides: object) -> AccessRecord:
     """Entry ``i`` of the standard log: every field cycles with its own period, so filters combine."""
     values: dict[str, object] = {
@@ -42,7 +46,7 @@ def record(i: int, at: datetime | None = None, **overrides: object) -> AccessRec
         "request_id": f"req-{i:05d}", "method": "POST", "path": "/v1/verifications", "status": 200,
         "outcome": OUTCOMES[i % 4], "latency_ms": 1.5, "client": CLIENTS[i % 3], "purpose": PURPOSES[i % 2],
         "case_ref": f"CASE-{i // 10:04d}", "checks": CHECK_SETS[i % 4], "subject": f"{i % 7:064x}",
-        "sources": SOURCE_SETS[i % 3],
+        "sources": SOURCE_SETS[i % 3], "co_subjects": PERSON_SETS[i % 5],
     }
     values.update(overrides)
     return AccessRecord(**values)  # type: ignore[arg-type]
@@ -126,6 +130,8 @@ async def test_each_field_filter_matches_exactly(store_factory: StoreFactory) ->
         ({"check": "identity"}, lambda r: "identity" in r.checks),
         ({"source": "education"}, lambda r: any(n == "education" for n, _ in r.sources)),
         ({"source": "civil_registry"}, lambda r: any(n == "civil_registry" for n, _ in r.sources)),
+        ({"person": f"{100:064x}"}, lambda r: f"{100:064x}" in r.co_subjects),
+        ({"person": f"{102:064x}"}, lambda r: f"{102:064x}" in r.co_subjects),
     ]
     for filters, keep in cases:
         want = expected(records, keep)

@@ -25,7 +25,7 @@ from tests.audit.test_search_contract import record
 
 KEY = keys.generate()
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
-INDEX_NAMES = ("access_index", "access_index_checks", "access_index_sources")
+INDEX_NAMES = ("access_index", "access_index_checks", "access_index_sources", "access_index_persons")
 
 
 async def _log(path: Path, n: int, *, prune_before: datetime | None = None) -> None:
@@ -83,11 +83,11 @@ async def test_a_v2_log_gains_its_index_when_opened(tmp_path: Path) -> None:
         assert await store.verify() is None
     finally:
         await store.close()
-    assert _sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("3",)]
+    assert _sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("4",)]
     assert _sql(path, "SELECT idx, entry, leaf_hash, tree_root FROM access_log WHERE idx < 150 ORDER BY idx") \
         == tree_before, "the tree is not touched"
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        _sql(path, "UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+        _sql(path, "UPDATE meta SET value = '5' WHERE key = 'schema_version'")
     assert verify_database(path) is None
 
 
@@ -179,3 +179,42 @@ def test_the_fields_taken_from_a_record_are_the_fields_of_its_bytes() -> None:
                                                                               (), ())
     odd = index_fields(b'{"client": 7, "checks": "identity", "sources": [{"name": 3}, "x", {"name": "health"}]}')
     assert (odd.client, odd.checks, odd.sources) == (None, (), ("health",)), "a member of the wrong type is skipped"
+
+
+def _as_v3(path: Path) -> None:
+    """Turn a v4 file into what the previous release wrote: the index without its co-subjects' table."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND "
+                                    "(tbl_name = 'access_index_persons' OR name = 'meta_no_update')").fetchall():
+            conn.execute(f"DROP TRIGGER {name}")
+        conn.execute("DROP TABLE access_index_persons")
+        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+        conn.execute(next(t for t in TRIGGERS if "meta_no_update" in t))
+    finally:
+        conn.close()
+
+
+async def test_a_v3_log_gains_its_co_subjects_table_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "access-log.sqlite3"
+    await _log(path, 60, prune_before=T0 + timedelta(minutes=10))  # entries 0..9 pruned
+    _as_v3(path)
+    tree_before = _sql(path, "SELECT idx, entry, leaf_hash, tree_root FROM access_log ORDER BY idx")
+    index_before = _sql(path, "SELECT * FROM access_index ORDER BY idx")
+    found = verify_database(path)
+    assert found is not None and "co-subject" in found.reason, "a v3 index lacks what these entries name"
+    store = SqliteAccessLog(path)
+    await store.open()
+    try:
+        got = await store.search(LogQuery(person=f"{101:064x}", limit=200))
+        assert [h.index for h in got.hits] == [i for i in range(59, 9, -1) if i % 5 == 2]
+        assert await store.verify() is None
+    finally:
+        await store.close()
+    assert _sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("4",)]
+    assert _sql(path, "SELECT idx, entry, leaf_hash, tree_root FROM access_log ORDER BY idx") == tree_before
+    assert _sql(path, "SELECT * FROM access_index ORDER BY idx") == index_before, "the rest of the index untouched"
+    assert _sql(path, "SELECT COUNT(*) FROM access_index_persons WHERE idx < 10") == [(0,)], "pruned: not indexed"
+    with pytest.raises(sqlite3.IntegrityError, match="index"):
+        _sql(path, "DELETE FROM access_index_persons WHERE idx = 12")
+    assert verify_database(path) is None

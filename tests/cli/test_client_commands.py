@@ -86,3 +86,26 @@ async def test_client_verify_explain_prints_the_asd_computation(
                                "--as-of", "2025-12-01", "--language", "en", "--explain", "--url", stack.gateway.url)
     assert code == 0, err
     assert out.splitlines()[-1] == "  Indicative monthly amount: 1125 MAD."  # 3 x 375
+
+
+async def test_batch_commands_submit_follow_and_fetch_signed_results(
+    stack: Stack, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    subjects = tmp_path / "subjects.jsonl"
+    subjects.write_text("".join(json.dumps({"idcs": stack.population.fixture(name).father.idcs}) + "\n"
+                                for name in ("amo_tadamon", "salaried_parent")), encoding="utf-8")
+    code, out, err = await run(capsys, "batch", "submit", "--file", str(subjects), "--case-ref-prefix", "CLI-B-",
+                               "--check", "identity", "--wait", "--url", stack.gateway.url)
+    assert code == 0, err
+    batch_id = out.strip()
+    assert "2/2" in err and "done" in err
+    results = tmp_path / "results.jsonl"
+    code, _out, err = await run(capsys, "batch", "results", batch_id, "--out", str(results),
+                                "--url", stack.gateway.url)
+    assert code == 0, err
+    lines = [json.loads(line) for line in results.read_text(encoding="utf-8").splitlines()]
+    assert [line["case_ref"] for line in lines] == ["CLI-B-1", "CLI-B-2"] and all("jws" in line for line in lines)
+    code, out, _err = await run(capsys, "batch", "status", batch_id, "--url", stack.gateway.url)
+    assert code == 0 and json.loads(out)["done"] == 2
+    code, _out, err = await run(capsys, "batch", "status", "0" * 32, "--url", stack.gateway.url)
+    assert code == 1 and "not_found" in err

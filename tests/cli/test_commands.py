@@ -61,11 +61,14 @@ def test_serve_with_simulators_becomes_ready_logs_json_and_stops_gracefully(tmp_
                     ready = json.loads(resp.read())
             except OSError:
                 time.sleep(0.2)
-        assert ready is not None and (ready["status"], ready["checks"]) == (
-            "ready", {"keys": True, "store": True, "connectors": True})
+        assert ready is not None
+        roomy = ready["checks"].pop("free_space")  # (a disk below the floor says degraded, still serving)
+        assert (ready["status"], ready["checks"]) == (
+            "ready" if roomy else "degraded", {"keys": True, "store": True, "connectors": True})
         assert {name: s["state"] for name, s in ready["sources"].items()} == {
             "civil_registry": "closed", "education": "closed", "employment": "closed", "health": "closed",
             "social_registry": "closed"}
+        assert ready["unparsable_requests"] == 0  # nothing malformed was sent
         # the CLI client signs with the dev key the server generated, and checks the answer's signature
         fixture = subprocess.run(
             [sys.executable, "-m", "gateway.cli.main", "client", "verify", "--idcs", _fixture_idcs(),
@@ -206,6 +209,55 @@ def test_plain_serve_follows_a_simulator_base_port_except_where_a_url_is_given()
     settings = load(env=env)
     moved = following_base_port(settings, env)
     assert moved == {"civil_registry": "http://127.0.0.1:9101", "education": "http://127.0.0.1:9102",
-                     "employment": "http://127.0.0.1:9104"}
+                     "employment": "http://127.0.0.1:9104", "social_registry": "http://127.0.0.1:9105"}
     assert settings.connector("health").base_url == "https://amo.example.ma"  # its own URL: kept
     assert following_base_port(load(env={}), {}) == {}  # the default base port: nothing to follow
+
+
+def _unwritable_state_dir(tmp_path: Path) -> tuple[Path, str]:
+    """A state directory the gateway cannot write in, and what the one-line error says about it.
+
+    As a normal user: a directory with mode 0500. As root (CI containers often are), permissions do not stop
+    a write, so a chmod test would prove nothing: then a path under a regular file, which nobody can create."""
+    if os.geteuid() != 0:
+        state = tmp_path / "read-only"
+        state.mkdir()
+        state.chmod(0o500)
+        return state, "is not writable: Permission denied"
+    blocker = tmp_path / "a-regular-file"
+    blocker.write_text("not a directory\n")
+    return blocker / "state", "is missing and cannot be created: Not a directory"
+
+
+@pytest.mark.parametrize("command", [["serve"], ["keys", "rotate"], ["keys", "jwks"], ["fixtures"],
+                                     ["citizen", "token", "--idcs", "1234567890"], ["demo"], ["simulate"],
+                                     ["consent", "list", "--idcs", "1234567890"]],
+                         ids=lambda c: "-".join(c[:2]))
+def test_an_unwritable_state_dir_is_one_line_naming_it_and_its_setting(
+        tmp_path: Path, command: list[str], capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    state, reason = _unwritable_state_dir(tmp_path)
+    monkeypatch.setenv("ANSS_GATEWAY_STATE_DIR", str(state))
+    try:
+        assert main(command) == 2
+    finally:
+        if state.exists():
+            state.chmod(0o700)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert str(state) in err and "ANSS_GATEWAY_STATE_DIR" in err and "[gateway] state_dir" in err
+    assert reason in err
+
+
+def test_a_state_dir_that_is_a_file_or_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    a_file = tmp_path / "state"
+    a_file.write_text("")
+    monkeypatch.setenv("ANSS_GATEWAY_STATE_DIR", str(a_file))
+    assert main(["keys", "jwks"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"configuration error: the state directory {a_file} ([gateway] state_dir in gateway.toml, or " \
+                  "ANSS_GATEWAY_STATE_DIR) is not a directory\n"
+    missing = tmp_path / "new" / "state"  # missing but creatable: made, as on a first start
+    monkeypatch.setenv("ANSS_GATEWAY_STATE_DIR", str(missing))
+    assert main(["keys", "jwks"]) == 0 and missing.is_dir()

@@ -17,7 +17,7 @@ from tests.gateway.test_openapi import SCHEMAS, assert_valid, check_against_open
 CONSENTS = "/v1/consents"
 ONE = "/v1/consents/{consent_id}"
 REVOKE = "/v1/consents/{consent_id}/revoke"
-EVIDENCE = "form ASD-12 signed at the Rabat office, file 2026/123"
+EVIDENCE = {"kind": "document", "id": "ASD-12/2026-123"}
 
 
 def later(days: float = 30) -> str:
@@ -100,7 +100,7 @@ async def test_grant_list_show_revoke(cstack: Stack) -> None:
         raw = b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
         assert idcs.encode() not in raw, f"the identifier reached {path.name}"
     audit = b"".join(p.read_bytes() for p in cstack.settings.audit_database.parent.glob("access-log*"))
-    assert EVIDENCE.encode() not in audit and reason.encode() not in audit
+    assert EVIDENCE["id"].encode() not in audit and reason.encode() not in audit
 
 
 @pytest.mark.parametrize("client_id", ["anss.asd", OTHER])
@@ -156,6 +156,29 @@ def _bad_grants(idcs: str) -> dict[str, tuple[dict[str, Any] | bytes, str]]:
         "evidence too long": (request_for(idcs, evidence="x" * 201), "invalid_request"),
         "blank evidence": (request_for(idcs, evidence="   "), "invalid_request"),
         "evidence with a line break": (request_for(idcs, evidence="form\nASD-12"), "invalid_request"),
+        "evidence as free text": (request_for(idcs, evidence="form ASD-12 signed at the Rabat office"),
+                                  "invalid_request"),
+        "evidence over http": (request_for(idcs, evidence="http://docs.example/consents/12"), "invalid_request"),
+        "evidence of another kind": (request_for(idcs, evidence={"kind": "photo", "id": "x"}), "invalid_request"),
+        "evidence with another member": (request_for(idcs, evidence={**EVIDENCE, "page": "2"}), "invalid_request"),
+        "evidence id with a space": (request_for(idcs, evidence={"kind": "document", "id": "Fatima Zahra"}),
+                                     "invalid_request"),
+        "evidence URL with a password": (request_for(idcs, evidence="https://a:b@docs.example/c/1"),
+                                         "invalid_request"),
+        "evidence holding an IDCS": (request_for(idcs, evidence={"kind": "document", "id": f"file-{idcs}"}),
+                                     "evidence_personal_data"),
+        "evidence URL holding an IDCS": (request_for(idcs, evidence=f"https://docs.example/c/{idcs}.pdf"),
+                                         "evidence_personal_data"),
+        "evidence holding a CIN": (request_for(idcs, evidence={"kind": "document", "id": "BE123456"}),
+                                   "evidence_personal_data"),
+        "evidence URL holding a CIN": (request_for(idcs, evidence="https://docs.example/c?holder_id=jt170619"),
+                                       "evidence_personal_data"),
+        "evidence with a name field": (request_for(idcs, evidence={**EVIDENCE, "name": "Fatima Zahra"}),
+                                       "evidence_personal_data"),
+        "evidence with a nom field": (request_for(idcs, evidence={**EVIDENCE, "Nom": "Alaoui"}),
+                                      "evidence_personal_data"),
+        "evidence URL with a name field": (request_for(idcs, evidence="https://docs.example/c/1?first_name=Ali"),
+                                           "evidence_personal_data"),
         "no checks": (request_for(idcs, checks=[]), "invalid_request"),
         "unknown check": (request_for(idcs, checks=["credit_score"]), "invalid_request"),
         "check the grantee may not run": (request_for(idcs, checks=["schooling"]), "invalid_request"),

@@ -28,7 +28,7 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any, str]:
 def grant_args(idcs: str = IDCS, *extra: str) -> list[str]:
     return ["grant", "--idcs", idcs, "--grantee", GRANTEE, "--purpose", PURPOSE, "--check", "identity",
             "--check", "household", "--valid-until", "2099-12-31T23:59:59Z",
-            "--evidence", "form ASD-12 signed at the Rabat office, file 2026/123", *extra]
+            "--evidence", "document:ASD-12/2026-123", *extra]
 
 
 @pytest.fixture
@@ -92,6 +92,12 @@ def test_grant_list_show_revoke(state: Path, capsys: pytest.CaptureFixture[str])
         (["grant", "--idcs", IDCS, "--grantee", "anss.asd", "--purpose", "asd.eligibility", "--check", "identity",
           "--valid-until", "2099-01-01T00:00:00Z", "--evidence", "form"], 2, "invalid_request"),
         (["list", "--idcs", "ABC"], 2, "invalid_request"),
+        (["grant", "--idcs", IDCS, "--grantee", "mhpv.housing", "--purpose", "partner.social-housing", "--check",
+          "identity", "--valid-until", "2099-01-01T00:00:00Z", "--evidence", f"document:file-{IDCS}"], 2,
+         "evidence_personal_data"),
+        (["grant", "--idcs", IDCS, "--grantee", "mhpv.housing", "--purpose", "partner.social-housing", "--check",
+          "identity", "--valid-until", "2099-01-01T00:00:00Z", "--evidence", "signed by Fatima at Sale"], 2,
+         "invalid_request"),
     ],
 )
 def test_refusals_are_reported_and_logged(state: Path, capsys: pytest.CaptureFixture[str], args: list[str],

@@ -31,7 +31,7 @@ async def grant(client: GatewayClient, idcs: str, *, grantee: str = GRANTEE, pur
                 checks: list[str] | None = None, **window: str) -> dict[str, Any]:
     document = {"subject": {"idcs": idcs}, "grantee": grantee, "purpose": purpose, "checks": checks or CHECKS,
                 "valid_until": window.get("valid_until", soon(days=30)),
-                "evidence": "form ASD-12 signed at the Rabat office, file 2026/123"}
+                "evidence": {"kind": "document", "id": "ASD-12/2026-123"}}
     if "valid_from" in window:
         document["valid_from"] = window["valid_from"]
     answer = await client.request("POST", "/v1/consents", document)

@@ -8,6 +8,7 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from gateway.api.audit import last_verification
 from gateway.config.settings import Settings, load
 from gateway.console.passwords import dev_password_path
 from gateway.console.sessions import LOGIN_COOKIE, SESSION_COOKIE, SessionCodec, load_session_key
-from gateway.trust.ratelimit import LocalRateLimiter
+from gateway.trust.backoff import LocalSignInThrottle
 from gateway.trust.tls import client_ssl_context, server_ssl_context
 from gateway.web.runner import gateway_running
 from gateway.web.state import RUNTIME
@@ -95,63 +96,108 @@ async def test_only_officers_with_the_right_password_sign_in(console_stack: Stac
     assert [e["detail"].get("officer") for e in failed] == [OFFICER, None, None]  # type: ignore[union-attr]
 
 
-async def test_login_attempts_are_throttled(console_stack: Stack, browser: Browser) -> None:
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def frozen_throttle(stack: Stack, max_buckets: int = 100_000) -> tuple[LocalSignInThrottle, FakeClock]:
+    """The gateway's sign-in throttle replaced by one on a clock the test moves (no waiting, no timing)."""
+    clock = FakeClock()
+    throttle = LocalSignInThrottle(max_buckets=max_buckets, clock=clock)
+    stack.gateway.runner.app[RUNTIME].sign_in_throttle = throttle
+    return throttle, clock
+
+
+@asynccontextmanager
+async def browser_from(stack: Stack, host: str) -> AsyncIterator[Browser]:
+    """A browser whose connections come from another loopback address (another client address)."""
+    other = Browser(stack.gateway.url)
+    await other.http.close()
+    other.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(host, 0)),
+                                       cookie_jar=aiohttp.CookieJar(unsafe=True))
+    try:
+        yield other
+    finally:
+        await other.close()
+
+
+async def test_login_attempts_are_slowed_with_a_growing_wait(console_stack: Stack, browser: Browser) -> None:
+    _, clock = frozen_throttle(console_stack)
     for _ in range(5):
         assert (await browser.login(OFFICER, "wrong password")).status == 401
-    throttled = await browser.login(OFFICER, PASSWORD)
-    assert throttled.status == 429 and "Trop de tentatives de connexion" in throttled.text
-    assert browser.cookie(SESSION_COOKIE) is None
-    assert await logged(console_stack, outcome="rate_limited", path="/console/login")
-
-
-async def test_made_up_officer_ids_cannot_reset_anyones_login_count(console_stack: Stack, browser: Browser) -> None:
-    """The bucket-eviction attack, at a capacity of 20 buckets: from a second address, many more attempts than
-    that with made-up officer ids. They share one bucket, the limiter forgets no count, and the officer's and
-    the first address's attempts stay counted."""
-    runtime = console_stack.gateway.runner.app[RUNTIME]
-    runtime.login_limiter = LocalRateLimiter(max_buckets=20)
-    for _ in range(4):
+    waits = []
+    for _ in range(3):
+        throttled = await browser.login(OFFICER, PASSWORD)  # even the right password waits: it is not checked
+        assert throttled.status == 429 and "Trop de tentatives de connexion" in throttled.text
+        waits.append(int(throttled.headers["Retry-After"]))
+        clock.now += waits[-1]
         assert (await browser.login(OFFICER, "wrong password")).status == 401
-    second_address = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
-    attacker = Browser(console_stack.gateway.url)
-    await attacker.http.close()
-    attacker.http = aiohttp.ClientSession(connector=second_address, cookie_jar=aiohttp.CookieJar(unsafe=True))
-    try:
+    assert waits == [1, 2, 4], "the wait doubles with each attempt past the free ones"
+    assert browser.cookie(SESSION_COOKIE) is None
+    clock.now += 8
+    assert (await browser.login(OFFICER, PASSWORD)).url.endswith("/console/search"), "a wait, never a lockout"
+    throttled_entries = await logged(console_stack, outcome="rate_limited", path="/console/login")
+    assert [e["detail"]["retry_after_s"] for e in throttled_entries] == [1, 2, 4]  # type: ignore[index]
+
+
+async def test_an_attacker_elsewhere_cannot_lock_the_officer_out(console_stack: Stack, browser: Browser) -> None:
+    """From a second address, an attacker guesses the officer's password for an hour as fast as the throttle
+    lets it; the officer, from their own address, signs in at once all the same — and the guessing was slow."""
+    _, clock = frozen_throttle(console_stack)
+    started = clock.now
+    checked = refused = 0
+    async with browser_from(console_stack, "127.0.0.2") as attacker:
+        await attacker.get("/console/login")
+        while clock.now < started + 3600:
+            seen = await attacker.post("/console/login", {"officer": OFFICER, "password": f"guess-{checked}"})
+            if seen.status == 429:
+                refused += 1
+                clock.now += int(seen.headers["Retry-After"])
+            else:
+                assert seen.status == 401
+                checked += 1
+    assert checked < 5 + 10 + 4 * 15, f"{checked} passwords checked in an hour: guessing is slowed"
+    assert refused >= 10
+    assert (await browser.login(OFFICER, PASSWORD)).url.endswith("/console/search")
+    [login] = await logged(console_stack, outcome="console_login")
+    assert login["client"] == OFFICER
+
+
+async def test_made_up_officer_ids_from_one_address_share_one_count(console_stack: Stack, browser: Browser) -> None:
+    """Made-up ids create no count of their own: from one address they all wait on one (unknown id, address)
+    count; the officer's address is untouched."""
+    throttle, _ = frozen_throttle(console_stack)
+    async with browser_from(console_stack, "127.0.0.2") as attacker:
         await attacker.get("/console/login")
         statuses = [(await attacker.post("/console/login", {"officer": f"fake-{i}", "password": "x"})).status
                     for i in range(60)]
-    finally:
-        await attacker.close()
     assert statuses == [401] * 5 + [429] * 55
-    assert (await browser.login(OFFICER, "wrong password")).status == 401  # the fifth attempt of the window
-    assert (await browser.login(OFFICER, PASSWORD)).status == 429  # a sixth, even right, waits
-    assert len(runtime.login_limiter) == 4  # the officer, every made-up id, two addresses
+    assert len(throttle) == 2  # (every made-up id, that address) and the address
+    assert (await browser.login(OFFICER, PASSWORD)).url.endswith("/console/search")
     throttled = [e for e in await logged(console_stack, outcome="rate_limited") if e["path"] == "/console/login"]
-    assert len(throttled) == 56 and all("officer" not in e["detail"] for e in throttled[:55])  # type: ignore[operator]
+    assert len(throttled) == 55 and all("officer" not in e["detail"] for e in throttled)  # type: ignore[operator]
 
 
-async def test_a_sign_in_flood_never_crowds_out_the_api_clients(console_stack: Stack, browser: Browser) -> None:
-    """Sign-in attempts from ever more addresses fill the sign-in throttle until it refuses new ones (it forgets no
-    count); the API clients' buckets live apart, so their requests are still admitted."""
-    runtime = console_stack.gateway.runner.app[RUNTIME]
-    runtime.login_limiter = LocalRateLimiter(max_buckets=3)
-    api_buckets = len(runtime.limiter)
+async def test_a_sign_in_flood_is_bounded_and_never_locks_anyone_out(console_stack: Stack, browser: Browser) -> None:
+    """Sign-in attempts from ever more addresses fill the sign-in throttle up to its cap and no further: the least
+    recent counts are forgotten, so the officer still signs in; the API clients' buckets live apart."""
+    throttle, _ = frozen_throttle(console_stack, max_buckets=4)
+    api_buckets = len(console_stack.gateway.runner.app[RUNTIME].limiter)
     statuses = []
-    for host in range(2, 7):
-        flooder = Browser(console_stack.gateway.url)
-        await flooder.http.close()
-        flooder.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(f"127.0.0.{host}", 0)),
-                                             cookie_jar=aiohttp.CookieJar(unsafe=True))
-        try:
+    for host in range(2, 9):
+        async with browser_from(console_stack, f"127.0.0.{host}") as flooder:
             await flooder.get("/console/login")
-            statuses.append((await flooder.post("/console/login", {"officer": "x", "password": "x"})).status)
-        finally:
-            await flooder.close()
-    assert statuses[:1] == [401] and statuses[-1] == 429  # the throttle is full: new addresses wait
-    assert len(runtime.login_limiter) == 3
-    assert (await browser.login(OFFICER, PASSWORD)).status == 429  # fail closed for sign-ins ...
-    await verify_fixture(console_stack)  # ... never for the API clients, whose buckets are elsewhere
-    assert len(runtime.limiter) == api_buckets + 1
+            statuses.append((await flooder.post("/console/login", {"officer": OFFICER, "password": "x"})).status)
+            assert len(throttle) <= 4
+    assert statuses == [401] * 7
+    assert (await browser.login(OFFICER, PASSWORD)).url.endswith("/console/search")
+    assert len(throttle) <= 4
+    await verify_fixture(console_stack)  # the API clients are admitted as ever
+    assert len(console_stack.gateway.runner.app[RUNTIME].limiter) == api_buckets + 1
 
 
 async def test_under_tls_the_session_cookie_is_secure(tmp_path: Path) -> None:
@@ -247,6 +293,19 @@ async def test_every_form_needs_its_token(console_stack: Stack, browser: Browser
     refusals = await logged(console_stack, outcome="console_csrf_failed")
     assert [e["client"] for e in refusals] == [None, OFFICER, OFFICER, OFFICER]
     assert (await browser.get("/console/search")).status == 200  # still signed in
+
+
+async def test_a_non_ascii_form_token_is_a_403_over_http(console_stack: Stack, browser: Browser) -> None:
+    """Issue 9 §8: a non-ASCII CSRF or login token was a 500; it is the ordinary 403 refusal."""
+    await browser.get("/console/login")
+    for value in ("é" * 43, "☃"):
+        refused = await browser.post("/console/login", {"officer": OFFICER, "password": PASSWORD, "csrf": value})
+        assert refused.status == 403 and "Le formulaire a expiré" in refused.text, value
+    await browser.login()
+    refused = await browser.post("/console/search", {"csrf": "é" * 32})
+    assert refused.status == 403 and "Le formulaire a expiré" in refused.text
+    assert len(await logged(console_stack, outcome="console_csrf_failed")) == 3
+    assert entries_with(console_stack, outcome="internal_error") == []
 
 
 async def test_errors_are_html_pages_and_logged(console_stack: Stack, browser: Browser) -> None:

@@ -182,7 +182,7 @@ def test_times_are_shown_in_local_time_with_their_offset() -> None:
 def config_copy(tmp_path: Path) -> Path:
     config = tmp_path / "config"
     config.mkdir()
-    for name in ("gateway.toml", "purposes.toml", "clients.toml"):
+    for name in ("gateway.toml", "purposes.toml", "clients.toml", "services.toml"):
         (config / name).write_text((ROOT / "config" / name).read_text())
     (config / "connectors").symlink_to(ROOT / "config" / "connectors")
     return config
@@ -214,6 +214,13 @@ def test_console_settings_are_read_and_checked(tmp_path: Path) -> None:
     gateway.write_text(text.replace("login_attempts = 5", "login_attempts = 0"))
     with pytest.raises(ConfigError, match=r"\[console\]: `login_attempts` must be greater than 0"):
         load(config, env={})
+    gateway.write_text(text.replace("login_delay_s = 1 ", "login_delay_s = 2000 "))
+    with pytest.raises(ConfigError, match=r"`login_max_delay_s` must be at least `login_delay_s`"):
+        load(config, env={})
+    gateway.write_text(text.replace("login_address_attempts = 20", "login_address_attempts = 50")
+                       .replace("login_max_delay_s = 900", "login_max_delay_s = 60"))
+    console = load(config, env={}).console
+    assert (console.login_address_attempts, console.login_delay_s, console.login_max_delay_s) == (50, 1.0, 60.0)
 
 
 @pytest.mark.parametrize("form_value", ["é" * 43, "☃", "\udc80"])

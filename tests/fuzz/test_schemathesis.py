@@ -58,6 +58,8 @@ CHECKS = [
     response_schema_conformance,
     negative_data_rejection,  # acts on negative cases only: they must be refused with a 4xx
 ]
+# a batch upload is JSON Lines: sent as the text the schema generates (a string), like text/plain
+schemathesis.serializer.alias("application/x-ndjson", "text/plain")
 PURPOSES = (None, "asd.eligibility", "amo.tadamon.eligibility")  # None: keep the generated purpose
 # statuses after which the gateway has read the body and accepted the assertion (the answer names the question)
 AUTHENTICATED_STATUSES = {200, 400, 403, 404, 415}
@@ -98,7 +100,10 @@ def test_the_schema_loads_with_its_external_references() -> None:
                           ("GET", "/v1/citizen/access-log"),
                           ("POST", "/v1/audit/search"), ("GET", "/v1/audit/entries/{index}"),
                           ("GET", "/v1/audit/integrity"), ("POST", "/v1/audit/verify"), ("GET", "/v1/audit/export"),
-                          ("GET", "/v1/audit/anomalies")}
+                          ("GET", "/v1/audit/anomalies"), ("GET", "/metrics"), ("GET", "/v1/services"),
+                          ("GET", "/v1/services/{service}"), ("POST", "/v1/services/{service}"),
+                          ("POST", "/v1/batches"), ("GET", "/v1/batches/{batch_id}"),
+                          ("GET", "/v1/batches/{batch_id}/results"), ("POST", "/v1/batches/{batch_id}/cancel")}
     body = SCHEMA[VERIFICATIONS]["POST"].body[0]
     assert body.media_type == "application/json"
 

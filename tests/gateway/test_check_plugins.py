@@ -135,6 +135,9 @@ async def test_a_third_party_check_joins_the_vocabulary_and_runs(tmp_path: Path,
         assert "adult_children" in served["verification-request.json"]["properties"]["checks"]["items"]["enum"]
         assert "adult_children" in served["consent-request.json"]["properties"]["checks"]["items"]["anyOf"][0]["enum"]
         assert "adult_children" in served["audit-search-request.json"]["properties"]["check"]["enum"]
+        batch = next(p for p in served["openapi.json"]["paths"]["/v1/batches"]["post"]["parameters"]
+                     if p["name"] == "check")
+        assert "adult_children" in batch["schema"]["items"]["enum"]
         response_schema = served["verification-response.json"]
         assert "adult_children" in response_schema["properties"]["checks"]["properties"]
 

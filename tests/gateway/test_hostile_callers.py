@@ -139,3 +139,65 @@ async def test_the_server_header_names_no_versions(stack: Stack) -> None:
         async with stack.client.session.request(method, stack.gateway.url + path) as resp:
             await resp.read()
             assert resp.headers.get("Server") == "anss-gateway", (method, path, resp.headers.get("Server"))
+
+
+MARK = "7153094029-SECRET"  # what a sender put in the bytes the parser refuses: it must never come back
+UNPARSABLE = {
+    "nul_in_method": f"G\x00T /{MARK} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+    "control_char_in_header": f"GET / HTTP/1.1\r\nHost: x\r\nX-Idcs: {MARK}\x01\r\n\r\n".encode(),
+    "space_in_header_name": f"GET / HTTP/1.1\r\nHost: x\r\nX Idcs: {MARK}\r\n\r\n".encode(),
+    "control_char_in_path": f"GET /{MARK}\x7f HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+    "header_line_too_long": f"GET / HTTP/1.1\r\nHost: x\r\nX-Idcs: {MARK}{'a' * 70_000}\r\n\r\n".encode(),
+    "tls_on_the_plain_port": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + MARK.encode(),
+}
+
+
+async def _unparsable_count(stack: Stack) -> int:
+    async with stack.client.session.get(stack.gateway.url + "/readyz") as resp:
+        count = (await resp.json())["unparsable_requests"]
+        assert isinstance(count, int)
+        return count
+
+
+@pytest.mark.parametrize("name", sorted(UNPARSABLE))
+async def test_parser_refusals_quote_nothing_back_and_are_counted(stack: Stack, name: str) -> None:
+    """aiohttp's own 400 quoted the offending bytes (header values included) and named its version; ours says
+    only that the request could not be parsed, names no version, and is counted in /readyz."""
+    before = await _unparsable_count(stack)
+    reader, writer = await _open(stack)
+    writer.write(UNPARSABLE[name])
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(), timeout=10)  # the connection is closed after the answer
+    writer.close()
+    head, _, answer = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.") and b" 400 " in head.split(b"\r\n")[0], raw[:300]
+    assert MARK.encode() not in raw and b"aiohttp" not in raw and b"Python" not in raw, raw
+    assert b"\r\nServer: anss-gateway" in head and b"application/problem+json" in head
+    doc = orjson.loads(answer)
+    assert (doc["status"], doc["code"]) == (400, "invalid_request")
+    assert doc["detail"] == "the HTTP request could not be parsed"
+    assert await _unparsable_count(stack) == before + 1
+    async with stack.client.session.get(stack.gateway.url + "/metrics") as resp:
+        metrics = await resp.text()
+    assert f'anss_gateway_unparsable_requests_total{{status="400"}} {before + 1}.0' in metrics
+    await assert_still_serving(stack)
+
+
+async def test_parser_refusals_are_logged_without_bytes_at_most_once_a_minute() -> None:
+    import structlog
+    from structlog.testing import capture_logs
+
+    from gateway.web import protocol
+    from gateway.web.protocol import ParserRefusals
+
+    refusals = ParserRefusals()
+    configured = structlog.is_configured()
+    with capture_logs() as logs, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(protocol, "log", structlog.get_logger(protocol.__name__))
+        for _ in range(1_000):  # a flood of garbage: one line, not a thousand
+            refusals.count(400, "BadHttpMethod")
+    if not configured:
+        structlog.reset_defaults()
+    assert logs == [{"event": "http_request_unparsable", "log_level": "warning", "status": 400,
+                     "error": "BadHttpMethod", "count": 1, "total": 1}]
+    assert refusals.total == 1_000 and refusals.by_status == {400: 1_000}

@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
+import redis.asyncio as redis
 
 from gateway.audit.sqlite.store import verify_database
 from gateway.client import client_assertion
@@ -76,15 +77,44 @@ async def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dic
         return resp.status, orjson.loads(await resp.read()), dict(resp.headers)
 
 
-def with_redis_replay(settings: Settings) -> Settings:
-    return replace(settings, replay_backend="redis", redis_url="redis://127.0.0.1:6379/0")
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@asynccontextmanager
+async def redis_replay_prefix() -> AsyncIterator[tuple[str, redis.Redis]]:
+    """A key prefix of this test's own on the shared Redis, whose epoch is an hour old (a Redis that has been
+    up for a while: no reset to refuse for); its keys are deleted after."""
+    prefix = f"anss-test:{uuid.uuid4().hex}:jti:"
+    client = redis.Redis.from_url(REDIS_URL)
+    await client.set(prefix + "epoch", repr(time.time() - 3600))
+    try:
+        yield prefix, client
+    finally:
+        keys = [key async for key in client.scan_iter(match=prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+def with_redis_replay(prefix: str) -> Callable[[Settings], Settings]:
+    def adjust(settings: Settings) -> Settings:
+        return replace(settings, replay_backend="redis", redis_url=REDIS_URL, replay_redis_prefix=prefix)
+
+    return adjust
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 async def test_an_assertion_is_accepted_once_across_replicas(tmp_path: Path, backend: str) -> None:
-    if backend == "redis":
-        await need_redis()
-    adjust = with_redis_replay if backend == "redis" else (lambda s: s)
+    async with AsyncExitStack() as stack:
+        adjust: Callable[[Settings], Settings] = lambda s: s  # noqa: E731
+        if backend == "redis":
+            await need_redis()
+            prefix, _ = await stack.enter_async_context(redis_replay_prefix())
+            adjust = with_redis_replay(prefix)
+        await _accepted_once_across_replicas(tmp_path, adjust)
+
+
+async def _accepted_once_across_replicas(tmp_path: Path, adjust: Callable[[Settings], Settings]) -> None:
     async with replicas(tmp_path, 2, adjust) as (urls, settings, population):
         body, headers = signed(settings, population.fixture("amo_tadamon").father.idcs)
         status, _, _ = await post(urls[0], body, headers)
@@ -98,6 +128,27 @@ async def test_an_assertion_is_accepted_once_across_replicas(tmp_path: Path, bac
         outcomes = [orjson.loads(row)["outcome"] for row in _entries(log)]
         assert outcomes == ["answered", "assertion_replayed", "assertion_replayed", "answered"]
         assert verify_database(log) is None, "two replicas appended to one SQLite log; the chain holds"
+
+
+async def test_a_used_assertion_stays_refused_after_a_redis_reset(tmp_path: Path) -> None:
+    """200, then Redis loses every key of the replay cache (its epoch included), then the same bytes: refused,
+    at either replica, with a stable code and a Retry-After; the access log says why."""
+    await need_redis()
+    async with (redis_replay_prefix() as (prefix, client),
+                replicas(tmp_path, 2, with_redis_replay(prefix)) as (urls, settings, population)):
+        body, headers = signed(settings, population.fixture("amo_tadamon").father.idcs)
+        assert (await post(urls[0], body, headers))[0] == 200
+        lost = [key async for key in client.scan_iter(match=prefix + "*")]
+        assert len(lost) == 2  # the used jti and the epoch
+        await client.delete(*lost)  # a restart without persistence, a flush, a failover to an empty primary
+        for url in urls:
+            status, doc, answer_headers = await post(url, body, headers)
+            assert (status, doc["code"]) == (503, "replay_history_lost"), doc
+            assert 1 <= int(answer_headers["Retry-After"]) <= settings.clock_leeway_s
+        epoch = float(await client.get(prefix + "epoch") or b"nan")
+        assert epoch > time.time() - 60, "the first request after the reset started a new epoch"
+        outcomes = [orjson.loads(row)["outcome"] for row in _entries(settings.audit_database)]
+        assert outcomes == ["answered", "replay_history_lost", "replay_history_lost"]
 
 
 def _entries(path: Path) -> list[bytes]:

@@ -41,7 +41,7 @@ async def grant(stack: Stack, client: GatewayClient, idcs: str, scope: list[str]
     answer = await client.request("POST", "/v1/consents", {
         "subject": {"idcs": idcs}, "grantee": client.client_id, "purpose": "men.scholarship", "checks": scope,
         "valid_until": (datetime.now(UTC) + timedelta(days=30)).isoformat(),
-        "evidence": "scholarship form BS-7, file 2026/88"})
+        "evidence": {"kind": "document", "id": "BS-7/2026-88"}})
     assert answer.status == 201, answer.body
     consent: dict[str, Any] = answer.json()
     return consent

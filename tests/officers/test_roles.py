@@ -34,7 +34,8 @@ async def test_an_officer_cannot_query_citizen_data(stack: Stack, officer: Gatew
 async def test_an_officer_cannot_manage_consents(stack: Stack, officer: GatewayClient) -> None:
     idcs = stack.population.fixture("amo_tadamon").father.idcs
     grant = {"subject": {"idcs": idcs}, "grantee": "mhpv.housing", "purpose": "partner.social-housing",
-             "checks": ["identity"], "valid_until": "2099-01-01T00:00:00Z", "evidence": "form 12"}
+             "checks": ["identity"], "valid_until": "2099-01-01T00:00:00Z",
+             "evidence": {"kind": "document", "id": "form-12"}}
     for method, path, document in (("POST", "/v1/consents", grant), ("GET", f"/v1/consents?idcs={idcs}", None),
                                    ("GET", "/v1/consents/c0nsent", None),
                                    ("POST", "/v1/consents/c0nsent/revoke", {"reason": "test"})):

@@ -3,17 +3,21 @@ search index, in the configured schema.
 
 Tables::
 
-    meta(key PK, value)                              schema_version = 1 (this layout)
+    meta(key PK, value)                              schema_version = 2 (this layout; 1: without access_index_persons)
     access_log(idx PK, entry NULL, leaf_hash, tree_root)
     merkle_nodes(level, idx, hash)  PK (level, idx)  complete subtrees of 2^level leaves, level >= 6
     tree_heads(tree_size PK, root_hash, timestamp_ms, log_id, signature)
-    access_index, access_index_checks, access_index_sources    the search index (gateway.audit.postgres.search)
+    access_index, access_index_checks, access_index_sources, access_index_persons
+                                                     the search index (gateway.audit.postgres.search)
 
 Triggers refuse every UPDATE, DELETE and TRUNCATE of the tree tables, with one exception: an UPDATE of
 ``access_log`` that sets a present ``entry`` to NULL and changes nothing else (retention pruning). The search
 index is derived data beside the tree (never exported; ``audit verify`` checks it against the entries); its
 trigger lets rows go only once their entry was pruned. Triggers stop mistakes, not a database owner: that is
 what ``audit verify`` is for.
+
+A version 1 schema gains ``access_index_persons`` (the co-subjects of each entry), filled from the kept entries,
+in one transaction under the DDL lock when a store opens it; nothing else is touched.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ from typing import Any
 import psycopg
 
 from gateway.audit.postgres.search import INDEX_CHILDREN, INDEX_GUARD, INDEX_TABLES, INDEX_TRIGGERS
+from gateway.audit.search_index import index_fields
 from gateway.audit.store import AccessLogCorrupt
 from gateway.stores.postgres import PostgresTarget, in_ddl_lock
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPEND_ONLY = "the access log is append-only"
 TREE_TABLES = ("access_log", "merkle_nodes", "tree_heads", "meta")
 
@@ -103,9 +108,31 @@ async def ensure_schema(target: PostgresTarget, conn: psycopg.AsyncConnection[An
             for statement in (*TABLES, *FUNCTIONS, *TRIGGERS):
                 await conn.execute(statement)
             await conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', %s)", (str(SCHEMA_VERSION),))
+        elif found == 1:
+            await _migrate_v1(conn)
 
     await in_ddl_lock(target, conn, create)
     return found
+
+
+PERSONS = "access_index_persons"
+
+
+async def _migrate_v1(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Add the co-subjects' table of the search index, filled from the kept entries that name co-subjects."""
+    await conn.execute(next(t for t in TABLES if f"TABLE {PERSONS} " in t))
+    rows = await (await conn.execute("SELECT idx, entry FROM access_log WHERE entry IS NOT NULL AND "
+                                     "position('\"co_subjects\"'::bytea IN entry) > 0 ORDER BY idx")).fetchall()
+    names = [(name, idx) for idx, entry in rows for name in index_fields(bytes(entry)).persons]
+    if names:
+        await conn.execute(f"INSERT INTO {PERSONS} (name, idx) SELECT * FROM unnest(%s::text[], %s::bigint[])",
+                           ([n for n, _ in names], [i for _, i in names]))
+    for statement in TRIGGERS:
+        if f" ON {PERSONS} " in statement:
+            await conn.execute(statement)
+    await conn.execute("ALTER TABLE meta DISABLE TRIGGER meta_append_only")  # the one change ever made to meta
+    await conn.execute("UPDATE meta SET value = %s WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+    await conn.execute("ALTER TABLE meta ENABLE TRIGGER meta_append_only")
 
 
 def table_exists(conn: psycopg.Connection[Any]) -> bool:

@@ -6,6 +6,7 @@ The same layout and plan as the SQLite index (``gateway.audit.sqlite.search``; f
     access_index(idx PK, time_us, time_hw, client, purpose, case_ref, outcome, subject)
     access_index_checks(name, idx)   PK (name, idx)     one row per check an entry names
     access_index_sources(name, idx)  PK (name, idx)     one row per source an entry names
+    access_index_persons(name, idx)  PK (name, idx)     one row per co-subject pseudonym an entry names (v2)
 
 Every equality filter has a btree ending in ``idx``, so "matching X, newest first, below the cursor" is one
 backward index range scan that stops after a page; a check or source alone drives from its table's primary
@@ -29,7 +30,7 @@ from gateway.audit.query import LogPage, LogQuery
 from gateway.audit.search_index import POSTGRES, IndexFields, hit, index_fields, search_statement
 
 Conn = psycopg.AsyncConnection[Any]
-INDEX_CHILDREN = ("access_index_checks", "access_index_sources")
+INDEX_CHILDREN = ("access_index_checks", "access_index_sources", "access_index_persons")
 
 INDEX_TABLES = (
     """CREATE TABLE access_index (
@@ -74,7 +75,8 @@ async def write_index(conn: Conn, rows: Iterable[tuple[int, IndexFields]], high_
         for column, value in zip(main, (idx, f.time_us, high_water, f.client, f.purpose, f.case_ref, f.outcome,
                                         f.subject), strict=True):
             column.append(value)
-        for table, values in (("access_index_checks", f.checks), ("access_index_sources", f.sources)):
+        for table, values in (("access_index_checks", f.checks), ("access_index_sources", f.sources),
+                              ("access_index_persons", f.persons)):
             children[table][0].extend(values)
             children[table][1].extend([idx] * len(values))
     await conn.execute("INSERT INTO access_index (idx, time_us, time_hw, client, purpose, case_ref, outcome, subject) "
@@ -92,7 +94,8 @@ async def drop_pruned(conn: Conn, pruned: Sequence[tuple[int, bytes]]) -> None:
     names: dict[str, tuple[list[str], list[int]]] = {table: ([], []) for table in INDEX_CHILDREN}
     for idx, entry in pruned:
         fields = index_fields(entry)
-        for table, values in (("access_index_checks", fields.checks), ("access_index_sources", fields.sources)):
+        for table, values in (("access_index_checks", fields.checks), ("access_index_sources", fields.sources),
+                              ("access_index_persons", fields.persons)):
             names[table][0].extend(values)
             names[table][1].extend([idx] * len(values))
     for table, (keys, indices) in names.items():

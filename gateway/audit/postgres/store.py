@@ -18,6 +18,10 @@ Layout: ``gateway.audit.postgres.schema``. What makes one tree out of many write
   transaction lock as appends, re-reads the latest head, checks with a consistency proof that the stored tree
   extends it, and ``tree_heads.tree_size`` is the primary key: at most one head per size, ever.
 
+**Health.** The store tracks whether its database answers (``gateway.audit.health``): a failed append or
+ping marks it down, a probe on a fresh connection (``DatabaseTimeouts``) brings it back, so the gateway refuses
+at once while PostgreSQL is away instead of waiting for the driver's timeouts.
+
 Proofs use the shared ``Prover`` through ``gateway.audit.prefetch``; a full verification and an export stream
 the log over one snapshot on a worker thread (``gateway.audit.postgres.tree``), through the code every store
 shares, so they report exactly what the SQLite store would. Nothing here blocks the event loop.
@@ -33,8 +37,9 @@ from datetime import UTC, datetime
 from typing import Any, TextIO, TypeVar
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from gateway.audit.health import StoreHealth
 from gateway.audit.merkle import EMPTY_ROOT, CompactRange, Prover, SignedTreeHead, TreeHead
 from gateway.audit.merkle import leaf_hash as merkle_leaf_hash
 from gateway.audit.postgres.schema import ensure_schema
@@ -70,6 +75,9 @@ ELECTION_SESSION = ("SET tcp_keepalives_idle = 20", "SET tcp_keepalives_interval
                     "SET tcp_keepalives_count = 3")
 ELECTION_CHECK_S = 5.0
 PRUNE_CHUNK = 2048  # entries pruned per transaction
+# What says the database is away (not what says a statement was refused, e.g. by a trigger)
+UNREACHABLE = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, DatabaseUnavailable, OSError,
+               TimeoutError)
 
 
 class PostgresAccessLog:
@@ -92,6 +100,43 @@ class PostgresAccessLog:
         self._leading = False
         self._electing = asyncio.Lock()
         self._closed = False
+        self._retired: set[asyncio.Task[None]] = set()  # pools replaced after an outage, closing
+        t = target.timeouts
+        self.health = StoreHealth("access-log", self._ping, self._probe, ping_timeout_s=t.ping_timeout_s,
+                                  fresh_s=t.health_fresh_s, probe_interval_s=t.probe_interval_s)
+
+    # --- health (gateway.audit.health) ----------------------------------------------------------------------------
+
+    @property
+    def available(self) -> bool:
+        return self.health.available
+
+    async def ensure_available(self) -> None:
+        await self.health.ensure()
+
+    async def _ping(self) -> None:
+        if self._pool is None:
+            raise RuntimeError("open() the access log first")
+        async with self._pool.connection(timeout=self.target.timeouts.ping_timeout_s) as conn:
+            await conn.execute("SELECT 1")
+
+    async def _probe(self) -> None:
+        """A fresh connection, not the pool's (whose connections may all be dead), within the connect timeout;
+        then a new pool in place of the old one, which may be waiting out its reconnection back-off."""
+        async with asyncio.timeout(self.target.timeouts.connect_timeout_s):
+            conn = await self.target.connect()
+            try:
+                await conn.execute("SELECT 1")
+            finally:
+                await conn.close()
+        if self._closed or self._pool is None:
+            return
+        pool = self.target.pool("access-log", self._pool_size, SESSION)
+        await self.target.open_pool(pool)
+        old, self._pool = self._pool, pool
+        task = asyncio.create_task(old.close(timeout=self.target.timeouts.pool_wait_s), name="access-log-old-pool")
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
 
@@ -109,6 +154,8 @@ class PostgresAccessLog:
 
     async def close(self) -> None:
         self._closed = True  # no new election after this
+        await self.health.close()
+        await asyncio.gather(*self._retired, return_exceptions=True)
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
         async with self._electing:
@@ -167,10 +214,13 @@ class PostgresAccessLog:
                 try:
                     indices = await self._commit([(entry, fields) for entry, fields, _ in batch])
                 except Exception as exc:
+                    if isinstance(exc, UNREACHABLE):
+                        self.health.failed(exc)
                     for _, _, future in batch:
                         if not future.done():
                             future.set_exception(exc)
                     continue
+                self.health.confirmed()
                 for (_, _, future), index in zip(batch, indices, strict=True):
                     if not future.done():  # its caller was cancelled meanwhile: the entry stands
                         future.set_result(index)

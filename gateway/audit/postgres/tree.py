@@ -106,10 +106,11 @@ def log_exists(target: PostgresTarget) -> bool:
 
 def _index_streams(tree: SyncTree, cleanup: ExitStack) -> IndexStreams:
     """The search index in entry order (``gateway.audit.index_check``), each stream a server-side cursor of the
-    snapshot; the check and source names grouped per entry by the server. A missing table reads as empty."""
+    snapshot; the check, source and person names grouped per entry by the server. A missing table reads as empty."""
     found = tree.conn.execute("SELECT to_regclass('access_index') IS NOT NULL, to_regclass('access_index_checks') "
-                              "IS NOT NULL, to_regclass('access_index_sources') IS NOT NULL").fetchone()
-    present = tuple(found) if found else (False, False, False)
+                              "IS NOT NULL, to_regclass('access_index_sources') IS NOT NULL, "
+                              "to_regclass('access_index_persons') IS NOT NULL").fetchone()
+    present = tuple(found) if found else (False, False, False, False)
 
     def stream(name: str, query: str, table: int) -> Iterator[tuple[Any, ...]]:
         return cleanup.enter_context(closing(_stream(tree, name, query))) if present[table] else iter(())
@@ -119,7 +120,7 @@ def _index_streams(tree: SyncTree, cleanup: ExitStack) -> IndexStreams:
                                "FROM access_index ORDER BY idx", 0),
         *(stream(f"verify_{table}", f"SELECT idx, array_agg(name) FROM (SELECT idx, name FROM {table} ORDER BY idx) "
                                     "AS t GROUP BY idx ORDER BY idx", n)  # one sort, then grouped as it streams
-          for n, table in ((1, "access_index_checks"), (2, "access_index_sources"))))
+          for n, table in ((1, "access_index_checks"), (2, "access_index_sources"), (3, "access_index_persons"))))
 
 
 def verify_postgres(target: PostgresTarget, keys: Mapping[str, PublicKey] | None = None) -> ChainBreak | None:

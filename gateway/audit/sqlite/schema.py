@@ -1,20 +1,23 @@
-"""The SQLite layout of the access log (schema v3: a Merkle tree log and its search index) and the migrations
-from v2 (the tree without the index) and v1 (a hash chain).
+"""The SQLite layout of the access log (schema v4: a Merkle tree log and its search index) and the migrations
+from v3 (the index without its co-subjects table), v2 (the tree without the index) and v1 (a hash chain).
 
 Tables (docs/merkle-log.md section 8)::
 
-    meta(key PK, value)                              schema_version = 3; migration notes
+    meta(key PK, value)                              schema_version = 4; migration notes
     access_log(idx PK, entry NULL, leaf_hash, tree_root)
     merkle_nodes(level, idx, hash)  PK (level, idx)  complete subtrees of 2^level leaves, level >= 6
     tree_heads(tree_size PK, root_hash, timestamp_ms, log_id, signature)
-    access_index, access_index_checks, access_index_sources     the search index (gateway.audit.sqlite.search)
+    access_index, access_index_checks, access_index_sources, access_index_persons
+                                                     the search index (gateway.audit.sqlite.search)
 
 Triggers refuse every UPDATE and DELETE on the first four, with one exception: an UPDATE of ``access_log`` that
 sets a present ``entry`` to NULL and changes nothing else (retention pruning). The index is derived data
 outside the tree, checked against the entries by ``audit verify``; its own triggers allow deleting only the
 rows of pruned entries.
 
-A v2 file gains the index in one transaction when it is opened, built from the kept entries.
+A v3 file gains ``access_index_persons`` (the co-subjects of each entry) in one transaction when it is opened,
+filled from the kept entries; the tree and the rest of the index are not touched, and a v3 file still verifies
+as it is (a missing table reads as empty). A v2 file gains the whole index likewise.
 
 A v1 file (``access_log`` with a ``chain_hash`` column, no ``meta``) is migrated in one transaction when it is
 opened: the chain is verified first (a broken v1 log is never migrated: it would launder the break), then each
@@ -29,11 +32,19 @@ import sqlite3
 from gateway.audit.merkle import CompactRange
 from gateway.audit.recompute import NODE_LEVEL
 from gateway.audit.record import GENESIS, chain_hash, leaf_hash
-from gateway.audit.sqlite.search import INDEX_TABLES, INDEX_TRIGGERS, INDEXES, build_index
+from gateway.audit.sqlite.search import (
+    INDEX_TABLES,
+    INDEX_TRIGGERS,
+    INDEXES,
+    PERSONS_TABLE,
+    build_index,
+    build_persons,
+)
 from gateway.audit.store import AccessLogCorrupt, ChainBreak
 
-SCHEMA_VERSION = 3
-TREE_VERSIONS = (2, 3)  # the tree's layout is the same in both: verification and export read either
+SCHEMA_VERSION = 4
+TREE_VERSIONS = (2, 3, 4)  # the tree's layout is the same in all: verification and export read any
+INDEXED_VERSIONS = (3, 4)  # with a search index to check
 APPEND_ONLY = "the access log is append-only"
 
 TABLES = (
@@ -80,7 +91,7 @@ def schema_version(conn: sqlite3.Connection) -> int:
 
 def ensure_schema(conn: sqlite3.Connection) -> int:
     """Create or migrate the schema inside one write transaction (several processes may open at once);
-    return the version found (0 when created, 1 or 2 when migrated, 3 when already current)."""
+    return the version found (0 when created, 1 to 3 when migrated, 4 when already current)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         found = schema_version(conn)
@@ -91,6 +102,8 @@ def ensure_schema(conn: sqlite3.Connection) -> int:
             _migrate_v1(conn)
         elif found == 2:
             _migrate_v2(conn)
+        elif found == 3:
+            _migrate_v3(conn)
         elif found == 0:
             _create(conn, ())
         conn.execute("COMMIT")
@@ -117,6 +130,19 @@ def _migrate_v2(conn: sqlite3.Connection) -> None:
     build_index(conn)
     for statement in (*INDEXES, *INDEX_TRIGGERS):
         conn.execute(statement)
+    _set_version(conn)
+
+
+def _migrate_v3(conn: sqlite3.Connection) -> None:
+    """Add the co-subjects' table of the index, filled from the kept entries; nothing else is touched."""
+    conn.execute(PERSONS_TABLE)
+    build_persons(conn)
+    for statement in INDEX_TRIGGERS:  # (IF NOT EXISTS: only the new table's are created)
+        conn.execute(statement)
+    _set_version(conn)
+
+
+def _set_version(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TRIGGER meta_no_update")  # the one change ever made to meta, then the trigger is back
     conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
     conn.execute(next(t for t in TRIGGERS if "meta_no_update" in t))

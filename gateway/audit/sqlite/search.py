@@ -5,6 +5,7 @@ Tables, written in the same transaction as the entries they describe (docs/merkl
     access_index(idx PK, time_us, time_hw, client, purpose, case_ref, outcome, subject)
     access_index_checks(name, idx)   PK (name, idx)     one row per check an entry names
     access_index_sources(name, idx)  PK (name, idx)     one row per source an entry names
+    access_index_persons(name, idx)  PK (name, idx)     one row per co-subject pseudonym an entry names (v4)
 
 Every equality filter has an index ending in the entry's index (SQLite appends the rowid), so "matching X,
 newest first, below the cursor" is one backward index range scan that stops after a page. A time range adds
@@ -29,6 +30,9 @@ from gateway.audit.index_check import IndexStreams, NamesRow
 from gateway.audit.query import LogPage, LogQuery
 from gateway.audit.search_index import SQLITE, IndexFields, hit, index_fields, search_statement
 
+PERSONS_TABLE = """CREATE TABLE IF NOT EXISTS access_index_persons (
+        name TEXT NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY (name, idx)
+    ) WITHOUT ROWID"""  # schema v4: the co-subjects
 INDEX_TABLES = (
     """CREATE TABLE IF NOT EXISTS access_index (
         idx INTEGER PRIMARY KEY,    -- access_log.idx
@@ -42,7 +46,9 @@ INDEX_TABLES = (
     """CREATE TABLE IF NOT EXISTS access_index_sources (
         name TEXT NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY (name, idx)
     ) WITHOUT ROWID""",
+    PERSONS_TABLE,
 )
+CHILD_TABLES = ("access_index_checks", "access_index_sources", "access_index_persons")
 
 # A migration creates them after filling the tables (faster than maintaining them row by row).
 INDEXES = (
@@ -56,10 +62,10 @@ _KEPT = "(SELECT entry FROM access_log WHERE idx = OLD.idx) IS NOT NULL"
 INDEX_TRIGGERS = (
     *(f"""CREATE TRIGGER IF NOT EXISTS {table}_no_update BEFORE UPDATE ON {table}
     BEGIN SELECT RAISE(ABORT, 'the access log index follows the log: it is never changed'); END"""
-      for table in ("access_index", "access_index_checks", "access_index_sources")),
+      for table in ("access_index", *CHILD_TABLES)),
     *(f"""CREATE TRIGGER IF NOT EXISTS {table}_no_delete BEFORE DELETE ON {table} WHEN {_KEPT}
     BEGIN SELECT RAISE(ABORT, 'the index of a kept entry is never deleted (only pruning removes it)'); END"""
-      for table in ("access_index", "access_index_checks", "access_index_sources")),
+      for table in ("access_index", *CHILD_TABLES)),
 )
 
 
@@ -80,18 +86,22 @@ def write_index(conn: sqlite3.Connection, rows: Iterable[tuple[int, IndexFields]
     main: list[tuple[object, ...]] = []
     checks: list[tuple[str, int]] = []
     sources: list[tuple[str, int]] = []
+    persons: list[tuple[str, int]] = []
     for idx, f in rows:
         if f.time_us is not None and (high_water is None or f.time_us > high_water):
             high_water = f.time_us
         main.append((idx, f.time_us, high_water, f.client, f.purpose, f.case_ref, f.outcome, f.subject))
         checks.extend((name, idx) for name in f.checks)
         sources.extend((name, idx) for name in f.sources)
+        persons.extend((name, idx) for name in f.persons)
     conn.executemany("INSERT INTO access_index (idx, time_us, time_hw, client, purpose, case_ref, outcome, subject) "
                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", main)
     if checks:
         conn.executemany("INSERT INTO access_index_checks (name, idx) VALUES (?, ?)", checks)
     if sources:
         conn.executemany("INSERT INTO access_index_sources (name, idx) VALUES (?, ?)", sources)
+    if persons:
+        conn.executemany("INSERT INTO access_index_persons (name, idx) VALUES (?, ?)", persons)
     return high_water
 
 
@@ -106,24 +116,39 @@ def build_index(conn: sqlite3.Connection) -> int:
     return count
 
 
+def build_persons(conn: sqlite3.Connection) -> int:
+    """Fill ``access_index_persons`` from the kept entries (the v3 to v4 migration, inside its transaction)."""
+    count = 0
+    cursor = conn.execute("SELECT idx, entry FROM access_log WHERE entry IS NOT NULL AND instr(entry, ?) > 0 "
+                          "ORDER BY idx", (b'"co_subjects"',))
+    while batch := cursor.fetchmany(4096):
+        rows = [(name, idx) for idx, entry in batch for name in index_fields(entry).persons]
+        conn.executemany("INSERT INTO access_index_persons (name, idx) VALUES (?, ?)", rows)
+        count += len(rows)
+    return count
+
+
 def drop_pruned(conn: sqlite3.Connection, pruned: Sequence[tuple[int, bytes]]) -> None:
     """Delete the index rows of entries whose payload was just pruned (their former bytes given, so the rows of
     the check and source tables are found by their primary key). Runs inside the pruning transaction."""
     checks: list[tuple[str, int]] = []
     sources: list[tuple[str, int]] = []
+    persons: list[tuple[str, int]] = []
     for idx, entry in pruned:
         fields = index_fields(entry)
         checks.extend((name, idx) for name in fields.checks)
         sources.extend((name, idx) for name in fields.sources)
+        persons.extend((name, idx) for name in fields.persons)
     conn.executemany("DELETE FROM access_index_checks WHERE name = ? AND idx = ?", checks)
     conn.executemany("DELETE FROM access_index_sources WHERE name = ? AND idx = ?", sources)
+    conn.executemany("DELETE FROM access_index_persons WHERE name = ? AND idx = ?", persons)
     conn.executemany("DELETE FROM access_index WHERE idx = ?", [(idx,) for idx, _ in pruned])
 
 
 def index_streams(conn: sqlite3.Connection) -> IndexStreams:
     """The index in entry order, for ``gateway.audit.index_check`` (inside the verification's read snapshot).
 
-    The check and source rows are grouped per entry by SQLite (their key is (name, idx): one sort, spilled to
+    The check, source and person rows are grouped per entry by SQLite (their key is (name, idx): one sort, spilled to
     disk when large, never held here), their names as a JSON array, ``null`` for a name that is not text. A
     missing table reads as empty, so its entries are reported as missing from the index."""
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -136,7 +161,8 @@ def index_streams(conn: sqlite3.Connection) -> IndexStreams:
 
     rows = conn.execute("SELECT idx, time_us, time_hw, client, purpose, case_ref, outcome, subject FROM "
                         "access_index ORDER BY idx") if "access_index" in tables else iter(())
-    return IndexStreams(rows, names("access_index_checks"), names("access_index_sources"))
+    return IndexStreams(rows, names("access_index_checks"), names("access_index_sources"),
+                        names("access_index_persons"))
 
 
 def search(conn: sqlite3.Connection, query: LogQuery) -> LogPage:

@@ -16,7 +16,7 @@ from gateway.audit.index_check import IndexCheck
 from gateway.audit.merkle import EMPTY_ROOT, CompactRange, Prover, SignedTreeHead
 from gateway.audit.recompute import NODE_LEVEL, HeadRow, head_from_row, recompute
 from gateway.audit.rules import catch_up_range, caught_up, check_edge
-from gateway.audit.sqlite.schema import SCHEMA_VERSION, TREE_VERSIONS, schema_version, verify_v1
+from gateway.audit.sqlite.schema import INDEXED_VERSIONS, TREE_VERSIONS, schema_version, verify_v1
 from gateway.audit.sqlite.search import index_streams
 from gateway.audit.store import AccessLogCorrupt, ChainBreak
 from gateway.crypto.keys import PublicKey
@@ -155,7 +155,7 @@ def verify_database(path: Path, keys: Mapping[str, PublicKey] | None = None) -> 
             return (row[0], row[1]) if row else None
 
         rows = conn.execute("SELECT idx, entry, leaf_hash, tree_root FROM access_log ORDER BY idx")
-        index = IndexCheck(index_streams(conn)) if version == SCHEMA_VERSION else None  # v2: no index yet
+        index = IndexCheck(index_streams(conn)) if version in INDEXED_VERSIONS else None  # v2: no index yet
         found = recompute(index.watch(rows) if index else rows, tree.head_rows("ORDER BY tree_size"), keys,
                           stored_node=tree.node,
                           stored_node_count=conn.execute("SELECT COUNT(*) FROM merkle_nodes").fetchone()[0],
@@ -172,7 +172,7 @@ def export_database(path: Path, write: Callable[[str], object], *, inclusion_pro
     try:
         conn.execute("BEGIN")
         if schema_version(conn) not in TREE_VERSIONS:
-            raise AccessLogCorrupt("not an access log of schema version 2 or 3: open it with the gateway first")
+            raise AccessLogCorrupt("not an access log of schema version 2 to 4: open it with the gateway first")
         tree = Tree(conn)
         heads = [Tree._parse(row) for row in tree.head_rows("ORDER BY tree_size")]
         if not heads:

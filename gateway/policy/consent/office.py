@@ -19,6 +19,7 @@ from typing import Any
 from gateway.audit import AccessRecord, Pseudonymiser
 from gateway.config.settings import Settings
 from gateway.errors import BadRequest, GatewayError, NotFound
+from gateway.policy.consent import evidence as references
 from gateway.policy.consent.rules import CONSENT_ID, IDCS, grant_for, parse_time
 from gateway.policy.consent.store import Consent, ConsentStore, check_reason
 from gateway.stores import backends as storage
@@ -102,7 +103,8 @@ def grant(settings: Settings, *, idcs: str, grantee: str, purpose: str, checks: 
         new = grant_for(
             settings, citizen=citizen, grantee=grantee, purpose=purpose, checks=checks,
             valid_from=parse_time(valid_from, "valid_from") if valid_from else None,
-            valid_until=parse_time(valid_until, "valid_until"), evidence=evidence, granted_by=f"cli:{ctx.operator}",
+            valid_until=parse_time(valid_until, "valid_until"), evidence=references.from_text(evidence),
+            granted_by=f"cli:{ctx.operator}",
             managed=None, request_id=ctx.request_id,
         )
         consent = await ctx.store.grant(new)

@@ -3,7 +3,8 @@
 A client manages the consents of a purpose when one of its rights for that purpose says
 ``manage_consents = true`` (allowed on consent-based purposes only, checked at start-up). It may then record
 a consent for any grantee that holds a right for that purpose, covering checks that grantee may run, and
-list, show and revoke the consents of that purpose. Consents are granted for an IDCS: the one identifier
+list, show and revoke the consents of that purpose. Its ``evidence`` is a reference of a declared shape
+(``gateway.policy.consent.evidence``). Consents are granted for an IDCS: the one identifier
 that names a person across programmes, and the only one the gateway can pseudonymise without asking the
 civil registry.
 """
@@ -16,7 +17,8 @@ from datetime import UTC, datetime
 
 from gateway.config.settings import Settings
 from gateway.errors import BadRequest, Forbidden
-from gateway.policy.consent.store import MAX_EVIDENCE_CHARS, ConsentGrant
+from gateway.policy.consent import evidence as references
+from gateway.policy.consent.store import ConsentGrant
 
 IDCS = re.compile(r"[0-9]{10}")
 CONSENT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -50,7 +52,7 @@ def parse_time(value: str, name: str) -> datetime:
 
 
 def grant_for(settings: Settings, *, citizen: str, grantee: str, purpose: str, checks: Sequence[str],
-              valid_from: datetime | None, valid_until: datetime, evidence: str, granted_by: str,
+              valid_from: datetime | None, valid_until: datetime, evidence: object, granted_by: str,
               managed: frozenset[str] | None, request_id: str | None, now: datetime | None = None) -> ConsentGrant:
     """A valid ``ConsentGrant`` or a precise refusal. ``managed=None``: the ANSS office (CLI), any purpose."""
     declared = settings.purposes.get(purpose)
@@ -80,9 +82,7 @@ def grant_for(settings: Settings, *, citizen: str, grantee: str, purpose: str, c
         raise BadRequest("/valid_until: must be after valid_from")
     if valid_until <= now:
         raise BadRequest("/valid_until: must be in the future")
-    if not evidence.strip() or len(evidence) > MAX_EVIDENCE_CHARS or any(c < " " or c == "\x7f" for c in evidence):
-        raise BadRequest(f"/evidence: takes 1 to {MAX_EVIDENCE_CHARS} characters, not only blanks, no control "
-                         "characters")
+    reference = references.stored(evidence)  # a document reference or a URL, never names or identifiers
     return ConsentGrant(citizen=citizen, grantee=grantee, purpose=purpose, checks=tuple(checks),
-                        valid_from=start, valid_until=valid_until, evidence=evidence, granted_by=granted_by,
+                        valid_from=start, valid_until=valid_until, evidence=reference, granted_by=granted_by,
                         request_id=request_id)

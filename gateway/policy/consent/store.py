@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol, runtime_checkable
 
+from gateway.policy.consent.evidence import shown as shown_evidence
+
 MAX_EVIDENCE_CHARS = 200
 MAX_REASON_CHARS = 200
 
@@ -124,7 +126,7 @@ class Consent:
             "checks": list(self.checks),
             "valid_from": timestamp(self.valid_from),
             "valid_until": timestamp(self.valid_until),
-            "evidence": self.evidence,
+            "evidence": shown_evidence(self.evidence),
             "status": self.status(at),
             "granted_by": self.granted_by,
             "created_at": timestamp(self.created_at),

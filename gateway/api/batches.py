@@ -1,0 +1,131 @@
+"""``/v1/batches``: population re-verification — submit, follow, read the results, cancel (docs/batches.md).
+
+Signed like every client call; rights per purpose as for verifications, checked at submission (so a batch that
+could never run is refused at once) and again for every subject. A batch is visible to the client that submitted
+it only (404 to anyone else). The submission's own access-log entry holds the batch id and its size; each
+subject's verification is an entry of its own (``gateway.batch.runner``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway.api.caller import signed_request
+from gateway.batch.runner import progress_document
+from gateway.batch.service import BatchService
+from gateway.batch.store import RUNNING
+from gateway.errors import BadRequest, NotFound, UnsupportedMediaType
+from gateway.policy.rights import authorise
+from gateway.trust.roles import DATA
+from gateway.web.state import BATCHES
+
+IDCS = re.compile(r"[0-9]{10}")
+CIN = re.compile(r"[A-Z]{1,2}[0-9]{5,6}")
+PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,47}")
+RESULTS_PAGE = 10_000
+
+
+def _json(document: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(document), status=status, content_type="application/json",
+                        headers=headers)
+
+
+def parse_subjects(body: bytes, limit: int) -> list[dict[str, str]]:
+    """One subject per line: ``{"idcs": "…"}`` or ``{"cin": "…"}``; blank lines are skipped. 400 naming the line."""
+    subjects: list[dict[str, str]] = []
+    for number, raw in enumerate(body.split(b"\n"), 1):
+        if not raw.strip():
+            continue
+        try:
+            subject = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise BadRequest(f"line {number}: not a JSON object") from None
+        if (not isinstance(subject, dict) or len(subject) != 1
+                or not ((isinstance(subject.get("idcs"), str) and IDCS.fullmatch(subject["idcs"]))
+                        or (isinstance(subject.get("cin"), str) and CIN.fullmatch(subject["cin"])))):
+            raise BadRequest(f"line {number}: a subject is {{\"idcs\": \"<10 digits>\"}} or "
+                             "{\"cin\": \"<1–2 capital letters and 5–6 digits>\"}")
+        subjects.append(subject)
+        if len(subjects) > limit:
+            raise BadRequest(f"a batch holds at most {limit} subjects")
+    if not subjects:
+        raise BadRequest("the upload holds no subject")
+    return subjects
+
+
+async def _owned(request: web.Request, service: BatchService, client_id: str) -> Any:
+    batch_id = request.match_info["batch_id"]
+    progress = await service.store.progress(batch_id) if re.fullmatch(r"[0-9a-f]{32}", batch_id) else None
+    if progress is None or progress.batch.client != client_id:
+        raise NotFound(f"no batch {batch_id!r} of client {client_id!r}", "not_found")
+    return progress
+
+
+async def submit_batch(request: web.Request) -> web.Response:
+    service = request.app[BATCHES]
+    signed = await signed_request(request, DATA, service.max_upload_bytes)
+    note, client_id, settings = signed.note, signed.caller.client_id, signed.runtime.settings
+    if request.content_type not in ("application/x-ndjson", "application/jsonl", "application/json-seq"):
+        raise UnsupportedMediaType("a batch is uploaded as application/x-ndjson: one subject per line")
+    query = request.query
+    unknown = sorted(set(query) - {"purpose", "case_ref_prefix", "check"})
+    if unknown:
+        raise BadRequest(f"unknown query parameter {unknown[0]!r}; give purpose, case_ref_prefix and check")
+    purpose, prefix = query.get("purpose", ""), query.get("case_ref_prefix", "")
+    if not purpose or not PREFIX.fullmatch(prefix):
+        raise BadRequest("give purpose and case_ref_prefix (letters, digits and ._:/-, at most 48 characters)")
+    note.purpose = purpose
+    decision = authorise(settings, client_id, purpose, query.getall("check", []) or None)
+    subjects = parse_subjects(signed.body, service.max_subjects)
+    batch = await service.store.create(client_id, purpose, decision.checks, prefix, subjects, service.chunk_size)
+    service.wake()
+    note.checks, note.outcome = decision.checks, "batch_submitted"
+    note.detail.update({"batch_id": batch.batch_id, "subjects": batch.total})
+    progress = await service.store.progress(batch.batch_id)
+    return _json(progress_document(progress), 202, {"Location": f"/v1/batches/{batch.batch_id}"})
+
+
+async def show_batch(request: web.Request) -> web.Response:
+    service = request.app[BATCHES]
+    signed = await signed_request(request, DATA)
+    progress = await _owned(request, service, signed.caller.client_id)
+    signed.note.detail["batch_id"] = progress.batch.batch_id
+    signed.note.purpose, signed.note.outcome = progress.batch.purpose, "batch_shown"
+    return _json(progress_document(progress))
+
+
+async def batch_results(request: web.Request) -> web.Response:
+    """A page of results as JSON Lines, by line number: ``after`` (default 0) and ``limit`` (≤ 10,000)."""
+    service = request.app[BATCHES]
+    signed = await signed_request(request, DATA)
+    progress = await _owned(request, service, signed.caller.client_id)
+    try:
+        after = int(request.query.get("after", "0"))
+        limit = int(request.query.get("limit", str(RESULTS_PAGE)))
+    except ValueError:
+        raise BadRequest("after and limit are integers") from None
+    if after < 0 or not 1 <= limit <= RESULTS_PAGE:
+        raise BadRequest(f"after ≥ 0, and 1 ≤ limit ≤ {RESULTS_PAGE}")
+    rows = await service.store.results(progress.batch.batch_id, after, limit)
+    signed.note.detail.update({"batch_id": progress.batch.batch_id, "lines": len(rows)})
+    signed.note.purpose, signed.note.outcome = progress.batch.purpose, "batch_results"
+    headers = {"X-Batch-Status": progress.batch.status}
+    if len(rows) == limit:
+        headers["X-Batch-Next-After"] = str(rows[-1][0])
+    body = b"".join(line + b"\n" for _, line in rows)
+    return web.Response(body=body, content_type="application/x-ndjson", headers=headers)
+
+
+async def cancel_batch(request: web.Request) -> web.Response:
+    service = request.app[BATCHES]
+    signed = await signed_request(request, DATA)
+    progress = await _owned(request, service, signed.caller.client_id)
+    cancelled = progress.batch.status == RUNNING and await service.store.cancel(progress.batch.batch_id)
+    signed.note.detail["batch_id"] = progress.batch.batch_id
+    signed.note.purpose = progress.batch.purpose
+    signed.note.outcome = "batch_cancelled" if cancelled else "batch_not_running"
+    return _json(progress_document(await service.store.progress(progress.batch.batch_id)))

@@ -1,0 +1,261 @@
+"""Batches of verifications and their results, kept in SQLite (the embedded default).
+
+A batch is its subjects (one per line of the upload, numbered from 1), cut into chunks of ``chunk_size``
+lines; a chunk is the unit of work a runner claims (``pending`` → ``doing`` with a heartbeat → ``done``). A result
+is keyed by (batch, line) and written with ``INSERT … ON CONFLICT DO NOTHING``, so a chunk that runs twice — a
+runner killed mid-chunk, its chunk claimed again — writes nothing twice. A line is *claimed* before its subject
+is verified; a line that is claimed but has no result after a crash is in doubt: the runner checks the access
+log before asking the administrations again (``gateway.batch.runner``).
+
+The subjects are personal data at rest: they are kept only until the batch is finished or cancelled (then
+deleted), and results are deleted ``results_retention_days`` after the batch finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway.stores.files import open_sqlite
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+  batch_id TEXT PRIMARY KEY, client TEXT NOT NULL, purpose TEXT NOT NULL, checks TEXT NOT NULL,
+  case_ref_prefix TEXT NOT NULL, total INTEGER NOT NULL, chunk_size INTEGER NOT NULL,
+  status TEXT NOT NULL, created_at REAL NOT NULL, finished_at REAL
+);
+CREATE TABLE IF NOT EXISTS batch_subjects (
+  batch_id TEXT NOT NULL, line INTEGER NOT NULL, subject TEXT NOT NULL, claimed INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (batch_id, line)
+);
+CREATE TABLE IF NOT EXISTS batch_chunks (
+  batch_id TEXT NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL, status TEXT NOT NULL,
+  runner TEXT, heartbeat REAL, attempts INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (batch_id, first)
+);
+CREATE TABLE IF NOT EXISTS batch_results (
+  batch_id TEXT NOT NULL, line INTEGER NOT NULL, ok INTEGER NOT NULL, result BLOB NOT NULL, at REAL NOT NULL,
+  PRIMARY KEY (batch_id, line)
+);
+CREATE INDEX IF NOT EXISTS batch_chunks_todo ON batch_chunks (status, heartbeat);
+"""
+
+RUNNING, DONE, CANCELLED = "running", "done", "cancelled"
+
+
+@dataclass(frozen=True)
+class Batch:
+    batch_id: str
+    client: str
+    purpose: str
+    checks: tuple[str, ...]
+    case_ref_prefix: str
+    total: int
+    chunk_size: int
+    status: str
+    created_at: float
+    finished_at: float | None
+
+
+@dataclass(frozen=True)
+class Progress:
+    batch: Batch
+    done: int
+    failed: int
+    first_result_at: float | None
+    last_result_at: float | None
+
+    @property
+    def pending(self) -> int:
+        return 0 if self.batch.status == CANCELLED else self.batch.total - self.done - self.failed
+
+
+@dataclass(frozen=True)
+class Chunk:
+    batch_id: str
+    first: int
+    last: int
+    attempts: int
+
+
+class SqliteBatchStore:
+    """All methods are coroutines running the blocking SQLite calls in a thread, one connection under a lock."""
+
+    def __init__(self, path: Path, busy_timeout_ms: float = 10_000) -> None:
+        self.path = path
+        self._busy_timeout_ms = busy_timeout_ms
+        self._conn: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        self._conn = await asyncio.to_thread(open_sqlite, self.path, SCHEMA, self._busy_timeout_ms)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await asyncio.to_thread(self._conn.close)
+            self._conn = None
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        assert self._conn is not None, "open() first"
+        conn = self._conn
+        async with self._lock:
+            return await asyncio.to_thread(fn, conn, *args)
+
+    # ------------------------------------------------------------------ batches
+
+    async def create(self, client: str, purpose: str, checks: Sequence[str], case_ref_prefix: str,
+                     subjects: Sequence[dict[str, str]], chunk_size: int) -> Batch:
+        batch = Batch(uuid.uuid4().hex, client, purpose, tuple(checks), case_ref_prefix, len(subjects), chunk_size,
+                      RUNNING, time.time(), None)
+
+        def insert(conn: sqlite3.Connection) -> None:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("INSERT INTO batches VALUES (?,?,?,?,?,?,?,?,?,NULL)",
+                             (batch.batch_id, client, purpose, orjson.dumps(list(checks)).decode(), case_ref_prefix,
+                              batch.total, chunk_size, RUNNING, batch.created_at))
+                conn.executemany("INSERT INTO batch_subjects (batch_id, line, subject) VALUES (?,?,?)",
+                                 ((batch.batch_id, i, orjson.dumps(s).decode()) for i, s in enumerate(subjects, 1)))
+                conn.executemany("INSERT INTO batch_chunks (batch_id, first, last, status) VALUES (?,?,?,'pending')",
+                                 ((batch.batch_id, first, min(first + chunk_size - 1, batch.total))
+                                  for first in range(1, batch.total + 1, chunk_size)))
+        await self._run(insert)
+        return batch
+
+    async def get(self, batch_id: str) -> Batch | None:
+        def read(conn: sqlite3.Connection) -> Batch | None:
+            row = conn.execute("SELECT * FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
+            return None if row is None else _batch(row)
+        result: Batch | None = await self._run(read)
+        return result
+
+    async def progress(self, batch_id: str) -> Progress | None:
+        def read(conn: sqlite3.Connection) -> Progress | None:
+            row = conn.execute("SELECT * FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
+            if row is None:
+                return None
+            counts = conn.execute("SELECT COALESCE(SUM(ok), 0), COUNT(*) - COALESCE(SUM(ok), 0), MIN(at), MAX(at) "
+                                  "FROM batch_results WHERE batch_id = ?", (batch_id,)).fetchone()
+            return Progress(_batch(row), int(counts[0]), int(counts[1]), counts[2], counts[3])
+        result: Progress | None = await self._run(read)
+        return result
+
+    async def cancel(self, batch_id: str) -> bool:
+        """Stop a running batch: its pending chunks are dropped and its subjects deleted. False if not running."""
+        def write(conn: sqlite3.Connection) -> bool:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                changed = conn.execute("UPDATE batches SET status = ?, finished_at = ? WHERE batch_id = ? AND "
+                                       "status = ?", (CANCELLED, time.time(), batch_id, RUNNING)).rowcount
+                if changed:
+                    conn.execute("DELETE FROM batch_chunks WHERE batch_id = ? AND status = 'pending'", (batch_id,))
+                    conn.execute("DELETE FROM batch_subjects WHERE batch_id = ?", (batch_id,))
+                return bool(changed)
+        result: bool = await self._run(write)
+        return result
+
+    # ------------------------------------------------------------------ work
+
+    async def claim_chunk(self, runner: str, stalled_after_s: float) -> Chunk | None:
+        """The next chunk to work on: a pending one, else one whose runner stopped heartbeating."""
+        def claim(conn: sqlite3.Connection) -> Chunk | None:
+            now = time.time()
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                row = conn.execute(
+                    "SELECT c.batch_id, c.first, c.last, c.attempts FROM batch_chunks c "
+                    "JOIN batches b USING (batch_id) WHERE b.status = ? "
+                    "AND (c.status = 'pending' OR (c.status = 'doing' AND c.heartbeat < ?)) "
+                    "ORDER BY b.created_at, c.first LIMIT 1", (RUNNING, now - stalled_after_s)).fetchone()
+                if row is None:
+                    return None
+                conn.execute("UPDATE batch_chunks SET status = 'doing', runner = ?, heartbeat = ?, attempts = "
+                             "attempts + 1 WHERE batch_id = ? AND first = ?", (runner, now, row[0], row[1]))
+                return Chunk(row[0], row[1], row[2], row[3] + 1)
+        result: Chunk | None = await self._run(claim)
+        return result
+
+    async def heartbeat(self, chunk: Chunk, runner: str) -> None:
+        def beat(conn: sqlite3.Connection) -> None:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("UPDATE batch_chunks SET heartbeat = ? WHERE batch_id = ? AND first = ? AND runner = ?",
+                             (time.time(), chunk.batch_id, chunk.first, runner))
+        await self._run(beat)
+
+    async def release_all(self, runner: str) -> None:
+        """A runner that stops cleanly hands its chunks back at once."""
+        def release(conn: sqlite3.Connection) -> None:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("UPDATE batch_chunks SET status = 'pending', runner = NULL WHERE status = 'doing' AND "
+                             "runner = ?", (runner,))
+        await self._run(release)
+
+    async def todo(self, chunk: Chunk) -> list[tuple[int, dict[str, str], bool]]:
+        """The chunk's lines without a result: (line, subject, claimed before — in doubt after a crash)."""
+        def read(conn: sqlite3.Connection) -> list[tuple[int, dict[str, str], bool]]:
+            rows = conn.execute(
+                "SELECT s.line, s.subject, s.claimed FROM batch_subjects s LEFT JOIN batch_results r "
+                "ON r.batch_id = s.batch_id AND r.line = s.line WHERE s.batch_id = ? AND s.line BETWEEN ? AND ? "
+                "AND r.line IS NULL ORDER BY s.line", (chunk.batch_id, chunk.first, chunk.last)).fetchall()
+            return [(int(line), orjson.loads(subject), bool(claimed)) for line, subject, claimed in rows]
+        result: list[tuple[int, dict[str, str], bool]] = await self._run(read)
+        return result
+
+    async def claim_lines(self, batch_id: str, lines: Iterable[int]) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany("UPDATE batch_subjects SET claimed = 1 WHERE batch_id = ? AND line = ?",
+                                 ((batch_id, line) for line in lines))
+        await self._run(write)
+
+    async def add_results(self, batch_id: str, results: Sequence[tuple[int, bool, bytes]]) -> int:
+        """Store results (line, ok, JSON line); a line that already has one keeps it. Returns how many were new."""
+        def write(conn: sqlite3.Connection) -> int:
+            now = time.time()
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                before = conn.total_changes
+                conn.executemany("INSERT INTO batch_results VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
+                                 ((batch_id, line, int(ok), line_bytes, now) for line, ok, line_bytes in results))
+                return conn.total_changes - before
+        result: int = await self._run(write)
+        return result
+
+    async def finish_chunk(self, chunk: Chunk, runner: str) -> None:
+        """Mark the chunk done; the batch too once every chunk is, and its subjects are deleted then."""
+        def write(conn: sqlite3.Connection) -> None:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("UPDATE batch_chunks SET status = 'done' WHERE batch_id = ? AND first = ?",
+                             (chunk.batch_id, chunk.first))
+                left = conn.execute("SELECT COUNT(*) FROM batch_chunks WHERE batch_id = ? AND status != 'done'",
+                                    (chunk.batch_id,)).fetchone()[0]
+                if not left:
+                    conn.execute("UPDATE batches SET status = ?, finished_at = ? WHERE batch_id = ? AND status = ?",
+                                 (DONE, time.time(), chunk.batch_id, RUNNING))
+                    conn.execute("DELETE FROM batch_subjects WHERE batch_id = ?", (chunk.batch_id,))
+        await self._run(write)
+
+    async def results(self, batch_id: str, after: int, limit: int) -> list[tuple[int, bytes]]:
+        def read(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
+            return [(int(line), bytes(blob)) for line, blob in conn.execute(
+                "SELECT line, result FROM batch_results WHERE batch_id = ? AND line > ? ORDER BY line LIMIT ?",
+                (batch_id, after, limit))]
+        result: list[tuple[int, bytes]] = await self._run(read)
+        return result
+
+
+def _batch(row: Sequence[Any]) -> Batch:
+    return Batch(row[0], row[1], row[2], tuple(orjson.loads(row[3])), row[4], int(row[5]), int(row[6]), row[7],
+                 float(row[8]), None if row[9] is None else float(row[9]))

@@ -1,0 +1,127 @@
+"""What answers when aiohttp itself refuses a connection's bytes, before any request or middleware exists.
+
+aiohttp's HTTP parser answers malformed requests (a bad method, a control character in a header, TLS on the
+plain port, a line over its limits…) from ``RequestHandler.handle_error``: a ``text/plain`` body that quotes
+the offending bytes back (header values included: whatever the sender put there, reflected), a ``Server``
+header naming the Python and aiohttp versions, and a traceback at ERROR in the ``aiohttp.server`` log, again
+with those bytes. Here that answer is ours instead:
+
+- a problem document of our own words (``invalid_request`` for a 400, ``internal_error`` for a 500, …),
+  never the request's bytes, ``Server: anss-gateway``, the connection closed (as aiohttp does);
+- no traceback and no bytes in the log: ``http_request_unparsable`` with the status and the parser's error
+  class, at most once a minute (with the count since the last line), so a flood of garbage cannot fill
+  the log either;
+- a count per status in ``ParserRefusals``, published by ``/readyz`` as ``unparsable_requests`` and by
+  ``/metrics`` as ``anss_gateway_unparsable_requests_total{status}``.
+
+Such a refusal has no request id, is not signed and is not an access-log entry: it carries no identity and
+reaches nothing (docs/security.md, known limits).
+
+aiohttp offers no public hook for this answer, so ``GatewayRunner`` builds its ``Server`` as ``AppRunner``
+does and has it make ``GatewayProtocol`` connections; ``tests/gateway/test_hostile_callers.py`` pins the
+behaviour, so an aiohttp upgrade that moves these seams fails there, not in production.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from gateway.errors import (
+    PROBLEM_CONTENT_TYPE,
+    BadRequest,
+    GatewayError,
+    InternalError,
+    ServiceUnavailable,
+    problem_body,
+)
+
+__all__ = ["PARSER_REFUSALS", "GatewayProtocol", "GatewayRunner", "ParserRefusals"]
+log = structlog.get_logger("gateway")
+SERVER = "anss-gateway"
+
+
+@dataclass
+class ParserRefusals:
+    """How many connections the HTTP parser refused, by status, since this process started."""
+
+    by_status: Counter[int] = field(default_factory=Counter)
+    log_interval_s: float = 60.0
+    _logged_at: float = -math.inf
+    _since_logged: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_status.values())
+
+    def count(self, status: int, kind: str) -> None:
+        self.by_status[status] += 1
+        self._since_logged += 1
+        now = time.monotonic()
+        if now - self._logged_at >= self.log_interval_s:
+            log.warning("http_request_unparsable", status=status, error=kind, count=self._since_logged,
+                        total=self.total)
+            self._logged_at, self._since_logged = now, 0
+
+
+PARSER_REFUSALS: web.AppKey[ParserRefusals] = web.AppKey("parser_refusals", ParserRefusals)
+
+
+def _error_for(status: int) -> GatewayError:
+    if status == 500:
+        return InternalError("the gateway could not process the request")
+    if status in (503, 504):
+        return ServiceUnavailable("the gateway could not answer in time")
+    return BadRequest("the HTTP request could not be parsed")
+
+
+class GatewayProtocol(RequestHandler):
+    """aiohttp's connection handler, answering parser-level refusals as the module says."""
+
+    __slots__ = ("refusals",)
+
+    refusals: ParserRefusals
+
+    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        self.refusals.count(status, type(exc).__name__ if exc is not None else "none")
+        if request.writer.output_size > 0:  # part of an answer is out already: the connection is broken
+            raise ConnectionError("response already started; no error answer can follow")
+        error = _error_for(status)
+        response = web.Response(body=problem_body(error, uuid.uuid4().hex), status=status,
+                                content_type=PROBLEM_CONTENT_TYPE, headers={"Server": SERVER})
+        response.force_close()
+        return response
+
+
+class _GatewayServer(web.Server):
+    def __init__(self, *args: Any, refusals: ParserRefusals, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.refusals = refusals
+
+    def __call__(self) -> RequestHandler:
+        protocol = GatewayProtocol(self, loop=self._loop, **self._kwargs)
+        protocol.refusals = self.refusals
+        return protocol
+
+
+class GatewayRunner(web.AppRunner):
+    """An ``AppRunner`` whose connections are ``GatewayProtocol``; counts go to the app's ``PARSER_REFUSALS``."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        refusals = self.app.get(PARSER_REFUSALS)
+        if refusals is None:
+            refusals = ParserRefusals()
+        return _GatewayServer(server.request_handler, request_factory=server.request_factory,
+                              handler_cancellation=server.handler_cancellation, refusals=refusals,
+                              **server._kwargs)
