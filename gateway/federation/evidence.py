@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
@@ -71,8 +71,14 @@ class Evidence:
         return self.answers.get((operation, idcs)) if idcs else None
 
     def record(self, operation: str, idcs: str | None) -> Record | None:
+        """The record answered, as on ``today``: for a retroactive verification (``as_of``), the family's members
+        born after that day were not yet there and are left out."""
         answer = self.get(operation, idcs)
-        return answer if isinstance(answer, Record) else None
+        if not isinstance(answer, Record):
+            return None
+        if operation == "family":
+            return _family_on(answer, self.today)
+        return answer
 
     def sources(self) -> list[dict[str, Any]]:
         """Per source: status, calls, slowest call; and the stable code of its first failure, if any."""
@@ -84,3 +90,12 @@ class Evidence:
                 entry["error"] = t.worst_error
             out.append(entry)
         return out
+
+
+def _family_on(record: Record, day: date) -> Record:
+    data = record.data
+    groups = ("spouses", "children")
+    if not any(m.get("birth_date", "") > day.isoformat() for g in groups for m in data.get(g, [])):
+        return record
+    kept = {g: [m for m in data.get(g, []) if m.get("birth_date", "") <= day.isoformat()] for g in groups}
+    return replace(record, data={**data, **kept})

@@ -66,6 +66,9 @@ async def verify(runtime: Runtime, note: AuditNote, client_id: str, purpose_name
     note.sources = tuple((s["name"], s["status"]) for s in sources)
     if evidence.subject_unknown:
         raise NotFound("the civil registry does not know this subject", "subject_not_found")
+    person = evidence.record("person", evidence.subject_idcs)
+    if as_of is not None and person is not None and str(person.data.get("birth_date", "")) > as_of.isoformat():
+        raise NotFound(f"the subject was not yet born on {as_of.isoformat()}", "subject_not_found")
     results = settings.checks.evaluate(checks, evidence)
     withheld = apply_masks(results, decision.withheld, today)
     if withheld:

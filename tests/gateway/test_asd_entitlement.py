@@ -184,3 +184,21 @@ async def test_as_of_in_the_future_is_refused(stack: Stack) -> None:
 async def test_before_the_programme_no_rates_are_in_force(stack: Stack) -> None:
     result = await entitlement(stack, "amo_tadamon", "2023-06-01")
     assert result["verdict"]["eligible"] is None and result["verdict"]["missing"] == ["rates_in_force"]
+
+
+async def test_as_of_before_a_birth_leaves_out_who_was_not_born_yet(stack: Stack) -> None:
+    """A retroactive verification sees the household as it was: children born later are not in it, and a subject
+    born later is not known on that day."""
+    household = stack.population.fixture("amo_tadamon")
+    youngest = max(household.children, key=lambda c: c.birth_date)
+    before = youngest.birth_date.replace(year=youngest.birth_date.year - 1)
+    answer = await stack.client.verify({"idcs": household.father.idcs}, "asd.eligibility", "CASE-BEFORE",
+                                       ["household", "schooling"], as_of=before.isoformat())
+    assert answer.status == 200, answer.body
+    checks = answer.json()["checks"]
+    listed = [c["idcs"] for c in checks["schooling"]["verdict"]["children"]]
+    assert youngest.idcs not in listed and listed
+    assert all(c["age"] >= 0 for c in checks["schooling"]["verdict"]["children"])
+    born_later = await stack.client.verify({"idcs": youngest.idcs}, "asd.eligibility", "CASE-UNBORN",
+                                           ["identity"], as_of=before.isoformat())
+    assert (born_later.status, born_later.json()["code"]) == (404, "subject_not_found")
