@@ -38,13 +38,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped,unused-ignore]
 from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped,unused-ignore]
 
-from connectors.base import ConnectorConfigError
+from connectors.base import ConnectorConfig, ConnectorConfigError
+from connectors.transport import record_validators
 
 TYPES = ("text", "date", "bool", "int", "decimal", "enum")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -379,3 +381,49 @@ def check_fields_fit(fields: tuple[Field, ...], schema: RecordSchema, setting: s
                 if item.name not in schema.items[f.name]:
                     raise ConnectorConfigError(f"{setting}.{f.name}.fields.{item.name}",
                                                f"the items of {f.name!r} have no property {item.name!r}")
+
+
+# ---------------------------------------------------------------- an administration's operations, either way
+
+
+class _Operation(Protocol):
+    @property
+    def record_kind(self) -> str: ...
+
+
+OperationT = TypeVar("OperationT", bound=_Operation)
+
+
+def mapping_operations(config: ConnectorConfig, kind: type[OperationT]) -> dict[str, OperationT]:
+    """The escape hatch: a Python module named by ``mapping`` that defines ``OPERATIONS: dict[str, kind]``."""
+    try:
+        module = import_module(str(config.mapping))
+    except ImportError as exc:
+        raise ConnectorConfigError("mapping", f"cannot import {config.mapping!r} ({exc})") from None
+    operations = getattr(module, "OPERATIONS", None)
+    if not isinstance(operations, dict) or not all(isinstance(op, kind) for op in operations.values()):
+        raise ConnectorConfigError("mapping", f"{config.mapping!r} must define OPERATIONS: dict[str, {kind.__name__}]")
+    return dict(operations)
+
+
+def load_operations(
+    config: ConnectorConfig, root: Path, kind: type[OperationT],
+    declare: Callable[[str, Any], tuple[OperationT, Any]],
+) -> tuple[dict[str, OperationT], dict[str, Any], dict[str, str]]:
+    """An administration's operations — declared in ``[operations]`` (each read by ``declare``) or from its
+    ``mapping`` module — with one record validator per operation and each one's summary."""
+    summaries = {name: str(table.get("summary", "")) for name, table in config.operations.items()
+                 if isinstance(table, Mapping)}
+    if config.mapping:
+        if config.operations:
+            raise ConnectorConfigError("mapping", "give either `mapping` or [operations], not both")
+        operations = mapping_operations(config, kind)
+        by_kind = record_validators(root, (op.record_kind for op in operations.values()), f"connector {config.name!r}")
+        return operations, {name: by_kind[op.record_kind] for name, op in operations.items()}, summaries
+    declared: dict[str, OperationT] = {}
+    validators: dict[str, Any] = {}
+    for name, table in table_of(config.operations, "operations").items():
+        declared[name], validators[name] = declare(name, table)
+    if not declared:
+        raise ConnectorConfigError("operations", "an administration needs at least one operation")
+    return declared, validators, summaries

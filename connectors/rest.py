@@ -40,7 +40,6 @@ import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -71,6 +70,7 @@ from connectors.declared import (
     check_fields_fit,
     check_template,
     fill,
+    load_operations,
     parse_fields,
     parse_params,
     read_fields,
@@ -79,7 +79,7 @@ from connectors.declared import (
     table_of,
     text_of,
 )
-from connectors.transport import read_capped, record_validators
+from connectors.transport import read_capped
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD"})
 RETRY_STATUSES = frozenset({502, 503, 504})
@@ -220,24 +220,8 @@ class RestConnector:
 
     def __init__(self, config: ConnectorConfig, root: Path) -> None:
         self._config = config
-        self._operations: dict[str, RestOperation] = {}
-        validators: dict[str, Any] = {}
-        self._summaries: dict[str, str] = {
-            name: str(table.get("summary", "")) for name, table in config.operations.items() if isinstance(table, dict)}
-        if config.mapping:
-            if config.operations:
-                raise ConnectorConfigError("mapping", "give either `mapping` or [operations], not both")
-            self._operations = _mapping_operations(config)
-            validators = record_validators(root, (op.record_kind for op in self._operations.values()),
-                                           f"connector {config.name!r}")
-        else:
-            for name, table in table_of(config.operations, "operations").items():
-                self._operations[name], validators[name] = declared_operation(name, table, root)
-            if not self._operations:
-                raise ConnectorConfigError("operations", "an administration needs at least one operation")
-        # one validator per operation (two operations may yield one record kind from different schemas)
-        self._validators = {name: validators[name] if name in validators else validators[op.record_kind]
-                            for name, op in self._operations.items()}
+        self._operations, self._validators, self._summaries = load_operations(
+            config, root, RestOperation, lambda name, table: declared_operation(name, table, root))
         base = urlsplit(config.base_url)
         if base.scheme not in ("http", "https") or not base.netloc:
             raise ConnectorConfigError("base_url", "must be an http(s) URL")
@@ -360,18 +344,6 @@ class RestConnector:
         if not self._validators[operation].is_valid(data):
             raise SourceMalformed(self.name, f"answer does not fit the {op.record_kind} record")
         return data
-
-
-def _mapping_operations(config: ConnectorConfig) -> dict[str, RestOperation]:
-    """The escape hatch: a Python module named by ``mapping`` that defines ``OPERATIONS``."""
-    try:
-        module = import_module(str(config.mapping))
-    except ImportError as exc:
-        raise ConnectorConfigError("mapping", f"cannot import {config.mapping!r} ({exc})") from None
-    operations = getattr(module, "OPERATIONS", None)
-    if not isinstance(operations, dict) or not all(isinstance(op, RestOperation) for op in operations.values()):
-        raise ConnectorConfigError("mapping", f"{config.mapping!r} must define OPERATIONS: dict[str, RestOperation]")
-    return dict(operations)
 
 
 __all__ = ["RestConnector", "RestOperation", "declared_operation", "follow_pointer", "segment", "split_pointer",

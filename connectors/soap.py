@@ -75,6 +75,7 @@ from connectors.base import (
 from connectors.declared import (
     MissingValue,
     OperationInfo,
+    load_operations,
     refuse_unknown,
     table_of,
 )
@@ -85,13 +86,12 @@ from connectors.soap_operations import (
     follow_path,
     found,
     iso_date,
-    mapping_operations,
     optional_iso_date,
     optional_text,
     split_path,
     text,
 )
-from connectors.transport import read_capped, record_validators
+from connectors.transport import read_capped
 
 _XML_MEDIA_TYPES = frozenset({"text/xml", "application/xml"})
 _PARSED_STATUSES = frozenset({200, 500})  # SOAP 1.1 answers 200, or 500 with a fault
@@ -213,23 +213,8 @@ class SoapConnector:
         settings.forbid_external = True  # from now on nothing external, whatever a reply says
         self._binding = self._client.service._binding
 
-        self._operations: dict[str, SoapOperation] = {}
-        self._validators: dict[str, Any] = {}
-        self._summaries: dict[str, str] = {
-            name: str(table.get("summary", "")) for name, table in config.operations.items() if isinstance(table, dict)}
-        if config.mapping:
-            if config.operations:
-                raise ConnectorConfigError("mapping", "give either `mapping` or [operations], not both")
-            self._operations = mapping_operations(config)
-            by_kind = record_validators(root, (op.record_kind for op in self._operations.values()),
-                                        f"connector {config.name!r}")
-            self._validators = {name: by_kind[op.record_kind] for name, op in self._operations.items()}
-        else:
-            for name, table in table_of(config.operations, "operations").items():
-                self._operations[name], self._validators[name] = declared_operation(name, table, root,
-                                                                                    self._binding)
-            if not self._operations:
-                raise ConnectorConfigError("operations", "an administration needs at least one operation")
+        self._operations, self._validators, self._summaries = load_operations(
+            config, root, SoapOperation, lambda name, table: declared_operation(name, table, root, self._binding))
         self._soap_ops: dict[str, Any] = {}
         for name, op in self._operations.items():
             try:

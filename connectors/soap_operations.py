@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from connectors.base import ConnectorConfig, ConnectorConfigError
+from connectors.base import ConnectorConfigError
 from connectors.declared import (
     Field,
     MissingValue,
@@ -216,15 +215,3 @@ def declared_operation(name: str, op_table: Any, root: Path, binding: Any) -> tu
         return read_fields(reply, fields, follow_path)
 
     return SoapOperation(soap_name, kind, build_args, to_record, params), schema.validator
-
-
-def mapping_operations(config: ConnectorConfig) -> dict[str, SoapOperation]:
-    """The escape hatch: a Python module named by ``mapping`` that defines ``OPERATIONS``."""
-    try:
-        module = import_module(str(config.mapping))
-    except ImportError as exc:
-        raise ConnectorConfigError("mapping", f"cannot import {config.mapping!r} ({exc})") from None
-    operations = getattr(module, "OPERATIONS", None)
-    if not isinstance(operations, dict) or not all(isinstance(op, SoapOperation) for op in operations.values()):
-        raise ConnectorConfigError("mapping", f"{config.mapping!r} must define OPERATIONS: dict[str, SoapOperation]")
-    return dict(operations)
