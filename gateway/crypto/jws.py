@@ -49,6 +49,13 @@ def sign_detached(key: SigningKey, body: bytes, request_id: str, now: int | None
     return f"{protected}..{b64url(signature)}"
 
 
+def sign_compact(key: SigningKey, header: dict[str, object], payload: bytes) -> str:
+    """A compact JWS (RFC 7515 §7.1) of ``payload``, with ``alg`` and ``kid`` of ``key`` in its protected header."""
+    protected = b64url(json.dumps({**header, "alg": key.alg, "kid": key.kid}, separators=(",", ":")).encode())
+    signing_input = f"{protected}.{b64url(payload)}"
+    return f"{signing_input}.{b64url(_sign(key, signing_input.encode('ascii')))}"
+
+
 class SignatureInvalid(ValueError):
     pass
 

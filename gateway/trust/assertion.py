@@ -8,13 +8,14 @@ exact body). Anything else is refused with 401 and a precise, stable code.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from gateway.crypto.jws import SignatureInvalid, verify_signature
 from gateway.crypto.keyring import KeyResolver
@@ -63,9 +64,9 @@ def _bearer(authorization: str | None) -> str:
 def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         protected, payload, _ = token.split(".")
-        header = json.loads(b64url_decode(protected))
-        claims = json.loads(b64url_decode(payload))
-    except (ValueError, UnicodeDecodeError) as exc:
+        header = orjson.loads(b64url_decode(protected))
+        claims = orjson.loads(b64url_decode(payload))
+    except (ValueError, UnicodeDecodeError) as exc:  # orjson.JSONDecodeError is a ValueError
         raise Unauthenticated("the client assertion is not a well-formed JWT", "invalid_assertion") from exc
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise Unauthenticated("the client assertion is not a well-formed JWT", "invalid_assertion")
