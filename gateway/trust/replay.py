@@ -292,7 +292,7 @@ class RedisReplayCache:
             pipe.set(self.key(client_id, jti), b"1", nx=True, px=ttl_ms)
             _, raw_epoch, first = await pipe.execute()
         epoch = self._seen_epoch(raw_epoch)
-        # floor: PyJWT compares int(iat) with now + leeway, so an iat up to a second beyond was accepted too
+        # floor: an iat up to now + leeway is accepted (gateway/trust/assertion.py), fractions of a second included
         if issued_at is not None and math.floor(issued_at) < epoch + self.leeway_s:
             raise ReplayHistoryLost(epoch, epoch + self.leeway_s)
         return bool(first)
