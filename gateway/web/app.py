@@ -411,6 +411,12 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
             if isinstance(connector, Resilient):
                 connector.tracer = tracer
     app.cleanup_ctx.append(_runtime_context(settings, connectors, tracing))
+    if tracing is not None and tracer_provider is None:  # ours: its last spans are exported on the way out
+        own = tracing
+
+        async def flush_traces(_: web.Application) -> None:
+            await asyncio.to_thread(own.shutdown)  # exports over HTTP: not on the event loop
+        app.on_cleanup.append(flush_traces)
     app.router.add_get("/healthz", public.healthz)
     app.router.add_get("/readyz", public.readyz)
     app.router.add_get("/.well-known/jwks.json", public.jwks)
