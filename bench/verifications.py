@@ -225,6 +225,65 @@ def simulators_process(settings: Settings, start_timeout_s: float = 60.0) -> Ite
             process.join(5)
 
 
+def _otlp_sink_main(conn: Connection) -> None:
+    """A stand-in OpenTelemetry collector (``--tracing``): accepts OTLP/HTTP trace exports and counts them."""
+    from aiohttp import web
+
+    async def serve() -> None:
+        tally = {"exports": 0, "bytes": 0}
+
+        async def traces(request: web.Request) -> web.Response:
+            tally["bytes"] += len(await request.read())
+            tally["exports"] += 1
+            return web.Response(body=b"", content_type="application/x-protobuf")
+
+        app = web.Application(client_max_size=64 << 20)
+        app.router.add_post("/v1/traces", traces)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        conn.send(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # until told to stop
+        conn.send(tally)
+        await runner.cleanup()
+
+    asyncio.run(serve())
+
+
+@contextlib.contextmanager
+def otlp_sink() -> Iterator[Callable[[], dict[str, int]]]:
+    """``--tracing``: a collector in its own process; the gateway exports to it (``OTEL_*`` variables set here,
+    read by the gateway when it starts). Yields a function that stops it and returns what it received."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    process = ctx.Process(target=_otlp_sink_main, args=(child,), name="bench-otlp-sink", daemon=True)
+    process.start()
+    port = parent.recv()
+    saved = {k: os.environ.get(k) for k in ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")}
+    os.environ["OTEL_TRACES_EXPORTER"] = "otlp"
+    os.environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = f"http://127.0.0.1:{port}/v1/traces"
+    received: dict[str, int] = {}
+
+    def stop() -> dict[str, int]:
+        if not received:
+            parent.send("stop")
+            received.update(parent.recv())
+        return received
+
+    try:
+        yield stop
+    finally:
+        with contextlib.suppress(OSError, EOFError):
+            stop()
+        process.join(10)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 # ---------------------------------------------------------------- (b) the baseline
 
 
@@ -546,6 +605,7 @@ class Options:
     log_level: str
     strict: bool
     consent: bool = False
+    tracing: bool = False
 
 
 @dataclass
@@ -843,6 +903,8 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--profile-requests", type=int, default=1000)
     parser.add_argument("--log-level", default="INFO", help="the gateway's JSON log level (default INFO, as served)")
     parser.add_argument("--strict", action="store_true", help=f"exit 1 if the ratio is below {TARGET_RATIO}")
+    parser.add_argument("--tracing", action="store_true",
+                        help="the gateway exports OpenTelemetry traces (OTLP/HTTP) to a collector in its own process")
     parser.add_argument("--consent", action="store_true",
                         help=f"query as {CONSENT_CLIENT_ID} for {CONSENT_PURPOSE}, a purpose resting on consent: each "
                              "sampled citizen's consent is recorded first, and every request looks it up")
@@ -853,7 +915,7 @@ def parse_args(argv: list[str] | None) -> Options:
     requests = args.requests if args.requests is not None else (None if args.duration else 2000)
     return Options(args.households, args.concurrency, requests, args.duration, args.warmup, args.memory_run,
                    args.memory_max_seconds, args.rounds, args.seed, args.verify_signatures, args.profile,
-                   args.profile_requests, args.log_level.upper(), args.strict, args.consent)
+                   args.profile_requests, args.log_level.upper(), args.strict, args.consent, args.tracing)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -880,9 +942,14 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
             # the gateway's JSON logs, configured as served, go to a file in the state directory
             with open(state_dir / "gateway.log", "w", encoding="utf-8") as log_sink, \
-                    contextlib.redirect_stderr(log_sink):
+                    contextlib.redirect_stderr(log_sink), \
+                    (otlp_sink() if opts.tracing else contextlib.nullcontext(None)) as collector:
                 logs.configure(level=opts.log_level, json=True)
                 results = asyncio.run(run_phases(settings, opts, subjects, sims))
+                if collector is not None:
+                    got = collector()
+                    print(f"tracing on: the collector received {got['exports']:,} OTLP exports, "
+                          f"{got['bytes']:,} bytes", flush=True)
         return report(opts, results, count_access_log(settings.audit_database))
 
 

@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import jwt
 import orjson
 from multidict import CIMultiDict
 
-from gateway.crypto.jws import SIGNATURE_HEADER, request_digest, verify_detached
+from gateway.crypto.jws import SIGNATURE_HEADER, request_digest, sign_compact, verify_detached
 from gateway.crypto.keys import PublicKey, SigningKey, public_from_jwk
 from gateway.crypto.outbound import body_digest
 
@@ -27,7 +26,7 @@ def client_assertion(key: SigningKey, client_id: str, audience: str, method: str
         "iss": client_id, "sub": client_id, "aud": audience, "iat": issued, "exp": issued + lifetime_s,
         "jti": jti or uuid.uuid4().hex, "htm": method.upper(), "htu": path_qs, "body_sha256": body_digest(body),
     }
-    return jwt.encode(claims, key.private, algorithm=key.alg, headers={"kid": key.kid})
+    return sign_compact(key, {"typ": "JWT"}, orjson.dumps(claims))
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ class RefusalSettings:
     all addresses together ``global_burst`` refilled at ``global_rate_per_s``. Beyond that a refusal is answered
     429 ``too_many_refusals`` and only counted: one access-log entry per (window of ``window_s``, address
     pseudonym, refusal code), at most ``max_keys`` distinct counters per window (the rest in one counter per
-    code, its address ``*``)."""
+    code, its address ``*``). A counted refusal's answer is held ``tarpit_s`` (a flooder waiting costs the
+    gateway nothing), at most ``tarpit_max`` at once."""
 
     rate_per_s: float = 1.0
     burst: int = 100
@@ -32,6 +33,8 @@ class RefusalSettings:
     window_s: float = 60.0
     max_keys: int = 10_000
     max_addresses: int = 100_000  # per-address buckets kept; a new address beyond is counted, not logged
+    tarpit_s: float = 2.0  # a counted refusal's 429 is held this long before it is sent
+    tarpit_max: int = 256  # refusals held at once; beyond, the 429 goes at once and the connection is closed
     free_space_floor_bytes: int = GIB  # below this much free space on the log's disk: /readyz degraded, a warning
     free_space_check_s: float = 15.0  # how often the free space is measured
 

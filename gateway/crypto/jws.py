@@ -49,6 +49,13 @@ def sign_detached(key: SigningKey, body: bytes, request_id: str, now: int | None
     return f"{protected}..{b64url(signature)}"
 
 
+def sign_compact(key: SigningKey, header: dict[str, object], payload: bytes) -> str:
+    """A compact JWS (RFC 7515 §7.1) of ``payload``, with ``alg`` and ``kid`` of ``key`` in its protected header."""
+    protected = b64url(json.dumps({**header, "alg": key.alg, "kid": key.kid}, separators=(",", ":")).encode())
+    signing_input = f"{protected}.{b64url(payload)}"
+    return f"{signing_input}.{b64url(_sign(key, signing_input.encode('ascii')))}"
+
+
 class SignatureInvalid(ValueError):
     pass
 
@@ -80,17 +87,24 @@ def verify_detached(token: str, body: bytes, keys_by_kid: dict[str, PublicKey]) 
     key = keys_by_kid.get(str(header.get("kid")))
     if key is None:
         raise SignatureInvalid("unknown kid")
-    data = f"{protected}.{b64url(body)}".encode("ascii")
+    verify_signature(key, header.get("alg"), raw, f"{protected}.{b64url(body)}".encode("ascii"))
+    return header
+
+
+def verify_signature(key: PublicKey, alg: object, signature: bytes, signing_input: bytes) -> None:
+    """Check a JWS signature (RFC 7515 §5.2 step 8; RFC 7518 §3.4 and RFC 8037 §3.1 for the two algorithms
+    accepted): ``alg`` must be the key's algorithm; ES256 signatures are the 64-byte R ‖ S form.
+    Raises ``SignatureInvalid``."""
     try:
-        if isinstance(key, ed25519.Ed25519PublicKey) and header.get("alg") == "EdDSA":
-            key.verify(raw, data)
-        elif isinstance(key, ec.EllipticCurvePublicKey) and header.get("alg") == "ES256" and len(raw) == 64:
-            der = utils.encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
-            key.verify(der, data, ec.ECDSA(SHA256()))
+        if isinstance(key, ed25519.Ed25519PublicKey) and alg == "EdDSA":
+            key.verify(signature, signing_input)
+        elif isinstance(key, ec.EllipticCurvePublicKey) and alg == "ES256" and len(signature) == 64:
+            der = utils.encode_dss_signature(int.from_bytes(signature[:32], "big"),
+                                             int.from_bytes(signature[32:], "big"))
+            key.verify(der, signing_input, ec.ECDSA(SHA256()))
         else:
             raise SignatureInvalid("algorithm does not match the key")
     except SignatureInvalid:
         raise
     except Exception as exc:
         raise SignatureInvalid("signature does not verify") from exc
-    return header

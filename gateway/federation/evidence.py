@@ -66,6 +66,8 @@ class Evidence:
     language: str = "fr"  # the caller's language for what checks write in words (``Accept-Language``)
     answers: dict[tuple[str, str], Answer] = field(default_factory=dict)
     tallies: dict[str, SourceTally] = field(default_factory=dict)
+    # each check's result once the answers are all in, by check name (a check resting on others reads theirs)
+    results: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
 
     def get(self, operation: str, idcs: str | None) -> Answer | None:
         return self.answers.get((operation, idcs)) if idcs else None
@@ -93,9 +95,9 @@ class Evidence:
 
 
 def _family_on(record: Record, day: date) -> Record:
-    data = record.data
+    data, on = record.data, day.isoformat()
     groups = ("spouses", "children")
-    if not any(m.get("birth_date", "") > day.isoformat() for g in groups for m in data.get(g, [])):
+    if not any(m.get("birth_date", "") > on for g in groups for m in data.get(g, [])):
         return record
-    kept = {g: [m for m in data.get(g, []) if m.get("birth_date", "") <= day.isoformat()] for g in groups}
+    kept = {g: [m for m in data.get(g, []) if m.get("birth_date", "") <= on] for g in groups}
     return replace(record, data={**data, **kept})

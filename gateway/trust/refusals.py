@@ -20,6 +20,7 @@ the address ``*``, so memory stays bounded too. Buckets are per process (N repli
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import math
 import time
@@ -77,6 +78,21 @@ class RefusalBudget:
         self._global_bucket = LocalRateLimiter(max_buckets=1)
         self._counts: dict[tuple[int, str, str], int] = {}  # (window number, address pseudonym, code) -> refusals
         self._keys_in_window: dict[int, int] = {}
+        self.held = 0  # counted refusals whose answer is being held (``tarpit``)
+
+    async def hold(self) -> bool:
+        """Hold a counted refusal's answer for ``tarpit_s`` before it is sent, so that a
+        client sending refused requests as fast as it is answered gets one answer per ``tarpit_s`` per connection,
+        and costs nothing while it waits. ``False`` (nothing held: close the connection after the answer) when
+        ``tarpit_max`` answers are held already."""
+        if self.held >= self.settings.tarpit_max:
+            return False
+        self.held += 1
+        try:
+            await asyncio.sleep(self.settings.tarpit_s)
+        finally:
+            self.held -= 1
+        return True
 
     def window_of(self, moment: float) -> int:
         return math.floor(moment / self.settings.window_s)

@@ -219,11 +219,9 @@ class SqliteReplayCache:
             if self._conn is not None and self._conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):  # every caller must still get its answer
                     self._conn.execute("ROLLBACK")
-            for _, _, _, future, loop in batch:
-                loop.call_soon_threadsafe(_set_exception, future, exc)
+            _answer([(future, loop, exc) for _, _, _, future, loop in batch])
             return
-        for (_, _, _, future, loop), result in zip(batch, results, strict=True):
-            loop.call_soon_threadsafe(_set_result, future, result)
+        _answer([(future, loop, result) for (_, _, _, future, loop), result in zip(batch, results, strict=True)])
 
     async def close(self) -> None:
         if self._closed:
@@ -244,6 +242,23 @@ def _run_id(info: object) -> str | None:
         if line.startswith("run_id:"):
             return line.removeprefix("run_id:").strip() or None
     return None
+
+
+def _answer(outcomes: list[tuple[asyncio.Future[bool], asyncio.AbstractEventLoop, bool | BaseException]]) -> None:
+    """From the cache's thread: one wake-up per event loop for a whole group commit, not one per assertion."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[bool], bool | BaseException]]] = {}
+    for future, loop, outcome in outcomes:
+        by_loop.setdefault(loop, []).append((future, outcome))
+    for loop, settled in by_loop.items():
+        loop.call_soon_threadsafe(_settle, settled)
+
+
+def _settle(settled: list[tuple[asyncio.Future[bool], bool | BaseException]]) -> None:
+    for future, outcome in settled:
+        if isinstance(outcome, BaseException):
+            _set_exception(future, outcome)
+        else:
+            _set_result(future, outcome)
 
 
 def _set_result(future: asyncio.Future[bool], value: bool) -> None:
@@ -292,7 +307,7 @@ class RedisReplayCache:
             pipe.set(self.key(client_id, jti), b"1", nx=True, px=ttl_ms)
             _, raw_epoch, first = await pipe.execute()
         epoch = self._seen_epoch(raw_epoch)
-        # floor: PyJWT compares int(iat) with now + leeway, so an iat up to a second beyond was accepted too
+        # floor: an iat up to now + leeway is accepted (gateway/trust/assertion.py), fractions of a second included
         if issued_at is not None and math.floor(issued_at) < epoch + self.leeway_s:
             raise ReplayHistoryLost(epoch, epoch + self.leeway_s)
         return bool(first)

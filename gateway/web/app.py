@@ -166,10 +166,14 @@ async def _counted_instead(request: web.Request, response: web.Response, runtime
     verdict = await runtime.refusals.admit(request.remote, code)
     if verdict.logged:
         return None
-    return _problem_response(TooManyRequests(
+    retry_s = max(math.ceil(verdict.retry_after_s), 1)
+    held = await runtime.refusals.hold()  # a flooder waits for its answer, at no cost to anyone else
+    counted = _problem_response(TooManyRequests(
         "too many refused requests from this address: they are counted, not answered one by one; retry after the "
-        "delay given", "too_many_refusals",
-        headers={"Retry-After": str(max(math.ceil(verdict.retry_after_s), 1))}), request_id)
+        "delay given", "too_many_refusals", headers={"Retry-After": str(retry_s)}), request_id)
+    if not held:  # too many held already: this connection is closed after its answer
+        counted.force_close()
+    return counted
 
 
 UNAVAILABLE = "the access log cannot record this request"
@@ -407,6 +411,12 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
             if isinstance(connector, Resilient):
                 connector.tracer = tracer
     app.cleanup_ctx.append(_runtime_context(settings, connectors, tracing))
+    if tracing is not None and tracer_provider is None:  # ours: its last spans are exported on the way out
+        own = tracing
+
+        async def flush_traces(_: web.Application) -> None:
+            await asyncio.to_thread(own.shutdown)  # exports over HTTP: not on the event loop
+        app.on_cleanup.append(flush_traces)
     app.router.add_get("/healthz", public.healthz)
     app.router.add_get("/readyz", public.readyz)
     app.router.add_get("/.well-known/jwks.json", public.jwks)

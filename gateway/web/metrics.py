@@ -101,6 +101,9 @@ class Metrics:
         self.batch_subjects = Counter("anss_gateway_batch_subjects", "Batch subjects answered", ["outcome"],
                                       registry=r)
         self._connectors: Mapping[str, Any] = {}
+        # the labelled children of the hot counters, looked up once per label set (labels() locks and builds)
+        self._source_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         r.register(_SourcesCollector(lambda: self._connectors))
         self._parser_refusals: Mapping[int, int] = {}
         r.register(_ParserCollector(lambda: self._parser_refusals))
@@ -117,12 +120,22 @@ class Metrics:
                 connector.observe = self.source_call
 
     def source_call(self, source: str, operation: str, outcome: str, elapsed_s: float) -> None:
-        self.source_calls.labels(source, operation, outcome).inc()
-        self.source_latency.labels(source).observe(elapsed_s)
+        key = (source, operation, outcome)
+        children = self._source_children.get(key)
+        if children is None:
+            children = self._source_children[key] = (self.source_calls.labels(source, operation, outcome),
+                                                      self.source_latency.labels(source))
+        children[0].inc()
+        children[1].observe(elapsed_s)
 
     def request(self, route: str, method: str, status: int, elapsed_s: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.request_latency.labels(route).observe(elapsed_s)
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (self.requests.labels(route, method, str(status)),
+                                                       self.request_latency.labels(route))
+        children[0].inc()
+        children[1].observe(elapsed_s)
 
 
 def route_of(request: web.Request) -> str:

@@ -32,7 +32,8 @@ from tests.gateway.conftest import Stack, build_stack
 PATH = "/v1/verifications"
 FLOOD_S = float(os.environ.get("ANSS_GATEWAY_FLOOD_SECONDS", "3"))  # the report's 10 s: set it to 10
 CONCURRENCY = 64
-SMALL = RefusalSettings(rate_per_s=2.0, burst=20, global_rate_per_s=20.0, global_burst=100, window_s=1.0)
+SMALL = RefusalSettings(rate_per_s=2.0, burst=20, global_rate_per_s=20.0, global_burst=100, window_s=1.0,
+                        tarpit_s=0.5)
 
 
 def rows(path: Path) -> list[tuple[int, bytes]]:
@@ -104,6 +105,9 @@ async def test_a_flood_of_garbage_tokens_appends_a_bounded_number_of_entries(tmp
     # every refusal is accounted for: logged one by one, or counted in an entry
     assert len(one_by_one) + sum(e["detail"]["count"] for _, e in aggregated) == sent
     assert len(one_by_one) == sum(n for (status, _), n in statuses.items() if status != 429)
+    # a counted refusal's answer is held tarpit_s: each flooding connection gets about one per tarpit_s
+    held_limit = CONCURRENCY * (elapsed / SMALL.tarpit_s + 2)
+    assert statuses[(429, "too_many_refusals")] <= held_limit, "counted refusals must be held, not answered at once"
     counter = aggregated[0][1]
     assert counter["method"] == "*" and counter["status"] == 429 and counter["subject"] is None
     assert counter["detail"]["address"] != "127.0.0.1" and len(counter["detail"]["address"]) == 64  # a pseudonym
@@ -217,3 +221,27 @@ def test_the_bundled_refusal_settings_are_the_defaults() -> None:
     from gateway.config.settings import load
 
     assert load(env={}).refusals == RefusalSettings()
+
+
+async def test_counted_refusals_are_held_and_beyond_the_hold_limit_the_connection_closes(tmp_path: Path) -> None:
+    """The tarpit: a counted refusal's 429 waits tarpit_s before it leaves (a flooder waiting costs nothing); once
+    tarpit_max answers are held, the next goes at once with ``Connection: close``."""
+    settings = replace(SMALL, burst=1, global_burst=1, tarpit_s=1.0, tarpit_max=3)
+    async with build_stack(tmp_path, with_refusals(settings)) as stack:
+        async def refused(session: aiohttp.ClientSession, n: int) -> tuple[int, float, str | None]:
+            started = time.monotonic()
+            async with session.post(stack.gateway.url + PATH, data=b"{}",
+                                    headers={"Authorization": f"Bearer garbage.x.{n}"}) as resp:
+                await resp.read()
+                return resp.status, time.monotonic() - started, resp.headers.get("Connection")
+
+        async with aiohttp.ClientSession() as session:
+            first = await refused(session, 0)  # within the budget: logged and answered 401 at once
+            answers = await asyncio.gather(*(refused(session, n) for n in range(1, 7)))
+        assert first[0] == 401 and first[1] < 0.9
+        assert {status for status, _, _ in answers} == {429}
+        held = [a for a in answers if a[1] >= 0.9]
+        closed = [a for a in answers if a[1] < 0.9]
+        assert len(held) == 3, answers  # tarpit_max
+        assert len(closed) == 3 and all((c or "").lower() == "close" for _, _, c in closed), answers
+        assert stack.gateway.runner.app[RUNTIME].refusals.held == 0

@@ -52,6 +52,26 @@ def bearer(stack: Stack, body: bytes, key: keys.SigningKey | None = None, **clai
                                                      headers={"kid": key.kid})}
 
 
+def bearer_claims_dict(stack: Stack, body: bytes) -> dict[str, Any]:
+    now = int(time.time())
+    return {"iss": "anss.asd", "sub": "anss.asd", "aud": stack.settings.gateway_id, "iat": now, "exp": now + 60,
+            "jti": f"j{time.monotonic_ns()}", "htm": "POST", "htu": PATH,
+            "body_sha256": keys.b64url(__import__("hashlib").sha256(body).digest())}
+
+
+def bearer_claims(stack: Stack, body: bytes) -> bytes:
+    return orjson.dumps(bearer_claims_dict(stack, body))
+
+
+def signed_raw(stack: Stack, claims: bytes) -> dict[str, str]:
+    """A compact JWS over exactly ``claims`` (bytes a JSON encoder would not write), properly signed."""
+    key = stack.client.key
+    protected = keys.b64url(orjson.dumps({"alg": key.alg, "kid": key.kid, "typ": "JWT"}))
+    signing_input = f"{protected}.{keys.b64url(claims)}".encode()
+    signature = key.private.sign(signing_input)  # type: ignore[call-arg]
+    return {"Authorization": f"Bearer {signing_input.decode()}.{keys.b64url(signature)}"}
+
+
 async def assert_still_serving(stack: Stack) -> None:
     answer = await stack.client.verify({"idcs": stack.population.fixture("amo_tadamon").father.idcs},
                                        "asd.eligibility", "CASE-OK", ["identity"])
@@ -93,6 +113,13 @@ CASES = {
     "sub_differs": (401, "invalid_assertion"),
     "alg_none": (401, "invalid_assertion"),
     "alg_hs256": (401, "invalid_assertion"),
+    "signature_altered": (401, "invalid_assertion"),
+    "issued_in_future": (401, "invalid_assertion"),
+    "not_before_future": (401, "invalid_assertion"),
+    "exp_not_a_number": (401, "invalid_assertion"),
+    "exp_infinite": (401, "invalid_assertion"),
+    "critical_extension": (401, "invalid_assertion"),
+    "audience_list": (401, "invalid_assertion"),
 }
 
 
@@ -129,6 +156,26 @@ async def test_authentication_refusals(stack: Stack, case: str) -> None:
         headers = bearer(stack, body, jti=None)
     elif case == "sub_differs":
         headers = bearer(stack, body, sub="cnss.amo-tadamon")
+    elif case == "signature_altered":  # the claims as signed, one bit of the signature flipped
+        protected, payload, signature = bearer(stack, body)["Authorization"].split(" ")[1].split(".")
+        raw = bytearray(keys.b64url_decode(signature))
+        raw[7] ^= 0x01
+        headers = {"Authorization": f"Bearer {protected}.{payload}.{keys.b64url(bytes(raw))}"}
+    elif case == "issued_in_future":
+        headers = bearer(stack, body, iat=now + 200, exp=now + 260)
+    elif case == "not_before_future":
+        headers = bearer(stack, body, nbf=now + 200)
+    elif case == "exp_not_a_number":
+        headers = bearer(stack, body, exp=str(now + 60))
+    elif case == "exp_infinite":  # JSON parsers that accept `Infinity` must not make it a valid exp
+        headers = signed_raw(stack, bearer_claims(stack, body).replace(b'"exp":', b'"exp":Infinity,"x":'))
+    elif case == "critical_extension":
+        key = stack.client.key
+        token = jwt.encode(bearer_claims_dict(stack, body), key.private, algorithm=key.alg,
+                           headers={"kid": key.kid, "crit": ["exp"]})
+        headers = {"Authorization": f"Bearer {token}"}
+    elif case == "audience_list":  # valid JWT, but our contract wants exactly one audience
+        headers = bearer(stack, body, aud=[stack.settings.gateway_id, "another-gateway"])
     elif case == "alg_none":
         token = jwt.encode({"iss": "anss.asd"}, None, algorithm="none")  # type: ignore[arg-type]
         headers = {"Authorization": f"Bearer {token}"}

@@ -109,3 +109,32 @@ def test_urls_lose_their_query_and_identifying_segments() -> None:
         "http://127.0.0.1:8102/massar/v1/pupils/{id}/enrolment")
     assert scrub_url("/v1/consents?idcs=1234567890") == "/v1/consents"
 
+
+
+async def test_a_gateway_tracing_from_the_environment_exports_its_last_spans_when_it_stops(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTLP/HTTP export to a collector on loopback: the batch processor would wait up to 5 s before sending, but the
+    gateway shuts its own provider down on the way out, so the spans of the last requests are not lost."""
+    received: list[bytes] = []
+
+    async def traces(request: web.Request) -> web.Response:
+        received.append(await request.read())
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    collector = web.Application()
+    collector.router.add_post("/v1/traces", traces)
+    server = TestServer(collector, host="127.0.0.1")
+    await server.start_server()
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"http://127.0.0.1:{server.port}/v1/traces")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")  # nothing leaves before the gateway stops
+    try:
+        async with build_stack(tmp_path) as stack:
+            answer = await stack.client.verify({"idcs": stack.population.fixture("amo_tadamon").father.idcs},
+                                               "asd.eligibility", "CASE-TRACE", ["identity"])
+            assert answer.status == 200
+            assert received == [], "the batch processor holds the spans until it is flushed"
+        assert received and sum(len(r) for r in received) > 0
+        assert any(b"civil_registry" in r for r in received), "the administration call's span was exported"
+    finally:
+        await server.close()

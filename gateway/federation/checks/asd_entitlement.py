@@ -57,7 +57,7 @@ class AsdEntitlement:
     def evaluate(self, evidence: Evidence) -> Result:
         from gateway.federation.checks.registry import CheckRegistry
 
-        results = {c.name: CheckRegistry._evaluate(c, evidence) for c in _registry_checks()}
+        results = {c.name: CheckRegistry.result_of(c, evidence) for c in _registry_checks()}
         known: Facts = {}
         for result in results.values():
             for f in result["facts"]:

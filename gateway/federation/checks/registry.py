@@ -89,7 +89,16 @@ class CheckRegistry:
         """Each requested check's result, in the order asked."""
         if evidence.subject_idcs is None:  # the subject could not even be resolved
             return {c: unavailable("civil_registry") for c in checks}
-        return {c: self._evaluate(self._checks[c], evidence) for c in checks}
+        return {c: self.result_of(self._checks[c], evidence) for c in checks}
+
+    @staticmethod
+    def result_of(check: Check, evidence: Evidence) -> Result:
+        """``check``'s result on ``evidence``, evaluated once: a check resting on others (``asd_entitlement``)
+        reads the same results as the caller instead of evaluating them again."""
+        result = evidence.results.get(check.name)
+        if result is None:
+            result = evidence.results[check.name] = CheckRegistry._evaluate(check, evidence)
+        return result
 
     @staticmethod
     def _evaluate(check: Check, evidence: Evidence) -> Result:
