@@ -1,5 +1,5 @@
-"""The log's public, personal-data-free resources: ``GET /v1/log/checkpoint`` (the latest checkpoint, a C2SP
-signed note) and ``GET /v1/log/consistency?from=M&to=N`` (an RFC 9162 consistency proof between two tree sizes).
+"""The log's public, personal-data-free resources: ``GET /log/checkpoint`` (the latest checkpoint, a C2SP
+signed note) and ``GET /log/consistency?from=M&to=N`` (an RFC 9162 consistency proof between two tree sizes).
 
 No authentication: they hold hashes and signatures, nothing about anyone, so any client, monitor or auditor may
 check that the log it was shown only ever grew (docs/merkle-log.md section 14). They are not recorded in the
@@ -24,7 +24,7 @@ from gateway.web.checkpoint import BEACON
 from gateway.web.state import RUNTIME
 
 log = structlog.get_logger("gateway.api")
-PREFIX = "/v1/log/"
+PREFIX = "/log/"
 MAX_SIZE = 2**63 - 1
 _SIZE = re.compile(r"0|[1-9][0-9]{0,18}")
 
