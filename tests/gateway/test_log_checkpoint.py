@@ -149,3 +149,17 @@ async def test_the_log_resources_are_rate_limited_per_address(tmp_path: Any) -> 
         assert statuses == [200, 200, 200, 429]
         status, _, headers, body = await raw(stack, "GET", "/log/checkpoint")
         assert (status, orjson.loads(body)["code"]) == (429, "rate_limited") and "Retry-After" in headers
+
+
+def test_the_documented_header_is_the_worked_example_of_section_12() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "merkle-log.md").read_text(encoding="utf-8")
+    section_12 = text[text.index("## 12. Checkpoints"):text.index("## 13. Witnesses")]
+    blocks = section_12.split("```text\n")
+    note = next(b.split("```")[0] for b in blocks if b.startswith("anss.gov.ma/access-log\n5\n"))
+    log_vkey = next(b.split("```")[0].strip() for b in blocks if b.startswith("anss.gov.ma/access-log+"))
+    section_14 = text[text.index("## 14."):]
+    header = section_14.split("Log-Checkpoint: ", 2)[2].split("\n")[0]
+    assert decode_header(header) == note
+    assert cp.open_checkpoint(note, [cp.parse_verifier_key(log_vkey)]).size == 5
