@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.audit import AccessLog, SqliteAccessLog
 from gateway.audit import checkpoint as cp
-from gateway.audit.offline import verify_export_lines
+from gateway.audit.offline import ExportInvalid, verify_export_lines
 from gateway.audit.postgres.store import PostgresAccessLog
 from gateway.audit.sqlite.schema import ensure_schema
 from gateway.crypto import keys
@@ -210,3 +210,20 @@ async def test_a_version_2_postgres_schema_gains_the_checkpoints_table() -> None
         with psycopg.connect(DSN, autocommit=True) as conn:
             conn.execute(target.search_path())
             assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+
+
+async def test_the_offline_verifier_refuses_a_checkpoint_that_is_not_its_heads(store_factory: StoreFactory) -> None:
+    store = await store_factory()
+    size, note = await signed_head(store, 10)
+    await store.save_checkpoint(size, note)
+    out = io.StringIO()
+    await store.export(out)
+    lines = out.getvalue().splitlines()
+    at = next(i for i, line in enumerate(lines) if '"type":"tree_head"' in line)
+    for bad, why in ((cp.sign_checkpoint(cp.Checkpoint(ORIGIN, 10, bytes(32)), ORIGIN, LOG), "another size or root"),
+                     ("a note?", "malformed"), (12, "malformed")):
+        d = json.loads(lines[at])
+        d["checkpoint"] = bad
+        forged = [*lines[:at], json.dumps(d, separators=(",", ":")), *lines[at + 1:]]
+        with pytest.raises(ExportInvalid, match=f"checkpoint of the tree head of size 10 .*{why}"):
+            verify_export_lines(forged, keys.jwks([KEY]))
