@@ -163,3 +163,23 @@ def test_the_documented_header_is_the_worked_example_of_section_12() -> None:
     header = section_14.split("Log-Checkpoint: ", 2)[2].split("\n")[0]
     assert decode_header(header) == note
     assert cp.open_checkpoint(note, [cp.parse_verifier_key(log_vkey)]).size == 5
+
+
+async def test_replicas_on_postgresql_show_the_signers_checkpoint(tmp_path: Any) -> None:
+    from tests.audit.pg_support import fresh_schema_async
+
+    async with fresh_schema_async() as target:
+        def postgres(settings: Any) -> Any:
+            return replace(settings, storage_backend="postgres", database=target, tree_head_max_entries=1)
+        async with build_stack(tmp_path, postgres) as a, build_stack(tmp_path, postgres) as b:
+            for i in range(3):  # answered by b; whichever replica is elected signs, the other reads the table
+                assert await verify(b, f"CASE-{i}") == 200
+            runtime = b.gateway.runner.app[RUNTIME]
+
+            async def both_show_the_whole_log() -> bool:
+                count = await runtime.access_log.count()
+                return beacon_of(a).size == beacon_of(b).size == count
+            await until(both_show_the_whole_log, "both replicas showing a checkpoint of the whole log")
+            assert beacon_of(a).note == beacon_of(b).note == await runtime.access_log.checkpoint()
+            _, _, headers, _ = await raw(b, "GET", "/healthz")
+            assert decode_header(headers[HEADER]) == beacon_of(b).note
