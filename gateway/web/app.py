@@ -323,8 +323,9 @@ def _runtime_context(settings: Settings, connectors: Mapping[str, Connector], tr
             await guard.check()
         beacon = app[BEACON]  # the Log-Checkpoint header: the log's latest checkpoint, else the high water
         guard.on_checkpoint.append(beacon.offer)
-        with suppress(Exception):
+        with suppress(Exception):  # (a database away at start: the beacon's refresh finds it later)
             beacon.offer(await access_log.checkpoint())
+        with suppress(AccessLogCorrupt):  # (already found by guard.check above)
             held = await guard.latest()
             beacon.offer(held[1] if held is not None else None)
         app[RUNTIME] = Runtime(
