@@ -1,10 +1,14 @@
 """The bundled client: signs requests the way the gateway expects and verifies every answer's signature.
 
-Partners can read it as the reference implementation of the JWT contract (see README, "Calling it").
+Partners can read it as the reference implementation of the JWT contract (see README, "Calling it"). Given a
+``LogWatch`` (``gateway.client_log``), it also checks every answer's ``Log-Checkpoint`` header against the
+largest checkpoint it has seen of the gateway's log, through ``GET /log/consistency``, and raises
+``LogForked`` (a ``LogWatchError``) when the gateway shows a history that cannot be the one it showed before.
 """
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from dataclasses import dataclass
@@ -14,9 +18,12 @@ import aiohttp
 import orjson
 from multidict import CIMultiDict
 
+from gateway.client_log import LogWatch, ProofUnavailable
 from gateway.crypto.jws import SIGNATURE_HEADER, request_digest, sign_compact, verify_detached
 from gateway.crypto.keys import PublicKey, SigningKey, public_from_jwk
 from gateway.crypto.outbound import body_digest
+
+LOG_CHECKPOINT_HEADER = "Log-Checkpoint"  # gateway.web.checkpoint.HEADER (the client needs none of the server)
 
 
 def client_assertion(key: SigningKey, client_id: str, audience: str, method: str, path_qs: str, body: bytes,
@@ -42,7 +49,7 @@ class Answer:
 
 class GatewayClient:
     def __init__(self, base_url: str, client_id: str, key: SigningKey, gateway_id: str = "anss-gateway",
-                 session: aiohttp.ClientSession | None = None) -> None:
+                 session: aiohttp.ClientSession | None = None, log_watch: LogWatch | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.client_id = client_id
         self.key = key
@@ -50,6 +57,7 @@ class GatewayClient:
         self._session = session
         self._owns_session = session is None
         self._gateway_keys: dict[str, PublicKey] = {}
+        self.log_watch = log_watch
 
     async def __aenter__(self) -> GatewayClient:
         if self._session is None:
@@ -86,7 +94,38 @@ class GatewayClient:
         header = await self.verify_signature(answer_headers, raw)
         if header is not None and header.get("request_sha256") != request_digest(jti, body):
             header = None  # a valid signature, but over the answer to another question
+        await self.watch_log(answer_headers)
         return Answer(status, raw, answer_headers, header)
+
+    async def watch_log(self, headers: CIMultiDict[str]) -> None:
+        """With a ``log_watch``: check the answer's ``Log-Checkpoint`` (``LogForked``, ``LogCheckpointInvalid``)."""
+        value = headers.get(LOG_CHECKPOINT_HEADER)
+        if self.log_watch is not None and value is not None:
+            await self.log_watch.observe(value, self.consistency_proof)
+
+    async def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """``GET /log/consistency``: the gateway's proof that its tree of ``new_size`` extends that of
+        ``old_size``; ``ProofUnavailable`` (with the problem's code) when it gives none."""
+        url = f"{self.base_url}/log/consistency?from={old_size}&to={new_size}"
+        try:
+            async with self.session.get(url) as resp:
+                raw, status = await resp.read(), resp.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise ProofUnavailable(f"the gateway is unreachable: {type(exc).__name__}") from exc
+        try:
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            document = None
+        if status != 200 or not isinstance(document, dict):
+            code = document.get("code") if isinstance(document, dict) else None
+            raise ProofUnavailable(f"HTTP {status} {code or ''}".strip())
+        try:
+            proof = [base64.b64decode(h, validate=True) for h in document["proof"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProofUnavailable("the proof is malformed") from exc
+        if (document.get("from"), document.get("to")) != (old_size, new_size) or any(len(h) != 32 for h in proof):
+            raise ProofUnavailable("the proof is not for the sizes asked")
+        return proof
 
     async def verify_signature(self, headers: CIMultiDict[str], body: bytes) -> dict[str, Any] | None:
         token = headers.get(SIGNATURE_HEADER)

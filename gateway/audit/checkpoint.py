@@ -184,6 +184,16 @@ def add_signatures(note: str, extra: Iterable[NoteSignature]) -> str:
     return Note(parsed.text, parsed.signatures + tuple(extra)).render()
 
 
+def merge_signatures(stored: str, new: str) -> str:
+    """``stored`` with the signature lines of ``new`` it lacks appended, in ``new``'s order: how cosignatures
+    gathered later join a kept note. ``CheckpointError`` when the two notes' texts differ (another checkpoint)."""
+    kept, more = parse_note(stored), parse_note(new)
+    if kept.text != more.text:
+        raise CheckpointError("the two notes sign different checkpoints")
+    extra = tuple(s for s in more.signatures if s not in kept.signatures)
+    return stored if not extra else Note(kept.text, kept.signatures + extra).render()
+
+
 def parse_note(note: str) -> Note:
     """Split a signed note at its last blank line and parse every signature line; refuse anything malformed."""
     if any(ord(c) < 0x20 and c != "\n" for c in note):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from gateway.audit.merkle import EXPORT_FORMAT, Prover, SignedTreeHead, TreeHead
@@ -41,9 +41,13 @@ def _entry_text(index: int, entry: object) -> str:
 
 
 def export_rows(write: Callable[[str], object], rows: Iterable[ExportRow], heads: Sequence[SignedTreeHead],
-                prover: Prover, *, inclusion_proofs: bool = True, consistency_proofs: bool = True) -> None:
+                prover: Prover, *, inclusion_proofs: bool = True, consistency_proofs: bool = True,
+                checkpoints: Mapping[int, str] | None = None) -> None:
     """Write the export of ``rows`` (from index 0) with ``heads`` (by increasing size, the last one covering
-    exactly the rows); each line ends with LF. Proofs come from ``prover``, against the last head."""
+    exactly the rows); each line ends with LF. Proofs come from ``prover``, against the last head. A head whose
+    size has a note in ``checkpoints`` carries it as its ``checkpoint`` member (the C2SP signed note with its
+    cosignatures, docs/merkle-log.md section 6)."""
+    notes = checkpoints or {}
     if not heads:
         raise ValueError("an export needs at least one signed tree head")
     sizes = [s.head.tree_size for s in heads]
@@ -58,7 +62,10 @@ def export_rows(write: Callable[[str], object], rows: Iterable[ExportRow], heads
     def emit_heads(size: int) -> None:
         while pending and pending[-1].head.tree_size == size:
             signed = pending.pop()
-            write(_line(signed.to_json()) + "\n")
+            line = signed.to_json()
+            if (note := notes.get(size)) is not None:
+                line["checkpoint"] = note
+            write(_line(line) + "\n")
             if consistency_proofs and previous:
                 old = previous[0].tree_size
                 proof = prover.consistency_proof(old, size)

@@ -10,7 +10,9 @@ heads commit to. Two differences, both stricter, neither needed for what an expo
   section 6 lays them out); a proof found later is still checked, against the entry of its index, but a
   failure is then reported when it is found, and every inclusion line must verify (the printed verifier
   uses the last one given for an index);
-* ``consistency`` lines are checked too (the printed verifier skips them: it recomputes every root anyway).
+* ``consistency`` lines are checked too (the printed verifier skips them: it recomputes every root anyway);
+* a head's ``checkpoint`` member (section 6), when present, must be a well-formed signed note stating the head's
+  size and root (its signatures are section 13's business: they need the checkpoint and witness keys).
 
 The JWKS always comes from the verifier — from the gateway or its operator over an authenticated channel,
 never from the export: keys shipped with a log prove nothing about it.
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.audit.checkpoint import CheckpointError, parse_checkpoint, parse_note
 from gateway.audit.heads import keys_from_jwks
 from gateway.audit.merkle import (
     EMPTY_ROOT,
@@ -70,6 +73,17 @@ def verify_export_file(path: Path, jwks: Mapping[str, Any]) -> ExportSummary:
 
 def verify_export_lines(lines: Sequence[str], jwks: Mapping[str, Any]) -> ExportSummary:
     return verify_export(lambda: iter(lines), jwks)
+
+
+def _check_checkpoint(note: object, size: int, root: bytes) -> None:
+    try:
+        if not isinstance(note, str):
+            raise CheckpointError("not a string")
+        stated = parse_checkpoint(parse_note(note).text)
+    except CheckpointError as exc:
+        raise ExportInvalid(f"the checkpoint of the tree head of size {size} is malformed: {exc}") from exc
+    if (stated.size, stated.root_hash) != (size, root):
+        raise ExportInvalid(f"the checkpoint of the tree head of size {size} states another size or root")
 
 
 def _b64d(text: object) -> bytes:
@@ -132,6 +146,8 @@ def _read_heads(lines: Iterable[str], keys: Mapping[str, PublicKey]) -> tuple[
             if heads.setdefault(head.tree_size, head.root_hash) != head.root_hash:
                 raise ExportInvalid(f"two signed tree heads of size {head.tree_size} disagree")
             signed[head.tree_size] = SignedTreeHead.from_json(d)
+            if "checkpoint" in d:
+                _check_checkpoint(d["checkpoint"], head.tree_size, head.root_hash)
         elif kind == "consistency":
             consistency.append(d)
         elif kind not in ("entry", "pruned", "inclusion"):

@@ -8,16 +8,20 @@ A store calls them under its log's write lock (SQLite's ``BEGIN IMMEDIATE``, Pos
 * ``size_to_sign`` / ``check_extends`` / ``head_timestamp``: when a new tree head may be signed (the log grew;
   never shorter than a signed head; the stored tree extends the latest head; one log id; time never goes
   back), docs/merkle-log.md section 5;
-* ``dated_before`` / ``prune_cut``: which oldest entries retention may prune (section 9).
+* ``dated_before`` / ``prune_cut``: which oldest entries retention may prune (section 9);
+* ``merged_note``: what a head's kept checkpoint note becomes when a note (with cosignatures) is saved for it:
+  only ever the same checkpoint with more signature lines (section 13).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
 
+from gateway.audit.checkpoint import CheckpointError, merge_signatures, parse_checkpoint, parse_note
 from gateway.audit.merkle import CompactRange, SignedTreeHead, verify_consistency
 from gateway.audit.store import AccessLogCorrupt
 
@@ -104,3 +108,26 @@ def prune_cut(rows: Iterable[tuple[int, bytes | None]], first: int, before: date
             break
         cut = idx + 1
     return cut
+
+
+@dataclass(frozen=True, slots=True)
+class KeptNote:
+    """The checkpoint note to keep for a head, and whether it differs from the one kept."""
+
+    note: str
+    changed: bool
+
+
+def merged_note(head: SignedTreeHead, kept: str | None, note: str) -> KeptNote:
+    """The note to keep for ``head`` when ``note`` is saved: ``note`` if none was ``kept``, else the kept note
+    with the signature lines of ``note`` it lacks appended. ``ValueError`` if ``note`` is not a checkpoint of
+    ``head`` (its size and root) or states another checkpoint than the kept note."""
+    try:
+        checkpoint = parse_checkpoint(parse_note(note).text)
+        if (checkpoint.size, checkpoint.root_hash) != (head.head.tree_size, head.head.root_hash):
+            raise ValueError(f"the note states size {checkpoint.size} and another root than the tree head of size "
+                             f"{head.head.tree_size}")
+        merged = note if kept is None else merge_signatures(kept, note)
+    except CheckpointError as exc:
+        raise ValueError(f"not a checkpoint of the tree head of size {head.head.tree_size}: {exc}") from exc
+    return KeptNote(merged, merged != kept)

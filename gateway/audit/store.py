@@ -85,6 +85,18 @@ class AccessLog(Protocol):
         signed after checking that the stored tree extends the latest one (else ``AccessLogCorrupt``)."""
         ...
 
+    async def save_checkpoint(self, tree_size: int, note: str) -> str:
+        """Keep ``note``, the C2SP checkpoint (signed note) of the signed head of ``tree_size`` entries, and
+        return the note now kept. A head has at most one checkpoint: saving again for the same size only appends
+        the signature lines the kept note lacks (cosignatures gathered later); ``ValueError`` when there is no
+        such head, or ``note`` states another size or root than the head, or another checkpoint than the one
+        kept (``gateway.audit.rules.merged_note``)."""
+        ...
+
+    async def checkpoint(self, tree_size: int | None = None) -> str | None:
+        """The kept checkpoint note of the head of ``tree_size`` entries, or of the largest when ``None``."""
+        ...
+
     async def verify(self, keys: Mapping[str, PublicKey] | None = None) -> ChainBreak | None:
         """Recompute everything from the entries (``gateway.audit.recompute``) and check the search index against
         them in the same pass (``gateway.audit.index_check``); the first bad index, or None.

@@ -1,20 +1,30 @@
-"""``client verify`` and ``client call``: call a running gateway as a configured client, signing with its key."""
+"""``client verify``, ``client call`` and ``client services``: call a running gateway as a configured client,
+signing with its key. With the gateway's checkpoint verifier key (``--log-vkey`` or ``ANSS_GATEWAY_LOG_VKEY``),
+every answer's ``Log-Checkpoint`` is checked against the largest checkpoint seen of that log (the state file:
+``--checkpoint-state``, ``ANSS_GATEWAY_CLIENT_STATE``, else ``gateway.client_log.default_state_path``); a fork
+is one ``LOG FORK`` line on stderr naming both checkpoints, and exit 3, the state file left as it was."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from gateway.cli.common import load_settings
 from gateway.config.settings import ConfigError, Settings
 from gateway.crypto import keys
+
+if TYPE_CHECKING:
+    from gateway.client_log import LogWatch
+
+EXIT_FORK = 3  # the gateway showed a checkpoint inconsistent with one it showed before, or an invalid one
 
 
 def _connect(args: argparse.Namespace, settings: Settings, client_id: str,
@@ -24,6 +34,7 @@ def _connect(args: argparse.Namespace, settings: Settings, client_id: str,
     import aiohttp
 
     from gateway.client import GatewayClient
+    from gateway.client_log import LogCheckpointInvalid, LogForked, LogWatchError
     from gateway.crypto.keyring import dev_client_key_path
 
     key_path = Path(args.key) if args.key else dev_client_key_path(settings.state_dir, client_id)
@@ -32,6 +43,7 @@ def _connect(args: argparse.Namespace, settings: Settings, client_id: str,
         return 2
     key = keys.load_private_pem(key_path)
     context = _client_tls(args)
+    watch = _log_watch(args)
     url = args.url or f"{'https' if context else 'http'}://{settings.host}:{settings.port}"
 
     async def run() -> int:
@@ -40,8 +52,18 @@ def _connect(args: argparse.Namespace, settings: Settings, client_id: str,
             session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context),
                                             timeout=aiohttp.ClientTimeout(total=30))
         try:
-            async with GatewayClient(url, client_id, key, settings.gateway_id, session=session) as client:
+            async with GatewayClient(url, client_id, key, settings.gateway_id, session=session,
+                                     log_watch=watch) as client:
                 answer = await exchange(client)
+        except LogForked as exc:
+            print(str(exc), file=sys.stderr)
+            return EXIT_FORK
+        except LogCheckpointInvalid as exc:
+            print(f"LOG CHECKPOINT INVALID: {exc}", file=sys.stderr)
+            return EXIT_FORK
+        except LogWatchError as exc:  # a proof the gateway did not give, a damaged state file: nothing decided
+            print(f"the gateway's log could not be checked: {exc}", file=sys.stderr)
+            return 1
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             print(f"cannot reach the gateway at {url}: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
@@ -67,6 +89,25 @@ def _connect(args: argparse.Namespace, settings: Settings, client_id: str,
         return 0 if answer.status < 400 and valid else 1
 
     return asyncio.run(run())
+
+
+def _log_watch(args: argparse.Namespace) -> LogWatch | None:
+    """The watch over the gateway's log, when its checkpoint verifier key is given."""
+    from gateway.audit.checkpoint import ED25519, CheckpointError, parse_verifier_key
+    from gateway.client_log import LogWatch, default_state_path
+
+    text = getattr(args, "log_vkey", None) or os.environ.get("ANSS_GATEWAY_LOG_VKEY")
+    if not text:
+        return None
+    try:
+        vkey = parse_verifier_key(text)
+    except CheckpointError as exc:
+        raise ConfigError(f"--log-vkey / ANSS_GATEWAY_LOG_VKEY: not a verifier key ({exc})") from exc
+    if vkey.key_type != ED25519:
+        raise ConfigError("--log-vkey / ANSS_GATEWAY_LOG_VKEY: the gateway's checkpoint key is of type 0x01 (the "
+                          "line `anss-gateway witness log-key` prints), not a witness key")
+    state = getattr(args, "checkpoint_state", None)
+    return LogWatch(vkey, Path(state) if state else default_state_path())
 
 
 def explain(document: dict[str, Any]) -> str:
@@ -187,3 +228,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         command.add_argument("--tls-ca", help="CA bundle (PEM) to verify the gateway's certificate (https)")
         command.add_argument("--tls-cert", help="client certificate (PEM) for mutual TLS")
         command.add_argument("--tls-key", help="the client certificate's private key (PEM)")
+    for command in (v, c, ls):
+        command.add_argument("--log-vkey", metavar="VKEY",
+                             help="the gateway's checkpoint verifier key (`anss-gateway witness log-key`, from its "
+                                  "operator): check every answer's Log-Checkpoint for a fork of the log (default: "
+                                  "$ANSS_GATEWAY_LOG_VKEY; unset: no check)")
+        command.add_argument("--checkpoint-state", metavar="FILE",
+                             help="where the largest checkpoint seen of each log is kept (default: "
+                                  "$ANSS_GATEWAY_CLIENT_STATE, else $XDG_STATE_HOME/anss-gateway/checkpoints.json)")

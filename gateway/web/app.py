@@ -31,6 +31,7 @@ from connectors.base import Connector
 from connectors.resilience import Resilient
 from gateway import console
 from gateway.api import anomalies, audit, batches, citizen, consents, public, services, verifications
+from gateway.api import log as log_api
 from gateway.audit import AccessLogCorrupt, AccessRecord, Pseudonymiser, TreeHeadSigner, log_id_for
 from gateway.audit.record import CITIZEN_ACTOR
 from gateway.audit.witness.guard import log_guard
@@ -63,6 +64,8 @@ from gateway.trust.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimi
 from gateway.trust.refusals import RefusalBudget
 from gateway.trust.replay import RedisReplayCache, ReplayCache, SqliteReplayCache
 from gateway.web import logs
+from gateway.web.checkpoint import BEACON, CheckpointBeacon
+from gateway.web.checkpoint import add_header as add_checkpoint_header
 from gateway.web.metrics import Metrics, route_of
 from gateway.web.metrics import handler as metrics_handler
 from gateway.web.protocol import PARSER_REFUSALS, ParserRefusals
@@ -86,6 +89,7 @@ log = structlog.get_logger("gateway")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UNLOGGED_PATHS = frozenset({"/healthz", "/readyz", "/.well-known/jwks.json", "/metrics"})
 SCHEMA_PATHS = "/schemas/"  # the published contract: public documents, not recorded either
+UNLOGGED_PREFIXES = (SCHEMA_PATHS, log_api.PREFIX)  # and the log's own checkpoint and proofs (hashes only)
 
 
 def _as_gateway_error(exc: BaseException) -> GatewayError:
@@ -211,7 +215,8 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
     runtime = request.app.get(RUNTIME)
-    logged = runtime is not None and request.path not in UNLOGGED_PATHS and not request.path.startswith(SCHEMA_PATHS)
+    path = request.path
+    logged = runtime is not None and path not in UNLOGGED_PATHS and not path.startswith(UNLOGGED_PREFIXES)
     log_down = logged and runtime is not None and runtime.log_health is not None and not runtime.log_health.available
     corrupt = runtime is not None and runtime.log_guard is not None and runtime.log_guard.corrupt is not None
     try:
@@ -320,6 +325,13 @@ def _runtime_context(settings: Settings, connectors: Mapping[str, Connector], tr
         guard = log_guard(settings, access_log, session)
         with suppress(AccessLogCorrupt):  # logged at critical level; every request is then refused (503)
             await guard.check()
+        beacon = app[BEACON]  # the Log-Checkpoint header: the log's latest checkpoint, else the high water
+        guard.on_checkpoint.append(beacon.offer)
+        with suppress(Exception):  # (a database away at start: the beacon's refresh finds it later)
+            beacon.offer(await access_log.checkpoint())
+        with suppress(AccessLogCorrupt):  # (already found by guard.check above)
+            held = await guard.latest()
+            beacon.offer(held[1] if held is not None else None)
         app[RUNTIME] = Runtime(
             settings=settings,
             signing_key=signing_key,
@@ -353,6 +365,7 @@ def _runtime_context(settings: Settings, connectors: Mapping[str, Connector], tr
                     _tree_head_signer(runtime).running(),
                     engine.running(),  # batches resume where a previous process left them
                     _refusal_counters(runtime),
+                    beacon.following(access_log),  # replicas that do not sign find the signer's checkpoints
                     runtime.free_space.running() if runtime.free_space else nullcontext()):
             yield
         await batch_store.close()
@@ -397,6 +410,8 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
     app[SETTINGS] = settings
     app[PARSER_REFUSALS] = ParserRefusals()  # what GatewayRunner's connections count (shown by /readyz)
     app.on_response_prepare.append(_plain_server_header)
+    app[BEACON] = CheckpointBeacon()
+    app.on_response_prepare.append(add_checkpoint_header)  # Log-Checkpoint on every answer
     app.cleanup_ctx.append(citizen.context(settings))  # the citizens' identity provider keys: checked first
     # built here, before start-up: a mistake in an administration's file is one ConfigError line, not a traceback
     connectors = build_connectors(settings.connectors, settings.root)
@@ -421,6 +436,8 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
     app.router.add_get("/readyz", public.readyz)
     app.router.add_get("/.well-known/jwks.json", public.jwks)
     app.router.add_get("/schemas/{name}", public.schema)
+    app.router.add_get("/log/checkpoint", log_api.checkpoint)
+    app.router.add_get("/log/consistency", log_api.consistency)
     app.router.add_get("/metrics", metrics_handler(app[METRICS]))
     app.router.add_post("/v1/verifications", verifications.create_verification)
     app.router.add_get("/v1/services", services.list_services)

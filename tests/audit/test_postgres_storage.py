@@ -55,7 +55,8 @@ async def test_a_version_1_schema_gains_its_co_subjects_table_when_opened(target
     for i in range(30):
         await log.append(indexed_record(i))
     await log.close()
-    dba(target, "DROP TABLE access_index_persons", "UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    dba(target, "DROP TABLE access_index_persons", "DROP TABLE checkpoints", "DROP FUNCTION checkpoints_guard",
+        "UPDATE meta SET value = '1' WHERE key = 'schema_version'")  # as version 1 was: no checkpoints either
     found = await asyncio.to_thread(verify_postgres, target)
     assert found is not None and "co-subject" in found.reason, "a version 1 index lacks what these entries name"
     (log,) = await opened(target, 1)
@@ -67,9 +68,9 @@ async def test_a_version_1_schema_gains_its_co_subjects_table_when_opened(target
         await log.close()
     with psycopg.connect(DSN, autocommit=True) as conn:
         conn.execute(target.search_path())
-        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
         with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
-            conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+            conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
 
 
 # --- the elected sequencer ------------------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ async def test_a_v2_log_gains_its_index_when_opened(tmp_path: Path) -> None:
         assert await store.verify() is None
     finally:
         await store.close()
-    assert _sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("4",)]
+    assert _sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("5",)]
     assert _sql(path, "SELECT idx, entry, leaf_hash, tree_root FROM access_log WHERE idx < 150 ORDER BY idx") \
         == tree_before, "the tree is not touched"
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
@@ -211,7 +211,7 @@ async def test_a_v3_log_gains_its_co_subjects_table_when_opened(tmp_path: Path) 
         assert await store.verify() is None
     finally:
         await store.close()
-    assert _sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("4",)]
+    assert _sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("5",)]
     assert _sql(path, "SELECT idx, entry, leaf_hash, tree_root FROM access_log ORDER BY idx") == tree_before
     assert _sql(path, "SELECT * FROM access_index ORDER BY idx") == index_before, "the rest of the index untouched"
     assert _sql(path, "SELECT COUNT(*) FROM access_index_persons WHERE idx < 10") == [(0,)], "pruned: not indexed"

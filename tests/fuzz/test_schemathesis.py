@@ -103,7 +103,8 @@ def test_the_schema_loads_with_its_external_references() -> None:
                           ("GET", "/v1/audit/anomalies"), ("GET", "/metrics"), ("GET", "/v1/services"),
                           ("GET", "/v1/services/{service}"), ("POST", "/v1/services/{service}"),
                           ("POST", "/v1/batches"), ("GET", "/v1/batches/{batch_id}"),
-                          ("GET", "/v1/batches/{batch_id}/results"), ("POST", "/v1/batches/{batch_id}/cancel")}
+                          ("GET", "/v1/batches/{batch_id}/results"), ("POST", "/v1/batches/{batch_id}/cancel"),
+                          ("GET", "/log/checkpoint"), ("GET", "/log/consistency")}
     body = SCHEMA[VERIFICATIONS]["POST"].body[0]
     assert body.media_type == "application/json"
 

@@ -322,11 +322,11 @@ async def test_a_v1_log_is_migrated_keeping_entries_and_leaf_hashes(tmp_path: Pa
     chain = GENESIS
     for entry in written:
         chain = chain_hash(chain, m.leaf_hash(entry))
-    assert meta == {"schema_version": "4", "migrated_from": "v1 hash chain", "v1_chain_head": chain.hex(),
+    assert meta == {"schema_version": "5", "migrated_from": "v1 hash chain", "v1_chain_head": chain.hex(),
                     "v1_entries": "130"}
     assert tables == {"meta", "access_log", "merkle_nodes", "tree_heads",
                       "access_index", "access_index_checks", "access_index_sources",
-                      "access_index_persons"}  # v1 → v4: with the index
+                      "access_index_persons", "checkpoints"}  # v1 → v5: with the index
     assert verify_database(path) is None
     assert main(["audit", "verify", "--database", str(path)]) == 0
 

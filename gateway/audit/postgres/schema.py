@@ -3,21 +3,26 @@ search index, in the configured schema.
 
 Tables::
 
-    meta(key PK, value)                              schema_version = 2 (this layout; 1: without access_index_persons)
+    meta(key PK, value)                              schema_version = 3 (this layout; 2: without checkpoints,
+                                                     1: without access_index_persons either)
     access_log(idx PK, entry NULL, leaf_hash, tree_root)
     merkle_nodes(level, idx, hash)  PK (level, idx)  complete subtrees of 2^level leaves, level >= 6
     tree_heads(tree_size PK, root_hash, timestamp_ms, log_id, signature)
+    checkpoints(tree_size PK, note)                  a head's C2SP checkpoint note with its cosignatures
     access_index, access_index_checks, access_index_sources, access_index_persons
                                                      the search index (gateway.audit.postgres.search)
 
 Triggers refuse every UPDATE, DELETE and TRUNCATE of the tree tables, with one exception: an UPDATE of
-``access_log`` that sets a present ``entry`` to NULL and changes nothing else (retention pruning). The search
+``access_log`` that sets a present ``entry`` to NULL and changes nothing else (retention pruning), and an UPDATE
+of ``checkpoints`` that keeps the size and appends signature lines to the stored note (cosignatures arriving
+after the head was signed: the new note starts with the whole old one and adds no blank line). The search
 index is derived data beside the tree (never exported; ``audit verify`` checks it against the entries); its
 trigger lets rows go only once their entry was pruned. Triggers stop mistakes, not a database owner: that is
 what ``audit verify`` is for.
 
-A version 1 schema gains ``access_index_persons`` (the co-subjects of each entry), filled from the kept entries,
-in one transaction under the DDL lock when a store opens it; nothing else is touched.
+A version 2 schema gains the empty ``checkpoints`` table and its triggers (``_migrate_v2``). A version 1 schema
+gains ``access_index_persons`` (the co-subjects of each entry), filled from the kept entries,
+in one transaction under the DDL lock when a store opens it, then the checkpoints; nothing else is touched.
 """
 
 from __future__ import annotations
@@ -31,9 +36,29 @@ from gateway.audit.search_index import index_fields
 from gateway.audit.store import AccessLogCorrupt
 from gateway.stores.postgres import PostgresTarget, in_ddl_lock
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPEND_ONLY = "the access log is append-only"
 TREE_TABLES = ("access_log", "merkle_nodes", "tree_heads", "meta")
+
+CHECKPOINTS_TABLE = """CREATE TABLE checkpoints (
+        tree_size bigint PRIMARY KEY,   -- the size of the tree head it states (tree_heads.tree_size)
+        note text NOT NULL              -- the C2SP signed note: the log's signature, then the cosignatures
+    )"""  # schema version 3
+CHECKPOINT_GUARD = f"""CREATE FUNCTION checkpoints_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'UPDATE' AND NEW.tree_size = OLD.tree_size AND length(NEW.note) > length(OLD.note)
+           AND left(NEW.note, length(OLD.note)) = OLD.note
+           AND position(E'\\n\\n' IN substr(NEW.note, length(OLD.note) + 1)) = 0 THEN
+            RETURN NEW;
+        END IF;
+        RAISE EXCEPTION '{APPEND_ONLY} (a checkpoint may only gain signature lines)';
+    END $$"""
+CHECKPOINT_TRIGGERS = (
+    "CREATE TRIGGER checkpoints_guard BEFORE UPDATE OR DELETE ON checkpoints "
+    "FOR EACH ROW EXECUTE FUNCTION checkpoints_guard()",
+    "CREATE TRIGGER checkpoints_no_truncate BEFORE TRUNCATE ON checkpoints "
+    "FOR EACH STATEMENT EXECUTE FUNCTION access_log_append_only()",
+)
 
 TABLES = (
     "CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)",
@@ -105,11 +130,15 @@ async def ensure_schema(target: PostgresTarget, conn: psycopg.AsyncConnection[An
             raise AccessLogCorrupt(f"the access log has schema version {found}; this gateway knows up to "
                                    f"{SCHEMA_VERSION}")
         if found == 0:
-            for statement in (*TABLES, *FUNCTIONS, *TRIGGERS):
+            for statement in (*TABLES, CHECKPOINTS_TABLE, *FUNCTIONS, CHECKPOINT_GUARD, *TRIGGERS,
+                              *CHECKPOINT_TRIGGERS):
                 await conn.execute(statement)
             await conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', %s)", (str(SCHEMA_VERSION),))
-        elif found == 1:
-            await _migrate_v1(conn)
+        elif found in (1, 2):
+            if found == 1:
+                await _migrate_v1(conn)
+            await _migrate_v2(conn)
+            await _set_version(conn)
 
     await in_ddl_lock(target, conn, create)
     return found
@@ -130,6 +159,15 @@ async def _migrate_v1(conn: psycopg.AsyncConnection[Any]) -> None:
     for statement in TRIGGERS:
         if f" ON {PERSONS} " in statement:
             await conn.execute(statement)
+
+
+async def _migrate_v2(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Version 2 → 3: the table of the heads' checkpoint notes, empty, and its triggers; nothing else changes."""
+    for statement in (CHECKPOINTS_TABLE, CHECKPOINT_GUARD, *CHECKPOINT_TRIGGERS):
+        await conn.execute(statement)
+
+
+async def _set_version(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.execute("ALTER TABLE meta DISABLE TRIGGER meta_append_only")  # the one change ever made to meta
     await conn.execute("UPDATE meta SET value = %s WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
     await conn.execute("ALTER TABLE meta ENABLE TRIGGER meta_append_only")

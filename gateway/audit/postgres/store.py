@@ -55,6 +55,7 @@ from gateway.audit.rules import (
     check_edge,
     check_extends,
     head_timestamp,
+    merged_note,
     prune_cut,
     size_to_sign,
 )
@@ -286,6 +287,30 @@ class PostgresAccessLog:
     async def latest_tree_head(self) -> SignedTreeHead | None:
         async with self._connection() as conn:
             return await _latest_head(conn)
+
+    async def save_checkpoint(self, tree_size: int, note: str) -> str:
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._log_lock,))
+            row = await (await conn.execute(f"SELECT {HEAD_COLUMNS} FROM tree_heads WHERE tree_size = %s",
+                                            (tree_size,))).fetchone()
+            if row is None:
+                raise ValueError(f"no signed tree head of size {tree_size} to keep a checkpoint for")
+            found = await (await conn.execute("SELECT note FROM checkpoints WHERE tree_size = %s",
+                                              (tree_size,))).fetchone()
+            kept = merged_note(parse_head(row), str(found[0]) if found else None, note)
+            if kept.changed:
+                await conn.execute("INSERT INTO checkpoints (tree_size, note) VALUES (%s, %s) ON CONFLICT (tree_size) "
+                                   "DO UPDATE SET note = excluded.note", (tree_size, kept.note))
+            return kept.note
+
+    async def checkpoint(self, tree_size: int | None = None) -> str | None:
+        async with self._connection() as conn:
+            if tree_size is None:
+                cursor = await conn.execute("SELECT note FROM checkpoints ORDER BY tree_size DESC LIMIT 1")
+            else:
+                cursor = await conn.execute("SELECT note FROM checkpoints WHERE tree_size = %s", (tree_size,))
+            row = await cursor.fetchone()
+            return str(row[0]) if row else None
 
     async def tree_head(self, tree_size: int) -> SignedTreeHead | None:
         async with self._connection() as conn:

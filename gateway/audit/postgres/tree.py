@@ -55,6 +55,13 @@ class SyncTree:
                                  (start, end)).fetchall()
         return [r[0] for r in rows]
 
+    def checkpoints(self) -> dict[int, str]:
+        """Every kept checkpoint note, by size (none in a schema before version 3)."""
+        found = self.conn.execute("SELECT to_regclass('checkpoints') IS NOT NULL").fetchone()
+        if not found or not found[0]:
+            return {}
+        return {int(size): str(note) for size, note in self.conn.execute("SELECT tree_size, note FROM checkpoints")}
+
     def head_rows(self) -> list[HeadRow]:
         return self.conn.execute(f"SELECT {HEAD_COLUMNS} FROM tree_heads ORDER BY tree_size").fetchall()
 
@@ -150,11 +157,12 @@ def export_postgres(target: PostgresTarget, write: Callable[[str], object], *, i
         heads = [parse_head(row) for row in tree.head_rows()]
         if not heads:
             raise ValueError("the log has no signed tree head yet: issue one first")
+        notes = tree.checkpoints()
         rows = _stream(tree, "export_rows", "SELECT idx, entry, leaf_hash FROM access_log WHERE idx < %s "
                                             "ORDER BY idx", (heads[-1].head.tree_size,))
         prover = Prover(WindowedLeaves(tree.leaf_hashes), NodeCache(tree.node), batch_level=NODE_LEVEL)
         export_rows(write, rows, heads, prover, inclusion_proofs=inclusion_proofs,
-                    consistency_proofs=consistency_proofs)
+                    consistency_proofs=consistency_proofs, checkpoints=notes)
         return heads[-1]
 
 

@@ -1,21 +1,27 @@
-"""The SQLite layout of the access log (schema v4: a Merkle tree log and its search index) and the migrations
-from v3 (the index without its co-subjects table), v2 (the tree without the index) and v1 (a hash chain).
+"""The SQLite layout of the access log (schema v5: a Merkle tree log, its signed checkpoints and its search index)
+and the migrations from v4 (without the checkpoints), v3 (the index without its co-subjects table), v2 (the tree
+without the index) and v1 (a hash chain).
 
 Tables (docs/merkle-log.md section 8)::
 
-    meta(key PK, value)                              schema_version = 4; migration notes
+    meta(key PK, value)                              schema_version = 5; migration notes
     access_log(idx PK, entry NULL, leaf_hash, tree_root)
     merkle_nodes(level, idx, hash)  PK (level, idx)  complete subtrees of 2^level leaves, level >= 6
     tree_heads(tree_size PK, root_hash, timestamp_ms, log_id, signature)
+    checkpoints(tree_size PK, note)                  a head's C2SP checkpoint note with its cosignatures
     access_index, access_index_checks, access_index_sources, access_index_persons
                                                      the search index (gateway.audit.sqlite.search)
 
 Triggers refuse every UPDATE and DELETE on the first four, with one exception: an UPDATE of ``access_log`` that
-sets a present ``entry`` to NULL and changes nothing else (retention pruning). The index is derived data
+sets a present ``entry`` to NULL and changes nothing else (retention pruning). ``checkpoints`` refuses every
+DELETE and every UPDATE except one that keeps the size and appends signature lines to the stored note (the
+cosignatures that arrive after the head was signed): the new note starts with the whole old one and adds no
+blank line. The index is derived data
 outside the tree, checked against the entries by ``audit verify``; its own triggers allow deleting only the
 rows of pruned entries.
 
-A v3 file gains ``access_index_persons`` (the co-subjects of each entry) in one transaction when it is opened,
+A v4 file gains the empty ``checkpoints`` table and its triggers (``_add_checkpoints``), nothing else. A v3 file
+gains ``access_index_persons`` (the co-subjects of each entry) in one transaction when it is opened,
 filled from the kept entries; the tree and the rest of the index are not touched, and a v3 file still verifies
 as it is (a missing table reads as empty). A v2 file gains the whole index likewise.
 
@@ -42,9 +48,10 @@ from gateway.audit.sqlite.search import (
 )
 from gateway.audit.store import AccessLogCorrupt, ChainBreak
 
-SCHEMA_VERSION = 4
-TREE_VERSIONS = (2, 3, 4)  # the tree's layout is the same in all: verification and export read any
-INDEXED_VERSIONS = (3, 4)  # with a search index to check
+SCHEMA_VERSION = 5
+TREE_VERSIONS = (2, 3, 4, 5)  # the tree's layout is the same in all: verification and export read any
+INDEXED_VERSIONS = (3, 4, 5)  # with a search index to check
+CHECKPOINT_VERSIONS = (5,)  # with the heads' checkpoint notes
 APPEND_ONLY = "the access log is append-only"
 
 TABLES = (
@@ -62,6 +69,19 @@ TABLES = (
         tree_size INTEGER PRIMARY KEY, root_hash BLOB NOT NULL, timestamp_ms INTEGER NOT NULL,
         log_id TEXT NOT NULL, signature TEXT NOT NULL
     )""",
+)
+CHECKPOINTS_TABLE = """CREATE TABLE IF NOT EXISTS checkpoints (
+        tree_size INTEGER PRIMARY KEY,  -- the size of the tree head it states (tree_heads.tree_size)
+        note TEXT NOT NULL              -- the C2SP signed note: the log's signature, then the cosignatures
+    )"""  # schema v5
+CHECKPOINT_TRIGGERS = (
+    f"""CREATE TRIGGER IF NOT EXISTS checkpoints_no_update BEFORE UPDATE ON checkpoints
+    WHEN NOT (NEW.tree_size IS OLD.tree_size AND length(NEW.note) > length(OLD.note)
+              AND substr(NEW.note, 1, length(OLD.note)) = OLD.note
+              AND instr(substr(NEW.note, length(OLD.note) + 1), char(10) || char(10)) = 0)
+    BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY} (a checkpoint may only gain signature lines)'); END""",
+    f"""CREATE TRIGGER IF NOT EXISTS checkpoints_no_delete BEFORE DELETE ON checkpoints
+    BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END""",
 )
 
 TRIGGERS = (
@@ -91,7 +111,7 @@ def schema_version(conn: sqlite3.Connection) -> int:
 
 def ensure_schema(conn: sqlite3.Connection) -> int:
     """Create or migrate the schema inside one write transaction (several processes may open at once);
-    return the version found (0 when created, 1 to 3 when migrated, 4 when already current)."""
+    return the version found (0 when created, 1 to 4 when migrated, 5 when already current)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         found = schema_version(conn)
@@ -100,10 +120,13 @@ def ensure_schema(conn: sqlite3.Connection) -> int:
                                    f"{SCHEMA_VERSION}")
         if found == 1:
             _migrate_v1(conn)
-        elif found == 2:
-            _migrate_v2(conn)
-        elif found == 3:
-            _migrate_v3(conn)
+        elif found in (2, 3, 4):
+            if found == 2:
+                _migrate_v2(conn)
+            elif found == 3:
+                _migrate_v3(conn)
+            _add_checkpoints(conn)
+            _set_version(conn)
         elif found == 0:
             _create(conn, ())
         conn.execute("COMMIT")
@@ -115,11 +138,11 @@ def ensure_schema(conn: sqlite3.Connection) -> int:
 
 
 def _create(conn: sqlite3.Connection, notes: tuple[tuple[str, str], ...]) -> None:
-    for statement in (*TABLES, *INDEX_TABLES, *INDEXES):
+    for statement in (*TABLES, CHECKPOINTS_TABLE, *INDEX_TABLES, *INDEXES):
         conn.execute(statement)
     conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
                      [("schema_version", str(SCHEMA_VERSION)), *notes])
-    for statement in (*TRIGGERS, *INDEX_TRIGGERS):
+    for statement in (*TRIGGERS, *CHECKPOINT_TRIGGERS, *INDEX_TRIGGERS):
         conn.execute(statement)
 
 
@@ -130,7 +153,6 @@ def _migrate_v2(conn: sqlite3.Connection) -> None:
     build_index(conn)
     for statement in (*INDEXES, *INDEX_TRIGGERS):
         conn.execute(statement)
-    _set_version(conn)
 
 
 def _migrate_v3(conn: sqlite3.Connection) -> None:
@@ -139,7 +161,12 @@ def _migrate_v3(conn: sqlite3.Connection) -> None:
     build_persons(conn)
     for statement in INDEX_TRIGGERS:  # (IF NOT EXISTS: only the new table's are created)
         conn.execute(statement)
-    _set_version(conn)
+
+
+def _add_checkpoints(conn: sqlite3.Connection) -> None:
+    """v4 → v5: the table of the heads' checkpoint notes, empty, and its triggers; nothing else is touched."""
+    for statement in (CHECKPOINTS_TABLE, *CHECKPOINT_TRIGGERS):
+        conn.execute(statement)
 
 
 def _set_version(conn: sqlite3.Connection) -> None:

@@ -31,7 +31,7 @@ from gateway.audit.merkle import leaf_hash as merkle_leaf_hash
 from gateway.audit.query import LogPage, LogQuery
 from gateway.audit.recompute import NODE_LEVEL
 from gateway.audit.record import AccessRecord
-from gateway.audit.rules import check_extends, head_timestamp, size_to_sign
+from gateway.audit.rules import check_extends, head_timestamp, merged_note, size_to_sign
 from gateway.audit.rules import dated_before as _dated_before
 from gateway.audit.search_index import IndexFields, record_fields
 from gateway.audit.sqlite.schema import ensure_schema
@@ -225,6 +225,24 @@ class SqliteAccessLog:
 
     async def latest_tree_head(self) -> SignedTreeHead | None:
         return await self._read(lambda: self._reading().latest_head())
+
+    async def save_checkpoint(self, tree_size: int, note: str) -> str:
+        return await self._write(self._save_checkpoint, tree_size, note)
+
+    def _save_checkpoint(self, tree_size: int, note: str) -> str:
+        tree = self._writing()
+        with self._write_transaction() as conn:
+            head = tree.head(tree_size)
+            if head is None:
+                raise ValueError(f"no signed tree head of size {tree_size} to keep a checkpoint for")
+            kept = merged_note(head, tree.checkpoint(tree_size), note)
+            if kept.changed:
+                conn.execute("INSERT INTO checkpoints (tree_size, note) VALUES (?, ?) ON CONFLICT (tree_size) "
+                             "DO UPDATE SET note = excluded.note", (tree_size, kept.note))
+        return kept.note
+
+    async def checkpoint(self, tree_size: int | None = None) -> str | None:
+        return await self._read(lambda: self._reading().checkpoint(tree_size))
 
     async def tree_head(self, tree_size: int) -> SignedTreeHead | None:
         return await self._read(lambda: self._reading().head(tree_size))

@@ -16,7 +16,13 @@ from gateway.audit.index_check import IndexCheck
 from gateway.audit.merkle import EMPTY_ROOT, CompactRange, Prover, SignedTreeHead
 from gateway.audit.recompute import NODE_LEVEL, HeadRow, head_from_row, recompute
 from gateway.audit.rules import catch_up_range, caught_up, check_edge
-from gateway.audit.sqlite.schema import INDEXED_VERSIONS, TREE_VERSIONS, schema_version, verify_v1
+from gateway.audit.sqlite.schema import (
+    CHECKPOINT_VERSIONS,
+    INDEXED_VERSIONS,
+    TREE_VERSIONS,
+    schema_version,
+    verify_v1,
+)
 from gateway.audit.sqlite.search import index_streams
 from gateway.audit.store import AccessLogCorrupt, ChainBreak
 from gateway.crypto.keys import PublicKey
@@ -86,6 +92,19 @@ class Tree:
             return head_from_row(row)
         except ValueError as exc:
             raise AccessLogCorrupt(f"the stored tree head of size {row[0]!r} is malformed: {exc}") from exc
+
+    def checkpoint(self, tree_size: int | None = None) -> str | None:
+        """The checkpoint note kept for the head of ``tree_size`` entries (the largest when ``None``)."""
+        row = self.conn.execute("SELECT note FROM checkpoints ORDER BY tree_size DESC LIMIT 1") if tree_size is None \
+            else self.conn.execute("SELECT note FROM checkpoints WHERE tree_size = ?", (tree_size,))
+        found = row.fetchone()
+        return str(found[0]) if found else None
+
+    def checkpoints(self) -> dict[int, str]:
+        """Every kept checkpoint note, by size (none before schema v5)."""
+        if schema_version(self.conn) not in CHECKPOINT_VERSIONS:
+            return {}
+        return {int(size): str(note) for size, note in self.conn.execute("SELECT tree_size, note FROM checkpoints")}
 
     def right_edge(self, cached: CompactRange | None) -> CompactRange:
         """The compact range of the whole stored tree, from ``cached`` when it still describes it."""
@@ -172,7 +191,7 @@ def export_database(path: Path, write: Callable[[str], object], *, inclusion_pro
     try:
         conn.execute("BEGIN")
         if schema_version(conn) not in TREE_VERSIONS:
-            raise AccessLogCorrupt("not an access log of schema version 2 to 4: open it with the gateway first")
+            raise AccessLogCorrupt("not an access log of schema version 2 to 5: open it with the gateway first")
         tree = Tree(conn)
         heads = [Tree._parse(row) for row in tree.head_rows("ORDER BY tree_size")]
         if not heads:
@@ -180,7 +199,7 @@ def export_database(path: Path, write: Callable[[str], object], *, inclusion_pro
         rows: Iterable[ExportRow] = conn.execute(
             "SELECT idx, entry, leaf_hash FROM access_log WHERE idx < ? ORDER BY idx", (heads[-1].head.tree_size,))
         export_rows(write, rows, heads, tree.prover(windowed=True), inclusion_proofs=inclusion_proofs,
-                    consistency_proofs=consistency_proofs)
+                    consistency_proofs=consistency_proofs, checkpoints=tree.checkpoints())
         return heads[-1]
     finally:
         conn.close()

@@ -14,8 +14,10 @@ with a smaller one.
 - ``publish(head)`` (after a head is signed): the head must extend the high-water checkpoint (consistency proof
   from the store); it becomes a checkpoint signed with the gateway's Ed25519 checkpoint key, submitted to the
   configured witnesses (``WitnessClient``), and then — with the cosignatures gathered, however many — becomes
-  the new high water and is kept in the archive (``CheckpointArchive``). A witness that holds a larger
-  checkpoint, or one this checkpoint does not extend, makes the log corrupt too (and the high water stays).
+  the new high water, is kept with its head in the access log itself (``AccessLog.save_checkpoint``: the export
+  carries it) and in the archive (``CheckpointArchive``), and is given to each ``on_checkpoint`` listener (the
+  ``Log-Checkpoint`` header). A witness that holds a larger checkpoint, or one this checkpoint does not extend,
+  makes the log corrupt too (and the high water stays).
 """
 
 from __future__ import annotations
@@ -148,6 +150,7 @@ class LogGuard:
         self.archive = archive
         self.witnesses = witnesses
         self.corrupt: str | None = None
+        self.on_checkpoint: list[Callable[[str], object]] = []  # told of each checkpoint published
 
     def _fail(self, reason: str) -> AccessLogCorrupt:
         if self.corrupt is None:
@@ -216,6 +219,12 @@ class LogGuard:
             note = witnessed.note
         await asyncio.to_thread(self.high_water.write, note)
         await self.archive.save(size, note, witnessed.cosigners if witnessed else 0)
+        try:  # with its head, in the log: the export carries it (a failure here loses no head, only the copy)
+            note = await self.access_log.save_checkpoint(size, note)
+        except Exception as exc:
+            log.error("checkpoint_not_kept_in_log", size=size, error=f"{type(exc).__name__}: {exc}")
+        for listener in self.on_checkpoint:
+            listener(note)
         return witnessed
 
 

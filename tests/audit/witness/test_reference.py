@@ -26,7 +26,9 @@ from gateway.audit.witness.guard import log_guard
 from gateway.cli.main import main
 from gateway.config.settings import load
 from gateway.config.witnesses import WitnessingSettings, WitnessSetting
+from gateway.crypto import keys
 from tests.audit.store_support import KEY, LOG_ID
+from tests.audit.test_merkle import doc_verifier as section_7_verifier
 from tests.audit.witness.support import running_witness, write_config
 from tests.audit.witness.test_guard import fill
 
@@ -82,27 +84,65 @@ async def material(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert await asyncio.to_thread(main, command) == 0  # the command runs its own event loop
     assert "3 checkpoints written" in capsys.readouterr().out
     return {"export": out.getvalue().splitlines(), "log_vkey": log_vkey, "witness_vkey": witness_vkey,
+            "log_key": guard.key,
             "checkpoints": (tmp_path / "checkpoints.jsonl").read_text(encoding="utf-8").splitlines()}
 
 
-def run(material: dict[str, Any], quorum: int = 1, **changes: Any) -> int:
+def run(material: dict[str, Any], quorum: int = 1, with_file: bool = False, **changes: Any) -> int:
     m = {**material, **changes}
-    return VERIFY(m["export"], m["checkpoints"], m["log_vkey"], [m["witness_vkey"]], quorum)
+    return VERIFY(m["export"], m["log_vkey"], [m["witness_vkey"]], quorum, m["checkpoints"] if with_file else ())
 
 
-async def test_the_reference_accepts_the_witnessed_export(material: dict[str, Any]) -> None:
+def head_at(export: list[str], size: int) -> int:
+    return next(i for i, line in enumerate(export) if f'"type":"tree_head","tree_size":{size},' in line)
+
+
+def with_note(export: list[str], size: int, note: str | None, on: int | None = None) -> list[str]:
+    """The export with the checkpoint of the head of ``size`` replaced by ``note`` (removed if None), or moved
+    to the head of size ``on``."""
+    out = list(export)
+    d = json.loads(out[head_at(out, size)])
+    d.pop("checkpoint")
+    out[head_at(out, size)] = json.dumps(d, separators=(",", ":"))
+    if note is not None:
+        target = head_at(out, size if on is None else on)
+        moved = json.loads(out[target])
+        moved["checkpoint"] = note
+        out[target] = json.dumps(moved, separators=(",", ":"))
+    return out
+
+
+def altered_cosignature(note: str, remove: bool = False) -> str:
+    text, _, block = note.rpartition("\n\n")
+    log_line, cosignature = block.rstrip("\n").split("\n")
+    if remove:
+        return f"{text}\n\n{log_line}\n"
+    name, blob = cosignature.removeprefix("\u2014 ").split(" ")
+    raw = bytearray(base64.b64decode(blob))
+    raw[-1] ^= 1
+    return f"{text}\n\n{log_line}\n\u2014 {name} {base64.b64encode(bytes(raw)).decode()}\n"
+
+
+async def test_the_reference_accepts_the_witnessed_export_alone(material: dict[str, Any]) -> None:
+    export = material["export"]
+    heads = [json.loads(line) for line in export if '"type":"tree_head"' in line]
+    assert [(h["tree_size"], "checkpoint" in h) for h in heads] == [(10, True), (20, True), (30, True)]
     assert [json.loads(line)["tree_size"] for line in material["checkpoints"][1:]] == [10, 20, 30]
+    assert [json.loads(line)["note"] for line in material["checkpoints"][1:]] == [h["checkpoint"] for h in heads]
     assert run(material) == 30
-    with pytest.raises(ValueError, match="checkpoint 10: 1 of 2 cosignatures"):
-        run(material, quorum=2)
+    assert run(material, with_file=True) == 30  # the archive file agrees with the export
+    assert run(material, quorum=2) == 0  # every checkpoint checked, none cosigned by two of the witnesses trusted
+    size, _ = section_7_verifier()(export, keys.jwks([KEY]))  # heads with checkpoints, verified as printed
+    assert size == 30
 
 
 async def test_the_reference_refuses_tampering(material: dict[str, Any]) -> None:
-    export, checkpoints = material["export"], material["checkpoints"]
-    # an export cut after 25 entries (its later lines gone)
+    export = material["export"]
+    # an export cut after 25 entries (its later lines gone, its heads with them): the archive the auditor holds
     cut = [line for line in export if json.loads(line).get("index", 0) < 25 and '"tree_head"' not in line]
+    assert run(material, export=cut) == 0  # alone, a cut export that dropped its heads shows nothing witnessed
     with pytest.raises(ValueError, match="checkpoint 30: the export stops at 25 entries"):
-        run(material, export=cut)
+        run(material, with_file=True, export=cut)
     # an entry's leaf hash replaced (as a consistent rewrite would)
     forged = list(export)
     at = next(i for i, line in enumerate(forged) if '"index":15,"leaf_hash"' in line)
@@ -111,22 +151,25 @@ async def test_the_reference_refuses_tampering(material: dict[str, Any]) -> None
     forged[at] = json.dumps(d)
     with pytest.raises(ValueError, match="checkpoint 20: the export's first 20 entries are not the ones"):
         run(material, export=forged)
-    # a cosignature altered
-    line = json.loads(checkpoints[2])
-    text, _, block = line["note"].rpartition("\n\n")
-    log_line, cosignature = block.rstrip("\n").split("\n")
-    name, blob = cosignature.removeprefix("\u2014 ").split(" ")
-    raw = bytearray(base64.b64decode(blob))
-    raw[-1] ^= 1
-    line["note"] = f"{text}\n\n{log_line}\n\u2014 {name} {base64.b64encode(bytes(raw)).decode()}\n"
+    # a cosignature altered on a head's line
+    note = json.loads(export[head_at(export, 20)])["checkpoint"]
     with pytest.raises(InvalidSignature):
-        run(material, checkpoints=[*checkpoints[:2], json.dumps(line), *checkpoints[3:]])
-    # the cosignature line removed: below the quorum
-    line["note"] = f"{text}\n\n{log_line}\n"
-    with pytest.raises(ValueError, match="checkpoint 20: 0 of 1 cosignatures"):
-        run(material, checkpoints=[*checkpoints[:2], json.dumps(line), *checkpoints[3:]])
+        run(material, export=with_note(export, 20, altered_cosignature(note)))
+    # the last checkpoint's cosignature line removed: checked, but no longer witnessed
+    last = json.loads(export[head_at(export, 30)])["checkpoint"]
+    assert run(material, export=with_note(export, 30, altered_cosignature(last, remove=True))) == 20
+    # a checkpoint moved onto another head
+    with pytest.raises(ValueError, match="checkpoint 10: on the tree head of size 20"):
+        run(material, export=with_note(with_note(export, 20, None), 10, json.loads(export[head_at(export, 10)])
+                                        ["checkpoint"], on=20))
+    # the archive holding another root for a size the export's checkpoints state: a fork
+    other = cp.sign_checkpoint(cp.Checkpoint(material["log_vkey"].split("+")[0], 10, bytes(32)),
+                               material["log_vkey"].split("+")[0], material["log_key"])
+    file = [*material["checkpoints"], json.dumps({"type": "checkpoint", "tree_size": 10, "note": other})]
+    with pytest.raises(ValueError, match="checkpoint 10: two roots for one size"):
+        run(material, with_file=True, checkpoints=file)
     # checkpoints checked against another key of the same name than the log's
     origin = material["log_vkey"].split("+")[0]
-    other = cp.verifier_key(origin, Ed25519PrivateKey.generate()).encode()
+    other_key = cp.verifier_key(origin, Ed25519PrivateKey.generate()).encode()
     with pytest.raises(ValueError, match="checkpoint 10: not signed by the log's key"):
-        run(material, log_vkey=other)
+        run(material, log_vkey=other_key)
