@@ -91,9 +91,9 @@ def _witness(url: str, vkey: str) -> WitnessEndpoint:
 
 def _audit_verify_export(path: Path, jwks: str | None) -> int:
     from gateway.audit.offline import ExportInvalid, verify_export_file
+    from gateway.audit.recompute import describe
     from gateway.audit.verify_log import load_jwks
     from gateway.config.settings import ConfigError
-    from gateway.audit.recompute import describe
 
     if not jwks:
         print("--export needs --jwks FILE: the gateway's public keys, obtained from the gateway or its operator "
