@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -43,6 +45,7 @@ from gateway.crypto import keys
 if TYPE_CHECKING:
     from gateway.stores.backends import LogLocation
 
+T = TypeVar("T")
 MAX_JWKS_BYTES = 1024 * 1024
 
 
@@ -67,6 +70,18 @@ class BeyondOptions:
     slack_s: float = 60.0
     witnesses: tuple[WitnessEndpoint, ...] = ()  # besides the configured ones
     configured_witnesses: bool = True
+    local_checkpoints: bool = True  # the high-water file and the archive of the configured state directory
+
+
+def run_blocking(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to completion from blocking code: on this thread, or — when this thread already runs an
+    event loop (a command called from async code) — on a thread of its own, with its own loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify") as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()
 
 
 def checkpoint_origin(settings: Settings) -> str:
@@ -90,15 +105,16 @@ def log_checkpoint_key(settings: Settings) -> VerifierKey | None:
 
 def verify_beyond(settings: Settings, where: LogLocation, options: BeyondOptions) -> Finding | Checked:
     """The first finding beyond the recomputation (see the module docstring), or what was checked."""
-    vkey = log_checkpoint_key(settings)
     witnesses = tuple(WitnessEndpoint(w.url, w.vkey) for w in settings.witnessing.witnesses
                       if options.configured_witnesses) + options.witnesses
+    vkey = log_checkpoint_key(settings) if witnesses or options.local_checkpoints else None
     try:
-        found = asyncio.run(witness_anchors(witnesses, checkpoint_origin(settings), vkey,
-                                            settings.witnessing.timeout_s))
-        high = high_water_anchor(settings.witnessing.high_water_path(settings.state_dir), vkey)
-        found += [high] if high else []
-        found += archived_anchors(settings.state_dir / "checkpoints.sqlite3", vkey)
+        found = run_blocking(lambda: witness_anchors(witnesses, checkpoint_origin(settings), vkey,
+                                                     settings.witnessing.timeout_s)) if witnesses else []
+        if options.local_checkpoints:
+            high = high_water_anchor(settings.witnessing.high_water_path(settings.state_dir), vkey)
+            found += [high] if high else []
+            found += archived_anchors(settings.state_dir / "checkpoints.sqlite3", vkey)
     except AnchorInvalid as exc:
         return Finding(True, str(exc))
     except AnchorUnreadable as exc:
@@ -135,7 +151,7 @@ def load_jwks(source: str, timeout_s: float = 10.0) -> dict[str, Any]:
             return body
 
     try:
-        document = json.loads(asyncio.run(fetch()))
+        document = json.loads(run_blocking(fetch))
     except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
         raise ConfigError(f"{source}: not a readable JWKS ({type(exc).__name__}: {exc})") from exc
     if not isinstance(document, dict) or not keys_from_jwks(document):

@@ -43,7 +43,9 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         print(f"access log BROKEN at entry {problem.index}: {problem.reason}")
         return 1
     try:
-        beyond = verify_beyond(settings, where, BeyondOptions(now, args.slack_s, extra, not args.no_witnesses))
+        own = not args.database  # another file: not the configured gateway's checkpoints, unless --witness
+        beyond = verify_beyond(settings, where, BeyondOptions(now, args.slack_s, extra, own and not args.no_witnesses,
+                                                              own))
     except ConfigError as exc:
         print(f"cannot verify: {exc}", file=sys.stderr)
         return 2
@@ -172,7 +174,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                   "the checkpoints held outside the database (witnesses, high-water file, archive) "
                                   "and the signing cadence; or, with --export, verify an export offline. Exit 0 if "
                                   "it verifies, 1 naming what is wrong, 2 if it cannot be checked.")
-    av.add_argument("--database", help="a SQLite access log file (default: the configured [storage])")
+    av.add_argument("--database", help="a SQLite access log file (default: the configured [storage]); it is not "
+                                       "compared with the configured gateway's checkpoints, only with --witness")
     av.add_argument("--export", metavar="FILE", help="verify this export (JSON Lines) instead, offline")
     av.add_argument("--jwks", metavar="FILE|URL", help="the gateway's public keys (a JWKS file, or an http(s) URL "
                                                        "to fetch it from): required with --export; otherwise added "
