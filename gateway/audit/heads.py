@@ -8,8 +8,12 @@ cadence, and the store makes sure two replicas never sign two heads of one size;
 signer (PostgreSQL: ``Elected``) has only the elected process sign and prune. On the way out it signs
 a last head, so a stopped gateway leaves no unsigned tail behind.
 
-``tree_head_keys`` gathers the public keys a verifier trusts: every key the gateway's key store ever held
-(retired keys included: heads outlive rotation), the configured key files, and any JWKS file given.
+``tree_head_keys`` gathers the public keys a verifier trusts. In production — a ``signing_key_file`` is
+configured — only the configured key files (``signing_key_file``, ``previous_signing_key_files``): the state
+directory is writable by whoever runs the gateway, so a key planted in its key store (say, as a "retired" key)
+must not make heads it signed verify; keys retired from the configuration are given as a JWKS document
+(``audit verify --jwks``). In development (no key file configured) the key store *is* where the gateway's keys
+live, and every key it ever held counts (retired keys included: heads outlive rotation).
 """
 
 from __future__ import annotations
@@ -178,14 +182,22 @@ def read_jwks(path: Path) -> dict[str, PublicKey]:
     return keys_from_jwks(read_jwks_document(path))
 
 
+def production_keys(settings: Settings) -> bool:
+    """Whether the gateway's keys come from configured files (production), not from the state directory."""
+    return settings.signing_key_file is not None
+
+
 def tree_head_keys(settings: Settings) -> dict[str, PublicKey]:
-    """Every public key the configured gateway signs (or ever signed) tree heads with, by kid. Creates
-    nothing: a gateway that never ran has no keys yet."""
+    """Every public key the configured gateway signs (or ever signed) tree heads with, by kid — in production
+    the configured key files only (see the module docstring). Creates nothing: a gateway that never ran has no
+    keys yet."""
     found: dict[str, PublicKey] = {}
     for path in (settings.signing_key_file, *tuple(getattr(settings, "previous_signing_key_files", ()) or ())):
         if path is not None and path.exists():
             key = keys.load_private_pem(path)
             found[key.kid] = key.public
+    if production_keys(settings):
+        return found
     store = KeyStore(gateway_key_dir(settings.state_dir))
     if store.manifest_path.exists():
         manifest = Manifest.parse(store.manifest_path.read_bytes(), store.manifest_path)

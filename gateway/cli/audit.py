@@ -6,14 +6,22 @@ import argparse
 import asyncio
 import os
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.cli.common import load_settings
 
+if TYPE_CHECKING:
+    from gateway.audit.witness.client import WitnessEndpoint
+
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from gateway.audit.heads import read_jwks, tree_head_keys
+    from gateway.audit.heads import keys_from_jwks, production_keys, tree_head_keys
     from gateway.audit.recompute import describe
+    from gateway.audit.verify_log import BeyondOptions, Finding, load_jwks, verify_beyond
+    from gateway.config.settings import ConfigError
     from gateway.stores.backends import log_location
 
     if args.export:
@@ -23,31 +31,81 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     if not where.exists():
         print(f"no access log at {where.name}", file=sys.stderr)
         return 2
-    trusted = tree_head_keys(settings) | (read_jwks(Path(args.jwks)) if args.jwks else {})
+    try:
+        now = _parse_now(args.now)
+        extra = tuple(_witness(url, vkey) for url, vkey in args.witness or ())
+        trusted = tree_head_keys(settings) | (keys_from_jwks(load_jwks(args.jwks)) if args.jwks else {})
+    except (ConfigError, ValueError) as exc:
+        print(f"cannot verify: {exc}", file=sys.stderr)
+        return 2
     problem = where.verify(trusted)
     if problem is not None:
         print(f"access log BROKEN at entry {problem.index}: {problem.reason}")
         return 1
+    try:
+        own = not args.database  # another file: not the configured gateway's checkpoints, unless --witness
+        beyond = verify_beyond(settings, where, BeyondOptions(now, args.slack_s, extra, own and not args.no_witnesses,
+                                                              own))
+    except ConfigError as exc:
+        print(f"cannot verify: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(beyond, Finding):
+        if beyond.broken:
+            print(f"access log BROKEN: {beyond.message}")
+            return 1
+        print(f"cannot verify: {beyond.message}", file=sys.stderr)
+        return 2
     status = where.status()
+    trust = "configured key files and JWKS" if production_keys(settings) else "the key store, key files and JWKS"
     print(f"access log intact ({where.name}): {status.entries} entries ({status.pruned} pruned), "
-          f"{status.heads} signed tree heads verified against {len(trusted)} known keys")
+          f"{status.heads} signed tree heads verified against {len(trusted)} known keys ({trust})")
     if status.latest is not None:
         print(f"latest signed tree head: {describe(status.latest)}; "
               f"{status.entries - status.latest.head.tree_size} entries after it are not signed yet")
+    for anchor in beyond.anchors[:10]:
+        print(f"agrees with {anchor.source}: size {anchor.size}")
+    if len(beyond.anchors) > 10:
+        print(f"... and {len(beyond.anchors) - 10} more checkpoints")
     return 0
 
 
+def _parse_now(text: str | None) -> float:
+    if text is None:
+        return time.time()
+    try:
+        return float(text)
+    except ValueError:
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            raise ValueError(f"--now {text}: give a time zone (e.g. Z or +01:00)") from None
+        return moment.timestamp()
+
+
+def _witness(url: str, vkey: str) -> WitnessEndpoint:
+    from gateway.audit.checkpoint import CheckpointError, parse_verifier_key
+    from gateway.audit.witness.client import WitnessEndpoint
+
+    try:
+        return WitnessEndpoint(url, parse_verifier_key(vkey))
+    except CheckpointError as exc:
+        raise ValueError(f"--witness {url}: {exc}") from exc
+
+
 def _audit_verify_export(path: Path, jwks: str | None) -> int:
-    from gateway.audit.heads import read_jwks_document
     from gateway.audit.offline import ExportInvalid, verify_export_file
     from gateway.audit.recompute import describe
+    from gateway.audit.verify_log import load_jwks
+    from gateway.config.settings import ConfigError
 
     if not jwks:
         print("--export needs --jwks FILE: the gateway's public keys, obtained from the gateway or its operator "
               "over an authenticated channel (never from the export itself)", file=sys.stderr)
         return 2
     try:
-        summary = verify_export_file(path, read_jwks_document(Path(jwks)))
+        summary = verify_export_file(path, load_jwks(jwks))
+    except ConfigError as exc:
+        print(f"cannot verify: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"cannot read {path}: {exc}", file=sys.stderr)
         return 2
@@ -108,15 +166,28 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a = sub.add_parser("audit", help="the access log").add_subparsers(dest="audit_cmd", required=True)
-    av = a.add_parser("verify", help="recompute the Merkle tree log; exit 1 naming the first bad entry",
+    av = a.add_parser("verify", help="recompute the Merkle tree log and check it against its checkpoints; exit 1 "
+                                     "naming what is wrong",
                       description="Recompute the access log from its entries and check every stored hash and "
-                                  "signed tree head (against the gateway's keys, retired ones included, and any "
-                                  "--jwks); or, with --export, verify an export offline. Exit 0 if it verifies, "
-                                  "1 naming the first bad entry, 2 if it cannot be checked.")
-    av.add_argument("--database", help="a SQLite access log file (default: the configured [storage])")
+                                  "signed tree head (in production against the configured key files and --jwks "
+                                  "only; in development also the key store's keys, retired ones included), then "
+                                  "the checkpoints held outside the database (witnesses, high-water file, archive) "
+                                  "and the signing cadence; or, with --export, verify an export offline. Exit 0 if "
+                                  "it verifies, 1 naming what is wrong, 2 if it cannot be checked.")
+    av.add_argument("--database", help="a SQLite access log file (default: the configured [storage]); it is not "
+                                       "compared with the configured gateway's checkpoints, only with --witness")
     av.add_argument("--export", metavar="FILE", help="verify this export (JSON Lines) instead, offline")
-    av.add_argument("--jwks", metavar="FILE", help="the gateway's public keys (JWKS): required with --export; "
-                                                   "otherwise added to the configured keys")
+    av.add_argument("--jwks", metavar="FILE|URL", help="the gateway's public keys (a JWKS file, or an http(s) URL "
+                                                       "to fetch it from): required with --export; otherwise added "
+                                                       "to the configured keys")
+    av.add_argument("--witness", nargs=2, action="append", metavar=("URL", "VKEY"),
+                    help="also check against this witness's latest cosigned checkpoint (its URL and verifier key, "
+                         "type 0x04); repeatable; the configured [[audit.witnesses]] are always asked")
+    av.add_argument("--no-witnesses", action="store_true", help="do not ask the configured witnesses")
+    av.add_argument("--now", metavar="TIME", help="judge the signing cadence as of this time (RFC 3339 with a "
+                                                  "zone, or POSIX seconds; default: now)")
+    av.add_argument("--slack-s", type=float, default=60.0, metavar="S",
+                    help="seconds allowed beyond the cadence before a missing head is reported (default 60)")
     av.set_defaults(func=cmd_audit_verify)
     ae = a.add_parser("export", help="write the log, its signed tree heads and proofs as JSON Lines",
                       description="Sign a tree head for the current size (with the gateway's active key), then "

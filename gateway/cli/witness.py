@@ -105,7 +105,7 @@ def register(subparsers: Any) -> None:
                               ).add_subparsers(dest="witness_cmd", required=True)
     for name, func, text in (
             ("serve", cmd_witness_serve, "run a witness: POST /add-checkpoint verifies, checks consistency, "
-                                         "cosigns"),
+                                         "cosigns; GET /checkpoint?origin= answers the latest one held, cosigned"),
             ("key", cmd_witness_key, "print the witness's verifier key (creating its key file the first time)")):
         command = w.add_parser(name, help=text, description=text + ". For another body to run; configuration: "
                                                                    "docs/merkle-log.md, section Witnesses.")

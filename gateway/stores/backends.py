@@ -11,7 +11,7 @@ its status, a store on it — whatever the backend. Drivers are imported only wh
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -79,6 +79,15 @@ class LogLocation(Protocol):
 
     def status(self) -> LogStatus: ...
 
+    def roots(self, sizes: Iterable[int]) -> dict[int, bytes]:
+        """The stored tree root of each size the log holds (``tree_root`` of entry ``size - 1``): after
+        ``verify`` found nothing, the recomputed roots. Sizes it does not hold are left out."""
+        ...
+
+    def entry(self, index: int) -> bytes | None:
+        """The stored bytes of one entry (``None`` if absent or pruned)."""
+        ...
+
     def store(self) -> AccessLog: ...
 
 
@@ -102,6 +111,16 @@ class SqliteLocation:
         from gateway.audit.sqlite.store import database_status
 
         return database_status(self.path)
+
+    def roots(self, sizes: Iterable[int]) -> dict[int, bytes]:
+        from gateway.audit.sqlite.tree import stored_roots
+
+        return stored_roots(self.path, sizes)
+
+    def entry(self, index: int) -> bytes | None:
+        from gateway.audit.sqlite.tree import stored_entry
+
+        return stored_entry(self.path, index)
 
     def store(self) -> AccessLog:
         from gateway.audit.sqlite.store import SqliteAccessLog
@@ -131,6 +150,16 @@ class PostgresLocation:
         from gateway.audit.postgres.tree import postgres_status
 
         return postgres_status(self.target)
+
+    def roots(self, sizes: Iterable[int]) -> dict[int, bytes]:
+        from gateway.audit.postgres.tree import stored_roots
+
+        return stored_roots(self.target, sizes)
+
+    def entry(self, index: int) -> bytes | None:
+        from gateway.audit.postgres.tree import stored_entry
+
+        return stored_entry(self.target, index)
 
     def store(self) -> AccessLog:
         from gateway.audit.postgres.store import PostgresAccessLog

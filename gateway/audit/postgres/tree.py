@@ -8,7 +8,7 @@ words. They block: the store runs them on a worker thread, the commands call the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import ExitStack, closing, contextmanager
 from typing import Any
 
@@ -172,3 +172,17 @@ def postgres_status(target: PostgresTarget) -> LogStatus:
         count = tree.tail()[0]
         heads = tree.head_rows()
         return LogStatus(count, tree.first_kept(count), len(heads), parse_head(heads[-1]) if heads else None)
+
+
+def stored_roots(target: PostgresTarget, sizes: Iterable[int]) -> dict[int, bytes]:
+    """The stored root of the tree of each size given that the log holds (see ``LogLocation.roots``)."""
+    wanted = sorted({s - 1 for s in sizes if s > 0})
+    with snapshot(target) as tree:
+        rows = tree.conn.execute("SELECT idx, tree_root FROM access_log WHERE idx = ANY(%s)", (wanted,)).fetchall()
+        return {int(idx) + 1: bytes(root) for idx, root in rows if isinstance(root, bytes)}
+
+
+def stored_entry(target: PostgresTarget, index: int) -> bytes | None:
+    with snapshot(target) as tree:
+        row = tree.conn.execute("SELECT entry FROM access_log WHERE idx = %s", (index,)).fetchone()
+        return bytes(row[0]) if row and isinstance(row[0], bytes) else None

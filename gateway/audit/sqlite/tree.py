@@ -224,3 +224,30 @@ def database_status(path: Path) -> LogStatus:
         return LogStatus(count, first_kept(conn, count), heads, tree.latest_head())
     finally:
         conn.close()
+
+
+def stored_roots(path: Path, sizes: Iterable[int]) -> dict[int, bytes]:
+    """The stored root of the tree of each size given that the file holds (see ``LogLocation.roots``)."""
+    wanted = sorted({s for s in sizes if s > 0})
+    conn = connect(path, read_only=True)
+    try:
+        conn.execute("BEGIN")
+        found: dict[int, bytes] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = [s - 1 for s in wanted[start:start + 500]]
+            marks = ",".join("?" * len(chunk))
+            for idx, root in conn.execute(f"SELECT idx, tree_root FROM access_log WHERE idx IN ({marks})", chunk):
+                if isinstance(root, bytes):
+                    found[idx + 1] = root
+        return found
+    finally:
+        conn.close()
+
+
+def stored_entry(path: Path, index: int) -> bytes | None:
+    conn = connect(path, read_only=True)
+    try:
+        row = conn.execute("SELECT entry FROM access_log WHERE idx = ?", (index,)).fetchone()
+        return row[0] if row and isinstance(row[0], bytes) else None
+    finally:
+        conn.close()

@@ -7,6 +7,11 @@ the one it holds is 409 with its size (``text/x.tlog.size``); the same size with
 consistency proof that does not verify from the held root — or one sent from size 0 — is 422. Otherwise it holds
 the new checkpoint and answers 200 with its cosignature (``checkpoint.cosign``, type 0x04, the current time).
 Refused submissions that the log did sign are kept as evidence and logged at critical level.
+
+``GET /checkpoint?origin=<origin>`` (ours, not in the protocol, which has no read endpoint) answers the latest
+checkpoint held for a log: the note as submitted (the log's signature) with a fresh cosignature by this witness
+appended (its time is when it was read), so that a verifier can check a local log against what the witness holds
+(``anss-gateway audit verify``). 400 without an origin, 404 for an origin it does not witness or holds nothing of.
 """
 
 from __future__ import annotations
@@ -21,7 +26,15 @@ import structlog
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.audit.checkpoint import Checkpoint, CheckpointError, cosign, open_note, parse_checkpoint, parse_note
+from gateway.audit.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    add_signatures,
+    cosign,
+    open_note,
+    parse_checkpoint,
+    parse_note,
+)
 from gateway.audit.merkle import EMPTY_ROOT, verify_consistency
 from gateway.audit.witness.config import WitnessConfig, witness_verifier_key
 from gateway.audit.witness.protocol import (
@@ -81,6 +94,17 @@ class Witness:
         return encode_cosignatures([cosign(text, self.config.name, self.key, timestamp)])
 
 
+    async def latest(self, origin: str) -> str | None:
+        """The held checkpoint of ``origin`` with this witness's cosignature appended now; ``None`` if none."""
+        if self.config.log(origin) is None:
+            return None
+        held = await self.state.held(origin)
+        if held is None:
+            return None
+        text = parse_note(held.note).text
+        return add_signatures(held.note, [cosign(text, self.config.name, self.key, int(self.clock()))])
+
+
 WITNESS_KEY = web.AppKey("witness", Witness)
 
 
@@ -112,15 +136,28 @@ async def _add_checkpoint(request: web.Request) -> web.Response:
     return web.Response(status=200, body=lines, headers={"Content-Type": COSIGNATURE_CONTENT_TYPE})
 
 
+async def _checkpoint(request: web.Request) -> web.Response:
+    origin = request.query.get("origin", "")
+    if not origin:
+        return web.Response(status=400, text="the query parameter `origin` is required\n")
+    note = await request.app[WITNESS_KEY].latest(origin)
+    if note is None:
+        return web.Response(status=404, text="no checkpoint held for this origin\n")
+    return web.Response(status=200, body=note.encode("utf-8"), headers={
+        "Content-Type": COSIGNATURE_CONTENT_TYPE, "Cache-Control": "no-store"})
+
+
 async def _verifier_key(request: web.Request) -> web.Response:
     return web.Response(text=request.app[WITNESS_KEY].vkey.encode() + "\n")
 
 
 def witness_app(witness: Witness) -> web.Application:
-    """``POST /add-checkpoint`` (the protocol) and ``GET /`` (the witness's verifier key, as text)."""
+    """``POST /add-checkpoint`` (the protocol), ``GET /checkpoint?origin=`` (the latest held checkpoint, cosigned)
+    and ``GET /`` (the witness's verifier key, as text)."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[WITNESS_KEY] = witness
     app.router.add_post("/add-checkpoint", _add_checkpoint)
+    app.router.add_get("/checkpoint", _checkpoint)
     app.router.add_get("/", _verifier_key)
     return app
 

@@ -16,7 +16,7 @@ from gateway.audit.witness.config import WitnessConfig, load_witness_key, witnes
 from gateway.audit.witness.protocol import AddCheckpoint, parse_cosignatures
 from gateway.audit.witness.service import RunningWitness
 from gateway.audit.witness.state import WitnessState
-from tests.audit.witness.support import ORIGIN, MemoryLog, digest, running_witness, witness_config
+from tests.audit.witness.support import LOG_VKEY, ORIGIN, MemoryLog, digest, running_witness, witness_config
 
 
 @pytest.fixture
@@ -228,3 +228,27 @@ async def test_state_refuses_to_go_back_even_when_asked_directly(tmp_path: Path)
     finally:
         await state.close()
         await other.close()
+
+
+async def test_the_latest_checkpoint_is_read_back_cosigned(
+        witness: RunningWitness, session: aiohttp.ClientSession, config: WitnessConfig) -> None:
+    vkey = witness_verifier_key(config, load_witness_key(config.key_file))
+
+    async def read(origin: str | None) -> tuple[int, str]:
+        async with session.get(witness.url + "/checkpoint", params={} if origin is None else {"origin": origin}) as r:
+            return r.status, await r.text()
+
+    assert (await read(ORIGIN))[0] == 404  # nothing held yet
+    assert (await read("another.example/log"))[0] == 404
+    assert (await read(None))[0] == 400
+    log = MemoryLog(7)
+    assert (await post(session, witness, log.request(0)))[0] == 200
+    status, note = await read(ORIGIN)
+    assert status == 200
+    checkpoint = cp.open_checkpoint(note, [LOG_VKEY])
+    assert (checkpoint.size, checkpoint.root_hash) == (7, log.root())
+    (cosignature,) = cp.verify_cosignatures(note, [vkey])
+    assert cosignature.name == "cndp.ma/witness" and cosignature.timestamp > 1_700_000_000
+    # a rollback refused leaves what it holds, and what it answers, unchanged
+    assert (await post(session, witness, MemoryLog(3).request(0)))[0] == 409
+    assert cp.open_checkpoint((await read(ORIGIN))[1], [LOG_VKEY]).size == 7
