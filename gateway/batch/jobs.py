@@ -120,6 +120,7 @@ class ProcrastinateEngine:
         async with self.store.chunk_lease(chunk) as held:
             if not held:
                 raise ChunkBusy(f"chunk {batch_id}:{first} is being worked on by another live process")
+            await self.store.mark_doing(chunk, self.name)
             await run_chunk(self.runtime, self.store, chunk, self.federation, self.settings.concurrency)
 
     async def recover(self) -> int:

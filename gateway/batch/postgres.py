@@ -223,6 +223,13 @@ class PostgresBatchStore:
 
     # ------------------------------------------------------------------ several processes
 
+    async def mark_doing(self, chunk: Chunk, runner: str) -> None:
+        """Which worker works on ``chunk`` now (for operators: the runner stays once it is done)."""
+        async with self._connection() as conn:
+            await conn.execute(f"UPDATE batch_chunks SET status = CASE WHEN status = 'done' THEN 'done' ELSE 'doing' "
+                               f"END, runner = %s, heartbeat = {NOW}, attempts = attempts + 1 WHERE batch_id = %s AND "
+                               "first = %s", (runner, chunk.batch_id, chunk.first))
+
     @asynccontextmanager
     async def chunk_lease(self, chunk: Chunk) -> AsyncIterator[bool]:
         """Whether this process may work on ``chunk`` now: a session advisory lock on a connection of its own,
