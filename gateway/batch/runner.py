@@ -10,7 +10,8 @@ the access logged, but the answer was lost with the runner — its result says `
 subject again) rather than asking a second time unlogged or logging it twice. Nothing is lost, nothing is
 duplicated.
 
-``EmbeddedEngine`` runs the job inside the gateway on the SQLite store: it claims chunks one at a time,
+``EmbeddedEngine`` runs the job inside the gateway on its store (SQLite, or PostgreSQL with ``engine =
+"embedded"``; ``gateway.batch.jobs`` runs the same job on procrastinate): it claims chunks one at a time,
 heartbeats while working, and on start takes back chunks left ``doing`` by a previous process (their heartbeat
 stops), so a batch resumes after a restart. Batch calls go through their own bulkheads (``batch_capacity``
 calls in flight per administration, the breakers shared with the API), so interactive requests keep their
@@ -142,7 +143,7 @@ async def run_chunk(runtime: Runtime, store: BatchStore, chunk: Chunk, federatio
 
 
 class EmbeddedEngine:
-    """Batches inside the gateway process, on the SQLite store; resumes after a restart."""
+    """Batches inside the gateway process, on its store; resumes after a restart."""
 
     def __init__(self, runtime: Runtime, store: BatchStore, *, capacity: int = 8, concurrency: int = 8,
                  stalled_after_s: float = 30.0, heartbeat_s: float = 5.0, poll_s: float = 0.5) -> None:
