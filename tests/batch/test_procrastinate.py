@@ -154,3 +154,41 @@ async def test_the_worker_command_refuses_the_embedded_engine(engine: str, tmp_p
     monkeypatch.setenv("ANSS_GATEWAY_BATCH_ENGINE", engine)
     assert await asyncio.to_thread(main, ["worker"]) == 2
     assert "procrastinate" in capsys.readouterr().err
+
+
+async def test_sigterm_drains_a_worker_its_running_chunk_finished_first(tmp_path: Path) -> None:
+    async with cluster(tmp_path, chunk_size=30) as c:
+        for control in c.stack.simulators.controls.values():
+            control.delay_s = 0.05
+        worker = c.workers.start()
+        await until(lambda: registered(c.target, 1), 60, "the worker registered")
+        subjects = [{"idcs": c.stack.population.fixture(FIXTURES[i % 5]).father.idcs} for i in range(90)]
+        batch_id = (await submit(c.stack.client, upload(subjects))).json()["batch_id"]
+        _runner, first, last = await until(lambda: chunk_in_progress(c.target, batch_id), 60, "a chunk half done")
+        worker.terminate()  # SIGTERM
+        assert await asyncio.to_thread(worker.wait, 30) == 0, "drained, then exited 0"
+        (status, attempts) = query(c.target, "SELECT status, attempts FROM batch_chunks WHERE batch_id = %s AND "
+                                             "first = %s", batch_id, first)[0]
+        assert (status, attempts) == ("done", 1), "the running chunk was finished, not cut short"
+        (answered,) = query(c.target, "SELECT COUNT(*) FROM batch_results WHERE batch_id = %s AND line BETWEEN %s "
+                                      "AND %s", batch_id, first, last)[0]
+        assert answered == last - first + 1
+        assert not batch_done(c.target, batch_id), "no new chunk was taken after SIGTERM"
+        c.workers.start()  # the rest is done by the next worker
+        await until(lambda: batch_done(c.target, batch_id), 120, "the batch done")
+        assert batch_entries(c.target, batch_id) == Counter(f"RV-2026-{i}" for i in range(1, 91))
+
+
+async def test_serve_works_runs_the_jobs_inside_the_gateway(tmp_path: Path) -> None:
+    with fresh_schema() as target:
+        def working(settings: Settings) -> Settings:
+            batches = replace(settings.batches, engine="procrastinate", serve_works=True, chunk_size=4,
+                              heartbeat_s=0.5, stalled_after_s=3.0, recover_every_s=0.5)
+            return replace(settings, storage_backend="postgres", database=target, batches=batches)
+
+        async with build_stack(tmp_path, working) as stack:
+            subjects = [{"idcs": stack.population.fixture(name).father.idcs} for name in FIXTURES * 2]
+            batch_id = (await submit(stack.client, upload(subjects))).json()["batch_id"]
+            await until(lambda: batch_done(target, batch_id), 60, "the batch done by serve's own worker")
+            assert len(await all_results(stack.client, batch_id, limit=10_000)) == 10
+            assert batch_entries(target, batch_id) == Counter(f"RV-2026-{i}" for i in range(1, 11))
