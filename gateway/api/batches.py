@@ -15,9 +15,11 @@ import orjson
 from aiohttp import web
 
 from gateway.api.caller import signed_request
+from gateway.api.verifications import _as_of
 from gateway.batch.runner import progress_document
 from gateway.batch.service import BatchService
 from gateway.batch.store import RUNNING
+from gateway.citizen.labels import choose_language
 from gateway.errors import BadRequest, NotFound, UnsupportedMediaType
 from gateway.policy.rights import authorise
 from gateway.trust.roles import DATA
@@ -72,16 +74,19 @@ async def submit_batch(request: web.Request) -> web.Response:
     if request.content_type not in ("application/x-ndjson", "application/jsonl", "application/json-seq"):
         raise UnsupportedMediaType("a batch is uploaded as application/x-ndjson: one subject per line")
     query = request.query
-    unknown = sorted(set(query) - {"purpose", "case_ref_prefix", "check"})
+    unknown = sorted(set(query) - {"purpose", "case_ref_prefix", "check", "as_of"})
     if unknown:
-        raise BadRequest(f"unknown query parameter {unknown[0]!r}; give purpose, case_ref_prefix and check")
+        raise BadRequest(f"unknown query parameter {unknown[0]!r}; give purpose, case_ref_prefix, check and as_of")
     purpose, prefix = query.get("purpose", ""), query.get("case_ref_prefix", "")
     if not purpose or not PREFIX.fullmatch(prefix):
         raise BadRequest("give purpose and case_ref_prefix (letters, digits and ._:/-, at most 48 characters)")
     note.purpose = purpose
     decision = authorise(settings, client_id, purpose, query.getall("check", []) or None)
+    as_of = _as_of(query.get("as_of"))  # every subject verified as on that day, as POST /v1/verifications' as_of
+    language = choose_language(request.headers.get("Accept-Language"))
     subjects = parse_subjects(signed.body, service.max_subjects)
-    batch = await service.store.create(client_id, purpose, decision.checks, prefix, subjects, service.chunk_size)
+    batch = await service.store.create(client_id, purpose, decision.checks, prefix, subjects, service.chunk_size,
+                                       as_of=as_of.isoformat() if as_of else None, language=language)
     service.wake()
     note.checks, note.outcome = decision.checks, "batch_submitted"
     note.detail.update({"batch_id": batch.batch_id, "subjects": batch.total})

@@ -10,7 +10,8 @@ the access logged, but the answer was lost with the runner — its result says `
 subject again) rather than asking a second time unlogged or logging it twice. Nothing is lost, nothing is
 duplicated.
 
-``EmbeddedEngine`` runs the job inside the gateway on the SQLite store: it claims chunks one at a time,
+``EmbeddedEngine`` runs the job inside the gateway on its store (SQLite, or PostgreSQL with ``engine =
+"embedded"``; ``gateway.batch.jobs`` runs the same job on procrastinate): it claims chunks one at a time,
 heartbeats while working, and on start takes back chunks left ``doing`` by a previous process (their heartbeat
 stops), so a batch resumes after a restart. Batch calls go through their own bulkheads (``batch_capacity``
 calls in flight per administration, the breakers shared with the API), so interactive requests keep their
@@ -28,7 +29,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -37,7 +38,7 @@ import structlog
 from connectors.resilience import BulkheadSettings, Resilient
 from gateway.audit import AccessLogCorrupt, AccessRecord
 from gateway.audit.query import LogQuery
-from gateway.batch.store import RUNNING, Batch, Chunk, SqliteBatchStore
+from gateway.batch.store import RUNNING, Batch, BatchStore, Chunk
 from gateway.crypto.jws import sign_detached
 from gateway.errors import GatewayError
 from gateway.federation.executor import Federation
@@ -85,8 +86,9 @@ async def verify_line(runtime: Runtime, batch: Batch, line: int, subject: dict[s
     started = time.perf_counter()
     status, ok = 200, True
     try:
-        document: dict[str, Any] = await verify(runtime, note, batch.client, batch.purpose, subject,
-                                                list(batch.checks), case_ref, line_id, federation)
+        document: dict[str, Any] = await verify(
+            runtime, note, batch.client, batch.purpose, subject, list(batch.checks), case_ref, line_id, federation,
+            as_of=date.fromisoformat(batch.as_of) if batch.as_of else None, language=batch.language)
         document = {"line": line, **document}
     except GatewayError as exc:
         status, ok = exc.status, False
@@ -104,7 +106,7 @@ async def verify_line(runtime: Runtime, batch: Batch, line: int, subject: dict[s
     return ok, result
 
 
-async def run_chunk(runtime: Runtime, store: SqliteBatchStore, chunk: Chunk, federation: Federation,
+async def run_chunk(runtime: Runtime, store: BatchStore, chunk: Chunk, federation: Federation,
                     concurrency: int = 8, on_progress: Any = None) -> None:
     batch = await store.get(chunk.batch_id)
     if batch is None or batch.status != RUNNING:
@@ -141,9 +143,9 @@ async def run_chunk(runtime: Runtime, store: SqliteBatchStore, chunk: Chunk, fed
 
 
 class EmbeddedEngine:
-    """Batches inside the gateway process, on the SQLite store; resumes after a restart."""
+    """Batches inside the gateway process, on its store; resumes after a restart."""
 
-    def __init__(self, runtime: Runtime, store: SqliteBatchStore, *, capacity: int = 8, concurrency: int = 8,
+    def __init__(self, runtime: Runtime, store: BatchStore, *, capacity: int = 8, concurrency: int = 8,
                  stalled_after_s: float = 30.0, heartbeat_s: float = 5.0, poll_s: float = 0.5) -> None:
         self.runtime, self.store = runtime, store
         self.runner_id = f"embedded-{uuid.uuid4().hex[:12]}"
@@ -200,7 +202,8 @@ def progress_document(progress: Any, now: float | None = None) -> Mapping[str, A
     rate = finished / elapsed if elapsed > 0 else None
     return {
         "batch_id": batch.batch_id, "status": batch.status, "purpose": batch.purpose, "checks": list(batch.checks),
-        "case_ref_prefix": batch.case_ref_prefix, "total": batch.total, "done": progress.done,
+        "case_ref_prefix": batch.case_ref_prefix, "as_of": batch.as_of, "language": batch.language,
+        "total": batch.total, "done": progress.done,
         "failed": progress.failed, "pending": progress.pending,
         "rate_per_s": None if rate is None else round(rate, 2),
         "eta_s": None if rate is None or batch.status != RUNNING else round(progress.pending / rate, 1),

@@ -1,4 +1,5 @@
-"""Batches of verifications and their results, kept in SQLite (the embedded default).
+"""Batches of verifications and their results: the ``BatchStore`` protocol, and its SQLite implementation (the
+embedded default; ``gateway.batch.postgres`` is the other, shared by every machine).
 
 A batch is its subjects (one per line of the upload, numbered from 1), cut into chunks of ``chunk_size``
 lines; a chunk is the unit of work a runner claims (``pending`` → ``doing`` with a heartbeat → ``done``). A result
@@ -20,7 +21,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -47,6 +48,8 @@ CREATE TABLE IF NOT EXISTS batch_results (
 );
 CREATE INDEX IF NOT EXISTS batch_chunks_todo ON batch_chunks (status, heartbeat);
 """
+# columns added after the first release: a file made before gets them (ALTER TABLE … ADD COLUMN) when opened
+ADDED_COLUMNS = (("as_of", "TEXT"), ("language", "TEXT NOT NULL DEFAULT 'fr'"))
 
 RUNNING, DONE, CANCELLED = "running", "done", "cancelled"
 
@@ -63,6 +66,8 @@ class Batch:
     status: str
     created_at: float
     finished_at: float | None
+    as_of: str | None = None  # verify as on this earlier date (ISO), like POST /v1/verifications' as_of
+    language: str = "fr"  # of what checks write in words: fr or en (the submission's Accept-Language)
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,41 @@ class Chunk:
     attempts: int
 
 
+class BatchStore(Protocol):
+    """What the API and the engines need from a batch store; SQLite and PostgreSQL pass the same contract tests
+    (tests/batch/test_store_contract.py). Every method is a coroutine; results are keyed by (batch, line)."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def create(self, client: str, purpose: str, checks: Sequence[str], case_ref_prefix: str,
+                     subjects: Sequence[dict[str, str]], chunk_size: int, *, as_of: str | None = None,
+                     language: str = "fr") -> Batch: ...
+
+    async def get(self, batch_id: str) -> Batch | None: ...
+
+    async def progress(self, batch_id: str) -> Progress | None: ...
+
+    async def cancel(self, batch_id: str) -> bool: ...
+
+    async def claim_chunk(self, runner: str, stalled_after_s: float) -> Chunk | None: ...
+
+    async def heartbeat(self, chunk: Chunk, runner: str) -> None: ...
+
+    async def release_all(self, runner: str) -> None: ...
+
+    async def todo(self, chunk: Chunk) -> list[tuple[int, dict[str, str], bool]]: ...
+
+    async def claim_lines(self, batch_id: str, lines: Iterable[int]) -> None: ...
+
+    async def add_results(self, batch_id: str, results: Sequence[tuple[int, bool, bytes]]) -> int: ...
+
+    async def finish_chunk(self, chunk: Chunk, runner: str) -> None: ...
+
+    async def results(self, batch_id: str, after: int, limit: int) -> list[tuple[int, bytes]]: ...
+
+
 class SqliteBatchStore:
     """All methods are coroutines running the blocking SQLite calls in a thread, one connection under a lock."""
 
@@ -97,6 +137,7 @@ class SqliteBatchStore:
 
     async def open(self) -> None:
         self._conn = await asyncio.to_thread(open_sqlite, self.path, SCHEMA, self._busy_timeout_ms)
+        await asyncio.to_thread(_add_columns, self._conn)
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -112,16 +153,18 @@ class SqliteBatchStore:
     # ------------------------------------------------------------------ batches
 
     async def create(self, client: str, purpose: str, checks: Sequence[str], case_ref_prefix: str,
-                     subjects: Sequence[dict[str, str]], chunk_size: int) -> Batch:
+                     subjects: Sequence[dict[str, str]], chunk_size: int, *, as_of: str | None = None,
+                     language: str = "fr") -> Batch:
         batch = Batch(uuid.uuid4().hex, client, purpose, tuple(checks), case_ref_prefix, len(subjects), chunk_size,
-                      RUNNING, time.time(), None)
+                      RUNNING, time.time(), None, as_of, language)
 
         def insert(conn: sqlite3.Connection) -> None:
             with conn:
                 conn.execute("BEGIN IMMEDIATE")
-                conn.execute("INSERT INTO batches VALUES (?,?,?,?,?,?,?,?,?,NULL)",
+                conn.execute("INSERT INTO batches (batch_id, client, purpose, checks, case_ref_prefix, total, "
+                             "chunk_size, status, created_at, as_of, language) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                              (batch.batch_id, client, purpose, orjson.dumps(list(checks)).decode(), case_ref_prefix,
-                              batch.total, chunk_size, RUNNING, batch.created_at))
+                              batch.total, chunk_size, RUNNING, batch.created_at, as_of, language))
                 conn.executemany("INSERT INTO batch_subjects (batch_id, line, subject) VALUES (?,?,?)",
                                  ((batch.batch_id, i, orjson.dumps(s).decode()) for i, s in enumerate(subjects, 1)))
                 conn.executemany("INSERT INTO batch_chunks (batch_id, first, last, status) VALUES (?,?,?,'pending')",
@@ -132,14 +175,14 @@ class SqliteBatchStore:
 
     async def get(self, batch_id: str) -> Batch | None:
         def read(conn: sqlite3.Connection) -> Batch | None:
-            row = conn.execute("SELECT * FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
+            row = conn.execute(f"SELECT {BATCH_COLUMNS} FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
             return None if row is None else _batch(row)
         result: Batch | None = await self._run(read)
         return result
 
     async def progress(self, batch_id: str) -> Progress | None:
         def read(conn: sqlite3.Connection) -> Progress | None:
-            row = conn.execute("SELECT * FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
+            row = conn.execute(f"SELECT {BATCH_COLUMNS} FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
             if row is None:
                 return None
             counts = conn.execute("SELECT COALESCE(SUM(ok), 0), COUNT(*) - COALESCE(SUM(ok), 0), MIN(at), MAX(at) "
@@ -256,6 +299,19 @@ class SqliteBatchStore:
         return result
 
 
+BATCH_COLUMNS = ("batch_id, client, purpose, checks, case_ref_prefix, total, chunk_size, status, created_at, "
+                 "finished_at, as_of, language")
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    have = {row[1] for row in conn.execute("PRAGMA table_info(batches)")}
+    for name, kind in ADDED_COLUMNS:
+        if name not in have:
+            conn.execute(f"ALTER TABLE batches ADD COLUMN {name} {kind}")
+
+
 def _batch(row: Sequence[Any]) -> Batch:
-    return Batch(row[0], row[1], row[2], tuple(orjson.loads(row[3])), row[4], int(row[5]), int(row[6]), row[7],
-                 float(row[8]), None if row[9] is None else float(row[9]))
+    """A ``Batch`` from a row of ``BATCH_COLUMNS`` (checks as a JSON array, times as epoch seconds)."""
+    checks = row[3] if isinstance(row[3], list) else orjson.loads(row[3])
+    return Batch(row[0], row[1], row[2], tuple(checks), row[4], int(row[5]), int(row[6]), row[7],
+                 float(row[8]), None if row[9] is None else float(row[9]), row[10], row[11] or "fr")

@@ -4,6 +4,7 @@ this module assembles them and turns configuration and database mistakes into on
     serve, simulate, demo, fixtures   gateway.cli.serve
     client verify|call|services       gateway.cli.client
     batch submit|status|results|cancel gateway.cli.batch
+    worker                            gateway.cli.worker
     keys generate|jwks|rotate         gateway.cli.keys
     audit verify|export               gateway.cli.audit
     officer password                  gateway.cli.officers
@@ -17,11 +18,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gateway.cli import audit, batch, citizen, client, consent, keys, officers, serve, witness
+from gateway.cli import audit, batch, citizen, client, consent, keys, officers, serve, witness, worker
 from gateway.config.settings import ConfigError
 from gateway.stores.postgres import DatabaseUnavailable
 
-GROUPS = (serve, client, batch, keys, audit, officers, consent, citizen, witness)
+GROUPS = (serve, client, batch, worker, keys, audit, officers, consent, citizen, witness)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -195,7 +195,7 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
             config_dir, env.get("ANSS_GATEWAY_PSEUDONYM_KEY_FILE") or audit.get("pseudonym_key_file")
         ),
         citizens=load_citizens(gateway_file, data.get("citizens", {}), config_dir),
-        batches=load_batches(data.get("batches", {}), config_dir, f"{gateway_file} [batches]"),
+        batches=load_batches(data.get("batches", {}), config_dir, f"{gateway_file} [batches]", env),
         **_audit_cadence(audit, f"{gateway_file} [audit]"),
         witnessing=witnessing_settings(audit, f"{gateway_file} [audit]", config_dir),
         anomalies=anomaly_settings(audit.get("anomalies", {}), f"{gateway_file} [audit.anomalies]"),

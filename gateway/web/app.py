@@ -35,9 +35,7 @@ from gateway.api import log as log_api
 from gateway.audit import AccessLogCorrupt, AccessRecord, Pseudonymiser, TreeHeadSigner, log_id_for
 from gateway.audit.record import CITIZEN_ACTOR
 from gateway.audit.witness.guard import log_guard
-from gateway.batch.runner import EmbeddedEngine
-from gateway.batch.service import BatchService
-from gateway.batch.store import SqliteBatchStore
+from gateway.batch.service import BatchService, batch_engine, batch_store
 from gateway.config.connectors import build_connectors
 from gateway.config.settings import Settings
 from gateway.crypto.jws import SIGNATURE_HEADER, request_digest, sign_detached
@@ -353,22 +351,21 @@ def _runtime_context(settings: Settings, connectors: Mapping[str, Connector], tr
             log_guard=guard,
         )
         b = settings.batches
-        batch_store = SqliteBatchStore(b.database or settings.state_dir / "batches.sqlite3")
-        await batch_store.open()
-        engine = EmbeddedEngine(app[RUNTIME], batch_store, capacity=b.capacity, concurrency=b.concurrency,
-                                stalled_after_s=b.stalled_after_s)
-        app[BATCHES] = BatchService(batch_store, engine, b.chunk_size, b.max_subjects, b.max_upload_bytes)
+        batch_records = batch_store(settings)  # [storage]: SQLite (one machine) or PostgreSQL (any number)
+        await batch_records.open()
+        engine = batch_engine(app[RUNTIME], batch_records)
+        app[BATCHES] = BatchService(batch_records, engine, b.chunk_size, b.max_subjects, b.max_upload_bytes)
         log.info("gateway_ready", gateway_id=settings.gateway_id, kid=signing_key.kid,
                  connectors=sorted(connectors))
         runtime = app[RUNTIME]
         async with (signing_keys.kept_current(runtime),  # follows `keys rotate` without a restart
                     _tree_head_signer(runtime).running(),
-                    engine.running(),  # batches resume where a previous process left them
+                    engine.running(),  # batches resume where a previous process left them (or its workers run)
                     _refusal_counters(runtime),
                     beacon.following(access_log),  # replicas that do not sign find the signer's checkpoints
                     runtime.free_space.running() if runtime.free_space else nullcontext()):
             yield
-        await batch_store.close()
+        await batch_records.close()
         for c in connectors.values():
             await c.aclose()
         await session.close()

@@ -180,3 +180,24 @@ async def test_a_line_in_doubt_after_a_crash_is_reported_not_asked_twice(stack: 
     (line,) = [orjson.loads(body) for _, body in await store.results(batch.batch_id, 0, 10)]
     assert line["error"]["code"] == "batch_interrupted"
     assert Counter(e["case_ref"] for e in log_entries(stack) if e["method"] == "BATCH") == Counter(["DOUBT-1"])
+
+
+async def test_a_batch_verifies_as_of_a_date_and_in_the_language_asked(stack: Stack) -> None:
+    idcs = stack.population.fixture("amo_tadamon").father.idcs
+    query = "purpose=asd.eligibility&case_ref_prefix=ASOF-&check=identity&as_of=2025-09-01"
+    answer = await stack.client.request("POST", f"/v1/batches?{query}", body=upload([{"idcs": idcs}]),
+                                        headers={"Content-Type": "application/x-ndjson", "Accept-Language": "en"})
+    assert answer.status == 202, answer.body
+    batch = answer.json()
+    assert (batch["as_of"], batch["language"]) == ("2025-09-01", "en")
+    await wait_done(stack.client, batch["batch_id"])
+    (line,) = await all_results(stack.client, batch["batch_id"])
+    assert line["as_of"] == "2025-09-01", "verified as on that day, like POST /v1/verifications"
+    entries = [e for e in log_entries(stack) if e["case_ref"] == "ASOF-1"]
+    assert [e["detail"].get("as_of") for e in entries] == ["2025-09-01"]
+    future = "purpose=asd.eligibility&case_ref_prefix=X&as_of=2999-01-01"
+    refused = await stack.client.request("POST", f"/v1/batches?{future}", body=upload([{"idcs": idcs}]),
+                                         headers={"Content-Type": "application/x-ndjson"})
+    assert (refused.status, refused.json()["code"]) == (400, "invalid_request")
+    default = (await submit(stack.client, upload([{"idcs": idcs}]))).json()
+    assert (default["as_of"], default["language"]) == (None, "fr")
