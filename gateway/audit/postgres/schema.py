@@ -3,12 +3,14 @@ search index, in the configured schema.
 
 Tables::
 
-    meta(key PK, value)                              schema_version = 2 (this layout; 1: without access_index_persons)
+    meta(key PK, value)                              schema_version = 3 (this layout; 2: without access_hourly,
+                                                     1: without access_index_persons either)
     access_log(idx PK, entry NULL, leaf_hash, tree_root)
     merkle_nodes(level, idx, hash)  PK (level, idx)  complete subtrees of 2^level leaves, level >= 6
     tree_heads(tree_size PK, root_hash, timestamp_ms, log_id, signature)
     access_index, access_index_checks, access_index_sources, access_index_persons
                                                      the search index (gateway.audit.postgres.search)
+    access_hourly                                    the hourly aggregates (gateway.audit.postgres.aggregates)
 
 Triggers refuse every UPDATE, DELETE and TRUNCATE of the tree tables, with one exception: an UPDATE of
 ``access_log`` that sets a present ``entry`` to NULL and changes nothing else (retention pruning). The search
@@ -17,7 +19,9 @@ trigger lets rows go only once their entry was pruned. Triggers stop mistakes, n
 what ``audit verify`` is for.
 
 A version 1 schema gains ``access_index_persons`` (the co-subjects of each entry), filled from the kept entries,
-in one transaction under the DDL lock when a store opens it; nothing else is touched.
+in one transaction under the DDL lock when a store opens it; nothing else is touched. A version 2 schema (and a
+version 1 after that step) gains ``access_hourly``, built from the kept entries (``migrate_hourly``, one
+self-contained step).
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ from typing import Any
 
 import psycopg
 
+from gateway.audit.postgres.aggregates import HOURLY_TABLE, migrate_hourly
 from gateway.audit.postgres.search import INDEX_CHILDREN, INDEX_GUARD, INDEX_TABLES, INDEX_TRIGGERS
 from gateway.audit.search_index import index_fields
 from gateway.audit.store import AccessLogCorrupt
 from gateway.stores.postgres import PostgresTarget, in_ddl_lock
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPEND_ONLY = "the access log is append-only"
 TREE_TABLES = ("access_log", "merkle_nodes", "tree_heads", "meta")
 
@@ -51,6 +56,7 @@ TABLES = (
         log_id text NOT NULL, signature text NOT NULL
     )""",
     *INDEX_TABLES,
+    HOURLY_TABLE,
 )
 
 FUNCTIONS = (
@@ -108,8 +114,11 @@ async def ensure_schema(target: PostgresTarget, conn: psycopg.AsyncConnection[An
             for statement in (*TABLES, *FUNCTIONS, *TRIGGERS):
                 await conn.execute(statement)
             await conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', %s)", (str(SCHEMA_VERSION),))
-        elif found == 1:
-            await _migrate_v1(conn)
+        elif found in (1, 2):
+            if found == 1:
+                await _migrate_v1(conn)
+            await migrate_hourly(conn)
+            await _set_version(conn)
 
     await in_ddl_lock(target, conn, create)
     return found
@@ -130,6 +139,9 @@ async def _migrate_v1(conn: psycopg.AsyncConnection[Any]) -> None:
     for statement in TRIGGERS:
         if f" ON {PERSONS} " in statement:
             await conn.execute(statement)
+
+
+async def _set_version(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.execute("ALTER TABLE meta DISABLE TRIGGER meta_append_only")  # the one change ever made to meta
     await conn.execute("UPDATE meta SET value = %s WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
     await conn.execute("ALTER TABLE meta ENABLE TRIGGER meta_append_only")

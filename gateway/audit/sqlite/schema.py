@@ -1,21 +1,25 @@
-"""The SQLite layout of the access log (schema v4: a Merkle tree log and its search index) and the migrations
-from v3 (the index without its co-subjects table), v2 (the tree without the index) and v1 (a hash chain).
+"""The SQLite layout of the access log (schema v5: a Merkle tree log, its search index and its hourly aggregates)
+and the migrations from v4 (without the aggregates), v3 (the index without its co-subjects table), v2 (the tree
+without the index) and v1 (a hash chain).
 
 Tables (docs/merkle-log.md section 8)::
 
-    meta(key PK, value)                              schema_version = 4; migration notes
+    meta(key PK, value)                              schema_version = 5; migration notes
     access_log(idx PK, entry NULL, leaf_hash, tree_root)
     merkle_nodes(level, idx, hash)  PK (level, idx)  complete subtrees of 2^level leaves, level >= 6
     tree_heads(tree_size PK, root_hash, timestamp_ms, log_id, signature)
     access_index, access_index_checks, access_index_sources, access_index_persons
                                                      the search index (gateway.audit.sqlite.search)
+    access_hourly                                    the hourly aggregates (gateway.audit.sqlite.aggregates)
 
 Triggers refuse every UPDATE and DELETE on the first four, with one exception: an UPDATE of ``access_log`` that
 sets a present ``entry`` to NULL and changes nothing else (retention pruning). The index is derived data
 outside the tree, checked against the entries by ``audit verify``; its own triggers allow deleting only the
 rows of pruned entries.
 
-A v3 file gains ``access_index_persons`` (the co-subjects of each entry) in one transaction when it is opened,
+A v4 file gains ``access_hourly``, built from the kept entries, in one transaction when it is opened
+(``_migrate_v4_hourly``, one self-contained step; every older version takes it last). A v3 file gains
+``access_index_persons`` (the co-subjects of each entry) in one transaction when it is opened,
 filled from the kept entries; the tree and the rest of the index are not touched, and a v3 file still verifies
 as it is (a missing table reads as empty). A v2 file gains the whole index likewise.
 
@@ -32,6 +36,7 @@ import sqlite3
 from gateway.audit.merkle import CompactRange
 from gateway.audit.recompute import NODE_LEVEL
 from gateway.audit.record import GENESIS, chain_hash, leaf_hash
+from gateway.audit.sqlite.aggregates import HOURLY_TABLE, build_hourly
 from gateway.audit.sqlite.search import (
     INDEX_TABLES,
     INDEX_TRIGGERS,
@@ -42,9 +47,10 @@ from gateway.audit.sqlite.search import (
 )
 from gateway.audit.store import AccessLogCorrupt, ChainBreak
 
-SCHEMA_VERSION = 4
-TREE_VERSIONS = (2, 3, 4)  # the tree's layout is the same in all: verification and export read any
-INDEXED_VERSIONS = (3, 4)  # with a search index to check
+SCHEMA_VERSION = 5
+TREE_VERSIONS = (2, 3, 4, 5)  # the tree's layout is the same in all: verification and export read any
+INDEXED_VERSIONS = (3, 4, 5)  # with a search index to check
+AGGREGATED_VERSIONS = (5,)  # with hourly aggregates to check
 APPEND_ONLY = "the access log is append-only"
 
 TABLES = (
@@ -91,7 +97,7 @@ def schema_version(conn: sqlite3.Connection) -> int:
 
 def ensure_schema(conn: sqlite3.Connection) -> int:
     """Create or migrate the schema inside one write transaction (several processes may open at once);
-    return the version found (0 when created, 1 to 3 when migrated, 4 when already current)."""
+    return the version found (0 when created, 1 to 4 when migrated, 5 when already current)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         found = schema_version(conn)
@@ -100,10 +106,13 @@ def ensure_schema(conn: sqlite3.Connection) -> int:
                                    f"{SCHEMA_VERSION}")
         if found == 1:
             _migrate_v1(conn)
-        elif found == 2:
-            _migrate_v2(conn)
-        elif found == 3:
-            _migrate_v3(conn)
+        elif found in (2, 3, 4):
+            if found == 2:
+                _migrate_v2(conn)
+            elif found == 3:
+                _migrate_v3(conn)
+            _migrate_v4_hourly(conn)
+            _set_version(conn)
         elif found == 0:
             _create(conn, ())
         conn.execute("COMMIT")
@@ -115,7 +124,7 @@ def ensure_schema(conn: sqlite3.Connection) -> int:
 
 
 def _create(conn: sqlite3.Connection, notes: tuple[tuple[str, str], ...]) -> None:
-    for statement in (*TABLES, *INDEX_TABLES, *INDEXES):
+    for statement in (*TABLES, *INDEX_TABLES, *INDEXES, HOURLY_TABLE):
         conn.execute(statement)
     conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
                      [("schema_version", str(SCHEMA_VERSION)), *notes])
@@ -130,7 +139,6 @@ def _migrate_v2(conn: sqlite3.Connection) -> None:
     build_index(conn)
     for statement in (*INDEXES, *INDEX_TRIGGERS):
         conn.execute(statement)
-    _set_version(conn)
 
 
 def _migrate_v3(conn: sqlite3.Connection) -> None:
@@ -139,7 +147,14 @@ def _migrate_v3(conn: sqlite3.Connection) -> None:
     build_persons(conn)
     for statement in INDEX_TRIGGERS:  # (IF NOT EXISTS: only the new table's are created)
         conn.execute(statement)
-    _set_version(conn)
+
+
+def _migrate_v4_hourly(conn: sqlite3.Connection) -> None:
+    """Add the hourly aggregates, built from the kept entries; nothing else is touched (the caller sets the
+    version). Pruned entries are gone: their hours start from what is kept. Derived data: built anew."""
+    conn.execute("DROP TABLE IF EXISTS access_hourly")
+    conn.execute(HOURLY_TABLE)
+    build_hourly(conn)
 
 
 def _set_version(conn: sqlite3.Connection) -> None:
@@ -188,3 +203,4 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
         conn.executemany("INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
     conn.execute("DROP TABLE access_log_v1")
     build_index(conn)
+    build_hourly(conn)
