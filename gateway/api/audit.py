@@ -157,8 +157,8 @@ def build_query(runtime: Runtime, payload: dict[str, Any]) -> tuple[LogQuery, di
     logged["limit"] = int(payload.get("limit", 50))  # JSON Schema takes 20.0 for an integer
     if cursor is not None:
         logged["cursor"] = cursor
-    query = LogQuery(since=since, until=until, subject=subject, limit=logged["limit"], cursor=cursor,
-                     **{name: payload.get(name) for name in FILTERS})
+    filters: dict[str, Any] = {name: payload.get(name) for name in FILTERS}
+    query = LogQuery(since=since, until=until, subject=subject, limit=logged["limit"], cursor=cursor, **filters)
     return query, logged
 
 

@@ -12,7 +12,7 @@ named that administration (``AccessRecord.sources``). Counters of a row:
 * ``requests`` — requests they stand for: an entry of aggregated anonymous refusals
   (``refusals_aggregated``, ``gateway.trust.refusals``) stands for ``detail.count`` requests, any other for one;
 * ``refused`` — of those, refused with a 4xx (counted by ``detail.count`` likewise);
-* ``errors`` — request rows: answered 5xx; source rows: the source's status was not ``ok``;
+* ``errors`` — request rows: answered 5xx; source rows: the source's status was neither ``ok`` nor ``not_found``;
 * ``latency`` — a histogram over ``BUCKETS_MS`` (upper bounds, the last one open): request rows the entry's
   ``latency_ms`` (aggregated refusals have none), source rows the source's call time when the entry records it
   (``detail.source_latency_ms``), so p50/p99 can be estimated (``quantile``).
@@ -41,6 +41,7 @@ COUNTERS = ("entries", "requests", "refused", "errors", *HISTOGRAM)
 KEY_COLUMNS = ("hour", "client", "purpose", "outcome", "source")
 AGGREGATED = "refusals_aggregated"  # gateway.trust.refusals.AGGREGATED (not imported: audit never imports trust)
 HOUR_US = 3_600_000_000
+ANSWERED = ("ok", "not_found")  # a source's statuses that are not errors ("not found" is an answer)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 Key = tuple[int, str, str, str, str]  # (hour, client, purpose, outcome, source); "" for none
@@ -113,7 +114,7 @@ def _deltas(time_us: int | None, client: Any, purpose: Any, outcome: Any, status
         if not isinstance(name, str) or not name or name in seen:
             continue
         seen.add(name)
-        row = [1, weight, refused, 0 if source_status == "ok" else 1] + [0] * len(BUCKETS_MS)
+        row = [1, weight, refused, 0 if source_status in ANSWERED else 1] + [0] * len(BUCKETS_MS)
         ms = timings.get(name) if isinstance(timings, dict) else None
         if isinstance(ms, int | float) and not isinstance(ms, bool):
             row[4 + bucket_of(float(ms))] = 1

@@ -118,10 +118,10 @@ class AccessLog(Protocol):
         administration. Read off the event loop, in one short statement."""
         ...
 
-    async def busy_subjects(self, since: datetime, until: datetime, min_clients: int, excluded: Sequence[str],
+    async def busy_subjects(self, since: datetime, until: datetime, min_clients: int, clients: Sequence[str],
                             limit: int) -> list[tuple[int, int, str, str, str]]:
         """(index, time in µs, client, purpose, subject) of the entries in ``[since, until)`` whose subject was
-        looked up for a purpose by at least ``min_clients`` distinct clients (none of ``excluded``), oldest first,
+        looked up for a purpose by at least ``min_clients`` distinct clients among ``clients``, oldest first,
         for at most ``limit`` subjects: the citizen flag's candidates, from the search index alone."""
         ...
 

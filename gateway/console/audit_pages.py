@@ -16,8 +16,8 @@ import orjson
 import structlog
 from aiohttp import web
 
-from gateway.api.anomalies import scan
 from gateway.api.audit import full_verification, last_verification, trusted_head_keys
+from gateway.audit.anomaly_view import view
 from gateway.audit.merkle import leaf_hash
 from gateway.console import filters
 from gateway.console.proofs import head_view, inclusion
@@ -105,7 +105,7 @@ async def verify_now(current: Page) -> web.Response:
 @page()
 async def anomalies(current: Page) -> web.Response:
     settings = current.runtime.settings.anomalies
-    found = await scan(current.runtime.access_log, settings, current.runtime.settings.clients, datetime.now(UTC))
+    found = await view(current.runtime.access_log, settings, current.runtime.settings.clients, datetime.now(UTC))
     current.note.outcome = "console_anomalies_shown"
     current.note.detail["flags"] = len(found.flags)
     return current.render("anomalies.html", flags=found.flags, hours=f"{settings.window_hours:g}",

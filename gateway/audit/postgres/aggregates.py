@@ -64,7 +64,7 @@ async def hourly(conn: Conn, first_hour: int, end_hour: int, sources: bool) -> l
     return [HourlyRow.of((int(r[0]), r[1], r[2], r[3], r[4]), [int(v) for v in r[5:]]) for r in rows]
 
 
-async def busy_subjects(conn: Conn, since_us: int, until_us: int, min_clients: int, excluded: Sequence[str],
+async def busy_subjects(conn: Conn, since_us: int, until_us: int, min_clients: int, clients: Sequence[str],
                         limit: int) -> list[tuple[int, int, str, str, str]]:
     """As ``gateway.audit.sqlite.aggregates.busy_subjects``: from the search index only."""
     lo = await (await conn.execute("SELECT idx FROM access_index WHERE time_hw >= %s ORDER BY time_hw, idx LIMIT 1",
@@ -72,8 +72,8 @@ async def busy_subjects(conn: Conn, since_us: int, until_us: int, min_clients: i
     if lo is None:
         return []
     scope = ("idx >= %s AND time_us >= %s AND time_us < %s AND subject IS NOT NULL AND purpose IS NOT NULL AND "
-             "client IS NOT NULL AND NOT (client = ANY(%s::text[]))")
-    args = (lo[0], since_us, until_us, list(excluded))
+             "client = ANY(%s::text[])")
+    args = (lo[0], since_us, until_us, list(clients))
     rows = await (await conn.execute(
         f"SELECT idx, time_us, client, purpose, subject FROM access_index WHERE {scope} AND subject IN ("
         f"SELECT subject FROM access_index WHERE {scope} GROUP BY subject HAVING COUNT(DISTINCT client) >= %s "

@@ -349,10 +349,10 @@ class PostgresAccessLog:
         async with self._connection() as conn:
             return await hourly(conn, hour_of(since), hour_of(until - MICROSECOND) + 1, sources)
 
-    async def busy_subjects(self, since: datetime, until: datetime, min_clients: int, excluded: Sequence[str],
+    async def busy_subjects(self, since: datetime, until: datetime, min_clients: int, clients: Sequence[str],
                             limit: int) -> list[tuple[int, int, str, str, str]]:
         async with self._connection() as conn:
-            return await busy_subjects(conn, micros(since), micros(until), min_clients, excluded, limit)
+            return await busy_subjects(conn, micros(since), micros(until), min_clients, clients, limit)
 
     # --- verification, export, retention -------------------------------------------------------------------------
 

@@ -64,18 +64,18 @@ def hourly(conn: sqlite3.Connection, first_hour: int, end_hour: int, sources: bo
 
 
 def busy_subjects(conn: sqlite3.Connection, since_us: int, until_us: int, min_clients: int,
-                  excluded: Sequence[str], limit: int) -> list[tuple[int, int, str, str, str]]:
+                  clients: Sequence[str], limit: int) -> list[tuple[int, int, str, str, str]]:
     """(idx, time_us, client, purpose, subject) of the entries in ``[since_us, until_us)`` naming a subject that
-    ``min_clients`` distinct clients (none of ``excluded``) looked up for a purpose in that time, oldest first,
+    ``min_clients`` distinct clients among ``clients`` looked up for a purpose in that time, oldest first,
     at most ``limit`` subjects — from the search index only."""
     lo = conn.execute("SELECT idx FROM access_index WHERE time_hw >= ? ORDER BY time_hw LIMIT 1",
                       (since_us,)).fetchone()
     if lo is None:
         return []
-    marks = ", ".join("?" * len(excluded)) or "NULL"
+    marks = ", ".join("?" * len(clients)) or "NULL"
     scope = (f"idx >= ? AND time_us >= ? AND time_us < ? AND subject IS NOT NULL AND purpose IS NOT NULL AND "
-             f"client IS NOT NULL AND client NOT IN ({marks})")
-    args = (lo[0], since_us, until_us, *excluded)
+             f"client IN ({marks})")
+    args = (lo[0], since_us, until_us, *clients)
     found = conn.execute(
         f"SELECT idx, time_us, client, purpose, subject FROM access_index WHERE {scope} AND subject IN ("
         f"SELECT subject FROM access_index WHERE {scope} GROUP BY subject HAVING COUNT(DISTINCT client) >= ? "

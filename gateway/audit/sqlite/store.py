@@ -271,10 +271,10 @@ class SqliteAccessLog:
         first, end = hour_of(since), hour_of(until - MICROSECOND) + 1
         return await self._heavy(lambda conn: hourly(conn, first, end, sources))
 
-    async def busy_subjects(self, since: datetime, until: datetime, min_clients: int, excluded: Sequence[str],
+    async def busy_subjects(self, since: datetime, until: datetime, min_clients: int, clients: Sequence[str],
                             limit: int) -> list[tuple[int, int, str, str, str]]:
         return await self._heavy(lambda conn: busy_subjects(conn, micros(since), micros(until), min_clients,
-                                                            excluded, limit))
+                                                            clients, limit))
 
     async def _heavy(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``fn`` on the searcher's connection and thread (officers' reads: never the writer's or the reader's)."""
