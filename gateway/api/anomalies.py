@@ -40,6 +40,7 @@ from gateway.audit.record import CITIZEN_ACTOR
 from gateway.config.settings import AnomalySettings
 from gateway.errors import BadRequest
 from gateway.trust.roles import OFFICER
+from gateway.web.heavy import heavy_read
 
 MAX_SCAN = 200_000  # entries read per client (window and baseline)
 MAX_UNATTRIBUTED = 50_000  # entries without a client read (window only)
@@ -103,7 +104,8 @@ async def list_anomalies(request: web.Request) -> web.Response:
     settings = runtime.settings
     if request.query or body:
         raise BadRequest("GET /v1/audit/anomalies takes no query and no body")
-    found = await view(runtime.access_log, settings.anomalies, settings.clients)
+    async with heavy_read(runtime):
+        found = await view(runtime.access_log, settings.anomalies, settings.clients)
     note.outcome = "audit_anomalies_listed"
     note.detail["flags"] = len(found.flags)
     a = settings.anomalies
