@@ -43,9 +43,12 @@ CLIENTS = (*(f"agency{i:02d}.app" for i in range(20)), "dgssi.officer")
 SOURCES = (("civil_registry", "ok"), ("education", "ok"), ("health", "ok"), ("employment", "ok"))
 
 
-def records(n: int, seed: int = 11) -> Iterator[AccessRecord]:
-    """About ``n`` entries, oldest first (within a few seconds: concurrent requests land slightly out of order)."""
+def records(n: int, seed: int = 11, clients: tuple[str, ...] = CLIENTS, now: datetime = NOW
+            ) -> Iterator[AccessRecord]:
+    """About ``n`` entries of ``clients`` (at least 10) over the 15 days before ``now``, oldest first, with the
+    anomalies of the last day."""
     rng = random.Random(seed)
+    CLIENTS, NOW = clients, now  # (the module's defaults, shadowed)
     weights = [rng.uniform(0.3, 2.0) for _ in CLIENTS]
     total = sum(weights)
     per_day = [max(1, int(n * w / total / 15)) for w in weights]
@@ -91,7 +94,7 @@ def _record(rng: random.Random, at: datetime, client: str | None, status: int = 
         if status == 200 else {})
 
 
-async def build(store: AccessLog, n: int, batch: int) -> int:
+async def build(store: AccessLog, n: int, batch: int, clients: tuple[str, ...] = CLIENTS, now: datetime = NOW) -> int:
     """Write the entries through the store's own group commit, ``batch`` at a time."""
     pending = []
     written = 0
@@ -103,7 +106,7 @@ async def build(store: AccessLog, n: int, batch: int) -> int:
             assert isinstance(store, PostgresAccessLog)
             await store._commit(pending)
 
-    for record in records(n):
+    for record in records(n, clients=clients, now=now):
         pending.append((record.canonical(), record_fields(record), record_deltas(record)))
         if len(pending) >= batch:
             await flush()

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from gateway.errors import TooManyRequests
 
-CONCURRENCY = 1
+CONCURRENCY = 2
 WAIT_S = 10.0
 
 

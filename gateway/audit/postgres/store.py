@@ -44,6 +44,7 @@ from gateway.audit.aggregates import Key as HourlyKey
 from gateway.audit.health import StoreHealth
 from gateway.audit.merkle import EMPTY_ROOT, CompactRange, Prover, SignedTreeHead, TreeHead
 from gateway.audit.merkle import leaf_hash as merkle_leaf_hash
+from gateway.audit.pacing import Pacer, paced_writer
 from gateway.audit.postgres.aggregates import busy_subjects, hourly, write_hourly
 from gateway.audit.postgres.schema import ensure_schema
 from gateway.audit.postgres.search import HIGH_WATER, drop_pruned, search, write_index
@@ -359,11 +360,12 @@ class PostgresAccessLog:
     async def verify(self, keys: Mapping[str, PublicKey] | None = None) -> ChainBreak | None:
         if keys is None and self.trusted_keys is not None:
             keys = self.trusted_keys()
-        return await asyncio.to_thread(verify_postgres, self.target, keys)
+        return await asyncio.to_thread(lambda: verify_postgres(self.target, keys, pace=Pacer()))  # paced: see pacing
 
     async def export(self, out: TextIO, *, inclusion_proofs: bool = True,
                      consistency_proofs: bool = True) -> SignedTreeHead:
-        return await asyncio.to_thread(export_postgres, self.target, out.write, inclusion_proofs=inclusion_proofs,
+        return await asyncio.to_thread(export_postgres, self.target, paced_writer(out.write, Pacer()),
+                                       inclusion_proofs=inclusion_proofs,
                                        consistency_proofs=consistency_proofs)
 
     async def prune(self, before: datetime) -> int:

@@ -29,6 +29,7 @@ from typing import TextIO, TypeVar
 from gateway.audit.aggregates import Counts, HourlyRow, Key, hour_of, record_deltas
 from gateway.audit.merkle import CompactRange, SignedTreeHead, TreeHead
 from gateway.audit.merkle import leaf_hash as merkle_leaf_hash
+from gateway.audit.pacing import Pacer, paced_writer
 from gateway.audit.query import LogPage, LogQuery
 from gateway.audit.recompute import NODE_LEVEL
 from gateway.audit.record import AccessRecord
@@ -289,12 +290,14 @@ class SqliteAccessLog:
     async def verify(self, keys: Mapping[str, PublicKey] | None = None) -> ChainBreak | None:
         if keys is None and self.trusted_keys is not None:
             keys = self.trusted_keys()
-        return await asyncio.get_running_loop().run_in_executor(self._auditor, verify_database, self.path, keys)
+        return await asyncio.get_running_loop().run_in_executor(  # paced: the clients keep the event loop
+            self._auditor, lambda: verify_database(self.path, keys, pace=Pacer()))
 
     async def export(self, out: TextIO, *, inclusion_proofs: bool = True,
                      consistency_proofs: bool = True) -> SignedTreeHead:
         return await asyncio.get_running_loop().run_in_executor(
-            self._auditor, lambda: export_database(self.path, out.write, inclusion_proofs=inclusion_proofs,
+            self._auditor, lambda: export_database(self.path, paced_writer(out.write, Pacer()),
+                                                   inclusion_proofs=inclusion_proofs,
                                                    consistency_proofs=consistency_proofs))
 
     async def prune(self, before: datetime) -> int:

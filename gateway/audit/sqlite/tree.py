@@ -15,6 +15,7 @@ from gateway.audit.aggregates import AggregateCheck
 from gateway.audit.export import ExportRow, NodeCache, WindowedLeaves, export_rows
 from gateway.audit.index_check import IndexCheck
 from gateway.audit.merkle import EMPTY_ROOT, CompactRange, Prover, SignedTreeHead
+from gateway.audit.pacing import paced
 from gateway.audit.recompute import NODE_LEVEL, HeadRow, Row, head_from_row, recompute
 from gateway.audit.rules import catch_up_range, caught_up, check_edge
 from gateway.audit.sqlite.aggregates import hourly_stream
@@ -135,12 +136,14 @@ def first_kept(conn: sqlite3.Connection, limit: int) -> int:
 
 
 
-def verify_database(path: Path, keys: Mapping[str, PublicKey] | None = None) -> ChainBreak | None:
+def verify_database(path: Path, keys: Mapping[str, PublicKey] | None = None, *,
+                    pace: Callable[[], None] | None = None) -> ChainBreak | None:
     """Recompute the whole log (``gateway.audit.recompute``) and check its search index against the entries in
     the same pass (``gateway.audit.index_check``); the first bad index, or None if it verifies.
 
     Tree-head signatures are checked when ``keys`` (kid → public key) are given. A v1 file (hash chain, not yet
-    migrated) is checked as a chain; a v2 file has no index yet."""
+    migrated) is checked as a chain; a v2 file has no index yet. ``pace`` is called between entries
+    (``gateway.audit.pacing``)."""
     conn = connect(path, read_only=True)
     try:
         conn.execute("BEGIN")  # one snapshot, while appends go on
@@ -156,7 +159,8 @@ def verify_database(path: Path, keys: Mapping[str, PublicKey] | None = None) -> 
                                "ORDER BY level, idx LIMIT 1", (size,)).fetchone()
             return (row[0], row[1]) if row else None
 
-        rows: Iterable[Row] = conn.execute("SELECT idx, entry, leaf_hash, tree_root FROM access_log ORDER BY idx")
+        rows: Iterable[Row] = paced(conn.execute("SELECT idx, entry, leaf_hash, tree_root FROM access_log ORDER BY "
+                                                 "idx"), pace)
         index = IndexCheck(index_streams(conn)) if version in INDEXED_VERSIONS else None  # v2: no index yet
         hourly = AggregateCheck() if version in AGGREGATED_VERSIONS else None  # before v5: no aggregates
         if hourly is not None:
@@ -180,7 +184,8 @@ def export_database(path: Path, write: Callable[[str], object], *, inclusion_pro
     try:
         conn.execute("BEGIN")
         if schema_version(conn) not in TREE_VERSIONS:
-            raise AccessLogCorrupt("not an access log of schema version 2 to 4: open it with the gateway first")
+            raise AccessLogCorrupt(f"not an access log of schema version {TREE_VERSIONS[0]} to {TREE_VERSIONS[-1]}: "
+                                   "open it with the gateway first")
         tree = Tree(conn)
         heads = [Tree._parse(row) for row in tree.head_rows("ORDER BY tree_size")]
         if not heads:
