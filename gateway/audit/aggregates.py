@@ -27,6 +27,7 @@ import bisect
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from operator import add
 from typing import Any
 
 import orjson
@@ -154,11 +155,7 @@ def entry_deltas(entry: bytes) -> list[tuple[Key, Counts]]:
 def accumulate(into: dict[Key, Counts], deltas: Iterable[tuple[Key, Counts]]) -> None:
     for key, counts in deltas:
         have = into.get(key)
-        if have is None:
-            into[key] = list(counts)
-        else:
-            for i, value in enumerate(counts):
-                have[i] += value
+        into[key] = list(counts) if have is None else list(map(add, have, counts))  # (map: C speed)
 
 
 def quantile(histogram: Iterable[int], q: float) -> float | None:
