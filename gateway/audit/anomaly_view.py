@@ -227,8 +227,9 @@ async def view(log: AccessLog, settings: AnomalySettings, clients: Iterable[str]
     looked_up = [Row(idx, datetime.fromtimestamp(us / 1_000_000, UTC), client, purpose, subject, 0, "")
                  for idx, us, client, purpose, subject in people]
     reader.scanned += len(looked_up)
-    window = Window.of_rows([*detail, *unattributed], now, replace(s, window_hours=(now - window_start) /
-                                                                    timedelta(hours=1)))
+    read = sorted((r for r in (*detail, *unattributed) if window_start <= r.time <= now),
+                  key=lambda r: (r.time, r.index))
+    window = Window(window_start, now, tuple(read), ())
     flags += await asyncio.to_thread(_detail_flags, window, looked_up, now, window_start, s)
     flags.sort(key=lambda f: f.start, reverse=True)
     flags.sort(key=lambda f: SEVERITY_RANK[f.severity])
