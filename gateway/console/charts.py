@@ -113,7 +113,7 @@ def bars(chart_id: str, title: str, desc: str, labels: Sequence[str], rows: Sequ
          label_width: int = 170) -> Chart:
     """One horizontal bar per label: its segments stacked (or, ``grouped``, one under the other), the label on
     the left and ``totals`` (already written) on the right."""
-    right = 90
+    right = 190
     plot_w = width - label_width - right
     per_row = max((len(r) for r in rows), default=1) if grouped else 1
     bar_h = (row_height - 8) / per_row

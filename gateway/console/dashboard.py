@@ -159,7 +159,8 @@ async def gather(runtime: Runtime, batch_store: Any, t: Translator, now: datetim
                         [[Segment("p50", s.p50_ms or 0, t("dash_source_p50", source=s.name, ms=_ms(s.p50_ms))),
                           Segment("p99", s.p99_ms or 0, t("dash_source_p99", source=s.name, ms=_ms(s.p99_ms)))]
                          for s in sources],
-                        [f"p99 {_ms(s.p99_ms)} ms" for s in sources], grouped=True, row_height=34),
+                        [t("dash_source_total", ms=_ms(s.p99_ms), rate=t.percent(s.error_rate)) for s in sources],
+                        grouped=True, row_height=34, label_width=150),
     }
     return Dashboard(start, now, total, hours, clients, sorted(((c, o, n) for (c, o), n in outcomes.items()),
                                                               key=lambda x: (-x[2], x[0], x[1])),

@@ -156,3 +156,31 @@ async def test_pruned_hours_keep_their_counts(store_factory: StoreFactory) -> No
     assert await store.prune(T0 + timedelta(hours=1)) == len(fixtures()) - 1
     assert sum(r.entries for r in await store.hourly(T0, T0 + timedelta(hours=2))) == len(fixtures())
     assert await store.verify() is None
+
+
+async def test_a_version_2_postgres_schema_gains_its_aggregates_when_opened() -> None:
+    from gateway.audit.postgres.store import PostgresAccessLog
+    from gateway.audit.postgres.tree import verify_postgres
+    from tests.audit.pg_support import dba, fresh_schema_async
+
+    async with fresh_schema_async() as target:
+        store = PostgresAccessLog(target)
+        await store.open()
+        try:
+            for record in fixtures():
+                await store.append(record)
+            appended = sorted(await store.hourly(T0, T0 + timedelta(hours=2)), key=repr)
+        finally:
+            await store.close()
+        dba(target, "DROP TABLE access_hourly", "UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        assert await asyncio.to_thread(verify_postgres, target) is None, "a version 2 schema verifies as it is"
+        store = PostgresAccessLog(target)
+        await store.open()
+        try:
+            assert sorted(await store.hourly(T0, T0 + timedelta(hours=2)), key=repr) == appended
+            assert await store.verify() is None
+        finally:
+            await store.close()
+        dba(target, "UPDATE access_hourly SET errors = errors + 1 WHERE source = 'education'")
+        found = await asyncio.to_thread(verify_postgres, target)
+        assert found is not None and "hourly aggregates" in found.reason and found.index == 0
