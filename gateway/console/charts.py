@@ -83,7 +83,7 @@ def columns(chart_id: str, title: str, desc: str, labels: Sequence[str], stacks:
     """One stacked column per label (oldest first), with a y axis of four round steps."""
     left, right, top, bottom = 48, 8, 10, 28
     plot_w, plot_h = width - left - right, height - top - bottom
-    top_value = nice_max(max((sum(s.value for s in stack) for stack in stacks), default=0))
+    top_value = nice_max(max(4.0, max((sum(s.value for s in stack) for stack in stacks), default=0)))  # whole steps
     slot = plot_w / max(len(labels), 1)
     rects: list[Rect] = []
     texts: list[Text] = []

@@ -4,7 +4,8 @@ administrations and batches stand now, as server-rendered SVG charts with a tabl
 * **Requests per hour, by outcome** — from the hourly aggregates' request rows (``AccessLog.hourly``): each
   clock hour's requests split into answered (neither 4xx nor 5xx), refused (4xx) and errors (5xx); aggregated
   anonymous refusals count by their ``count``;
-* **Requests by client** over the 24 hours, split the same way, and a table per client and outcome;
+* **Requests by client** over the 24 hours, split the same way, the busiest clients' own hours (one small chart
+  each), and a table per client and outcome;
 * **Administrations** — per source, p50 and p99 of the call time estimated from the aggregates' latency
   histograms (``gateway.audit.aggregates.quantile``) and the error rate (the entries whose source status was
   neither ``ok`` nor ``not_found``);
@@ -37,6 +38,7 @@ from gateway.web.state import BATCHES, Runtime
 HOURS = 24
 CATEGORIES = ("ok", "refused", "error")
 MAX_CLIENTS = 12  # clients shown in the chart (the table lists them all)
+MAX_SMALL = 6  # clients with a chart of their own hours
 BATCH_DAYS = 7
 MAX_BATCHES = 10
 
@@ -88,6 +90,7 @@ class Dashboard:
     breakers: list[Breaker]
     batches: list[BatchRow]
     charts: dict[str, Chart]
+    client_hours: list[tuple[str, Chart]]  # the busiest clients' own hours, by outcome
 
 
 def category(row: HourlyRow) -> Counter[str]:
@@ -131,12 +134,14 @@ async def gather(runtime: Runtime, batch_store: Any, t: Translator, now: datetim
     per_source = await runtime.access_log.hourly(start, until, sources=True)
     per_hour: dict[int, Counter[str]] = defaultdict(Counter)
     per_client: dict[str, Counter[str]] = defaultdict(Counter)
+    per_client_hour: dict[tuple[str, int], Counter[str]] = defaultdict(Counter)
     outcomes: Counter[tuple[str, str]] = Counter()
     nobody = t("dash_no_client")
     for row in requests:
         split = category(row)
         per_hour[row.hour] += split
         per_client[row.client or nobody] += split
+        per_client_hour[(row.client or nobody, row.hour)] += split
         outcomes[(row.client or nobody, row.outcome)] += row.requests
     hours = [(t.hour_label(hour_start(h)), per_hour.get(h, Counter())) for h in range(first, first + HOURS)]
     clients = sorted(per_client.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
@@ -162,9 +167,18 @@ async def gather(runtime: Runtime, batch_store: Any, t: Translator, now: datetim
                         [t("dash_source_total", ms=_ms(s.p99_ms), rate=t.percent(s.error_rate)) for s in sources],
                         grouped=True, row_height=34, label_width=150),
     }
+    labels = [label for label, _ in hours]
+    client_hours = [(name, columns(f"chart-client-{i}", t("dash_client_hours_title", client=name),
+                                   t("dash_client_hours_desc", client=name, **_totals(c)), labels,
+                                   [[Segment(k, per_client_hour[(name, h)][k],
+                                             t("dash_client_hour_bar", client=name, hour=label,
+                                               **_totals(per_client_hour[(name, h)]))) for k in CATEGORIES]
+                                    for label, h in zip(labels, range(first, first + HOURS), strict=True)],
+                                   width=360, height=130, label_every=6))
+                    for i, (name, c) in enumerate(clients[:MAX_SMALL])]
     return Dashboard(start, now, total, hours, clients, sorted(((c, o, n) for (c, o), n in outcomes.items()),
                                                               key=lambda x: (-x[2], x[0], x[1])),
-                     sources, _breakers(runtime), batches, charts)
+                     sources, _breakers(runtime), batches, charts, client_hours)
 
 
 def _totals(c: Counter[str]) -> dict[str, int]:

@@ -146,6 +146,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "dash_clients_desc": "Barres empilées, une par client ({clients} clients) : répondues, refusées, en erreur.",
         "dash_client_bar": "{client} : {ok} répondues, {refused} refusées, {errors} en erreur",
         "dash_outcomes_table": "Requêtes par client et par issue (24 heures)",
+        "dash_client_hours": "Par heure, pour les clients les plus actifs",
+        "dash_client_hours_title": "Requêtes de {client} par heure",
+        "dash_client_hours_desc": "Colonnes empilées, une par heure : {ok} répondues, {refused} refusées, {errors} en "
+                                  "erreur pour {client} sur 24 heures.",
+        "dash_client_hour_bar": "{client}, {hour} : {ok} répondues, {refused} refusées, {errors} en erreur",
         "dash_requests": "Requêtes",
         "dash_sources_title": "Administrations : temps de réponse p50 et p99 sur 24 heures",
         "dash_sources_desc": "Deux barres par administration ({sources}) : la médiane (p50) et le 99e centile (p99) "
@@ -331,6 +336,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "dash_clients_desc": "Stacked bars, one per client ({clients} clients): answered, refused, errors.",
         "dash_client_bar": "{client}: {ok} answered, {refused} refused, {errors} errors",
         "dash_outcomes_table": "Requests by client and outcome (24 hours)",
+        "dash_client_hours": "Per hour, for the busiest clients",
+        "dash_client_hours_title": "Requests of {client} per hour",
+        "dash_client_hours_desc": "Stacked columns, one per hour: {ok} answered, {refused} refused, {errors} errors "
+                                  "for {client} over 24 hours.",
+        "dash_client_hour_bar": "{client}, {hour}: {ok} answered, {refused} refused, {errors} errors",
         "dash_requests": "Requests",
         "dash_sources_title": "Administrations: p50 and p99 response time over 24 hours",
         "dash_sources_desc": "Two bars per administration ({sources}): the median (p50) and the 99th percentile "

@@ -47,6 +47,8 @@ async def test_the_dashboard_shows_the_traffic_logged(console_stack: Stack, brow
     titles = [t for _, t in TITLE.findall(page.text)]
     assert "mhpv.housing: 0 answered, 4 refused, 0 errors" in titles
     assert any(t.startswith("anss.asd: 3 answered") for t in titles)
+    assert sum(int(re.search(r": (\d+) answered", t).group(1))  # type: ignore[union-attr]
+               for t in titles if t.startswith("anss.asd, ")) == 3, "the client's own hours add up"
     assert sum(int(row[2]) for row in table(page.text, "table-hours")[1:]) >= 4  # refused, per hour
     sources = {row[0]: row for row in table(page.text, "table-sources")[1:]}
     assert sources["civil_registry"][1] == "3" and sources["civil_registry"][2] == "0"
