@@ -1,6 +1,6 @@
 """Anomaly flags over the access log: what deserves a security officer's look, explained in plain words.
 
-Pure functions, no I/O: decoded entries (``LogHit``: the index and the canonical entry as a dict, or the ``Row``
+Pure functions, no I/O (``gateway.audit.anomaly_view`` computes the same flags from the hourly aggregates): decoded entries (``LogHit``: the index and the canonical entry as a dict, or the ``Row``
 the detectors read of it) of a time window, the time the window ends, and the thresholds of ``[audit.anomalies]``
 (``AnomalySettings``). ``detect`` (``detect_rows``)
 looks at the last ``window_hours`` (*the window*) and measures each client against its own history over the
@@ -20,7 +20,8 @@ kind                     flagged when
 ``rare_purpose``         a client queried for a purpose making up less than ``rare_purpose_share`` of its own
                          queries over the baseline, once that history holds ``rare_purpose_min_history`` queries
 ``anonymous_refusals``   requests refused before any client was known (no or no valid client assertion, no
-                         session...) ``anonymous_refusals`` times within ``anonymous_refusals_minutes``
+                         session...) ``anonymous_refusals`` times within ``anonymous_refusals_minutes`` (an
+                         entry of aggregated refusals, ``refusals_aggregated``, counts by its ``detail.count``)
 =======================  ==========================================================================================
 
 Each flag is a frozen ``Flag``: kind, severity, the clients and entries concerned, and an explanation in
