@@ -1,6 +1,7 @@
 """Anomaly flags over the access log: what deserves a security officer's look, explained in plain words.
 
-Pure functions, no I/O (``gateway.audit.anomaly_view`` computes the same flags from the hourly aggregates): decoded entries (``LogHit``: the index and the canonical entry as a dict, or the ``Row``
+Pure functions, no I/O (``gateway.audit.anomaly_view`` computes the same flags from the hourly aggregates):
+decoded entries (``LogHit``: the index and the canonical entry as a dict, or the ``Row``
 the detectors read of it) of a time window, the time the window ends, and the thresholds of ``[audit.anomalies]``
 (``AnomalySettings``). ``detect`` (``detect_rows``)
 looks at the last ``window_hours`` (*the window*) and measures each client against its own history over the
