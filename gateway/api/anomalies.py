@@ -1,5 +1,6 @@
-"""``GET /v1/audit/anomalies``: the anomaly flags of the access log, for officers; and ``scan``, which reads the
-entries they are computed from (the console shows the same flags).
+"""``GET /v1/audit/anomalies``: the anomaly flags of the access log, for officers, from the hourly aggregates
+(``gateway.audit.anomaly_view``; the console shows the same flags); and ``scan``, the full scan of the entries
+they are defined over, kept as the reference the view is tested against (``tests/audit/test_anomaly_view.py``).
 
 The trust path of every client — a signed client assertion, once, within the rate limit — then the caller must
 be an officer (``require_role``), else 403 ``forbidden_role``. The answer lists the flags of
@@ -33,11 +34,13 @@ from aiohttp import web
 
 from gateway.api.caller import signed_request
 from gateway.audit.anomalies import Flag, Row, detect_rows, lookback, rows_of
+from gateway.audit.anomaly_view import view
 from gateway.audit.query import MAX_PAGE, LogQuery, SearchableLog
 from gateway.audit.record import CITIZEN_ACTOR
 from gateway.config.settings import AnomalySettings
 from gateway.errors import BadRequest
 from gateway.trust.roles import OFFICER
+from gateway.web.heavy import heavy_read
 
 MAX_SCAN = 200_000  # entries read per client (window and baseline)
 MAX_UNATTRIBUTED = 50_000  # entries without a client read (window only)
@@ -101,12 +104,13 @@ async def list_anomalies(request: web.Request) -> web.Response:
     settings = runtime.settings
     if request.query or body:
         raise BadRequest("GET /v1/audit/anomalies takes no query and no body")
-    found = await scan(runtime.access_log, settings.anomalies, settings.clients)
+    async with heavy_read(runtime):
+        found = await view(runtime.access_log, settings.anomalies, settings.clients)
     note.outcome = "audit_anomalies_listed"
     note.detail["flags"] = len(found.flags)
     a = settings.anomalies
     document = {
-        "window": {"start": (found.now - timedelta(hours=a.window_hours)).isoformat(timespec="seconds"),
+        "window": {"start": found.window_start.isoformat(timespec="seconds"),
                    "end": found.now.isoformat(timespec="seconds"), "baseline_days": a.baseline_days},
         "scanned": found.scanned, "complete": found.complete,
         "truncated": {"clients": list(found.truncated), "unattributed": found.unattributed_truncated},

@@ -40,6 +40,7 @@ from gateway.audit.store import AccessLog
 from gateway.crypto.keys import PublicKey, b64url
 from gateway.errors import BadRequest, GatewayError, NotFound, ServiceUnavailable
 from gateway.trust.roles import OFFICER
+from gateway.web.heavy import heavy_read
 from gateway.web.state import AuditNote, Runtime
 
 log = structlog.get_logger(__name__)
@@ -157,8 +158,8 @@ def build_query(runtime: Runtime, payload: dict[str, Any]) -> tuple[LogQuery, di
     logged["limit"] = int(payload.get("limit", 50))  # JSON Schema takes 20.0 for an integer
     if cursor is not None:
         logged["cursor"] = cursor
-    query = LogQuery(since=since, until=until, subject=subject, limit=logged["limit"], cursor=cursor,
-                     **{name: payload.get(name) for name in FILTERS})
+    filters: dict[str, Any] = {name: payload.get(name) for name in FILTERS}
+    query = LogQuery(since=since, until=until, subject=subject, limit=logged["limit"], cursor=cursor, **filters)
     return query, logged
 
 
@@ -169,7 +170,8 @@ async def search_entries(request: web.Request) -> web.Response:
     note.detail["filters"] = logged
     if query.subject is not None:  # an officer looking a citizen up is itself an access about that citizen
         note.subject = query.subject
-    page: LogPage = await _reading(runtime.access_log.search(query))
+    async with heavy_read(runtime):
+        page: LogPage = await _reading(runtime.access_log.search(query))
     note.outcome = "audit_searched"
     note.detail["hits"] = len(page.hits)
     note.detail["more"] = page.next_cursor is not None
@@ -211,7 +213,8 @@ async def show_entry(request: web.Request) -> web.Response:
     _no_query(request)
     index = int(request.match_info["index"])
     note.detail["index"] = index
-    document = await entry_detail(runtime.access_log, index, runtime.settings.tree_head_interval_s)
+    async with heavy_read(runtime):
+        document = await entry_detail(runtime.access_log, index, runtime.settings.tree_head_interval_s)
     note.outcome = "audit_entry_shown"
     return _json(document)
 
@@ -242,15 +245,17 @@ async def integrity(request: web.Request) -> web.Response:
     runtime, note, _ = await _officer(request)
     _no_query(request)
     access_log, settings = runtime.access_log, runtime.settings
-    count = await _reading(access_log.count())
-    head = await _reading(access_log.latest_tree_head())
+    async with heavy_read(runtime):
+        count = await _reading(access_log.count())
+        head = await _reading(access_log.latest_tree_head())
+        last = await last_verification(access_log)
     note.outcome = "audit_integrity_shown"
     return _json({
         "log_id": log_id_for(settings.gateway_id), "entries": count, "latest_tree_head": _head(head),
         "unsigned_entries": count - (head.head.tree_size if head else 0),
         "tree_head_interval_s": settings.tree_head_interval_s,
         "tree_head_max_entries": settings.tree_head_max_entries,
-        "last_verification": await last_verification(access_log),
+        "last_verification": last,
     })
 
 
@@ -284,7 +289,8 @@ async def verify_now(request: web.Request) -> web.Response:
     _no_query(request)
     if body:
         raise BadRequest("POST /v1/audit/verify takes no body")
-    result = await _reading(full_verification(runtime))
+    async with heavy_read(runtime):
+        result = await _reading(full_verification(runtime))
     note.outcome = VERIFICATION
     note.detail.update(result)  # the record the integrity panel reads back, in the tree like every entry
     return _json({**result, "verified_at": datetime.now(UTC).isoformat(timespec="microseconds"),
@@ -321,8 +327,9 @@ async def export(request: web.Request) -> web.Response:
     log_id = log_id_for(settings.gateway_id)
     out = _Capped(settings.audit_export_max_bytes)
     try:  # cover the tail first: the export ends at the latest signed head
-        await access_log.issue_tree_head(runtime.signing_key, log_id)
-        head = await access_log.export(out, inclusion_proofs=proofs, consistency_proofs=proofs)
+        async with heavy_read(runtime):
+            await access_log.issue_tree_head(runtime.signing_key, log_id)
+            head = await access_log.export(out, inclusion_proofs=proofs, consistency_proofs=proofs)
     except GatewayError:
         raise
     except Exception as exc:  # e.g. AccessLogCorrupt: the stored tree does not add up

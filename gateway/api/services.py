@@ -134,6 +134,7 @@ async def call_service(request: web.Request) -> web.Response:
         raise
     record = outcome.record
     note.sources = ((provider, "ok" if record is not None else "not_found"),)
+    note.detail["source_latency_ms"] = {provider: round(outcome.latency_ms, 1)}  # the hourly aggregates' histogram
     data, withheld = mask_record(record.data, decision.deny) if record is not None else (None, [])
     if withheld:
         note.detail["withheld"] = withheld

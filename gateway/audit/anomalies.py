@@ -1,6 +1,7 @@
 """Anomaly flags over the access log: what deserves a security officer's look, explained in plain words.
 
-Pure functions, no I/O: decoded entries (``LogHit``: the index and the canonical entry as a dict, or the ``Row``
+Pure functions, no I/O (``gateway.audit.anomaly_view`` computes the same flags from the hourly aggregates):
+decoded entries (``LogHit``: the index and the canonical entry as a dict, or the ``Row``
 the detectors read of it) of a time window, the time the window ends, and the thresholds of ``[audit.anomalies]``
 (``AnomalySettings``). ``detect`` (``detect_rows``)
 looks at the last ``window_hours`` (*the window*) and measures each client against its own history over the
@@ -20,7 +21,8 @@ kind                     flagged when
 ``rare_purpose``         a client queried for a purpose making up less than ``rare_purpose_share`` of its own
                          queries over the baseline, once that history holds ``rare_purpose_min_history`` queries
 ``anonymous_refusals``   requests refused before any client was known (no or no valid client assertion, no
-                         session...) ``anonymous_refusals`` times within ``anonymous_refusals_minutes``
+                         session...) ``anonymous_refusals`` times within ``anonymous_refusals_minutes`` (an
+                         entry of aggregated refusals, ``refusals_aggregated``, counts by its ``detail.count``)
 =======================  ==========================================================================================
 
 Each flag is a frozen ``Flag``: kind, severity, the clients and entries concerned, and an explanation in
@@ -44,6 +46,8 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from gateway.audit import anomaly_words as w
+from gateway.audit.aggregates import AGGREGATED
 from gateway.audit.query import LogHit
 from gateway.audit.record import CITIZEN_ACTOR
 from gateway.config.settings import AnomalySettings
@@ -115,6 +119,7 @@ class Row:
     subject: str | None
     status: int
     outcome: str
+    weight: int = 1  # the requests it stands for: an entry of aggregated refusals stands for ``detail.count``
 
     @classmethod
     def of(cls, hit: LogHit) -> Row | None:
@@ -126,8 +131,12 @@ class Row:
         if time.tzinfo is None:
             time = time.replace(tzinfo=UTC)
         status = e.get("status")
+        outcome = str(e.get("outcome") or "")
+        detail = e.get("detail")
+        count = detail.get("count") if outcome == AGGREGATED and isinstance(detail, dict) else None
         return cls(hit.index, time, _text(e.get("client")), _text(e.get("purpose")), _text(e.get("subject")),
-                   status if isinstance(status, int) else 0, str(e.get("outcome") or ""))
+                   status if isinstance(status, int) else 0, outcome,
+                   count if type(count) is int and count > 0 else 1)
 
     @property
     def refused(self) -> bool:
@@ -193,9 +202,9 @@ def detect_rows(rows: Iterable[Row], now: datetime, settings: AnomalySettings) -
 
 
 def _flag(kind: Kind, severity: Severity, rows: Sequence[Row], clients: Iterable[str], fr: str, en: str,
-          **extra: str | None) -> Flag:
-    return Flag(kind, severity, tuple(sorted(set(clients))), tuple(r.index for r in rows[:MAX_LISTED]), len(rows),
-                rows[0].time, rows[-1].time, fr, en, **extra)
+          count: int | None = None, **extra: str | None) -> Flag:
+    return Flag(kind, severity, tuple(sorted(set(clients))), tuple(r.index for r in rows[:MAX_LISTED]),
+                len(rows) if count is None else count, rows[0].time, rows[-1].time, fr, en, **extra)
 
 
 def _by_client(rows: Iterable[Row]) -> dict[str, list[Row]]:
@@ -227,25 +236,30 @@ def volume(window: Window, s: AnomalySettings) -> list[Flag]:
         for run in _consecutive(busy):
             concerned = [r for h in run for r in per_hour[h]]
             peak = max(len(per_hour[h]) for h in run)
-            ratio = peak / max(usual, 1)
-            severity = Severity.HIGH if ratio >= 2 * s.volume_factor else Severity.MEDIUM
-            first, last = _local(run[0], s), _local(run[-1] + HOUR, s)
-            period_fr = f"entre {_clock(first)} et {_clock(last)} le {_date_fr(first)}"
-            period_en = f"between {_clock(first)} and {_clock(last)} on {_date_en(first)}"
-            if usual:
-                base_fr = (f"soit {_num_fr(ratio)} fois son volume habituel (médiane de {_num_fr(usual)} requêtes "
-                           f"par heure d'activité sur les {s.baseline_days} jours précédents)")
-                base_en = (f"{_num_en(ratio)} times its usual volume (a median of {_num_en(usual)} requests per "
-                           f"active hour over the previous {s.baseline_days} days)")
-            else:
-                base_fr = f"alors qu'il n'avait fait aucune requête sur les {s.baseline_days} jours précédents"
-                base_en = f"while it made no request at all over the previous {s.baseline_days} days"
-            flags.append(_flag(
-                Kind.VOLUME, severity, concerned, [client],
-                f"{client} a fait {len(concerned)} requêtes {period_fr} (jusqu'à {peak} en une heure), {base_fr}.",
-                f"{client} made {len(concerned)} requests {period_en} (up to {peak} in one hour), {base_en}.",
-            ))
+            severity, fr, en = volume_words(client, len(concerned), peak, usual, run[0], run[-1], s)
+            flags.append(_flag(Kind.VOLUME, severity, concerned, [client], fr, en))
     return flags
+
+
+def volume_words(client: str, count: int, peak: int, usual: float, first_hour: datetime, last_hour: datetime,
+                 s: AnomalySettings) -> tuple[Severity, str, str]:
+    """The severity and the explanations of a run of busy clock hours ``first_hour`` .. ``last_hour`` (UTC)."""
+    ratio = peak / max(usual, 1)
+    severity = Severity.HIGH if ratio >= 2 * s.volume_factor else Severity.MEDIUM
+    first, last = w.local(first_hour, s), w.local(last_hour + HOUR, s)
+    period_fr = f"entre {w.clock(first)} et {w.clock(last)} le {w.date_fr(first)}"
+    period_en = f"between {w.clock(first)} and {w.clock(last)} on {w.date_en(first)}"
+    if usual:
+        base_fr = (f"soit {w.num_fr(ratio)} fois son volume habituel (médiane de {w.num_fr(usual)} requêtes "
+                   f"par heure d'activité sur les {s.baseline_days} jours précédents)")
+        base_en = (f"{w.num_en(ratio)} times its usual volume (a median of {w.num_en(usual)} requests per "
+                   f"active hour over the previous {s.baseline_days} days)")
+    else:
+        base_fr = f"alors qu'il n'avait fait aucune requête sur les {s.baseline_days} jours précédents"
+        base_en = f"while it made no request at all over the previous {s.baseline_days} days"
+    return (severity,
+            f"{client} a fait {count} requêtes {period_fr} (jusqu'à {peak} en une heure), {base_fr}.",
+            f"{client} made {count} requests {period_en} (up to {peak} in one hour), {base_en}.")
 
 
 def _consecutive(hours: Sequence[datetime]) -> list[list[datetime]]:
@@ -268,18 +282,21 @@ def working(t: datetime, s: AnomalySettings) -> bool:
     return local.weekday() in s.working_days and s.working_hours[0] <= minute < s.working_hours[1]
 
 
+def outside_words(client: str, count: int, first_time: datetime, s: AnomalySettings) -> tuple[Severity, str, str]:
+    first = w.local(first_time, s)
+    severity = Severity.HIGH if count >= s.volume_min_requests else Severity.MEDIUM
+    return (severity,
+            f"{client} a fait {w.plural_fr(count, 'requête')} en dehors des heures de travail "
+            f"({w.schedule_fr(s)}), la première le {w.weekday_fr(first)} {w.date_fr(first)} à {w.clock(first)}.",
+            f"{client} made {w.plural_en(count, 'request')} outside working hours ({w.schedule_en(s)}), "
+            f"the first on {w.weekday_en(first)} {w.date_en(first)} at {w.clock(first)}.")
+
+
 def outside_hours(window: Window, s: AnomalySettings) -> list[Flag]:
     flags = []
     for client, rows in sorted(_by_client(r for r in window.recent if not working(r.time, s)).items()):
-        first = _local(rows[0].time, s)
-        severity = Severity.HIGH if len(rows) >= s.volume_min_requests else Severity.MEDIUM
-        flags.append(_flag(
-            Kind.OUTSIDE_HOURS, severity, rows, [client],
-            f"{client} a fait {_plural_fr(len(rows), 'requête')} en dehors des heures de travail "
-            f"({_schedule_fr(s)}), la première le {_weekday_fr(first)} {_date_fr(first)} à {_clock(first)}.",
-            f"{client} made {_plural_en(len(rows), 'request')} outside working hours ({_schedule_en(s)}), "
-            f"the first on {_weekday_en(first)} {_date_en(first)} at {_clock(first)}.",
-        ))
+        severity, fr, en = outside_words(client, len(rows), rows[0].time, s)
+        flags.append(_flag(Kind.OUTSIDE_HOURS, severity, rows, [client], fr, en))
     return flags
 
 
@@ -313,16 +330,16 @@ def refusal_bursts(window: Window, s: AnomalySettings) -> list[Flag]:
         for run in _bursts(rows, span, lambda stretch: len(stretch) >= s.refusal_burst):
             minutes = max(1, round((run[-1].time - run[0].time).total_seconds() / 60))
             code, _ = Counter(r.outcome for r in run).most_common(1)[0]
-            first, last = _local(run[0].time, s), _local(run[-1].time, s)
+            first, last = w.local(run[0].time, s), w.local(run[-1].time, s)
             severity = Severity.HIGH if len(run) >= 3 * s.refusal_burst else Severity.MEDIUM
             flags.append(_flag(
                 Kind.REFUSAL_BURST, severity, run, [client],
-                f"{client} a essuyé {len(run)} refus en {_plural_fr(minutes, 'minute')} (entre {_clock(first)} et "
-                f"{_clock(last)} le {_date_fr(first)}), le plus souvent « {code} » ; le seuil est de "
-                f"{s.refusal_burst} refus en {_num_fr(s.refusal_burst_minutes)} minutes.",
-                f"{client} was refused {len(run)} times in {_plural_en(minutes, 'minute')} (between {_clock(first)} "
-                f"and {_clock(last)} on {_date_en(first)}), mostly \"{code}\"; the threshold is {s.refusal_burst} "
-                f"refusals in {_num_en(s.refusal_burst_minutes)} minutes.",
+                f"{client} a essuyé {len(run)} refus en {w.plural_fr(minutes, 'minute')} (entre {w.clock(first)} et "
+                f"{w.clock(last)} le {w.date_fr(first)}), le plus souvent « {code} » ; le seuil est de "
+                f"{s.refusal_burst} refus en {w.num_fr(s.refusal_burst_minutes)} minutes.",
+                f"{client} was refused {len(run)} times in {w.plural_en(minutes, 'minute')} (between {w.clock(first)} "
+                f"and {w.clock(last)} on {w.date_en(first)}), mostly \"{code}\"; the threshold is {s.refusal_burst} "
+                f"refusals in {w.num_en(s.refusal_burst_minutes)} minutes.",
             ))
     return flags
 
@@ -333,23 +350,34 @@ def anonymous_refusals(window: Window, s: AnomalySettings) -> list[Flag]:
     flags = []
     span = timedelta(minutes=s.anonymous_refusals_minutes)
     rows = [r for r in window.recent if r.client is None and r.refused]
-    for run in _bursts(rows, span, lambda stretch: len(stretch) >= s.anonymous_refusals):
+    for run in _bursts(rows, span, lambda stretch: sum(r.weight for r in stretch) >= s.anonymous_refusals):
+        refused = sum(r.weight for r in run)  # an entry of aggregated refusals counts by its count
         minutes = max(1, round((run[-1].time - run[0].time).total_seconds() / 60))
-        code, _ = Counter(r.outcome for r in run).most_common(1)[0]
-        first, last = _local(run[0].time, s), _local(run[-1].time, s)
-        severity = Severity.HIGH if len(run) >= 3 * s.anonymous_refusals else Severity.MEDIUM
+        code = _most_common_code(run)
+        first, last = w.local(run[0].time, s), w.local(run[-1].time, s)
+        severity = Severity.HIGH if refused >= 3 * s.anonymous_refusals else Severity.MEDIUM
         flags.append(_flag(
             Kind.ANONYMOUS_REFUSALS, severity, run, [],
-            f"{len(run)} requêtes sans client identifié ont été refusées en {_plural_fr(minutes, 'minute')} (entre "
-            f"{_clock(first)} et {_clock(last)} le {_date_fr(first)}), le plus souvent « {code} » : quelqu'un sans "
-            f"identifiants valides insiste ; le seuil est de {s.anonymous_refusals} refus en "
-            f"{_num_fr(s.anonymous_refusals_minutes)} minutes.",
-            f"{len(run)} requests from no identified client were refused in {_plural_en(minutes, 'minute')} "
-            f"(between {_clock(first)} and {_clock(last)} on {_date_en(first)}), mostly \"{code}\": someone without "
-            f"valid credentials keeps trying; the threshold is {s.anonymous_refusals} refusals in "
-            f"{_num_en(s.anonymous_refusals_minutes)} minutes.",
+            f"{refused} requêtes sans client identifié ont été refusées en {w.plural_fr(minutes, 'minute')} (entre "
+            f"{w.clock(first)} et {w.clock(last)} le {w.date_fr(first)}), le plus souvent « {code} » : quelqu'un "
+            f"sans identifiants valides insiste ; le seuil est de {s.anonymous_refusals} refus en "
+            f"{w.num_fr(s.anonymous_refusals_minutes)} minutes.",
+            f"{refused} requests from no identified client were refused in {w.plural_en(minutes, 'minute')} "
+            f"(between {w.clock(first)} and {w.clock(last)} on {w.date_en(first)}), mostly \"{code}\": someone "
+            f"without valid credentials keeps trying; the threshold is {s.anonymous_refusals} refusals in "
+            f"{w.num_en(s.anonymous_refusals_minutes)} minutes.",
+            count=refused,
         ))
     return flags
+
+
+def _most_common_code(run: Sequence[Row]) -> str:
+    """The refusal code most of the run's requests got (aggregated refusals carry theirs in ``detail.code``,
+    which the row does not keep: they count under their own outcome)."""
+    weights: Counter[str] = Counter()
+    for r in run:
+        weights[r.outcome] += r.weight
+    return weights.most_common(1)[0][0]
 
 
 # --- one citizen, many clients --------------------------------------------------------------------------------------
@@ -375,17 +403,36 @@ def citizen_many_clients(window: Window, s: AnomalySettings) -> list[Flag]:
             flags.append(_flag(
                 Kind.CITIZEN_MANY_CLIENTS, severity, run, clients,
                 f"Le citoyen de pseudonyme {subject[:12]}… a été consulté par {len(clients)} clients différents en "
-                f"{_plural_fr(hours, 'heure')} ({names}) ; le seuil est de {s.citizen_clients} clients en "
-                f"{_num_fr(s.citizen_window_hours)} heures.",
+                f"{w.plural_fr(hours, 'heure')} ({names}) ; le seuil est de {s.citizen_clients} clients en "
+                f"{w.num_fr(s.citizen_window_hours)} heures.",
                 f"The citizen with pseudonym {subject[:12]}… was looked up by {len(clients)} different clients in "
-                f"{_plural_en(hours, 'hour')} ({names}); the threshold is {s.citizen_clients} clients in "
-                f"{_num_en(s.citizen_window_hours)} hours.",
+                f"{w.plural_en(hours, 'hour')} ({names}); the threshold is {s.citizen_clients} clients in "
+                f"{w.num_en(s.citizen_window_hours)} hours.",
                 subject=subject,
             ))
     return flags
 
 
 # --- rarely used purposes -------------------------------------------------------------------------------------------
+
+
+def rare_words(client: str, count: int, purpose: str, past: int, total: int,
+               s: AnomalySettings) -> tuple[Severity, str, str] | None:
+    """None when ``purpose`` is not rare for ``client`` (``past`` of its ``total`` queries of the baseline)."""
+    share = past / total
+    if share >= s.rare_purpose_share:
+        return None
+    if past:
+        why_fr = (f"un motif qui ne représente que {w.pct_fr(share)} de ses {total} requêtes des "
+                  f"{s.baseline_days} jours précédents (seuil : {w.pct_fr(s.rare_purpose_share)})")
+        why_en = (f"a purpose that makes up only {w.pct_en(share)} of its {total} queries over the previous "
+                  f"{s.baseline_days} days (threshold: {w.pct_en(s.rare_purpose_share)})")
+    else:
+        why_fr = f"un motif absent de ses {total} requêtes des {s.baseline_days} jours précédents"
+        why_en = f"a purpose absent from its {total} queries over the previous {s.baseline_days} days"
+    return (Severity.LOW if past else Severity.MEDIUM,
+            f"{client} a fait {w.plural_fr(count, 'requête')} pour le motif « {purpose} », {why_fr}.",
+            f"{client} made {w.plural_en(count, 'query', 'queries')} for the purpose \"{purpose}\", {why_en}.")
 
 
 def rare_purposes(window: Window, s: AnomalySettings) -> list[Flag]:
@@ -400,100 +447,8 @@ def rare_purposes(window: Window, s: AnomalySettings) -> list[Flag]:
         for row in rows:
             by_purpose[str(row.purpose)].append(row)
         for purpose, concerned in sorted(by_purpose.items()):
-            share = past[purpose] / total
-            if share >= s.rare_purpose_share:
-                continue
-            if past[purpose]:
-                why_fr = (f"un motif qui ne représente que {_pct_fr(share)} de ses {total} requêtes des "
-                          f"{s.baseline_days} jours précédents (seuil : {_pct_fr(s.rare_purpose_share)})")
-                why_en = (f"a purpose that makes up only {_pct_en(share)} of its {total} queries over the previous "
-                          f"{s.baseline_days} days (threshold: {_pct_en(s.rare_purpose_share)})")
-            else:
-                why_fr = f"un motif absent de ses {total} requêtes des {s.baseline_days} jours précédents"
-                why_en = f"a purpose absent from its {total} queries over the previous {s.baseline_days} days"
-            flags.append(_flag(
-                Kind.RARE_PURPOSE, Severity.LOW if past[purpose] else Severity.MEDIUM, concerned, [client],
-                f"{client} a fait {_plural_fr(len(concerned), 'requête')} pour le motif « {purpose} », {why_fr}.",
-                f"{client} made {_plural_en(len(concerned), 'query', 'queries')} for the purpose \"{purpose}\", "
-                f"{why_en}.",
-                purpose=purpose,
-            ))
+            words = rare_words(client, len(concerned), purpose, past[purpose], total, s)
+            if words is not None:
+                severity, fr, en = words
+                flags.append(_flag(Kind.RARE_PURPOSE, severity, concerned, [client], fr, en, purpose=purpose))
     return flags
-
-
-# --- words ----------------------------------------------------------------------------------------------------------
-
-DAYS_FR = ("lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche")
-DAYS_EN = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-MONTHS_FR = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre", "octobre",
-             "novembre", "décembre")
-MONTHS_EN = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-             "November", "December")
-
-
-def _local(t: datetime, s: AnomalySettings) -> datetime:
-    return t.astimezone(ZoneInfo(s.timezone))
-
-
-def _clock(t: datetime) -> str:
-    return f"{t.hour:02d}:{t.minute:02d}"
-
-
-def _date_fr(t: datetime) -> str:
-    return f"{'1er' if t.day == 1 else t.day} {MONTHS_FR[t.month - 1]} {t.year}"
-
-
-def _date_en(t: datetime) -> str:
-    return f"{t.day} {MONTHS_EN[t.month - 1]} {t.year}"
-
-
-def _weekday_fr(t: datetime) -> str:
-    return DAYS_FR[t.weekday()]
-
-
-def _weekday_en(t: datetime) -> str:
-    return DAYS_EN[t.weekday()]
-
-
-def _minutes(m: int) -> str:
-    return f"{m // 60:02d}:{m % 60:02d}"
-
-
-def _days(days: tuple[int, ...], names: tuple[str, ...], span: str, join: str) -> str:
-    if len(days) > 2 and days == tuple(range(days[0], days[-1] + 1)):
-        return span.format(names[days[0]], names[days[-1]])
-    return join.join(names[d] for d in days)
-
-
-def _schedule_fr(s: AnomalySettings) -> str:
-    days = _days(s.working_days, DAYS_FR, "du {} au {}", ", ")
-    return f"{days}, de {_minutes(s.working_hours[0])} à {_minutes(s.working_hours[1])}, heure de {s.timezone}"
-
-
-def _schedule_en(s: AnomalySettings) -> str:
-    days = _days(s.working_days, DAYS_EN, "{}–{}", ", ")
-    return f"{days}, {_minutes(s.working_hours[0])}–{_minutes(s.working_hours[1])}, {s.timezone} time"
-
-
-def _num_en(x: float) -> str:
-    return f"{x:.1f}".removesuffix(".0")
-
-
-def _num_fr(x: float) -> str:
-    return _num_en(x).replace(".", ",")
-
-
-def _pct_en(share: float) -> str:
-    return f"{_num_en(round(share * 100, 1))}%"
-
-
-def _pct_fr(share: float) -> str:
-    return f"{_num_fr(round(share * 100, 1))} %"
-
-
-def _plural_fr(n: int, word: str) -> str:
-    return f"{n} {word}{'s' if n > 1 else ''}"
-
-
-def _plural_en(n: int, word: str, plural: str | None = None) -> str:
-    return f"{n} {word if n == 1 else plural or word + 's'}"

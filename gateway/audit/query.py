@@ -2,7 +2,8 @@
 
 A ``LogQuery`` filters on the fields an entry records (never on personal data: the subject filter is the
 keyed-HMAC pseudonym the gateway computes from an identifier; the identifier itself is never stored or
-logged). Results come newest first, a page at a time; ``cursor`` is the index to continue *below*.
+logged). Results come newest first, a page at a time; ``cursor`` is the index to continue *below* (with
+``oldest_first``, oldest first and *above*).
 Every store implementation (SQLite, PostgreSQL) passes ``tests/audit/test_search_contract.py``.
 """
 
@@ -29,7 +30,8 @@ class LogQuery:
     subject: str | None = None  # a pseudonym, as stored
     person: str | None = None  # a pseudonym among the entry's `co_subjects` (spouses, children read for a query)
     limit: int = 50
-    cursor: int | None = None  # return entries with index < cursor
+    cursor: int | None = None  # return entries with index < cursor (> cursor when oldest_first)
+    oldest_first: bool = False  # ascending index order (the anomaly view lists a flag's first entries)
 
     def __post_init__(self) -> None:
         if not 1 <= self.limit <= MAX_PAGE:

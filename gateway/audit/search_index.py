@@ -169,9 +169,10 @@ def search_statement(query: LogQuery, dialect: SqlDialect) -> tuple[str, list[ob
         where += [f"i.time_us < {p}", f"{driver}.idx < COALESCE(({newer}), {p})"]
         args += [until, until, BIG]
     if query.cursor is not None:
-        where.append(f"{driver}.idx < {p}")
+        where.append(f"{driver}.idx {'>' if query.oldest_first else '<'} {p}")
         args.append(query.cursor)
     where.append("a.entry IS NOT NULL")
     statement = (f"SELECT {driver}.idx, a.entry FROM {tables} {dialect.join} access_log a ON a.idx = {driver}.idx "
-                 f"WHERE {' AND '.join(where)} ORDER BY {driver}.idx DESC LIMIT {p}")
+                 f"WHERE {' AND '.join(where)} ORDER BY {driver}.idx {'ASC' if query.oldest_first else 'DESC'} "
+                 f"LIMIT {p}")
     return statement, [*args, query.limit + 1]

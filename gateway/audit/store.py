@@ -8,15 +8,18 @@ store only has to provide rows, subtree hashes, tree heads and its search index 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, TextIO, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TextIO, runtime_checkable
 
 from gateway.audit.merkle import SignedTreeHead
 from gateway.audit.query import LogPage, LogQuery
 from gateway.audit.record import AccessRecord
 from gateway.crypto.keys import PublicKey, SigningKey
+
+if TYPE_CHECKING:  # (the aggregates module reports with ChainBreak, defined here)
+    from gateway.audit.aggregates import HourlyRow
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,19 @@ class AccessLog(Protocol):
     async def search(self, query: LogQuery) -> LogPage:
         """Entries matching every filter of ``query``, newest first, a page at a time; pruned entries are not
         returned (``gateway.audit.query``; ``tests/audit/test_search_contract.py``)."""
+        ...
+
+    async def hourly(self, since: datetime, until: datetime, *, sources: bool = False) -> list[HourlyRow]:
+        """The hourly aggregates (``gateway.audit.aggregates``) of the clock hours from the one holding ``since``
+        to the one holding the instant before ``until``: the requests' own rows, or (``sources``) the rows per
+        administration. Read off the event loop, in one short statement."""
+        ...
+
+    async def busy_subjects(self, since: datetime, until: datetime, min_clients: int, clients: Sequence[str],
+                            limit: int) -> list[tuple[int, int, str, str, str]]:
+        """(index, time in µs, client, purpose, subject) of the entries in ``[since, until)`` whose subject was
+        looked up for a purpose by at least ``min_clients`` distinct clients among ``clients``, oldest first,
+        for at most ``limit`` subjects: the citizen flag's candidates, from the search index alone."""
         ...
 
     async def close(self) -> None: ...

@@ -3,7 +3,7 @@ available), served with everything they need by the gateway itself (no script, n
 
 ``setup(app)`` adds its routes and its start-up (session key, officers' password hashes, templates). The pages:
 ``pages`` (sign in and out, stylesheet, not found), ``audit_pages`` (search, entry, integrity, anomaly flags),
-on the plumbing of ``web``. See docs/officers.md.
+``dashboard`` (the operations dashboard), on the plumbing of ``web``. See docs/officers.md.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.config.settings import Settings
-from gateway.console import audit_pages, pages
+from gateway.console import audit_pages, dashboard, pages
 from gateway.console.passwords import dev_password, hash_password
 from gateway.console.sessions import SessionCodec, load_session_key
 from gateway.console.web import CONSOLE, Console, Officer, static_files, templates
@@ -71,6 +71,7 @@ def setup(app: web.Application) -> None:
     add("GET", "/console/integrity", audit_pages.integrity)
     add("POST", "/console/integrity/verify", audit_pages.verify_now)
     add("GET", "/console/anomalies", audit_pages.anomalies)
+    add("GET", "/console/dashboard", dashboard.show)
     add("*", "/console/{tail:.*}", pages.not_found)
 
 

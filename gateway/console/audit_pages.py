@@ -16,13 +16,14 @@ import orjson
 import structlog
 from aiohttp import web
 
-from gateway.api.anomalies import scan
 from gateway.api.audit import full_verification, last_verification, trusted_head_keys
+from gateway.audit.anomaly_view import view
 from gateway.audit.merkle import leaf_hash
 from gateway.console import filters
 from gateway.console.proofs import head_view, inclusion
 from gateway.console.web import Page, Refused, mark_refused, page
 from gateway.crypto.keys import b64url
+from gateway.web.heavy import heavy_read
 
 VERIFICATION = "audit_verification"  # the outcome of a full verification, from the API or the console
 log = structlog.get_logger("gateway.console")
@@ -50,7 +51,8 @@ async def search(current: Page) -> web.Response:
                               page_result=None, carry=[], zone=current.t.zone_name)
     note.subject = chosen.query.subject
     note.detail["filters"] = chosen.logged
-    result = await current.runtime.access_log.search(chosen.query)
+    async with heavy_read(current.runtime):
+        result = await current.runtime.access_log.search(chosen.query)
     note.detail["results"] = len(result.hits)
     return current.render("search.html", form=chosen.shown, choices=filters.choices(settings), error="",
                           page_result=result, carry=chosen.carry, zone=current.t.zone_name)
@@ -62,14 +64,15 @@ async def entry(current: Page) -> web.Response:
     index = int(current.request.match_info["index"])
     current.note.outcome = "console_entry_shown"
     current.note.detail["entry"] = index
-    try:
-        raw = await access_log.entry(index)
-        stored_leaf = (await access_log.leaf_hashes(index, index + 1))[0]
-    except IndexError as exc:
-        raise Refused(404, "not_found", "error_404", "no such entry") from exc
-    leaf = leaf_hash(raw) if raw is not None else stored_leaf
-    keys = await trusted_head_keys(current.runtime)
-    proof = await inclusion(access_log, index, leaf, keys, current.runtime.settings.tree_head_interval_s)
+    async with heavy_read(current.runtime):
+        try:
+            raw = await access_log.entry(index)
+            stored_leaf = (await access_log.leaf_hashes(index, index + 1))[0]
+        except IndexError as exc:
+            raise Refused(404, "not_found", "error_404", "no such entry") from exc
+        leaf = leaf_hash(raw) if raw is not None else stored_leaf
+        keys = await trusted_head_keys(current.runtime)
+        proof = await inclusion(access_log, index, leaf, keys, current.runtime.settings.tree_head_interval_s)
     decoded: dict[str, Any] | None = orjson.loads(raw) if raw is not None else None
     detail = decoded.get("detail") if decoded else None
     detail_json = orjson.dumps(detail, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() if detail else ""
@@ -96,7 +99,8 @@ async def integrity(current: Page) -> web.Response:
 @page()
 async def verify_now(current: Page) -> web.Response:
     await current.checked_form()
-    result = await full_verification(current.runtime)  # the shape the officers' API records
+    async with heavy_read(current.runtime):
+        result = await full_verification(current.runtime)  # the shape the officers' API records
     current.note.outcome = VERIFICATION
     current.note.detail.update(result)
     return await _integrity(current, result)
@@ -105,7 +109,9 @@ async def verify_now(current: Page) -> web.Response:
 @page()
 async def anomalies(current: Page) -> web.Response:
     settings = current.runtime.settings.anomalies
-    found = await scan(current.runtime.access_log, settings, current.runtime.settings.clients, datetime.now(UTC))
+    async with heavy_read(current.runtime):
+        found = await view(current.runtime.access_log, settings, current.runtime.settings.clients,
+                           datetime.now(UTC))
     current.note.outcome = "console_anomalies_shown"
     current.note.detail["flags"] = len(found.flags)
     return current.render("anomalies.html", flags=found.flags, hours=f"{settings.window_hours:g}",

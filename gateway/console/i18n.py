@@ -124,6 +124,65 @@ MESSAGES: dict[str, dict[str, str]] = {
         "anomalies_intro": "Comportements inhabituels des {hours} dernières heures, comparés à l'historique de "
                            "chaque client sur les {days} jours précédents.",
         "no_anomalies": "Aucune alerte : rien d'inhabituel sur la période.",
+        # operations dashboard
+        "nav_dashboard": "Tableau de bord",
+        "dash_title": "Tableau de bord des opérations",
+        "dash_intro": "Les 24 dernières heures (depuis le {start}), d'après les agrégats horaires du journal des "
+                      "accès ; disjoncteurs et lots : maintenant. Heures locales ({zone}).",
+        "dash_summary": "Requêtes : {ok} répondues, {refused} refusées, {errors} en erreur.",
+        "dash_no_client": "(sans client)",
+        "cat_ok": "répondues",
+        "cat_refused": "refusées (4xx)",
+        "cat_error": "erreurs (5xx)",
+        "cat_pending": "en attente",
+        "legend": "Légende",
+        "dash_hours_title": "Requêtes par heure et par issue",
+        "dash_hours_desc": "Colonnes empilées, une par heure : {ok} requêtes répondues, {refused} refusées et "
+                           "{errors} en erreur sur 24 heures.",
+        "dash_hour_bar": "{hour} : {ok} répondues, {refused} refusées, {errors} en erreur",
+        "dash_hours_table": "Requêtes par heure",
+        "dash_hour": "Heure",
+        "dash_clients_title": "Requêtes par client sur 24 heures",
+        "dash_clients_desc": "Barres empilées, une par client ({clients} clients) : répondues, refusées, en erreur.",
+        "dash_client_bar": "{client} : {ok} répondues, {refused} refusées, {errors} en erreur",
+        "dash_outcomes_table": "Requêtes par client et par issue (24 heures)",
+        "dash_client_hours": "Par heure, pour les clients les plus actifs",
+        "dash_client_hours_title": "Requêtes de {client} par heure",
+        "dash_client_hours_desc": "Colonnes empilées, une par heure : {ok} répondues, {refused} refusées, {errors} en "
+                                  "erreur pour {client} sur 24 heures.",
+        "dash_client_hour_bar": "{client}, {hour} : {ok} répondues, {refused} refusées, {errors} en erreur",
+        "dash_requests": "Requêtes",
+        "dash_sources_title": "Administrations : temps de réponse p50 et p99 sur 24 heures",
+        "dash_sources_desc": "Deux barres par administration ({sources}) : la médiane (p50) et le 99e centile (p99) "
+                             "du temps d'appel, estimés d'après l'histogramme horaire.",
+        "dash_source_p50": "{source} : p50 {ms} ms",
+        "dash_source_p99": "{source} : p99 {ms} ms",
+        "dash_source_total": "p99 {ms} ms · {rate} d'erreurs",
+        "dash_sources_table": "Administrations sur 24 heures",
+        "dash_calls": "Appels",
+        "dash_errors": "Erreurs",
+        "dash_error_rate": "Taux d'erreur",
+        "dash_breakers": "Disjoncteurs (maintenant)",
+        "dash_breaker_state": "État",
+        "dash_breaker_window": "Appels dans la fenêtre",
+        "dash_breaker_failures": "Taux d'échec",
+        "dash_breaker_refused": "Appels refusés",
+        "breaker_closed": "fermé (les appels passent)",
+        "breaker_open": "ouvert (appels refusés)",
+        "breaker_half_open": "semi-ouvert (appels d'essai)",
+        "dash_batches": "Lots de vérifications (7 derniers jours)",
+        "dash_batch_title": "Avancement du lot {batch}",
+        "dash_batch_desc": "{done} faits, {failed} en échec, {pending} en attente sur {total}.",
+        "dash_batch_done": "{count} faits",
+        "dash_batch_failed": "{count} en échec",
+        "dash_batch_pending": "{count} en attente",
+        "dash_batch": "Lot",
+        "dash_batch_status": "Statut",
+        "dash_total": "Sujets",
+        "dash_done": "Faits",
+        "dash_failed": "En échec",
+        "dash_pending": "En attente",
+        "dash_none": "Rien sur la période.",
         "severity": "Gravité",
         "severity_high": "élevée",
         "severity_medium": "moyenne",
@@ -255,6 +314,65 @@ MESSAGES: dict[str, dict[str, str]] = {
         "anomalies_intro": "Unusual behaviour over the last {hours} hours, compared with each client's own history "
                            "over the {days} days before.",
         "no_anomalies": "No anomaly: nothing unusual over the period.",
+        # operations dashboard
+        "nav_dashboard": "Dashboard",
+        "dash_title": "Operations dashboard",
+        "dash_intro": "The last 24 hours (since {start}), from the access log's hourly aggregates; breakers and "
+                      "batches: now. Local times ({zone}).",
+        "dash_summary": "Requests: {ok} answered, {refused} refused, {errors} errors.",
+        "dash_no_client": "(no client)",
+        "cat_ok": "answered",
+        "cat_refused": "refused (4xx)",
+        "cat_error": "errors (5xx)",
+        "cat_pending": "pending",
+        "legend": "Legend",
+        "dash_hours_title": "Requests per hour by outcome",
+        "dash_hours_desc": "Stacked columns, one per hour: {ok} requests answered, {refused} refused and {errors} "
+                           "errors over 24 hours.",
+        "dash_hour_bar": "{hour}: {ok} answered, {refused} refused, {errors} errors",
+        "dash_hours_table": "Requests per hour",
+        "dash_hour": "Hour",
+        "dash_clients_title": "Requests by client over 24 hours",
+        "dash_clients_desc": "Stacked bars, one per client ({clients} clients): answered, refused, errors.",
+        "dash_client_bar": "{client}: {ok} answered, {refused} refused, {errors} errors",
+        "dash_outcomes_table": "Requests by client and outcome (24 hours)",
+        "dash_client_hours": "Per hour, for the busiest clients",
+        "dash_client_hours_title": "Requests of {client} per hour",
+        "dash_client_hours_desc": "Stacked columns, one per hour: {ok} answered, {refused} refused, {errors} errors "
+                                  "for {client} over 24 hours.",
+        "dash_client_hour_bar": "{client}, {hour}: {ok} answered, {refused} refused, {errors} errors",
+        "dash_requests": "Requests",
+        "dash_sources_title": "Administrations: p50 and p99 response time over 24 hours",
+        "dash_sources_desc": "Two bars per administration ({sources}): the median (p50) and the 99th percentile "
+                             "(p99) of the call time, estimated from the hourly histogram.",
+        "dash_source_p50": "{source}: p50 {ms} ms",
+        "dash_source_p99": "{source}: p99 {ms} ms",
+        "dash_source_total": "p99 {ms} ms · {rate} errors",
+        "dash_sources_table": "Administrations over 24 hours",
+        "dash_calls": "Calls",
+        "dash_errors": "Errors",
+        "dash_error_rate": "Error rate",
+        "dash_breakers": "Circuit breakers (now)",
+        "dash_breaker_state": "State",
+        "dash_breaker_window": "Calls in the window",
+        "dash_breaker_failures": "Failure rate",
+        "dash_breaker_refused": "Calls refused",
+        "breaker_closed": "closed (calls go through)",
+        "breaker_open": "open (calls refused)",
+        "breaker_half_open": "half-open (trial calls)",
+        "dash_batches": "Verification batches (last 7 days)",
+        "dash_batch_title": "Progress of batch {batch}",
+        "dash_batch_desc": "{done} done, {failed} failed, {pending} pending of {total}.",
+        "dash_batch_done": "{count} done",
+        "dash_batch_failed": "{count} failed",
+        "dash_batch_pending": "{count} pending",
+        "dash_batch": "Batch",
+        "dash_batch_status": "Status",
+        "dash_total": "Subjects",
+        "dash_done": "Done",
+        "dash_failed": "Failed",
+        "dash_pending": "Pending",
+        "dash_none": "Nothing over the period.",
         "severity": "Severity",
         "severity_high": "high",
         "severity_medium": "medium",
@@ -327,6 +445,15 @@ class Translator:
     def __call__(self, key: str, **values: object) -> str:
         text = self.messages[key]
         return text.format(**values) if values else text
+
+    def hour_label(self, moment: datetime) -> str:
+        """A clock hour in local time: ``14:00`` (French ``14 h``)."""
+        local = moment.astimezone(self.zone)
+        return f"{local.hour} h" if self.lang == "fr" else f"{local.hour:02d}:00"
+
+    def percent(self, share: float) -> str:
+        text = f"{share * 100:.1f}"
+        return f"{text.replace('.', ',')} %" if self.lang == "fr" else f"{text}%"
 
     def when(self, moment: datetime | str | None) -> str:
         """A time as people read it here: local time, with its offset from UTC."""

@@ -64,6 +64,8 @@ async def verify(runtime: Runtime, note: AuditNote, client_id: str, purpose_name
     note.co_subjects = co_subjects(runtime.pseudonymiser, evidence)  # spouses, children read: each sees it
     sources = evidence.sources()
     note.sources = tuple((s["name"], s["status"]) for s in sources)
+    # each source's slowest call, for the hourly aggregates' latency histograms (gateway.audit.aggregates)
+    note.detail["source_latency_ms"] = {s["name"]: s["latency_ms"] for s in sources}
     if evidence.subject_unknown:
         raise NotFound("the civil registry does not know this subject", "subject_not_found")
     person = evidence.record("person", evidence.subject_idcs)

@@ -23,6 +23,7 @@ from gateway.trust.backoff import LocalSignInThrottle, SignInThrottle
 from gateway.trust.ratelimit import RateLimiter
 from gateway.trust.refusals import RefusalBudget
 from gateway.trust.replay import ReplayCache
+from gateway.web.heavy import HeavyReads
 from gateway.web.metrics import Metrics
 
 
@@ -50,6 +51,7 @@ class Runtime:
     refusals: RefusalBudget | None = None  # anonymous refusals: logged one by one within a budget, else counted
     free_space: FreeSpaceWatch | None = None  # the access log's disk
     log_health: HealthTracked | None = None  # the access log itself when its store tracks its health (PostgreSQL)
+    heavy_reads: HeavyReads = field(default_factory=HeavyReads)  # the officers' heavy reads, bounded (web/heavy.py)
 
     def __post_init__(self) -> None:
         if self.log_health is None and isinstance(self.access_log, HealthTracked):

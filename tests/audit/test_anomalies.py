@@ -226,6 +226,26 @@ def test_a_burst_of_refusals_attributed_to_no_client_is_flagged() -> None:
     assert [f.kind for f in detect(log.hits, NOW, replace(S, anonymous_refusals=400))] == []
 
 
+def test_aggregated_refusals_count_by_their_count() -> None:
+    """Beyond an address's budget refusals are counted in one entry (``refusals_aggregated``, detail.count): a
+    flood logged as 20 entries and 3 counters of 40 is 140 refusals, not 23."""
+    log = Log()
+    normal_traffic(log)
+    single = [log.add(at(0, 13, 10) + timedelta(seconds=i), None, None, status=401, outcome="invalid_assertion")
+              for i in range(20)]
+    counters = []
+    for i in range(3):
+        record = AccessRecord(time=(at(0, 13, 11) + timedelta(seconds=30 * i)).isoformat(timespec="microseconds"),
+                              request_id=f"agg{i}", method="*", path="*", status=429, outcome="refusals_aggregated",
+                              latency_ms=0.0, detail={"code": "invalid_assertion", "count": 40, "window_s": 60})
+        log.hits.append(LogHit(len(log.hits), orjson.loads(record.canonical())))
+        counters.append(len(log.hits) - 1)
+    [flag] = flags_of(log, Kind.ANONYMOUS_REFUSALS)
+    assert flag.count == 140 and flag.entries == (*single, *counters)
+    assert flag.explanation_en.startswith("140 requests from no identified client were refused")
+    assert flags_of(log, Kind.ANONYMOUS_REFUSALS, replace(S, anonymous_refusals=141)) == []
+
+
 def test_anonymous_entries_that_are_not_refusals_or_are_spread_out_are_not_flagged() -> None:
     log = Log()
     normal_traffic(log)

@@ -161,8 +161,9 @@ async def test_a_v4_sqlite_file_gains_the_checkpoints_table(tmp_path: Path) -> N
     await filled(store, 5)
     assert await store.issue_tree_head(KEY, LOG_ID) is not None
     await store.close()
-    conn = sqlite3.connect(path, isolation_level=None)  # back to v4 as it was: no checkpoints table
+    conn = sqlite3.connect(path, isolation_level=None)  # back to v4 as it was: no checkpoints, no aggregates
     conn.execute("DROP TABLE checkpoints")
+    conn.execute("DROP TABLE access_hourly")
     conn.execute("DROP TRIGGER meta_no_update")
     conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
     conn.execute("CREATE TRIGGER meta_no_update BEFORE UPDATE ON meta BEGIN SELECT RAISE(ABORT, 'no'); END")
@@ -173,8 +174,9 @@ async def test_a_v4_sqlite_file_gains_the_checkpoints_table(tmp_path: Path) -> N
     finally:
         await reopened.close()
     assert ensure_schema(conn) == 4
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("5",)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("6",)
     assert conn.execute("SELECT COUNT(*) FROM checkpoints").fetchone() == (0,)
+    assert conn.execute("SELECT SUM(entries) FROM access_hourly WHERE source = ''").fetchone() == (5,)
     conn.close()
     store = SqliteAccessLog(path, trusted_keys=lambda: TRUSTED)
     await store.open()
@@ -195,7 +197,7 @@ async def test_a_version_2_postgres_schema_gains_the_checkpoints_table() -> None
         await filled(store, 5)
         assert await store.issue_tree_head(KEY, LOG_ID) is not None
         await store.close()
-        dba(target, "DROP TABLE checkpoints", "DROP FUNCTION checkpoints_guard",
+        dba(target, "DROP TABLE checkpoints", "DROP FUNCTION checkpoints_guard", "DROP TABLE access_hourly",
             "UPDATE meta SET value = '2' WHERE key = 'schema_version'")
         store = PostgresAccessLog(target, trusted_keys=lambda: TRUSTED)
         await store.open()
@@ -209,7 +211,7 @@ async def test_a_version_2_postgres_schema_gains_the_checkpoints_table() -> None
             await store.close()
         with psycopg.connect(DSN, autocommit=True) as conn:
             conn.execute(target.search_path())
-            assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+            assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
 
 
 async def test_the_offline_verifier_refuses_a_checkpoint_that_is_not_its_heads(store_factory: StoreFactory) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from gateway.audit import TreeHeadSigner, log_id_for, tree_head_keys
 from gateway.audit import merkle as m
+from gateway.audit.postgres.schema import SCHEMA_VERSION
 from gateway.audit.postgres.store import PostgresAccessLog
 from gateway.audit.postgres.tree import verify_postgres
 from gateway.cli.main import main
@@ -68,9 +69,9 @@ async def test_a_version_1_schema_gains_its_co_subjects_table_when_opened(target
         await log.close()
     with psycopg.connect(DSN, autocommit=True) as conn:
         conn.execute(target.search_path())
-        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
         with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
-            conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+            conn.execute(f"UPDATE meta SET value = '{SCHEMA_VERSION + 1}' WHERE key = 'schema_version'")
 
 
 # --- the elected sequencer ------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 from gateway.audit import SqliteAccessLog
 from gateway.audit.query import LogQuery
 from gateway.audit.search_index import IndexFields, index_fields, record_fields
-from gateway.audit.sqlite.schema import TRIGGERS
+from gateway.audit.sqlite.schema import SCHEMA_VERSION, TRIGGERS
 from gateway.audit.sqlite.search import INDEX_TABLES, search
 from gateway.audit.sqlite.store import verify_database
 from gateway.crypto import keys
@@ -83,11 +83,11 @@ async def test_a_v2_log_gains_its_index_when_opened(tmp_path: Path) -> None:
         assert await store.verify() is None
     finally:
         await store.close()
-    assert _sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("5",)]
+    assert _sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
     assert _sql(path, "SELECT idx, entry, leaf_hash, tree_root FROM access_log WHERE idx < 150 ORDER BY idx") \
         == tree_before, "the tree is not touched"
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        _sql(path, "UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+        _sql(path, f"UPDATE meta SET value = '{SCHEMA_VERSION + 1}' WHERE key = 'schema_version'")
     assert verify_database(path) is None
 
 
@@ -211,7 +211,7 @@ async def test_a_v3_log_gains_its_co_subjects_table_when_opened(tmp_path: Path) 
         assert await store.verify() is None
     finally:
         await store.close()
-    assert _sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("5",)]
+    assert _sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
     assert _sql(path, "SELECT idx, entry, leaf_hash, tree_root FROM access_log ORDER BY idx") == tree_before
     assert _sql(path, "SELECT * FROM access_index ORDER BY idx") == index_before, "the rest of the index untouched"
     assert _sql(path, "SELECT COUNT(*) FROM access_index_persons WHERE idx < 10") == [(0,)], "pruned: not indexed"

@@ -25,6 +25,7 @@ import pytest
 
 from gateway.audit import AccessLog, log_id_for
 from gateway.audit import merkle as m
+from gateway.audit.aggregates import COUNTERS, KEY_COLUMNS, accumulate, entry_deltas
 from gateway.audit.offline import ExportInvalid, verify_export_file, verify_export_lines
 from gateway.audit.query import LogQuery
 from gateway.audit.recompute import NODE_LEVEL
@@ -122,6 +123,17 @@ class Log:
                 conn.execute(statement)
         finally:
             conn.close()
+
+    def hourly_inserts(self) -> list[str]:
+        """The INSERTs of the hourly aggregates recounted from the entries left (what a forger would write)."""
+        counted: dict[Any, list[int]] = {}
+        for _, entry, _, _ in self.rows():
+            if entry is not None:
+                accumulate(counted, entry_deltas(bytes(entry)))
+        columns = ", ".join((*KEY_COLUMNS, *COUNTERS))
+        return [f"INSERT INTO access_hourly ({columns}) VALUES ({key[0]}, "
+                + ", ".join(f"'{v}'" for v in key[1:]) + ", " + ", ".join(map(str, counts)) + ")"
+                for key, counts in counted.items()]
 
     def rows(self) -> list[tuple[int, bytes, bytes, bytes]]:
         query = "SELECT idx, entry, leaf_hash, tree_root FROM access_log ORDER BY idx"
@@ -247,11 +259,15 @@ def test_a_truncated_tail_is_caught_against_the_last_signed_head(log: Log, capsy
 
 def test_the_tail_after_the_last_head_is_only_as_safe_as_the_file(log: Log, capsys: pytest.CaptureFixture[str]) -> None:
     """What the cadence is for: entries after the last signed head can be cut off unnoticed (the next head,
-    due within `tree_head_interval_s` or `tree_head_max_entries`, closes that window) — if the search index is
-    cut along with them, since the index still describes them otherwise."""
+    due within `tree_head_interval_s` or `tree_head_max_entries`, closes that window) — if the search index and
+    the hourly aggregates are rewritten along with them, since both still describe them otherwise."""
     log.sql("DELETE FROM access_log WHERE idx >= 150")
     broken_at(capsys, 150, "the search index describes entry 150, which the log does not hold")
     log.sql(*(f"DELETE FROM {table} WHERE idx >= 150" for table in INDEX_TABLES))
+    code, out = verify(capsys)
+    assert code != 0 and "hourly aggregates" in out, "the aggregates still count the cut entries"
+    log.sql("DELETE FROM access_hourly")  # and recounted from what is left: derived data, no signature
+    log.sql(*log.hourly_inserts())
     assert verify(capsys)[0] == 0
 
 

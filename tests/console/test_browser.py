@@ -22,11 +22,13 @@ from typing import Any
 
 import pytest
 
+from tests.batch.test_batches import submit, upload, wait_done
 from tests.console.conftest import OFFICER, PASSWORD, with_officer
 from tests.gateway.conftest import Stack, build_stack
 from tests.officers.conftest import stored_entries
 
 CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "dashboard.png"
 
 
 def browser_or_skip() -> None:
@@ -131,6 +133,83 @@ async def test_an_officer_uses_the_console_in_a_real_browser(traffic: tuple[Stac
     assert len(searches) == 1 and searches[0]["client"] == OFFICER and searches[0]["subject"]
     assert {e["outcome"] for e in console} >= {"console_login", "console_entry_shown", "console_anomalies_shown",
                                                 "console_logout", "console_login_required"}
+
+
+@pytest.fixture
+async def operations(tmp_path: Path) -> AsyncIterator[tuple[Stack, str]]:
+    """Traffic for the dashboard: three answered verifications, four refusals of another client, one batch of
+    three subjects run to its end."""
+    browser_or_skip()
+    async with build_stack(tmp_path, with_officer) as stack:
+        idcs = stack.population.fixture("child_out_of_school").father.idcs
+        for i in range(3):
+            answer = await stack.client.verify({"idcs": idcs}, "asd.eligibility", f"DOSSIER-OPS-{i}", ["identity"])
+            assert answer.status == 200
+        async with stack.client_for("mhpv.housing") as housing:
+            for i in range(4):
+                assert (await housing.verify({"idcs": idcs}, "asd.eligibility", f"PROBE-{i}", ["identity"])).status \
+                    == 403
+        subjects = [{"idcs": stack.population.fixture(name).father.idcs}
+                    for name in ("deceased_father", "child_out_of_school", "salaried_parent")]
+        submitted = await submit(stack.client, upload(subjects))
+        assert submitted.status == 202, submitted.text
+        done = await wait_done(stack.client, submitted.json()["batch_id"])
+        assert done["done"] + done["failed"] == 3
+        yield stack, submitted.json()["batch_id"]
+
+
+async def test_the_operations_dashboard_in_a_real_browser(operations: tuple[Stack, str]) -> None:
+    """Signs in, opens the dashboard in French then in English, checks the charts' numbers and saves the
+    screenshot the docs show (docs/images/dashboard.png)."""
+    from playwright.async_api import async_playwright, expect
+
+    stack, batch_id = operations
+    base = stack.gateway.url
+    requested: list[str] = []
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            context = await browser.new_context(locale="fr-MA", viewport={"width": 1100, "height": 900})
+            page = await context.new_page()
+            page.on("request", lambda request: requested.append(request.url))
+            await page.goto(f"{base}/console/login")
+            await page.get_by_label("Identifiant d'officier").fill(OFFICER)
+            await page.get_by_label("Mot de passe").fill(PASSWORD)
+            await page.get_by_role("button", name="Se connecter").click()
+            await page.get_by_role("link", name="Tableau de bord").click()
+            await expect(page.get_by_role("heading", level=1)).to_have_text("Tableau de bord des opérations")
+            clients = page.locator("svg#chart-clients")
+            await expect(clients).to_be_visible()
+            titles = await clients.locator("rect title").all_text_contents()
+            assert "mhpv.housing : 0 répondues, 4 refusées, 0 en erreur" in titles, titles
+            assert any(t.startswith("anss.asd : ") and t.endswith(" 0 refusées, 0 en erreur") for t in titles), titles
+            answered = page.locator("#table-outcomes tr", has_text="anss.asd").filter(has_text="answered")
+            await expect(answered.locator("td").last).to_have_text("6")  # 3 verifications and the batch's 3
+            hours = await page.locator("svg#chart-hours rect title").all_text_contents()
+            assert sum(int(re.search(r"(\d+) refusées", t).group(1)) for t in hours) >= 4  # type: ignore[union-attr]
+            sources = await page.locator("svg#chart-sources rect title").all_text_contents()
+            assert any(t.startswith("civil_registry : p99 ") for t in sources), sources
+            row = page.locator("#table-sources tr", has_text="civil_registry")
+            await expect(row.locator("td").first).to_have_text("6")  # 3 verifications + 3 batch subjects
+            await expect(page.locator("#table-breakers")).to_contain_text("fermé (les appels passent)")
+            batch = page.locator("#table-batches tr", has_text=batch_id)
+            await expect(batch.locator("td").nth(3)).to_have_text("3")  # subjects
+            await expect(page.locator(f"svg#chart-batch-{batch_id} rect title").first).to_have_text("3 faits")
+            await check_accessibility(page)
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+            await page.get_by_role("link", name="Switch to English").click()
+            await expect(page.get_by_role("heading", level=1)).to_have_text("Operations dashboard")
+            titles = await page.locator("svg#chart-clients rect title").all_text_contents()
+            assert "mhpv.housing: 0 answered, 4 refused, 0 errors" in titles, titles
+            await expect(page.locator("#table-breakers")).to_contain_text("closed (calls go through)")
+            await check_accessibility(page)
+        finally:
+            await browser.close()
+    assert requested and all(url.startswith(base + "/") for url in requested), "nothing from elsewhere"
+    shown = [e for e in stored_entries(stack) if e["outcome"] == "console_dashboard_shown"]
+    assert len(shown) == 2 and {e["client"] for e in shown} == {OFFICER}
 
 
 async def check_accessibility(page: Any) -> None:

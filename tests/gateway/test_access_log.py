@@ -23,6 +23,7 @@ from gateway.audit import AccessLogCorrupt, AccessRecord, SqliteAccessLog, log_i
 from gateway.audit import merkle as m
 from gateway.audit.query import LogQuery
 from gateway.audit.record import GENESIS, chain_hash
+from gateway.audit.sqlite.schema import SCHEMA_VERSION
 from gateway.audit.sqlite.store import verify_database
 from gateway.cli.main import main
 from gateway.web.state import RUNTIME
@@ -324,11 +325,11 @@ async def test_a_v1_log_is_migrated_keeping_entries_and_leaf_hashes(tmp_path: Pa
     chain = GENESIS
     for entry in written:
         chain = chain_hash(chain, m.leaf_hash(entry))
-    assert meta == {"schema_version": "5", "migrated_from": "v1 hash chain", "v1_chain_head": chain.hex(),
-                    "v1_entries": "130"}
+    assert meta == {"schema_version": str(SCHEMA_VERSION), "migrated_from": "v1 hash chain",
+                    "v1_chain_head": chain.hex(), "v1_entries": "130"}
     assert tables == {"meta", "access_log", "merkle_nodes", "tree_heads",
                       "access_index", "access_index_checks", "access_index_sources",
-                      "access_index_persons", "checkpoints"}  # v1 → v5: with the index
+                      "access_index_persons", "checkpoints", "access_hourly"}  # v1 → current: all of it
     assert verify_database(path) is None
     assert main(["audit", "verify", "--database", str(path), "--now", "2026-11-23T10:00:30Z"]) == 0
     capsys.readouterr()

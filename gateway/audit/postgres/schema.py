@@ -3,14 +3,15 @@ search index, in the configured schema.
 
 Tables::
 
-    meta(key PK, value)                              schema_version = 3 (this layout; 2: without checkpoints,
-                                                     1: without access_index_persons either)
+    meta(key PK, value)                              schema_version = 4 (this layout; 3: without access_hourly,
+                                                     2: without checkpoints either, 1: nor access_index_persons)
     access_log(idx PK, entry NULL, leaf_hash, tree_root)
     merkle_nodes(level, idx, hash)  PK (level, idx)  complete subtrees of 2^level leaves, level >= 6
     tree_heads(tree_size PK, root_hash, timestamp_ms, log_id, signature)
     checkpoints(tree_size PK, note)                  a head's C2SP checkpoint note with its cosignatures
     access_index, access_index_checks, access_index_sources, access_index_persons
                                                      the search index (gateway.audit.postgres.search)
+    access_hourly                                    the hourly aggregates (gateway.audit.postgres.aggregates)
 
 Triggers refuse every UPDATE, DELETE and TRUNCATE of the tree tables, with one exception: an UPDATE of
 ``access_log`` that sets a present ``entry`` to NULL and changes nothing else (retention pruning), and an UPDATE
@@ -20,9 +21,11 @@ index is derived data beside the tree (never exported; ``audit verify`` checks i
 trigger lets rows go only once their entry was pruned. Triggers stop mistakes, not a database owner: that is
 what ``audit verify`` is for.
 
-A version 2 schema gains the empty ``checkpoints`` table and its triggers (``_migrate_v2``). A version 1 schema
-gains ``access_index_persons`` (the co-subjects of each entry), filled from the kept entries,
-in one transaction under the DDL lock when a store opens it, then the checkpoints; nothing else is touched.
+A version 1 schema gains ``access_index_persons`` (the co-subjects of each entry), filled from the kept entries,
+in one transaction under the DDL lock when a store opens it; nothing else is touched. A version 2 schema (and a
+version 1 after that step) gains the empty ``checkpoints`` table and its triggers (``_migrate_v2``). A version 3
+schema (and every older one after those steps) gains ``access_hourly``, built from the kept entries
+(``migrate_hourly``, one self-contained step).
 """
 
 from __future__ import annotations
@@ -31,12 +34,13 @@ from typing import Any
 
 import psycopg
 
+from gateway.audit.postgres.aggregates import HOURLY_TABLE, migrate_hourly
 from gateway.audit.postgres.search import INDEX_CHILDREN, INDEX_GUARD, INDEX_TABLES, INDEX_TRIGGERS
 from gateway.audit.search_index import index_fields
 from gateway.audit.store import AccessLogCorrupt
 from gateway.stores.postgres import PostgresTarget, in_ddl_lock
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APPEND_ONLY = "the access log is append-only"
 TREE_TABLES = ("access_log", "merkle_nodes", "tree_heads", "meta")
 
@@ -76,6 +80,7 @@ TABLES = (
         log_id text NOT NULL, signature text NOT NULL
     )""",
     *INDEX_TABLES,
+    HOURLY_TABLE,
 )
 
 FUNCTIONS = (
@@ -134,10 +139,12 @@ async def ensure_schema(target: PostgresTarget, conn: psycopg.AsyncConnection[An
                               *CHECKPOINT_TRIGGERS):
                 await conn.execute(statement)
             await conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', %s)", (str(SCHEMA_VERSION),))
-        elif found in (1, 2):
+        elif found in (1, 2, 3):
             if found == 1:
                 await _migrate_v1(conn)
-            await _migrate_v2(conn)
+            if found <= 2:
+                await _migrate_v2(conn)
+            await migrate_hourly(conn)
             await _set_version(conn)
 
     await in_ddl_lock(target, conn, create)

@@ -33,15 +33,19 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO, TypeVar
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from gateway.audit.aggregates import Counts, HourlyRow, hour_of, record_deltas
+from gateway.audit.aggregates import Key as HourlyKey
 from gateway.audit.health import StoreHealth
 from gateway.audit.merkle import EMPTY_ROOT, CompactRange, Prover, SignedTreeHead, TreeHead
 from gateway.audit.merkle import leaf_hash as merkle_leaf_hash
+from gateway.audit.pacing import Pacer, paced_writer
+from gateway.audit.postgres.aggregates import busy_subjects, hourly, write_hourly
 from gateway.audit.postgres.schema import ensure_schema
 from gateway.audit.postgres.search import HIGH_WATER, drop_pruned, search, write_index
 from gateway.audit.postgres.tree import HEAD_COLUMNS, export_postgres, parse_head, verify_postgres
@@ -59,7 +63,7 @@ from gateway.audit.rules import (
     prune_cut,
     size_to_sign,
 )
-from gateway.audit.search_index import IndexFields, record_fields
+from gateway.audit.search_index import IndexFields, micros, record_fields
 from gateway.audit.store import ChainBreak
 from gateway.crypto.keys import PublicKey, SigningKey
 from gateway.stores.postgres import DatabaseUnavailable, PostgresTarget
@@ -76,6 +80,7 @@ ELECTION_SESSION = ("SET tcp_keepalives_idle = 20", "SET tcp_keepalives_interval
                     "SET tcp_keepalives_count = 3")
 ELECTION_CHECK_S = 5.0
 PRUNE_CHUNK = 2048  # entries pruned per transaction
+MICROSECOND = timedelta(microseconds=1)
 # What says the database is away (not what says a statement was refused, e.g. by a trigger)
 UNREACHABLE = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, DatabaseUnavailable, OSError,
                TimeoutError)
@@ -95,7 +100,7 @@ class PostgresAccessLog:
         self._sequencer_lock = target.lock_key("access-log-sequencer")  # session lock: the elected signer
         self._write = asyncio.Lock()  # one write transaction at a time in this process
         self._edge: CompactRange | None = None  # the right edge after our last commit
-        self._pending: list[tuple[bytes, IndexFields, asyncio.Future[int]]] = []
+        self._pending: list[tuple[bytes, IndexFields, list[tuple[HourlyKey, Counts]], asyncio.Future[int]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._election: Conn | None = None  # the session that holds (or asks for) the sequencer lock
         self._leading = False
@@ -202,8 +207,9 @@ class PostgresAccessLog:
     async def append(self, record: AccessRecord) -> int:
         entry = record.canonical()  # a record that cannot be serialised fails alone, before joining a batch
         fields = record_fields(record)  # what the search index holds, from the record the bytes are made of
+        deltas = record_deltas(record)  # what it adds to the hourly aggregates
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append((entry, fields, future))
+        self._pending.append((entry, fields, deltas, future))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush(), name="access-log-flush")
         return await future
@@ -213,23 +219,23 @@ class PostgresAccessLog:
             while self._pending:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 try:
-                    indices = await self._commit([(entry, fields) for entry, fields, _ in batch])
+                    indices = await self._commit([(entry, fields, deltas) for entry, fields, deltas, _ in batch])
                 except Exception as exc:
                     if isinstance(exc, UNREACHABLE):
                         self.health.failed(exc)
-                    for _, _, future in batch:
+                    for *_, future in batch:
                         if not future.done():
                             future.set_exception(exc)
                     continue
                 self.health.confirmed()
-                for (_, _, future), index in zip(batch, indices, strict=True):
+                for (*_, future), index in zip(batch, indices, strict=True):
                     if not future.done():  # its caller was cancelled meanwhile: the entry stands
                         future.set_result(index)
         finally:
             self._flusher = None
 
-    async def _commit(self, entries: Sequence[tuple[bytes, IndexFields]]) -> list[int]:
-        leaves = [merkle_leaf_hash(entry) for entry, _ in entries]  # outside the lock
+    async def _commit(self, entries: Sequence[tuple[bytes, IndexFields, list[tuple[HourlyKey, Counts]]]]) -> list[int]:
+        leaves = [merkle_leaf_hash(entry) for entry, _, _ in entries]  # outside the lock
         async with self._write, self._connection() as conn:
             try:  # pipelined: one round trip takes the lock and reads the edge, one writes the batch and commits
                 async with conn.pipeline(), conn.transaction():
@@ -238,7 +244,7 @@ class PostgresAccessLog:
                     edge = await self._right_edge(conn, self._edge)  # another process may have appended
                     rows: list[tuple[int, bytes, bytes, bytes]] = []
                     nodes: list[tuple[int, int, bytes]] = []
-                    for (entry, _), leaf in zip(entries, leaves, strict=True):
+                    for (entry, _, _), leaf in zip(entries, leaves, strict=True):
                         index = edge.size
                         nodes.extend((n.level, n.index, n.hash) for n in edge.append(leaf) if n.level >= NODE_LEVEL)
                         rows.append((index, entry, leaf, edge.root()))
@@ -248,8 +254,9 @@ class PostgresAccessLog:
                         await conn.execute("INSERT INTO merkle_nodes (level, idx, hash) SELECT * FROM "
                                            "unnest(%b::integer[], %b::bigint[], %b::bytea[])", _columns(nodes, 3))
                     hw = await high_water.fetchone()
-                    await write_index(conn, zip((r[0] for r in rows), (f for _, f in entries), strict=True),
+                    await write_index(conn, zip((r[0] for r in rows), (f for _, f, _ in entries), strict=True),
                                       hw[0] if hw else None)
+                    await write_hourly(conn, (d for _, _, deltas in entries for d in deltas))
             except BaseException:
                 self._edge = None
                 raise
@@ -362,16 +369,28 @@ class PostgresAccessLog:
         async with self._connection() as conn:
             return await search(conn, query)
 
+    # --- hourly aggregates (gateway.audit.aggregates): short statements, like every read here ----------------------
+
+    async def hourly(self, since: datetime, until: datetime, *, sources: bool = False) -> list[HourlyRow]:
+        async with self._connection() as conn:
+            return await hourly(conn, hour_of(since), hour_of(until - MICROSECOND) + 1, sources)
+
+    async def busy_subjects(self, since: datetime, until: datetime, min_clients: int, clients: Sequence[str],
+                            limit: int) -> list[tuple[int, int, str, str, str]]:
+        async with self._connection() as conn:
+            return await busy_subjects(conn, micros(since), micros(until), min_clients, clients, limit)
+
     # --- verification, export, retention -------------------------------------------------------------------------
 
     async def verify(self, keys: Mapping[str, PublicKey] | None = None) -> ChainBreak | None:
         if keys is None and self.trusted_keys is not None:
             keys = self.trusted_keys()
-        return await asyncio.to_thread(verify_postgres, self.target, keys)
+        return await asyncio.to_thread(lambda: verify_postgres(self.target, keys, pace=Pacer()))  # paced: see pacing
 
     async def export(self, out: TextIO, *, inclusion_proofs: bool = True,
                      consistency_proofs: bool = True) -> SignedTreeHead:
-        return await asyncio.to_thread(export_postgres, self.target, out.write, inclusion_proofs=inclusion_proofs,
+        return await asyncio.to_thread(export_postgres, self.target, paced_writer(out.write, Pacer()),
+                                       inclusion_proofs=inclusion_proofs,
                                        consistency_proofs=consistency_proofs)
 
     async def prune(self, before: datetime) -> int:

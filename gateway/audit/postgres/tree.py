@@ -15,9 +15,12 @@ from typing import Any
 import psycopg
 from psycopg import IsolationLevel
 
+from gateway.audit.aggregates import AggregateCheck
 from gateway.audit.export import NodeCache, WindowedLeaves, export_rows
 from gateway.audit.index_check import IndexCheck, IndexStreams
 from gateway.audit.merkle import EMPTY_ROOT, Prover, SignedTreeHead
+from gateway.audit.pacing import paced
+from gateway.audit.postgres.aggregates import HOURLY_ROWS
 from gateway.audit.recompute import NODE_LEVEL, HeadRow, head_from_row, recompute
 from gateway.audit.sqlite.tree import LogStatus
 from gateway.audit.store import AccessLogCorrupt, ChainBreak
@@ -130,7 +133,8 @@ def _index_streams(tree: SyncTree, cleanup: ExitStack) -> IndexStreams:
           for n, table in ((1, "access_index_checks"), (2, "access_index_sources"), (3, "access_index_persons"))))
 
 
-def verify_postgres(target: PostgresTarget, keys: Mapping[str, PublicKey] | None = None) -> ChainBreak | None:
+def verify_postgres(target: PostgresTarget, keys: Mapping[str, PublicKey] | None = None, *,
+                    pace: Callable[[], None] | None = None) -> ChainBreak | None:
     """Recompute the whole log (``gateway.audit.recompute``) and check its search index against the entries in
     the same pass (``gateway.audit.index_check``); the first bad index, or None if it verifies.
     Tree-head signatures are checked when ``keys`` (kid → public key) are given."""
@@ -145,9 +149,15 @@ def verify_postgres(target: PostgresTarget, keys: Mapping[str, PublicKey] | None
         rows = cleanup.enter_context(closing(_stream(
             tree, "verify_rows", "SELECT idx, entry, leaf_hash, tree_root FROM access_log ORDER BY idx")))
         index = IndexCheck(_index_streams(tree, cleanup))
-        return index.verdict(recompute(index.watch(rows), tree.head_rows(), keys, stored_node=tree.node,
-                                       stored_node_count=int(count[0]) if count else 0,
-                                       first_node_beyond=first_node_beyond))
+        hourly = AggregateCheck()
+        found = index.verdict(recompute(index.watch(hourly.watch(paced(rows, pace))), tree.head_rows(), keys,
+                                        stored_node=tree.node, stored_node_count=int(count[0]) if count else 0,
+                                        first_node_beyond=first_node_beyond))
+        version = tree.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if found is None and version and int(version[0]) >= 4:  # (a version 3 schema has none to check yet)
+            present = tree.conn.execute("SELECT to_regclass('access_hourly') IS NOT NULL").fetchone()
+            found = hourly.verdict(tree.conn.execute(HOURLY_ROWS).fetchall() if present and present[0] else ())
+        return found
 
 
 def export_postgres(target: PostgresTarget, write: Callable[[str], object], *, inclusion_proofs: bool = True,

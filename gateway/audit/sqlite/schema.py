@@ -1,16 +1,18 @@
-"""The SQLite layout of the access log (schema v5: a Merkle tree log, its signed checkpoints and its search index)
-and the migrations from v4 (without the checkpoints), v3 (the index without its co-subjects table), v2 (the tree
+"""The SQLite layout of the access log (schema v6: a Merkle tree log, its signed checkpoints, its search index
+and its hourly aggregates) and the migrations from v5 (without the aggregates), v4 (without the checkpoints),
+v3 (the index without its co-subjects table), v2 (the tree
 without the index) and v1 (a hash chain).
 
 Tables (docs/merkle-log.md section 8)::
 
-    meta(key PK, value)                              schema_version = 5; migration notes
+    meta(key PK, value)                              schema_version = 6; migration notes
     access_log(idx PK, entry NULL, leaf_hash, tree_root)
     merkle_nodes(level, idx, hash)  PK (level, idx)  complete subtrees of 2^level leaves, level >= 6
     tree_heads(tree_size PK, root_hash, timestamp_ms, log_id, signature)
     checkpoints(tree_size PK, note)                  a head's C2SP checkpoint note with its cosignatures
     access_index, access_index_checks, access_index_sources, access_index_persons
                                                      the search index (gateway.audit.sqlite.search)
+    access_hourly                                    the hourly aggregates (gateway.audit.sqlite.aggregates)
 
 Triggers refuse every UPDATE and DELETE on the first four, with one exception: an UPDATE of ``access_log`` that
 sets a present ``entry`` to NULL and changes nothing else (retention pruning). ``checkpoints`` refuses every
@@ -20,7 +22,9 @@ blank line. The index is derived data
 outside the tree, checked against the entries by ``audit verify``; its own triggers allow deleting only the
 rows of pruned entries.
 
-A v4 file gains the empty ``checkpoints`` table and its triggers (``_add_checkpoints``), nothing else. A v3 file
+A v5 file gains ``access_hourly``, built from the kept entries, in one transaction when it is opened
+(``_add_hourly``; every older version takes it last). A v4 file first gains the empty ``checkpoints`` table
+and its triggers (``_add_checkpoints``), nothing else. A v3 file
 gains ``access_index_persons`` (the co-subjects of each entry) in one transaction when it is opened,
 filled from the kept entries; the tree and the rest of the index are not touched, and a v3 file still verifies
 as it is (a missing table reads as empty). A v2 file gains the whole index likewise.
@@ -38,6 +42,7 @@ import sqlite3
 from gateway.audit.merkle import CompactRange
 from gateway.audit.recompute import NODE_LEVEL
 from gateway.audit.record import GENESIS, chain_hash, leaf_hash
+from gateway.audit.sqlite.aggregates import HOURLY_TABLE, build_hourly
 from gateway.audit.sqlite.search import (
     INDEX_TABLES,
     INDEX_TRIGGERS,
@@ -48,10 +53,11 @@ from gateway.audit.sqlite.search import (
 )
 from gateway.audit.store import AccessLogCorrupt, ChainBreak
 
-SCHEMA_VERSION = 5
-TREE_VERSIONS = (2, 3, 4, 5)  # the tree's layout is the same in all: verification and export read any
-INDEXED_VERSIONS = (3, 4, 5)  # with a search index to check
-CHECKPOINT_VERSIONS = (5,)  # with the heads' checkpoint notes
+SCHEMA_VERSION = 6
+TREE_VERSIONS = (2, 3, 4, 5, 6)  # the tree's layout is the same in all: verification and export read any
+INDEXED_VERSIONS = (3, 4, 5, 6)  # with a search index to check
+CHECKPOINT_VERSIONS = (5, 6)  # with the heads' checkpoint notes
+AGGREGATED_VERSIONS = (6,)  # with hourly aggregates to check
 APPEND_ONLY = "the access log is append-only"
 
 TABLES = (
@@ -111,7 +117,7 @@ def schema_version(conn: sqlite3.Connection) -> int:
 
 def ensure_schema(conn: sqlite3.Connection) -> int:
     """Create or migrate the schema inside one write transaction (several processes may open at once);
-    return the version found (0 when created, 1 to 4 when migrated, 5 when already current)."""
+    return the version found (0 when created, 1 to 5 when migrated, 6 when already current)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         found = schema_version(conn)
@@ -120,12 +126,14 @@ def ensure_schema(conn: sqlite3.Connection) -> int:
                                    f"{SCHEMA_VERSION}")
         if found == 1:
             _migrate_v1(conn)
-        elif found in (2, 3, 4):
+        elif found in (2, 3, 4, 5):
             if found == 2:
                 _migrate_v2(conn)
             elif found == 3:
                 _migrate_v3(conn)
-            _add_checkpoints(conn)
+            if found <= 4:
+                _add_checkpoints(conn)
+            _add_hourly(conn)
             _set_version(conn)
         elif found == 0:
             _create(conn, ())
@@ -138,7 +146,7 @@ def ensure_schema(conn: sqlite3.Connection) -> int:
 
 
 def _create(conn: sqlite3.Connection, notes: tuple[tuple[str, str], ...]) -> None:
-    for statement in (*TABLES, CHECKPOINTS_TABLE, *INDEX_TABLES, *INDEXES):
+    for statement in (*TABLES, CHECKPOINTS_TABLE, *INDEX_TABLES, *INDEXES, HOURLY_TABLE):
         conn.execute(statement)
     conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
                      [("schema_version", str(SCHEMA_VERSION)), *notes])
@@ -167,6 +175,14 @@ def _add_checkpoints(conn: sqlite3.Connection) -> None:
     """v4 → v5: the table of the heads' checkpoint notes, empty, and its triggers; nothing else is touched."""
     for statement in (CHECKPOINTS_TABLE, *CHECKPOINT_TRIGGERS):
         conn.execute(statement)
+
+
+def _add_hourly(conn: sqlite3.Connection) -> None:
+    """v5 → v6: the hourly aggregates, built from the kept entries; nothing else is touched (the caller sets the
+    version). Pruned entries are gone: their hours start from what is kept. Derived data: built anew."""
+    conn.execute("DROP TABLE IF EXISTS access_hourly")
+    conn.execute(HOURLY_TABLE)
+    build_hourly(conn)
 
 
 def _set_version(conn: sqlite3.Connection) -> None:
@@ -215,3 +231,4 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
         conn.executemany("INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
     conn.execute("DROP TABLE access_log_v1")
     build_index(conn)
+    build_hourly(conn)

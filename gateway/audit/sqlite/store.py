@@ -22,18 +22,21 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO, TypeVar
 
+from gateway.audit.aggregates import Counts, HourlyRow, Key, hour_of, record_deltas
 from gateway.audit.merkle import CompactRange, SignedTreeHead, TreeHead
 from gateway.audit.merkle import leaf_hash as merkle_leaf_hash
+from gateway.audit.pacing import Pacer, paced_writer
 from gateway.audit.query import LogPage, LogQuery
 from gateway.audit.recompute import NODE_LEVEL
 from gateway.audit.record import AccessRecord
 from gateway.audit.rules import check_extends, head_timestamp, merged_note, size_to_sign
 from gateway.audit.rules import dated_before as _dated_before
-from gateway.audit.search_index import IndexFields, record_fields
+from gateway.audit.search_index import IndexFields, micros, record_fields
+from gateway.audit.sqlite.aggregates import busy_subjects, hourly, write_hourly
 from gateway.audit.sqlite.schema import ensure_schema
 from gateway.audit.sqlite.search import drop_pruned, last_high_water, search, write_index
 from gateway.audit.sqlite.tree import (
@@ -52,7 +55,9 @@ from gateway.crypto.keys import PublicKey, SigningKey
 __all__ = ["LogStatus", "SqliteAccessLog", "connect", "database_status", "export_database", "verify_database"]
 
 T = TypeVar("T")
+Pending = tuple[bytes, IndexFields, list[tuple[Key, Counts]]]  # an entry, its index fields, its aggregates
 PRUNE_CHUNK = 2048  # entries pruned per transaction, so appends never wait long
+MICROSECOND = timedelta(microseconds=1)
 
 
 class SqliteAccessLog:
@@ -71,8 +76,7 @@ class SqliteAccessLog:
         self._read_tree: Tree | None = None
         self._search_conn: sqlite3.Connection | None = None
         self._edge: CompactRange | None = None  # the right edge after our last commit (writer thread only)
-        self._pending: list[tuple[tuple[bytes, IndexFields] | BaseException, asyncio.Future[int],
-                                  asyncio.AbstractEventLoop]] = []
+        self._pending: list[tuple[Pending | BaseException, asyncio.Future[int], asyncio.AbstractEventLoop]] = []
         self._lock = threading.Lock()
 
     async def _write(self, fn: Callable[..., T], *args: object) -> T:
@@ -131,7 +135,7 @@ class SqliteAccessLog:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
         try:  # the search index's fields come from the record the bytes are made of (no parsing back)
-            entry: tuple[bytes, IndexFields] | BaseException = (record.canonical(), record_fields(record))
+            entry: Pending | BaseException = (record.canonical(), record_fields(record), record_deltas(record))
         except Exception as exc:  # this record alone fails; it never joins (and spoils) a batch
             entry = exc
         with self._lock:
@@ -144,7 +148,7 @@ class SqliteAccessLog:
     def _flush(self) -> None:
         with self._lock:
             batch, self._pending = self._pending, []
-        entries: list[tuple[bytes, IndexFields]] = []
+        entries: list[Pending] = []
         outcomes: list[tuple[asyncio.Future[int], asyncio.AbstractEventLoop, int | BaseException]] = []
         for entry, future, loop in batch:
             if isinstance(entry, BaseException):
@@ -181,13 +185,13 @@ class SqliteAccessLog:
                 conn.execute("ROLLBACK")
             raise
 
-    def _commit(self, entries: Sequence[tuple[bytes, IndexFields]]) -> list[int]:
+    def _commit(self, entries: Sequence[Pending]) -> list[int]:
         tree = self._writing()
         with self._write_transaction() as conn:
             edge = tree.right_edge(self._edge)  # read under the write lock: another process may have appended
             rows: list[tuple[int, bytes, bytes, bytes]] = []
             nodes: list[tuple[int, int, bytes]] = []
-            for entry, _ in entries:
+            for entry, _, _ in entries:
                 leaf = merkle_leaf_hash(entry)
                 index = edge.size
                 nodes.extend((n.level, n.index, n.hash) for n in edge.append(leaf) if n.level >= NODE_LEVEL)
@@ -195,7 +199,8 @@ class SqliteAccessLog:
             conn.executemany("INSERT INTO access_log (idx, entry, leaf_hash, tree_root) VALUES (?, ?, ?, ?)", rows)
             if nodes:
                 conn.executemany("INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
-            write_index(conn, zip((r[0] for r in rows), (f for _, f in entries), strict=True), last_high_water(conn))
+            write_index(conn, zip((r[0] for r in rows), (f for _, f, _ in entries), strict=True), last_high_water(conn))
+            write_hourly(conn, (d for _, _, deltas in entries for d in deltas))
         self._edge = edge
         return [r[0] for r in rows]
 
@@ -279,17 +284,38 @@ class SqliteAccessLog:
             raise RuntimeError("open() the access log first")
         return search(self._search_conn, query)
 
+    # --- hourly aggregates (gateway.audit.aggregates) -------------------------------------------------------------
+
+    async def hourly(self, since: datetime, until: datetime, *, sources: bool = False) -> list[HourlyRow]:
+        first, end = hour_of(since), hour_of(until - MICROSECOND) + 1
+        return await self._heavy(lambda conn: hourly(conn, first, end, sources))
+
+    async def busy_subjects(self, since: datetime, until: datetime, min_clients: int, clients: Sequence[str],
+                            limit: int) -> list[tuple[int, int, str, str, str]]:
+        return await self._heavy(lambda conn: busy_subjects(conn, micros(since), micros(until), min_clients,
+                                                            clients, limit))
+
+    async def _heavy(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` on the searcher's connection and thread (officers' reads: never the writer's or the reader's)."""
+        def run() -> T:
+            if self._search_conn is None:
+                raise RuntimeError("open() the access log first")
+            return fn(self._search_conn)
+        return await asyncio.get_running_loop().run_in_executor(self._searcher, run)
+
     # --- verification, export, retention -------------------------------------------------------------------------
 
     async def verify(self, keys: Mapping[str, PublicKey] | None = None) -> ChainBreak | None:
         if keys is None and self.trusted_keys is not None:
             keys = self.trusted_keys()
-        return await asyncio.get_running_loop().run_in_executor(self._auditor, verify_database, self.path, keys)
+        return await asyncio.get_running_loop().run_in_executor(  # paced: the clients keep the event loop
+            self._auditor, lambda: verify_database(self.path, keys, pace=Pacer()))
 
     async def export(self, out: TextIO, *, inclusion_proofs: bool = True,
                      consistency_proofs: bool = True) -> SignedTreeHead:
         return await asyncio.get_running_loop().run_in_executor(
-            self._auditor, lambda: export_database(self.path, out.write, inclusion_proofs=inclusion_proofs,
+            self._auditor, lambda: export_database(self.path, paced_writer(out.write, Pacer()),
+                                                   inclusion_proofs=inclusion_proofs,
                                                    consistency_proofs=consistency_proofs))
 
     async def prune(self, before: datetime) -> int:

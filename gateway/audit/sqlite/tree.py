@@ -11,12 +11,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.audit.aggregates import AggregateCheck
 from gateway.audit.export import ExportRow, NodeCache, WindowedLeaves, export_rows
 from gateway.audit.index_check import IndexCheck
 from gateway.audit.merkle import EMPTY_ROOT, CompactRange, Prover, SignedTreeHead
-from gateway.audit.recompute import NODE_LEVEL, HeadRow, head_from_row, recompute
+from gateway.audit.pacing import paced
+from gateway.audit.recompute import NODE_LEVEL, HeadRow, Row, head_from_row, recompute
 from gateway.audit.rules import catch_up_range, caught_up, check_edge
+from gateway.audit.sqlite.aggregates import hourly_stream
 from gateway.audit.sqlite.schema import (
+    AGGREGATED_VERSIONS,
     CHECKPOINT_VERSIONS,
     INDEXED_VERSIONS,
     TREE_VERSIONS,
@@ -152,12 +156,14 @@ def first_kept(conn: sqlite3.Connection, limit: int) -> int:
 
 
 
-def verify_database(path: Path, keys: Mapping[str, PublicKey] | None = None) -> ChainBreak | None:
+def verify_database(path: Path, keys: Mapping[str, PublicKey] | None = None, *,
+                    pace: Callable[[], None] | None = None) -> ChainBreak | None:
     """Recompute the whole log (``gateway.audit.recompute``) and check its search index against the entries in
     the same pass (``gateway.audit.index_check``); the first bad index, or None if it verifies.
 
     Tree-head signatures are checked when ``keys`` (kid → public key) are given. A v1 file (hash chain, not yet
-    migrated) is checked as a chain; a v2 file has no index yet."""
+    migrated) is checked as a chain; a v2 file has no index yet. ``pace`` is called between entries
+    (``gateway.audit.pacing``)."""
     conn = connect(path, read_only=True)
     try:
         conn.execute("BEGIN")  # one snapshot, while appends go on
@@ -173,13 +179,20 @@ def verify_database(path: Path, keys: Mapping[str, PublicKey] | None = None) -> 
                                "ORDER BY level, idx LIMIT 1", (size,)).fetchone()
             return (row[0], row[1]) if row else None
 
-        rows = conn.execute("SELECT idx, entry, leaf_hash, tree_root FROM access_log ORDER BY idx")
+        rows: Iterable[Row] = paced(conn.execute("SELECT idx, entry, leaf_hash, tree_root FROM access_log ORDER BY "
+                                                 "idx"), pace)
         index = IndexCheck(index_streams(conn)) if version in INDEXED_VERSIONS else None  # v2: no index yet
+        hourly = AggregateCheck() if version in AGGREGATED_VERSIONS else None  # before v6: no aggregates
+        if hourly is not None:
+            rows = hourly.watch(rows)
         found = recompute(index.watch(rows) if index else rows, tree.head_rows("ORDER BY tree_size"), keys,
                           stored_node=tree.node,
                           stored_node_count=conn.execute("SELECT COUNT(*) FROM merkle_nodes").fetchone()[0],
                           first_node_beyond=first_node_beyond)
-        return index.verdict(found) if index else found
+        found = index.verdict(found) if index else found
+        if hourly is not None and found is None:  # a broken tree or index already explains any disagreement
+            found = hourly.verdict(hourly_stream(conn))
+        return found
     finally:
         conn.close()
 
@@ -191,7 +204,8 @@ def export_database(path: Path, write: Callable[[str], object], *, inclusion_pro
     try:
         conn.execute("BEGIN")
         if schema_version(conn) not in TREE_VERSIONS:
-            raise AccessLogCorrupt("not an access log of schema version 2 to 5: open it with the gateway first")
+            raise AccessLogCorrupt(f"not an access log of schema version {TREE_VERSIONS[0]} to {TREE_VERSIONS[-1]}: "
+                                   "open it with the gateway first")
         tree = Tree(conn)
         heads = [Tree._parse(row) for row in tree.head_rows("ORDER BY tree_size")]
         if not heads:
