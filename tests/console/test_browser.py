@@ -158,9 +158,10 @@ async def operations(tmp_path: Path) -> AsyncIterator[tuple[Stack, str]]:
         yield stack, submitted.json()["batch_id"]
 
 
-async def test_the_operations_dashboard_in_a_real_browser(operations: tuple[Stack, str]) -> None:
-    """Signs in, opens the dashboard in French then in English, checks the charts' numbers and saves the
-    screenshot the docs show (docs/images/dashboard.png)."""
+async def test_the_operations_dashboard_in_a_real_browser(operations: tuple[Stack, str], tmp_path: Path) -> None:
+    """Signs in, opens the dashboard in French then in English, checks the charts' numbers and takes a screenshot;
+    with ANSS_GATEWAY_UPDATE_SCREENSHOTS=1 it replaces the one the docs show (docs/images/dashboard.png), otherwise
+    it goes to the test's temporary directory (a test run leaves the repository as it found it)."""
     from playwright.async_api import async_playwright, expect
 
     stack, batch_id = operations
@@ -196,8 +197,10 @@ async def test_the_operations_dashboard_in_a_real_browser(operations: tuple[Stac
             await expect(batch.locator("td").nth(3)).to_have_text("3")  # subjects
             await expect(page.locator(f"svg#chart-batch-{batch_id} rect title").first).to_have_text("3 faits")
             await check_accessibility(page)
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            await page.screenshot(path=str(SCREENSHOT), full_page=True)
+            update = os.environ.get("ANSS_GATEWAY_UPDATE_SCREENSHOTS") == "1"
+            shot = SCREENSHOT if update else tmp_path / "dashboard.png"
+            await page.screenshot(path=str(shot), full_page=True)
+            assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 10_000
 
             await page.get_by_role("link", name="Switch to English").click()
             await expect(page.get_by_role("heading", level=1)).to_have_text("Operations dashboard")
