@@ -75,6 +75,9 @@ def of_kind(docs: list[Doc], kind: str) -> list[Doc]:
     return [doc for doc in docs if doc["kind"] == kind]
 
 
+PROBES = ("startup", "liveness", "readiness")
+
+
 def one(docs: list[Doc], kind: str) -> Doc:
     found = of_kind(docs, kind)
     assert len(found) == 1, f"expected one {kind}, found {[d['metadata']['name'] for d in found]}"
@@ -92,8 +95,16 @@ def pod_specs(docs: list[Doc]) -> Iterator[tuple[str, Doc]]:
             yield doc["metadata"]["name"], doc["spec"]
 
 
+def deployment(docs: list[Doc], component: str = "gateway") -> Doc:
+    """The one Deployment of that component (``app.kubernetes.io/component``): the gateway, or its workers."""
+    found = [d for d in of_kind(docs, "Deployment")
+             if d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component") == component]
+    assert len(found) == 1, f"expected one {component} Deployment, found {[d['metadata']['name'] for d in found]}"
+    return found[0]
+
+
 def gateway_container(docs: list[Doc]) -> tuple[Doc, Doc]:
-    spec = one(docs, "Deployment")["spec"]["template"]["spec"]
+    spec = deployment(docs)["spec"]["template"]["spec"]
     (container,) = [c for c in spec["containers"] if c["name"] == "gateway"]
     return spec, container
 
@@ -155,20 +166,26 @@ def test_every_pod_is_restricted_with_resources_and_probes(overlay: str) -> None
             assert context["seccompProfile"] == {"type": "RuntimeDefault"}, where
             for bound in ("requests", "limits"):
                 assert set(container["resources"][bound]) >= {"cpu", "memory"}, f"{where} {bound}"
-            ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-            probes = {kind: container[f"{kind}Probe"]["httpGet"] for kind in ("startup", "liveness", "readiness")}
-            assert probes["startup"]["path"] == probes["liveness"]["path"] == "/healthz", where
-            assert probes["readiness"]["path"] == "/readyz", where
-            assert all(probe["port"] in ports for probe in probes.values()), where
+            if container["args"] == ["worker"]:  # no socket: no port, nothing to probe over HTTP (worker-deployment)
+                assert "ports" not in container and not any(f"{k}Probe" in container for k in PROBES), where
+                assert spec["terminationGracePeriodSeconds"] > 120, f"{where}: longer than [batches] drain_s"
+            else:
+                ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+                probes = {kind: container[f"{kind}Probe"]["httpGet"] for kind in PROBES}
+                assert probes["startup"]["path"] == probes["liveness"]["path"] == "/healthz", where
+                assert probes["readiness"]["path"] == "/readyz", where
+                assert all(probe["port"] in ports for probe in probes.values()), where
             # Writable places exist only as volumes: the state directory and /tmp.
             env = {e["name"]: e.get("value") for e in container.get("env", [])}
             writable = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]
                         if not m.get("readOnly")}
             assert set(writable) == {env["ANSS_GATEWAY_STATE_DIR"], "/tmp"}, where
             assert all("emptyDir" in v or "persistentVolumeClaim" in v for v in writable.values()), where
-        annotations = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
-        assert annotations["prometheus.io/path"] == "/metrics"
-        assert int(annotations["prometheus.io/port"]) in ports.values()
+    gateway = deployment(docs)["spec"]["template"]
+    annotations = gateway["metadata"]["annotations"]
+    assert annotations["prometheus.io/path"] == "/metrics"
+    ports = {p["containerPort"] for c in gateway["spec"]["containers"] for p in c["ports"]}
+    assert int(annotations["prometheus.io/port"]) in ports
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -257,7 +274,7 @@ def test_the_mounted_configuration_loads(overlay: str, tmp_path: Path) -> None:
 
 def test_embedded_is_one_sqlite_writer_on_a_volume() -> None:
     docs = documents("embedded")
-    deployment = one(docs, "Deployment")
+    deployment = one(docs, "Deployment")  # no worker: the embedded engine runs inside the one gateway
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}, "never two pods on one SQLite file"
     assert not of_kind(docs, "HorizontalPodAutoscaler")
@@ -272,7 +289,7 @@ def test_embedded_is_one_sqlite_writer_on_a_volume() -> None:
 
 def test_production_runs_three_replicas_or_more_on_shared_stores() -> None:
     docs = documents("production")
-    deployment = one(docs, "Deployment")
+    deployment = globals()["deployment"](docs)
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert deployment["spec"]["replicas"] >= 3
     autoscaler = one(docs, "HorizontalPodAutoscaler")
@@ -310,12 +327,41 @@ def test_every_container_runs_a_command_the_gateway_has(overlay: str) -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_network_policy_lets_in_only_the_gateway_port(overlay: str) -> None:
     docs = documents(overlay)
-    labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    labels = deployment(docs)["spec"]["template"]["metadata"]["labels"]
     policies = [p for p in of_kind(docs, "NetworkPolicy")
                 if p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()]
     assert any(set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"} for p in policies)
     ingress = [rule for p in policies for rule in p["spec"].get("ingress", [])]
     assert ingress and all(rule["ports"] == [{"port": 8080, "protocol": "TCP"}] for rule in ingress)
+
+
+def test_production_runs_batch_workers_with_the_gateways_configuration_keys_and_stores() -> None:
+    """`anss-gateway worker` pods: the procrastinate engine on the shared PostgreSQL (the replicas only enqueue),
+    with the same configuration, keys, DSN and Redis as the gateway, spread over nodes, covered by its network
+    policies."""
+    docs = documents("production")
+    workers = deployment(docs, "worker")
+    assert workers["spec"]["replicas"] >= 2
+    spec = workers["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["args"] == ["worker"]
+    gateway_spec, gateway = gateway_container(docs)
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    for mount in gateway["volumeMounts"]:
+        assert mount["mountPath"] in mounts, f"the worker lacks {mount['mountPath']}"
+        mine = next(v for v in spec["volumes"] if v["name"] == mounts[mount["mountPath"]])
+        theirs = next(v for v in gateway_spec["volumes"] if v["name"] == mount["name"])
+        assert mine == {**theirs, "name": mine["name"]}, f"{mount['mountPath']}: not the gateway's volume"
+    same = {"ANSS_GATEWAY_PORT", "ANSS_GATEWAY_HOST"}  # only the listening socket differs
+    def by_name(env: list[Doc]) -> dict[str, Doc]:
+        return {e["name"]: e for e in env if e["name"] not in same}
+    assert by_name(gateway["env"]) == by_name(container["env"]), "the worker's environment is the gateway's"
+    labels = workers["spec"]["template"]["metadata"]["labels"]
+    assert any(p["spec"]["podSelector"]["matchLabels"].items() <= labels.items() for p in of_kind(docs, "NetworkPolicy")
+               if "Egress" in p["spec"]["policyTypes"]), "the stores and administrations policy covers workers"
+    assert not any(s["spec"]["selector"].items() <= labels.items() for s in of_kind(docs, "Service")), "no traffic"
+    batches = _toml(DEPLOY / "overlays" / "production" / "gateway.toml")["batches"]
+    assert batches["engine"] in ("auto", "procrastinate") and batches["serve_works"] is False
 
 
 def test_the_base_config_is_the_repository_config() -> None:
