@@ -143,8 +143,10 @@ def mib(n: int) -> str:
 def bench_settings(state_dir: Path) -> Settings:
     """The project's settings (config/), with a state directory and a gateway key generated for this run.
 
-    The benchmark measures capacity, so the per-client rate limit is set out of reach; the limiter is still
-    consulted on every request, as served.
+    The benchmark measures capacity, so the per-client rate limit and the administrations' bulkheads are set
+    out of reach; the limiter and the bulkheads are still consulted on every request and call, as served (at
+    concurrency 64 the shipped bulkhead of 64 calls in flight per administration would refuse some second-round
+    calls, and the two sides would no longer make the same calls).
     """
     env = {k: v for k, v in os.environ.items() if k in ("ANSS_GATEWAY_CONFIG", "ANSS_GATEWAY_SIMULATOR_SEED")}
     env["ANSS_GATEWAY_STATE_DIR"] = str(state_dir)
@@ -157,7 +159,8 @@ def bench_settings(state_dir: Path) -> Settings:
                    for cid, c in settings.clients.items()}
         settings = replace(settings, clients=clients,  # type: ignore[call-arg,unused-ignore]
                            default_rate_limit=replace(default_limit, rate_per_s=1e9, burst=10**9))
-    return settings
+    connectors = tuple(replace(c, bulkhead={**c.bulkhead, "max_concurrent": 1_000_000}) for c in settings.connectors)
+    return replace(settings, connectors=connectors)
 
 
 def sample_households(settings: Settings, count: int, seed: str) -> list[str]:
