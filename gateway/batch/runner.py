@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -107,12 +107,18 @@ async def verify_line(runtime: Runtime, batch: Batch, line: int, subject: dict[s
 
 
 async def run_chunk(runtime: Runtime, store: BatchStore, chunk: Chunk, federation: Federation,
-                    concurrency: int = 8, on_progress: Any = None) -> None:
+                    concurrency: int = 8, on_progress: Any = None,
+                    stopping: Callable[[], bool] | None = None) -> bool:
+    """Verify the chunk's lines not yet answered, ``concurrency`` at a time; ``True`` once it is finished.
+    When ``stopping()`` turns true, the group in flight ends and no further line is claimed: the chunk stays
+    unfinished (``False``) and its unclaimed lines wait for the next runner, with nothing in doubt."""
     batch = await store.get(chunk.batch_id)
     if batch is None or batch.status != RUNNING:
-        return
+        return True
     todo = await store.todo(chunk)
     for start in range(0, len(todo), concurrency):
+        if stopping is not None and stopping():
+            return False
         guard = runtime.log_guard
         if guard is not None and guard.corrupt is not None:  # no data leaves without a provable log
             raise AccessLogCorrupt("the access log is corrupt: batches wait")
@@ -140,26 +146,29 @@ async def run_chunk(runtime: Runtime, store: BatchStore, chunk: Chunk, federatio
         if on_progress is not None:
             await on_progress()
     await store.finish_chunk(chunk, "")
+    return True
 
 
 class EmbeddedEngine:
     """Batches inside the gateway process, on its store; resumes after a restart."""
 
     def __init__(self, runtime: Runtime, store: BatchStore, *, capacity: int = 8, concurrency: int = 8,
-                 stalled_after_s: float = 30.0, heartbeat_s: float = 5.0, poll_s: float = 0.5) -> None:
+                 stalled_after_s: float = 30.0, heartbeat_s: float = 5.0, poll_s: float = 0.5,
+                 drain_s: float = 30.0) -> None:
         self.runtime, self.store = runtime, store
         self.runner_id = f"embedded-{uuid.uuid4().hex[:12]}"
         self.federation = batch_federation(runtime.federation, capacity)
         self.concurrency, self.stalled_after_s = concurrency, stalled_after_s
-        self.heartbeat_s, self.poll_s = heartbeat_s, poll_s
+        self.heartbeat_s, self.poll_s, self.drain_s = heartbeat_s, poll_s, drain_s
         self._wake = asyncio.Event()
+        self._stopping = False
 
     def wake(self) -> None:
         """A new batch is waiting."""
         self._wake.set()
 
     async def run(self) -> None:
-        while True:
+        while not self._stopping:
             chunk = await self.store.claim_chunk(self.runner_id, self.stalled_after_s)
             if chunk is None:
                 self._wake.clear()
@@ -175,7 +184,8 @@ class EmbeddedEngine:
                     await self.store.heartbeat(chunk, self.runner_id)
 
             try:
-                await run_chunk(self.runtime, self.store, chunk, self.federation, self.concurrency, beat)
+                await run_chunk(self.runtime, self.store, chunk, self.federation, self.concurrency, beat,
+                                stopping=lambda: self._stopping)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the chunk stays "doing": taken back once its heartbeat is stale
@@ -188,8 +198,14 @@ class EmbeddedEngine:
         try:
             yield self
         finally:
+            # a clean stop drains: the lines in flight finish (up to drain_s), none is claimed after them, so a
+            # restart resumes with nothing in doubt; only what is still running after drain_s is cut short
+            self._stopping = True
+            self._wake.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), self.drain_s)
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
             with contextlib.suppress(Exception):
                 await self.store.release_all(self.runner_id)

@@ -57,4 +57,4 @@ def batch_engine(runtime: Runtime, store: BatchStore, *, worker: bool = False) -
     from gateway.batch.runner import EmbeddedEngine
 
     return EmbeddedEngine(runtime, store, capacity=b.capacity, concurrency=b.concurrency,
-                          stalled_after_s=b.stalled_after_s)
+                          stalled_after_s=b.stalled_after_s, drain_s=b.drain_s)

@@ -34,7 +34,7 @@ class BatchSettings:
     worker_concurrency: int = 2  # procrastinate: chunks one worker process runs at once
     heartbeat_s: float = 5.0  # procrastinate: a worker's heartbeat period (well under stalled_after_s)
     recover_every_s: float = 15.0  # procrastinate: how often a worker hands back the jobs of dead workers
-    drain_s: float = 120.0  # procrastinate: on SIGTERM, how long a worker waits for its running chunks
+    drain_s: float = 120.0  # on a clean stop, how long the lines in flight may finish (both engines)
 
 
 def _seconds(table: Mapping[str, Any], key: str, where: str, default: float) -> float:
