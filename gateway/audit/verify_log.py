@@ -6,7 +6,10 @@ checks, in this order, and returns the first ``Finding``:
 1. the **anchors** outside the database (``gateway.audit.anchors``): each witness's cosigned checkpoint (the
    configured ``[[audit.witnesses]]`` and any given on the command line), the high-water file, the checkpoint
    archive — the log must be at least as long as each and have its root at its size;
-2. the **cadence** (``gateway.audit.cadence``): no entries without any signed head, and no latest head older
+2. the **checkpoints kept with the heads** (the log's ``checkpoints`` table): each a signed note by the log's
+   checkpoint key (when this command can read it), of the size it is filed under, with the root the log has at
+   that size; every cosignature line by a configured witness's key must verify;
+3. the **cadence** (``gateway.audit.cadence``): no entries without any signed head, and no latest head older
    than ``tree_head_interval_s`` / ``tree_head_max_entries`` allow (plus ``slack_s``) while entries follow it.
 
 Whose keys verify the heads is decided before (``heads.tree_head_keys``: in production, configured files and
@@ -36,7 +39,15 @@ from gateway.audit.anchors import (
     witness_anchors,
 )
 from gateway.audit.cadence import Cadence, entry_time, late_heads
-from gateway.audit.checkpoint import VerifierKey, verifier_key
+from gateway.audit.checkpoint import (
+    CheckpointError,
+    VerifierKey,
+    open_checkpoint,
+    parse_checkpoint,
+    parse_note,
+    verifier_key,
+    verify_cosignatures,
+)
 from gateway.audit.heads import keys_from_jwks, log_id_for, read_jwks_document
 from gateway.audit.witness.client import WitnessEndpoint
 from gateway.config.settings import ConfigError, Settings
@@ -123,6 +134,9 @@ def verify_beyond(settings: Settings, where: LogLocation, options: BeyondOptions
     problem = disagreement(found, status.entries, where.roots(a.size for a in found))
     if problem is not None:
         return Finding(True, problem)
+    problem = stored_checkpoint_problem(where, vkey, tuple(w.vkey for w in witnesses))
+    if problem is not None:
+        return Finding(True, problem)
     cadence = Cadence(settings.tree_head_interval_s, settings.tree_head_max_entries, options.slack_s)
     latest = status.latest.head if status.latest is not None else None
     signed = latest.tree_size if latest is not None else 0
@@ -133,6 +147,28 @@ def verify_beyond(settings: Settings, where: LogLocation, options: BeyondOptions
         if late is not None:
             return Finding(True, late)
     return Checked(tuple(found))
+
+
+def stored_checkpoint_problem(where: LogLocation, log_vkey: VerifierKey | None,
+                              witness_vkeys: tuple[VerifierKey, ...]) -> str | None:
+    """What is wrong with the checkpoints the log keeps beside its heads (step 2 of the module), or ``None``."""
+    stored = where.checkpoints()
+    roots = where.roots(size for size, _ in stored)
+    for size, note in stored:
+        try:
+            checkpoint = (open_checkpoint(note, [log_vkey]) if log_vkey is not None
+                          else parse_checkpoint(parse_note(note).text))
+        except CheckpointError as exc:
+            signed = "not signed by the log's checkpoint key" if log_vkey is not None else "malformed"
+            return f"the checkpoint kept with the tree head of size {size} is {signed} ({exc})"
+        if checkpoint.size != size or roots.get(size) != checkpoint.root_hash:
+            return (f"the checkpoint kept with the tree head of size {size} states size {checkpoint.size} and "
+                    "another root than the log has at that size")
+        try:
+            verify_cosignatures(note, witness_vkeys)
+        except CheckpointError as exc:
+            return f"a witness's cosignature on the checkpoint of size {size} does not verify ({exc})"
+    return None
 
 
 def load_jwks(source: str, timeout_s: float = 10.0) -> dict[str, Any]:

@@ -88,6 +88,10 @@ class LogLocation(Protocol):
         """The stored bytes of one entry (``None`` if absent or pruned)."""
         ...
 
+    def checkpoints(self) -> list[tuple[int, str]]:
+        """The (size, signed note) pairs of the log's ``checkpoints`` table, by size."""
+        ...
+
     def store(self) -> AccessLog: ...
 
 
@@ -121,6 +125,11 @@ class SqliteLocation:
         from gateway.audit.sqlite.tree import stored_entry
 
         return stored_entry(self.path, index)
+
+    def checkpoints(self) -> list[tuple[int, str]]:
+        from gateway.audit.sqlite.tree import stored_checkpoints
+
+        return stored_checkpoints(self.path)
 
     def store(self) -> AccessLog:
         from gateway.audit.sqlite.store import SqliteAccessLog
@@ -160,6 +169,11 @@ class PostgresLocation:
         from gateway.audit.postgres.tree import stored_entry
 
         return stored_entry(self.target, index)
+
+    def checkpoints(self) -> list[tuple[int, str]]:
+        from gateway.audit.postgres.tree import stored_checkpoints
+
+        return stored_checkpoints(self.target)
 
     def store(self) -> AccessLog:
         from gateway.audit.postgres.store import PostgresAccessLog

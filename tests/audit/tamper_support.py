@@ -159,12 +159,14 @@ class Tamperer:
 
     def truncate(self, keep: int, *, heads_above: bool) -> None:
         """Cut every entry from ``keep`` on, with its subtrees and search-index rows (and the heads above the
-        cut with ``heads_above``): what a careful intruder removes so that nothing in the database points at
-        the missing tail."""
+        cut and their checkpoints with ``heads_above``), and recount the aggregates: what a careful intruder
+        does so that nothing in the database points at the missing tail."""
         self.sql(f"DELETE FROM access_log WHERE idx >= {keep}",
                  f"DELETE FROM merkle_nodes WHERE ((idx + 1) << level) > {keep}",
                  *(f"DELETE FROM {table} WHERE idx >= {keep}" for table in INDEX_TABLES if self._has(table)),
-                 *([f"DELETE FROM tree_heads WHERE tree_size > {keep}"] if heads_above else []))
+                 *([f"DELETE FROM tree_heads WHERE tree_size > {keep}"] if heads_above else []),
+                 *([f"DELETE FROM checkpoints WHERE tree_size > {keep}"]
+                   if heads_above and self._has("checkpoints") else []))
         self.recount()
 
     def recount(self) -> None:

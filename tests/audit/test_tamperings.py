@@ -26,6 +26,7 @@ that cosigned both — and 10 entries after. 11 and 12 run the whole gateway (``
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, ExitStack
 from dataclasses import dataclass, replace
@@ -212,6 +213,37 @@ async def test_09_a_consistent_rewrite_without_heads(world: World, new_log: LogF
     world.log.high_water.unlink()
     world.log.archive.unlink()
     assert "150 entries and no signed tree head" in await broken(capsys)
+
+
+async def test_a_checkpoint_kept_with_its_head_that_was_rewritten(world: World,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Beyond the thirteen: the checkpoints table the triggers guard (only signature lines may be added). A note
+    rewritten with another root no longer carries the log's signature; audit verify names it."""
+    other = base64.b64encode(b"\x00" * 32).decode()
+    world.tamper.sql(f"UPDATE checkpoints SET note = replace(note, '{_root_line(world, 150)}', '{other}') "
+                     "WHERE tree_size = 150")  # (a text column on both stores)
+    out = await broken(capsys, *world.witness_args)
+    assert "the checkpoint kept with the tree head of size 150 is not signed by the log's checkpoint key" in out
+
+
+async def test_a_forged_cosignature_added_to_a_kept_checkpoint(world: World,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Adding signature lines is the one change the table allows: a line in the witness's name that it did not
+    sign is caught by its key."""
+    vkey = world.witness.witness.vkey
+    forged = base64.b64encode(vkey.key_id + (1764700000).to_bytes(8, "big") + b"\x01" * 64).decode()
+    line = f"\u2014 {vkey.name} {forged}\n"
+    world.tamper.sql(f"UPDATE checkpoints SET note = note || '{line}' WHERE tree_size = 100")
+    out = await broken(capsys, *world.witness_args)
+    assert "a witness's cosignature on the checkpoint of size 100 does not verify" in out
+
+
+def _root_line(world: World, size: int) -> str:
+    """The root hash line of the kept checkpoint of ``size`` (padded standard base64), read back from the log."""
+    from gateway.stores.backends import log_location
+
+    stored = dict(log_location(world.log.settings).checkpoints())
+    return stored[size].split("\n")[2]
 
 
 async def test_10_a_consistent_rewrite_resigned_with_a_planted_key(world: World, new_log: LogFactory,

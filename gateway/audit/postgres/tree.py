@@ -192,6 +192,16 @@ def stored_roots(target: PostgresTarget, sizes: Iterable[int]) -> dict[int, byte
         return {int(idx) + 1: bytes(root) for idx, root in rows if isinstance(root, bytes)}
 
 
+def stored_checkpoints(target: PostgresTarget) -> list[tuple[int, str]]:
+    """Every (size, note) of the schema's ``checkpoints`` table, by size (none before version 3)."""
+    with snapshot(target) as tree:
+        present = tree.conn.execute("SELECT to_regclass('checkpoints') IS NOT NULL").fetchone()
+        if not (present and present[0]):
+            return []
+        rows = tree.conn.execute("SELECT tree_size, note FROM checkpoints ORDER BY tree_size").fetchall()
+        return [(int(size), str(note)) for size, note in rows]
+
+
 def stored_entry(target: PostgresTarget, index: int) -> bytes | None:
     with snapshot(target) as tree:
         row = tree.conn.execute("SELECT entry FROM access_log WHERE idx = %s", (index,)).fetchone()

@@ -258,6 +258,18 @@ def stored_roots(path: Path, sizes: Iterable[int]) -> dict[int, bytes]:
         conn.close()
 
 
+def stored_checkpoints(path: Path) -> list[tuple[int, str]]:
+    """Every (size, note) of the file's ``checkpoints`` table, by size (none before schema v5)."""
+    conn = connect(path, read_only=True)
+    try:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'checkpoints'").fetchone() is None:
+            return []
+        return [(int(size), str(note)) for size, note in
+                conn.execute("SELECT tree_size, note FROM checkpoints ORDER BY tree_size")]
+    finally:
+        conn.close()
+
+
 def stored_entry(path: Path, index: int) -> bytes | None:
     conn = connect(path, read_only=True)
     try:
