@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import sys
 from dataclasses import replace
+from typing import Any
 
 from gateway.cli.common import load_settings
 from gateway.config.batches import engine_for
@@ -15,9 +16,10 @@ from gateway.config.settings import Settings
 from gateway.web import logs
 
 
-async def run_worker(settings: Settings) -> None:
-    """The gateway's runtime without a listening socket: the app's start-up and clean-up only, the batch engine
-    working in this process; until SIGTERM/SIGINT."""
+async def run_worker(settings: Settings, probe_port: int | None = None) -> None:
+    """The gateway's runtime without its API: the app's start-up and clean-up only, the batch engine working in
+    this process; until SIGTERM/SIGINT. With ``probe_port``, ``/healthz``, ``/readyz`` and ``/metrics`` (the
+    gateway's, on this process's own registry: batch progress, administrations' calls) on that port, nothing else."""
     from aiohttp import web
 
     from gateway.web.app import create_app
@@ -27,6 +29,7 @@ async def run_worker(settings: Settings) -> None:
     app = create_app(replace(settings, batches=replace(settings.batches, serve_works=True)))
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()  # runs cleanup_ctx: the runtime, and the engine's worker with it
+    probes = await _serve_probes(app, settings.host, probe_port) if probe_port is not None else None
     try:
         engine = app[BATCHES].engine
         print(f"batch worker {getattr(engine, 'name', '?')} running "
@@ -34,7 +37,29 @@ async def run_worker(settings: Settings) -> None:
         await wait_for_signal()
         print("draining: running chunks finish, no new one is taken", flush=True)
     finally:
+        if probes is not None:
+            await probes.cleanup()
         await runner.cleanup()
+
+
+async def _serve_probes(app: Any, host: str, port: int) -> Any:
+    """The probes and metrics of a worker: the gateway's own handlers over this process's runtime."""
+    from aiohttp import web
+
+    from gateway.api import public
+    from gateway.web.metrics import handler as metrics_handler
+    from gateway.web.state import METRICS, RUNTIME
+
+    probe = web.Application()
+    probe[RUNTIME] = app[RUNTIME]
+    probe.router.add_get("/healthz", public.healthz)
+    probe.router.add_get("/readyz", public.readyz)
+    probe.router.add_get("/metrics", metrics_handler(app[METRICS]))
+    runner = web.AppRunner(probe, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    print(f"probes and metrics on http://{host}:{port} (/healthz, /readyz, /metrics)", flush=True)
+    return runner
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -47,7 +72,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.concurrency:
         settings = replace(settings, batches=replace(settings.batches, worker_concurrency=args.concurrency))
     logs.configure(json=True)
-    asyncio.run(run_worker(settings))
+    asyncio.run(run_worker(settings, args.probe_port))
     return 0
 
 
@@ -56,4 +81,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        description="Run procrastinate workers for batches with the gateway's runtime and no HTTP "
                                    "API. Start any number, on any machine sharing [storage]'s PostgreSQL.")
     w.add_argument("--concurrency", type=int, help="chunks run at once (default: [batches] worker_concurrency)")
+    w.add_argument("--probe-port", type=int, default=None,
+                   help="serve /healthz, /readyz and /metrics on this port of the configured host (default: none, "
+                        "no socket at all); the API is never served by a worker")
     w.set_defaults(func=cmd_worker)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 
@@ -101,6 +102,41 @@ async def test_two_workers_share_a_batch(tmp_path: Path) -> None:
         assert query(c.target, "SELECT COUNT(*) FROM procrastinate_jobs") == [(0,)], "finished jobs are deleted"
         assert query(c.target, "SELECT COUNT(*) FROM batch_subjects") == [(0,)], "identifiers deleted once done"
     assert c.workers.procs and all(p.returncode == 0 for p in c.workers.procs), "SIGTERM drains and exits 0"
+
+
+async def test_a_worker_with_a_probe_port_serves_its_health_readiness_and_metrics(tmp_path: Path) -> None:
+    """``worker --probe-port``: /healthz, /readyz and /metrics of the worker's own process (its batch progress and
+    administration calls, no personal value), and nothing of the API."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    async with cluster(tmp_path, chunk_size=10) as c:
+        c.workers.start("--probe-port", str(port))
+        await until(lambda: registered(c.target, 1), 60, "the worker registered")
+        subjects = [{"idcs": c.stack.population.fixture(FIXTURES[i % 5]).father.idcs} for i in range(12)]
+        answer = await submit(c.stack.client, upload(subjects))
+        assert answer.status == 202, answer.body
+        batch_id = answer.json()["batch_id"]
+        await until(lambda: batch_done(c.target, batch_id), 120, "the batch done")
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(base + "/healthz") as resp:
+                assert resp.status == 200 and (await resp.json())["status"] == "alive"
+            async with session.get(base + "/readyz") as resp:
+                ready = await resp.json()
+                assert resp.status == 200 and ready["status"] == "ready", ready
+            async with session.get(base + "/metrics") as resp:
+                text = await resp.text()
+            async with session.post(base + "/v1/verifications", data=b"{}") as resp:
+                assert resp.status == 404, "a worker serves no API"
+        counted = 'anss_gateway_batch_subjects_total{outcome="done"}'
+        done = [line for line in text.splitlines() if line.startswith(counted)]
+        assert done and float(done[0].split()[-1]) == 12.0, done
+        assert 'anss_gateway_source_calls_total{' in text
+        for subject in subjects:
+            assert subject["idcs"] not in text, "no personal value in the metrics"
 
 
 def chunk_in_progress(target: PostgresTarget, batch_id: str) -> tuple[str, int, int] | None:

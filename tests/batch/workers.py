@@ -64,9 +64,9 @@ class Workers:
     log_dir: Path
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
         log = (self.log_dir / f"worker-{len(self.procs)}.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "worker"], env=self.env, stdout=log,
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "worker", *args], env=self.env, stdout=log,
                                 stderr=subprocess.STDOUT, cwd=ROOT)
         self.procs.append(proc)
         return proc

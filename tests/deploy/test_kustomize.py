@@ -166,26 +166,26 @@ def test_every_pod_is_restricted_with_resources_and_probes(overlay: str) -> None
             assert context["seccompProfile"] == {"type": "RuntimeDefault"}, where
             for bound in ("requests", "limits"):
                 assert set(container["resources"][bound]) >= {"cpu", "memory"}, f"{where} {bound}"
-            if container["args"] == ["worker"]:  # no socket: no port, nothing to probe over HTTP (worker-deployment)
-                assert "ports" not in container and not any(f"{k}Probe" in container for k in PROBES), where
+            ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+            probes = {kind: container[f"{kind}Probe"]["httpGet"] for kind in PROBES}
+            assert probes["startup"]["path"] == probes["liveness"]["path"] == "/healthz", where
+            assert probes["readiness"]["path"] == "/readyz", where
+            assert all(probe["port"] in ports for probe in probes.values()), where
+            if container["args"][0] == "worker":  # its probes and metrics on --probe-port, its drain in the grace
+                assert container["args"][1:] == ["--probe-port", str(ports["http"])], where
                 assert spec["terminationGracePeriodSeconds"] > 120, f"{where}: longer than [batches] drain_s"
-            else:
-                ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-                probes = {kind: container[f"{kind}Probe"]["httpGet"] for kind in PROBES}
-                assert probes["startup"]["path"] == probes["liveness"]["path"] == "/healthz", where
-                assert probes["readiness"]["path"] == "/readyz", where
-                assert all(probe["port"] in ports for probe in probes.values()), where
             # Writable places exist only as volumes: the state directory and /tmp.
             env = {e["name"]: e.get("value") for e in container.get("env", [])}
             writable = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]
                         if not m.get("readOnly")}
             assert set(writable) == {env["ANSS_GATEWAY_STATE_DIR"], "/tmp"}, where
             assert all("emptyDir" in v or "persistentVolumeClaim" in v for v in writable.values()), where
-    gateway = deployment(docs)["spec"]["template"]
-    annotations = gateway["metadata"]["annotations"]
-    assert annotations["prometheus.io/path"] == "/metrics"
-    ports = {p["containerPort"] for c in gateway["spec"]["containers"] for p in c["ports"]}
-    assert int(annotations["prometheus.io/port"]) in ports
+    for workload in of_kind(docs, "Deployment"):  # the gateway's and the workers' metrics are scraped
+        template = workload["spec"]["template"]
+        annotations = template["metadata"]["annotations"]
+        assert annotations["prometheus.io/path"] == "/metrics"
+        ports = {p["containerPort"] for c in template["spec"]["containers"] for p in c["ports"]}
+        assert int(annotations["prometheus.io/port"]) in ports
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -344,7 +344,7 @@ def test_production_runs_batch_workers_with_the_gateways_configuration_keys_and_
     assert workers["spec"]["replicas"] >= 2
     spec = workers["spec"]["template"]["spec"]
     (container,) = spec["containers"]
-    assert container["args"] == ["worker"]
+    assert container["args"][0] == "worker"
     gateway_spec, gateway = gateway_container(docs)
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     for mount in gateway["volumeMounts"]:
@@ -352,14 +352,14 @@ def test_production_runs_batch_workers_with_the_gateways_configuration_keys_and_
         mine = next(v for v in spec["volumes"] if v["name"] == mounts[mount["mountPath"]])
         theirs = next(v for v in gateway_spec["volumes"] if v["name"] == mount["name"])
         assert mine == {**theirs, "name": mine["name"]}, f"{mount['mountPath']}: not the gateway's volume"
-    same = {"ANSS_GATEWAY_PORT", "ANSS_GATEWAY_HOST"}  # only the listening socket differs
+    same = {"ANSS_GATEWAY_PORT"}  # the worker's port is its --probe-port
     def by_name(env: list[Doc]) -> dict[str, Doc]:
         return {e["name"]: e for e in env if e["name"] not in same}
     assert by_name(gateway["env"]) == by_name(container["env"]), "the worker's environment is the gateway's"
     labels = workers["spec"]["template"]["metadata"]["labels"]
     assert any(p["spec"]["podSelector"]["matchLabels"].items() <= labels.items() for p in of_kind(docs, "NetworkPolicy")
                if "Egress" in p["spec"]["policyTypes"]), "the stores and administrations policy covers workers"
-    assert not any(s["spec"]["selector"].items() <= labels.items() for s in of_kind(docs, "Service")), "no traffic"
+    assert not any(s["spec"]["selector"].items() <= labels.items() for s in of_kind(docs, "Service")), "no API"
     batches = _toml(DEPLOY / "overlays" / "production" / "gateway.toml")["batches"]
     assert batches["engine"] in ("auto", "procrastinate") and batches["serve_works"] is False
 
