@@ -118,6 +118,7 @@ class CircuitBreaker:
         self._on_change = on_change
         self.state = CLOSED
         self._window: deque[tuple[bool, bool]] = deque(maxlen=settings.window_size)  # (failed, slow)
+        self._failed = self._slow = 0  # in the window, kept as calls come and go (no count over it per call)
         self._opened_at = 0.0
         self._trials_started = 0
         self._trials: list[tuple[bool, bool]] = []
@@ -155,13 +156,21 @@ class CircuitBreaker:
                 if self._over_thresholds(self._trials):
                     self._open()
                 else:
-                    self._window.clear()
+                    self._clear_window()
                     self._set(CLOSED)
             return
         if self.state == OPEN:  # a call admitted before the breaker opened: its outcome is no longer news
             return
+        if len(self._window) == self._window.maxlen:  # the oldest leaves the window
+            gone_failed, gone_slow = self._window[0]
+            self._failed -= gone_failed
+            self._slow -= gone_slow
         self._window.append(outcome)
-        if len(self._window) >= self.settings.minimum_calls and self._over_thresholds(self._window):
+        self._failed += outcome[0]
+        self._slow += outcome[1]
+        total = len(self._window)
+        if total >= self.settings.minimum_calls and (self._failed / total >= self.settings.failure_rate
+                                                     or self._slow / total >= self.settings.slow_call_rate):
             self._open()
 
     def release(self) -> None:
@@ -175,9 +184,13 @@ class CircuitBreaker:
         slow = sum(1 for _, is_slow in outcomes if is_slow)
         return failures / total >= self.settings.failure_rate or slow / total >= self.settings.slow_call_rate
 
+    def _clear_window(self) -> None:
+        self._window.clear()
+        self._failed = self._slow = 0
+
     def _open(self) -> None:
         self._opened_at = self._clock()
-        self._window.clear()
+        self._clear_window()
         self._set(OPEN)
 
     def snapshot(self) -> dict[str, Any]:
@@ -254,7 +267,10 @@ class Resilient:
         if not self.breaker.acquire():
             raise SourceCircuitOpen(self.name, "circuit open: recent calls failed")
         try:
-            await asyncio.wait_for(self._slots.acquire(), self.bulkhead.max_wait_s)
+            if self._slots.locked():  # full: wait a little for a place
+                await asyncio.wait_for(self._slots.acquire(), self.bulkhead.max_wait_s)
+            else:  # a free place is taken at once (no timer, no task)
+                await self._slots.acquire()
         except TimeoutError:
             self.breaker.release()
             self.bulkhead_rejections += 1

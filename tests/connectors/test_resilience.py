@@ -204,3 +204,24 @@ async def test_the_gateway_stops_calling_a_failing_registry_and_resumes_once_it_
         assert registry.calls == calls + 1
         async with stack.client.session.get(stack.gateway.url + "/readyz") as resp:
             assert (await resp.json())["sources"]["civil_registry"]["state"] == "closed"
+
+
+def test_the_window_slides_calls_out_as_new_ones_come_in() -> None:
+    """The rates are over the last ``window_size`` calls only: an old failure leaving the window no longer counts
+    (the counts are kept as calls come and go, not recounted per call)."""
+    settings = BreakerSettings(window_size=4, minimum_calls=4, failure_rate=0.75, slow_call_rate=1.0,
+                               slow_call_s=10.0, open_s=60.0, half_open_calls=1)
+    breaker = CircuitBreaker(settings, clock=lambda: 0.0)
+    for failed in (True, False, False, False, False):  # the failure slides out: [ok, ok, ok, ok]
+        breaker.record(failed, 0.01)
+    assert breaker.snapshot()["failure_rate"] == 0.0 and breaker.state == "closed"
+    for failed in (True, True):  # [ok, ok, F, F]: 0.5, under 0.75
+        breaker.record(failed, 0.01)
+    assert breaker.state == "closed"
+    breaker.record(True, 0.01)  # [ok, F, F, F]: 0.75
+    assert breaker.state == "open"
+    slow = CircuitBreaker(settings, clock=lambda: 0.0)  # slow calls: 4 of 4 slow opens it, once the window is full
+    for i in range(4):
+        assert slow.state == "closed", i
+        slow.record(False, 20.0)
+    assert slow.state == "open"
