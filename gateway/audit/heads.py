@@ -23,13 +23,14 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
+from gateway import background
 from gateway.audit.merkle import SignedTreeHead
 from gateway.audit.store import AccessLog
 from gateway.config.settings import ConfigError, Settings
@@ -137,9 +138,7 @@ class TreeHeadSigner:
         try:
             yield self
         finally:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
+            await background.stop(task)
             try:
                 count = await self.access_log.count()
                 latest = await self.access_log.latest_tree_head()

@@ -27,6 +27,7 @@ from typing import Protocol, runtime_checkable
 
 import structlog
 
+from gateway import background
 from gateway.errors import ServiceUnavailable
 
 log = structlog.get_logger("gateway.audit")
@@ -129,9 +130,8 @@ class StoreHealth:
         self._closed = True
         for task in (self._prober, self._pinging):
             if task is not None:
-                task.cancel()
-                with suppress(BaseException):
-                    await task
+                with suppress(Exception):
+                    await background.stop(task)
 
 
 async def ensure_recordable(health: HealthTracked | None) -> None:

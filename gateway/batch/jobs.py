@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from gateway import background
 from gateway.batch.postgres import PostgresBatchStore
 from gateway.batch.runner import batch_federation, run_chunk
 from gateway.batch.store import Batch, Chunk
@@ -168,7 +169,5 @@ class ProcrastinateEngine:
             yield self
         finally:
             for task in reversed(tasks):  # the recovery first, then the worker: it drains (up to drain_s)
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await background.stop(task)
             await self.app.close_async()

@@ -36,6 +36,7 @@ import orjson
 import structlog
 
 from connectors.resilience import BulkheadSettings, Resilient
+from gateway import background
 from gateway.audit import AccessLogCorrupt, AccessRecord
 from gateway.audit.query import LogQuery
 from gateway.batch.store import RUNNING, Batch, BatchStore, Chunk
@@ -204,9 +205,8 @@ class EmbeddedEngine:
             self._wake.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(task), self.drain_s)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            with contextlib.suppress(Exception):
+                await background.stop(task)
             with contextlib.suppress(Exception):
                 await self.store.release_all(self.runner_id)
 

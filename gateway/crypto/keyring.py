@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import structlog
 
+from gateway import background
 from gateway.config.settings import Settings
 from gateway.crypto import keys
 from gateway.crypto.keys import PublicKey, SigningKey
@@ -109,9 +110,7 @@ class GatewaySigningKeys:
         try:
             yield
         finally:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
+            await background.stop(task)
 
 
 def load_signing_keys(settings: Settings, overlap_s: float | None = None) -> tuple[SigningKey, list[SigningKey]]:

@@ -14,10 +14,12 @@ import asyncio
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import structlog
+
+from gateway import background
 
 log = structlog.get_logger("gateway")
 REMIND_S = 300.0
@@ -73,6 +75,4 @@ class FreeSpaceWatch:
         try:
             yield
         finally:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
+            await background.stop(task)

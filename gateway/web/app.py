@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from connectors.base import Connector
 from connectors.resilience import Resilient
-from gateway import console
+from gateway import background, console
 from gateway.api import anomalies, audit, batches, citizen, consents, public, services, verifications
 from gateway.api import log as log_api
 from gateway.audit import AccessLogCorrupt, AccessRecord, Pseudonymiser, TreeHeadSigner, log_id_for
@@ -293,9 +293,7 @@ async def _refusal_counters(runtime: Runtime) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+        await background.stop(task)
         await budget.flush(runtime.access_log.append, everything=True)
 
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 
 import structlog
 from aiohttp import web
 
+from gateway import background
 from gateway.audit.checkpoint import CheckpointError, parse_checkpoint, parse_note
 from gateway.audit.store import AccessLog
 
@@ -77,9 +78,7 @@ class CheckpointBeacon:
         try:
             yield
         finally:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
+            await background.stop(task)
 
 
 BEACON: web.AppKey[CheckpointBeacon] = web.AppKey("checkpoint_beacon", CheckpointBeacon)
