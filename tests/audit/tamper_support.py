@@ -126,6 +126,18 @@ async def witness_of(directory: Path, origin: str, vkey: cp.VerifierKey) -> Asyn
         yield running
 
 
+def sql_blob(target: PostgresTarget | None, data: bytes) -> str:
+    """A bytes literal in the SQL of the store: PostgreSQL's ``bytea`` with ``target``, else SQLite's."""
+    return f"'\\x{data.hex()}'::bytea" if target else f"x'{data.hex()}'"
+
+
+def sql_replace(target: PostgresTarget | None, column: str, old: str, new: str) -> str:
+    """SQL for ``column`` (bytes) with ``old`` replaced by ``new``, in the store's dialect."""
+    if target:
+        return f"convert_to(replace(convert_from({column}, 'UTF8'), '{old}', '{new}'), 'UTF8')"
+    return f"replace({column}, '{old}', '{new}')"
+
+
 class Tamperer:
     """Write access to the database of the gateway configured by ``settings`` (and, with ``state``, to its state
     directory), nothing else."""
@@ -135,12 +147,10 @@ class Tamperer:
         self.state = state or settings.state_dir
 
     def blob(self, data: bytes) -> str:
-        return f"'\\x{data.hex()}'::bytea" if self.target else f"x'{data.hex()}'"
+        return sql_blob(self.target, data)
 
     def replace(self, column: str, old: str, new: str) -> str:
-        if self.target:
-            return f"convert_to(replace(convert_from({column}, 'UTF8'), '{old}', '{new}'), 'UTF8')"
-        return f"replace({column}, '{old}', '{new}')"
+        return sql_replace(self.target, column, old, new)
 
     def sql(self, *statements: str) -> None:
         if self.target is not None:

@@ -37,6 +37,7 @@ from gateway.crypto.keyring import load_signing_keys
 from gateway.stores import backends as storage
 from gateway.stores.postgres import PostgresTarget
 from tests.audit.pg_support import dba, fresh_schema
+from tests.audit.tamper_support import sql_blob, sql_replace
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "merkle-log.md"
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -102,13 +103,11 @@ class Log:
             await store.close()
 
     def blob(self, data: bytes) -> str:
-        return f"'\\x{data.hex()}'::bytea" if self.target else f"x'{data.hex()}'"
+        return sql_blob(self.target, data)
 
     def replace(self, column: str, old: str, new: str) -> str:
         """SQL for ``column`` (bytes) with ``old`` replaced by ``new``."""
-        if self.target:
-            return f"convert_to(replace(convert_from({column}, 'UTF8'), '{old}', '{new}'), 'UTF8')"
-        return f"replace({column}, '{old}', '{new}')"
+        return sql_replace(self.target, column, old, new)
 
     def sql(self, *statements: str, drop_triggers: bool = True) -> None:
         if self.target is not None:  # a database owner can disable our triggers; the tree still tells

@@ -47,6 +47,7 @@ from gateway.crypto import keys
 from gateway.web.state import RUNTIME
 from tests.audit.pg_support import fresh_schema
 from tests.audit.tamper_support import WITNESS, ProductionLog, Tamperer, later, record, verify, witness_of
+from tests.audit.witness.support import ask_verification, held_size
 from tests.gateway.conftest import Stack, build_stack
 
 BACKENDS = ["sqlite", "postgres"]
@@ -319,22 +320,6 @@ class Deployment:
         return build_stack(self.tmp_path, self.adjust)
 
 
-async def request(stack: Stack, case: str) -> tuple[int, str | None]:
-    household = stack.population.fixture("deceased_father")
-    answer = await stack.client.verify({"idcs": household.mother.idcs}, "asd.eligibility", case)
-    document = answer.json()
-    return answer.status, document.get("code") if isinstance(document, dict) else None
-
-
-async def held_size(witness: RunningWitness, origin: str, at_least: int) -> int:
-    for _ in range(600):  # the signer's round comes within a second or so; give a busy machine time
-        held = await witness.witness.state.held(origin)
-        if held is not None and held.size >= at_least:
-            return held.size
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the witness never reached size {at_least}")
-
-
 @pytest.fixture
 async def deployment(backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Deployment]:
     with ExitStack() as cleanup:
@@ -363,7 +348,7 @@ async def test_11_laundering_by_restart(deployment: Deployment, new_log: LogFact
     d = deployment
     async with d.stack() as stack:
         for i in range(3):
-            assert (await request(stack, f"CASE-{i}"))[0] == 200
+            assert (await ask_verification(stack, f"CASE-{i}"))[0] == 200
         await held_size(d.witness, d.origin, 3)
     held = await d.witness.witness.state.held(d.origin)
     assert held is not None
@@ -379,7 +364,7 @@ async def test_11_laundering_by_restart(deployment: Deployment, new_log: LogFact
     tamper.put_in_place(forged.settings)
     # started on it: the high water beside the checkpoint key says the log was cut
     async with d.stack() as stack:
-        assert await request(stack, "CASE-AFTER") == (503, "access_log_corrupt")
+        assert await ask_verification(stack, "CASE-AFTER") == (503, "access_log_corrupt")
         guard = stack.gateway.runner.app[RUNTIME].log_guard
         assert guard is not None and guard.corrupt is not None
         assert "is not the high-water checkpoint's: it was rewritten" in guard.corrupt, guard.corrupt
@@ -392,11 +377,11 @@ async def test_11_laundering_by_restart(deployment: Deployment, new_log: LogFact
         for i in range(600):  # the first head over the forgery is refused by the witness
             if guard.corrupt is not None:
                 break
-            await request(stack, f"CASE-LAUNDERED-{i}")
+            await ask_verification(stack, f"CASE-LAUNDERED-{i}")
             await asyncio.sleep(0.05)
         assert guard.corrupt is not None and f"witness {WITNESS} found the checkpoint of size" in guard.corrupt
         assert "inconsistent with the one it holds: the log was rewritten" in guard.corrupt, guard.corrupt
-        assert await request(stack, "CASE-REFUSED") == (503, "access_log_corrupt")
+        assert await ask_verification(stack, "CASE-REFUSED") == (503, "access_log_corrupt")
     after = await d.witness.witness.state.held(d.origin)
     assert after is not None and (after.size, after.root_hash) == (held.size, held.root_hash)
     out = await broken(capsys, "--witness", d.witness.url, d.witness.witness.vkey.encode())
@@ -409,7 +394,7 @@ async def test_12_live_truncation_under_a_running_gateway(deployment: Deployment
     d = deployment
     async with d.stack() as stack:
         for i in range(25):
-            assert (await request(stack, f"CASE-{i}"))[0] == 200
+            assert (await ask_verification(stack, f"CASE-{i}"))[0] == 200
         size = await held_size(d.witness, d.origin, 25)
         tamper = Tamperer(d.adjust(d.settings))
         tamper.truncate(size - 20, heads_above=True)  # the last 20 entries, their heads and subtrees
@@ -418,11 +403,11 @@ async def test_12_live_truncation_under_a_running_gateway(deployment: Deployment
         for i in range(600):  # each answered request is a new entry: the next round checks before signing
             if guard.corrupt is not None:
                 break
-            await request(stack, f"CASE-LIVE-{i}")
+            await ask_verification(stack, f"CASE-LIVE-{i}")
             await asyncio.sleep(0.05)
         assert guard.corrupt is not None, "the cut went unnoticed"
         assert f"fewer than the {size} of the high-water checkpoint: entries were removed" in guard.corrupt
-        assert await request(stack, "CASE-REFUSED") == (503, "access_log_corrupt")
+        assert await ask_verification(stack, "CASE-REFUSED") == (503, "access_log_corrupt")
         held = await d.witness.witness.state.held(d.origin)
         assert held is not None and held.size == size  # no second root was signed for any size
     out = await broken(capsys, "--witness", d.witness.url, d.witness.witness.vkey.encode())

@@ -3,10 +3,12 @@ configuration file on disk, and a real witness server on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -15,6 +17,9 @@ from gateway.audit import merkle
 from gateway.audit.witness.config import WitnessConfig, load_config, load_witness_key
 from gateway.audit.witness.protocol import AddCheckpoint
 from gateway.audit.witness.service import RunningWitness, witness_running
+
+if TYPE_CHECKING:
+    from tests.gateway.conftest import Stack
 
 ORIGIN = "anss.gov.ma/access-log"
 LOG_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
@@ -78,3 +83,20 @@ async def running_witness(config: WitnessConfig) -> AsyncIterator[RunningWitness
 
 def digest(text: str) -> bytes:
     return hashlib.sha256(text.encode()).digest()
+
+
+async def ask_verification(stack: Stack, case: str) -> tuple[int, str | None]:
+    """One verification through a running gateway: its status and, for a problem, its code."""
+    household = stack.population.fixture("deceased_father")
+    answer = await stack.client.verify({"idcs": household.mother.idcs}, "asd.eligibility", case)
+    document = answer.json()
+    return answer.status, document.get("code") if isinstance(document, dict) else None
+
+
+async def held_size(witness: RunningWitness, origin: str, at_least: int) -> int:
+    for _ in range(600):  # the signer's round comes within a second or so; give a busy machine time
+        held = await witness.witness.state.held(origin)
+        if held is not None and held.size >= at_least:
+            return held.size
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the witness never reached size {at_least}")

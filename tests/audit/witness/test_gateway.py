@@ -19,8 +19,8 @@ from gateway.audit.witness.service import RunningWitness
 from gateway.config.settings import Settings
 from gateway.config.witnesses import WitnessingSettings, WitnessSetting
 from gateway.web.state import RUNTIME
-from tests.audit.witness.support import running_witness, write_config
-from tests.gateway.conftest import Stack, build_stack, make_settings
+from tests.audit.witness.support import ask_verification, held_size, running_witness, write_config
+from tests.gateway.conftest import build_stack, make_settings
 
 
 @pytest.fixture
@@ -42,22 +42,6 @@ def witnessed_by(witness: RunningWitness) -> Callable[[Settings], Settings]:
     return adjust
 
 
-async def verify(stack: Stack, case: str) -> tuple[int, str | None]:
-    household = stack.population.fixture("deceased_father")
-    answer = await stack.client.verify({"idcs": household.mother.idcs}, "asd.eligibility", case)
-    document = answer.json()
-    return answer.status, document.get("code") if isinstance(document, dict) else None
-
-
-async def held_size(witness: RunningWitness, origin: str, at_least: int) -> int:
-    for _ in range(600):  # the signer's round comes within a second or so; give a busy machine time
-        held = await witness.witness.state.held(origin)
-        if held is not None and held.size >= at_least:
-            return held.size
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the witness never reached size {at_least}")
-
-
 def cut(database: Path, keep: int) -> None:
     """What someone with write access to the file can do: drop the triggers, remove the tail and its heads."""
     conn = sqlite3.connect(database, isolation_level=None)
@@ -75,14 +59,14 @@ async def test_heads_are_cosigned_and_a_cut_database_is_refused_at_start(
     async with build_stack(tmp_path, witnessed_by(witness)) as stack:
         origin = log_id_for(stack.settings.gateway_id)
         for i in range(3):
-            assert (await verify(stack, f"CASE-{i}"))[0] == 200
+            assert (await ask_verification(stack, f"CASE-{i}"))[0] == 200
         await held_size(witness, origin, 3)
         database = stack.settings.audit_database
     high_water = (await witness.witness.state.held(origin))
     assert high_water is not None
     cut(database, 2)
     async with build_stack(tmp_path, witnessed_by(witness)) as stack:
-        assert await verify(stack, "CASE-AFTER") == (503, "access_log_corrupt")
+        assert await ask_verification(stack, "CASE-AFTER") == (503, "access_log_corrupt")
         async with stack.client.session.get(stack.gateway.url + "/healthz") as response:
             assert response.status == 200
         async with stack.client.session.get(stack.gateway.url + "/readyz") as response:
@@ -96,7 +80,7 @@ async def test_a_live_cut_is_refused_before_the_next_head(tmp_path: Path, witnes
     async with build_stack(tmp_path, witnessed_by(witness)) as stack:
         origin = log_id_for(stack.settings.gateway_id)
         for i in range(4):
-            assert (await verify(stack, f"CASE-{i}"))[0] == 200
+            assert (await ask_verification(stack, f"CASE-{i}"))[0] == 200
         size = await held_size(witness, origin, 4)
         cut(stack.settings.audit_database, 1)
         guard = stack.gateway.runner.app[RUNTIME].log_guard
@@ -104,9 +88,9 @@ async def test_a_live_cut_is_refused_before_the_next_head(tmp_path: Path, witnes
         for i in range(600):  # each answered request is a new entry: the next round checks before signing
             if guard.corrupt is not None:
                 break
-            await verify(stack, f"CASE-LIVE-{i}")
+            await ask_verification(stack, f"CASE-LIVE-{i}")
             await asyncio.sleep(0.05)
         assert guard.corrupt is not None
-        assert await verify(stack, "CASE-REFUSED") == (503, "access_log_corrupt")
+        assert await ask_verification(stack, "CASE-REFUSED") == (503, "access_log_corrupt")
         held = await witness.witness.state.held(origin)
         assert held is not None and held.size == size  # no second root was signed for any size
