@@ -53,6 +53,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from bench.client_process import ClientProcess, ClientSpec, PhaseOrder, client_process
 from connectors.base import CallContext, Connector, ConnectorError, Query, Record, SourceNotFound
 from connectors.registry import build as build_connector
 from gateway.client import client_assertion
@@ -423,6 +424,7 @@ class Phase:
     elapsed_s: float = 0.0
     cpu_self_s: float = 0.0
     cpu_sims_s: float = 0.0
+    cpu_client_s: float = 0.0  # --client-process: the load generator's process (else its CPU is in cpu_self_s)
     cpu_others_s: float = 0.0  # what other processes on the machine used meanwhile
     latencies_ms: list[float] = field(default_factory=list)
     calls: dict[str, int] = field(default_factory=dict)
@@ -609,6 +611,7 @@ class Options:
     strict: bool
     consent: bool = False
     tracing: bool = False
+    client_process: bool = False
 
 
 @dataclass
@@ -678,6 +681,11 @@ async def run_phases(settings: Settings, opts: Options, subjects: list[str], sim
         await load_gen.fetch_keys()
         if opts.consent:
             results.consents_granted = await load_gen.grant_consents(subjects, checks, opts.concurrency)
+        remote = None
+        if opts.client_process:  # the load generator in its own process, as a real client on another machine
+            remote = await stack.enter_async_context(client_process(ClientSpec(
+                gw.url, dev_client_key_path(settings.state_dir, client_id), settings.gateway_id, client_id, purpose,
+                tuple(subjects))))
 
         async def baseline_work(i: int, tally: dict[str, int]) -> bool:
             return await baseline.verify(subjects[i % n], tally)
@@ -689,36 +697,47 @@ async def run_phases(settings: Settings, opts: Options, subjects: list[str], sim
                   ) -> Awaitable[Phase]:
             return drive(name, work, start, count, duration, opts.concurrency, sims.pid)
 
-        print(f"(b) baseline: direct backend calls; (a) the gateway at {gw.url}", flush=True)
+        def gateway_phase(name: str, start: int, count: int | None, duration: float | None,
+                          verify_signatures: bool) -> Awaitable[Phase]:
+            if remote is not None:
+                return remote.run(PhaseOrder(name, start, count, duration, opts.concurrency, verify_signatures),
+                                  sims.pid)
+            load_gen.verify_signatures = verify_signatures
+            return phase(name, gateway_work, start, count, duration)
+
+        where = "in its own process" if remote is not None else "in this process"
+        print(f"(b) baseline: direct backend calls; (a) the gateway at {gw.url}, its load generator {where}",
+              flush=True)
         await prime_simulators(baseline, subjects[:SIMULATOR_CACHE], opts.concurrency)
         results.warm_baseline = await phase("(b) warmup", baseline_work, 0, opts.warmup, None)
         _print_phase_line(results.warm_baseline)
-        load_gen.verify_signatures = True  # every warmup answer's signature is checked
-        results.warm_gateway = await phase("(a) warmup", gateway_work, 0, opts.warmup, None)
+        # every warmup answer's signature is checked
+        results.warm_gateway = await gateway_phase("(a) warmup", 0, opts.warmup, None, True)
         _print_phase_line(results.warm_gateway)
-        load_gen.verify_signatures = opts.verify_signatures
         for r in range(1, opts.rounds + 1):
             b = await phase(f"(b) round {r}", baseline_work, opts.warmup, timed, opts.duration_s)
             _print_phase_line(b)
-            a = await phase(f"(a) round {r}", gateway_work, opts.warmup, timed, opts.duration_s)
+            a = await gateway_phase(f"(a) round {r}", opts.warmup, timed, opts.duration_s, opts.verify_signatures)
             _print_phase_line(a)
             results.rounds.append((b, a))
 
         if opts.profile:
             b, baseline_profile = await profiled("(b) baseline profile", lambda: phase(
                 "(b) profile", baseline_work, opts.warmup, opts.profile_requests, None))
-            a, gateway_profile = await profiled("(a) gateway profile (gateway + load generator, this process)",
-                                                lambda: phase("(a) profile", gateway_work, opts.warmup,
-                                                              opts.profile_requests, None))
+            title = ("(a) gateway profile (the gateway alone: its load generator runs in its own process)"
+                     if remote is not None else "(a) gateway profile (gateway + load generator, this process)")
+            a, gateway_profile = await profiled(title, lambda: gateway_phase(
+                "(a) profile", opts.warmup, opts.profile_requests, None, opts.verify_signatures))
             results.profile_phases += [b, a]
             print_profile(baseline_profile, 25)
             print_profile(gateway_profile, 30)
             print_profile_delta(baseline_profile, gateway_profile, 30)
             print_gateway_functions(gateway_profile, 30)
         if opts.memory_run:
-            await memory_run(opts, results, gateway_work, sims.pid)
-        if load_gen.bad_signatures:
-            print(f"  ! {load_gen.bad_signatures} answers whose signature did not verify", flush=True)
+            await memory_run(opts, results, gateway_work, sims.pid, remote)
+        bad_signatures = load_gen.bad_signatures + (remote.bad_signatures if remote is not None else 0)
+        if bad_signatures:
+            print(f"  ! {bad_signatures} answers whose signature did not verify", flush=True)
         results.gateway_requests = (sum(p.done + p.failed for p in results.phases() if "(b)" not in p.name)
                                     + results.consents_granted)
     for connector in connectors.values():
@@ -726,7 +745,10 @@ async def run_phases(settings: Settings, opts: Options, subjects: list[str], sim
     return results
 
 
-async def memory_run(opts: Options, results: Results, work: WorkFn, sims_pid: int) -> None:
+async def memory_run(opts: Options, results: Results, work: WorkFn, sims_pid: int,
+                     remote: ClientProcess | None = None) -> None:
+    """``--memory-run``: RSS sampled every 10%; with ``--client-process``, the run is sent as ten parts of 10%,
+    each sampled when it ends."""
     total = opts.memory_run
     marks = [math.ceil(total * k / 10) for k in range(1, 11)]
     began = time.perf_counter()
@@ -755,8 +777,22 @@ async def memory_run(opts: Options, results: Results, work: WorkFn, sims_pid: in
             sample(10 * (10 - len(marks)), finished)
 
     sample(0, 0)
-    results.memory_phase = await drive("(a) memory", work, opts.warmup, total, opts.memory_max_s, opts.concurrency,
-                                       sims_pid, keep_latencies=False, on_progress=on_progress)
+    if remote is not None:
+        parts, sent, left_s = [], 0, opts.memory_max_s
+        for mark in list(marks):
+            part = await remote.run(PhaseOrder("(a) memory", opts.warmup + sent, mark - sent, left_s,
+                                               opts.concurrency, opts.verify_signatures, keep_latencies=False),
+                                    sims_pid)
+            parts.append(part)
+            sent += part.done + part.failed
+            left_s -= part.elapsed_s
+            sample(10 * len(parts), sent)
+            if sent < mark or left_s <= 0:
+                break
+        results.memory_phase = merged("(a) memory", parts)
+    else:
+        results.memory_phase = await drive("(a) memory", work, opts.warmup, total, opts.memory_max_s,
+                                           opts.concurrency, sims_pid, keep_latencies=False, on_progress=on_progress)
     if results.memory_phase.done + results.memory_phase.failed < total:
         print(f"  stopped at the {opts.memory_max_s:.0f} s bound", flush=True)
     for error in results.memory_phase.errors:
@@ -788,6 +824,7 @@ def merged(name: str, phases: list[Phase]) -> Phase:
         total.elapsed_s += p.elapsed_s
         total.cpu_self_s += p.cpu_self_s
         total.cpu_sims_s += p.cpu_sims_s
+        total.cpu_client_s += p.cpu_client_s
         total.cpu_others_s += p.cpu_others_s
         total.latencies_ms += p.latencies_ms
         for k, v in p.calls.items():
@@ -797,10 +834,11 @@ def merged(name: str, phases: list[Phase]) -> Phase:
 
 def _row(label: str, phase: Phase) -> str:
     count = max(phase.done + phase.failed, 1)
-    cpu = f"{phase.cpu_self_s * 1000 / count:.2f} | {phase.cpu_sims_s * 1000 / count:.2f}"
+    client = f"{phase.cpu_client_s * 1000 / count:.2f}" if phase.cpu_client_s else "-"
+    cpu = f"{phase.cpu_self_s * 1000 / count:.2f} | {client} | {phase.cpu_sims_s * 1000 / count:.2f}"
     return (f"{label:<30}{phase.rate:>9.1f}{phase.percentile(0.5):>9.1f}{phase.percentile(0.9):>9.1f}"
             f"{phase.percentile(0.99):>9.1f}{max(phase.latencies_ms, default=float('nan')):>9.1f}"
-            f"{phase.failed:>8}{phase.total_calls / count:>13.2f}{cpu:>29}{_others(phase):>8.0%}")
+            f"{phase.failed:>8}{phase.total_calls / count:>13.2f}{cpu:>38}{_others(phase):>8.0%}")
 
 
 def _others(phase: Phase) -> float:
@@ -811,9 +849,9 @@ def _others(phase: Phase) -> float:
 def report(opts: Options, results: Results, access_log_rows: int | None) -> int:
     b = merged("baseline", [pair[0] for pair in results.rounds])
     a = merged("gateway", [pair[1] for pair in results.rounds])
-    print("\n" + "=" * 114)
+    print("\n" + "=" * 123)
     print(f"{'':<30}{'verif/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}{'failed':>8}"
-          f"{'calls/verif':>13}{'CPU ms/verif: bench | sims':>29}{'others':>8}")
+          f"{'calls/verif':>13}{'CPU ms/verif: bench | client | sims':>38}{'others':>8}")
     if len(results.rounds) > 1:
         for r, (rb, ra) in enumerate(results.rounds, 1):
             print(_row(f"  round {r}: (b) baseline", rb))
@@ -860,7 +898,7 @@ def report(opts: Options, results: Results, access_log_rows: int | None) -> int:
 
 
 def print_memory(results: Results) -> None:
-    print("\nmemory (RSS of the gateway process, which also runs the load generator):")
+    print("\nmemory (RSS of the gateway's process; it also runs the load generator, unless --client-process):")
     print(f"  {'at':>5}{'verifications':>15}{'gateway RSS':>14}{'simulators RSS':>16}")
     for pct, done, rss, sims, _ in results.memory:
         print(f"  {pct:>4}%{done:>15,}{mib(rss):>14}{mib(sims):>16}")
@@ -908,6 +946,9 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--strict", action="store_true", help=f"exit 1 if the ratio is below {TARGET_RATIO}")
     parser.add_argument("--tracing", action="store_true",
                         help="the gateway exports OpenTelemetry traces (OTLP/HTTP) to a collector in its own process")
+    parser.add_argument("--client-process", action="store_true",
+                        help="the gateway's load generator runs in its own process (a client on another machine): "
+                             "the benchmark process's CPU is then the gateway's alone")
     parser.add_argument("--consent", action="store_true",
                         help=f"query as {CONSENT_CLIENT_ID} for {CONSENT_PURPOSE}, a purpose resting on consent: each "
                              "sampled citizen's consent is recorded first, and every request looks it up")
@@ -918,7 +959,8 @@ def parse_args(argv: list[str] | None) -> Options:
     requests = args.requests if args.requests is not None else (None if args.duration else 2000)
     return Options(args.households, args.concurrency, requests, args.duration, args.warmup, args.memory_run,
                    args.memory_max_seconds, args.rounds, args.seed, args.verify_signatures, args.profile,
-                   args.profile_requests, args.log_level.upper(), args.strict, args.consent, args.tracing)
+                   args.profile_requests, args.log_level.upper(), args.strict, args.consent, args.tracing,
+                   args.client_process)
 
 
 def main(argv: list[str] | None = None) -> int:
