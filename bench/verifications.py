@@ -16,8 +16,9 @@ the same order and the same concurrency, baseline first:
     authentication, no policy, no rule evaluation, no access log, no response signature, no extra hop.
 (a) the real gateway (``gateway_running``; its SQLite stores and JSON logs in the temporary state
     directory; the per-client rate limit set out of reach), driven by a load generator in this same
-    process that signs a client assertion per request like ``GatewayClient`` (the answers' signatures are
-    verified during warmup; in the timed part only with ``--verify-signatures``).
+    process (or, with ``--client-process``, in its own: ``bench/client_process.py``) that signs a client
+    assertion per request like ``GatewayClient`` (the answers' signatures are verified during warmup; in
+    the timed part only with ``--verify-signatures``).
 
 Before timing: one untimed look-up per household warms the simulators' household cache, then each side has
 an uncounted warmup. ``--rounds K`` alternates (b) and (a) K times; the verdict takes the median ratio. The
