@@ -11,15 +11,29 @@ Two implementations pass the same contract tests (``tests/stores``):
 - ``SqliteReplayCache``, the embedded default: one row per (client id, SHA-256 of the jti) under a PRIMARY
   KEY; a replay is the key conflict. A conflicting row whose expiry has passed is taken over in the same
   statement (``INSERT … ON CONFLICT DO UPDATE … WHERE expired``), so reuse after expiry works and the
-  decision is one atomic statement. Every call runs on one dedicated thread (like the access log), and
-  concurrent calls share one transaction (group commit). WAL mode, ``synchronous=FULL`` and a
-  ``busy_timeout`` make several processes on one file safe: SQLite's write lock serialises them. Each
-  transaction also deletes a bounded number of expired rows, so the table holds little more than the
-  live assertions.
+  decision is one atomic statement. WAL mode and SQLite's write lock make several processes on one file
+  safe: they are serialised. Each transaction also deletes a bounded number of expired rows, so the table
+  holds little more than the live assertions. Where the machine says which boot it is in (Linux's
+  ``boot_id``), a call is decided at once on the event loop, in a transaction of its own: a handful of
+  small statements under ``synchronous=NORMAL``, which writes to the WAL without waiting for the disk, and
+  which never waits for a lock (``busy_timeout`` 0). When the write lock is held — by another process, or
+  by this one's thread — or anywhere the boot id is missing, the call goes to one dedicated thread instead
+  (like the access log) that waits for the lock (``busy_timeout``), where concurrent calls share one
+  transaction (group commit); the thread also checkpoints the WAL (never the event loop).
 - ``RedisReplayCache``, for several replicas: ``SET <prefix><sha256> 1 NX PX <ttl>``; the key expires by
   itself. ``PX`` (relative) rather than ``EXAT``: the remaining lifetime is computed on the gateway's
   clock — the clock that checked ``exp`` — so an offset of the Redis server's wall clock cannot shorten
   it, and delivery delays only lengthen it; it is rounded *up* to the millisecond.
+
+The epoch (SQLite): in WAL mode, a transaction committed under ``synchronous=NORMAL`` survives the process
+being killed (its pages are in the operating system's cache) but may roll back if the machine loses power
+or its kernel crashes — that is, only across a restart of the machine. So the file keeps the boot id of the
+machine that last opened it (written with ``synchronous=FULL``): a process that opens it under another boot
+id starts an epoch ``E`` (its clock at opening, logged ``replay_epoch_started``), stored in the same
+durable transaction, and every process refuses an assertion whose ``iat`` is below ``E + leeway`` exactly
+as for Redis below. After any restart of the machine, clean or not, new assertions are therefore refused
+for ``leeway`` seconds once. Without a boot id, every transaction is ``synchronous=FULL`` and there is no
+epoch. A new (or deleted) file has no history and starts none.
 
 The epoch (Redis): a Redis that restarts without persistence, or whose keys are lost otherwise, forgets
 every assertion used so far, and a captured one would be answered again. So the same ``MULTI`` that sets
@@ -55,9 +69,10 @@ import math
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import structlog
 from redis.asyncio.connection import Connection
@@ -73,6 +88,7 @@ __all__ = [
     "ReplayCache",
     "ReplayHistoryLost",
     "SqliteReplayCache",
+    "current_boot_id",
     "replay_digest",
 ]
 
@@ -89,7 +105,12 @@ CREATE TABLE IF NOT EXISTS replay_cache (
     PRIMARY KEY (client, jti)
 );
 CREATE INDEX IF NOT EXISTS replay_cache_expiry ON replay_cache (expires_at);
+CREATE TABLE IF NOT EXISTS replay_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
+BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 
 # One statement decides: a new row is inserted (1 change); a live conflicting row is left alone (0 changes);
 # an expired conflicting row is taken over (1 change).
@@ -163,32 +184,92 @@ def _expiry(expires_at: float) -> float:
 _Pending = tuple[bytes, bytes, float, asyncio.Future[bool], asyncio.AbstractEventLoop]
 
 
-class SqliteReplayCache:
-    """The embedded replay cache: one SQLite file, one dedicated thread per instance; see the module."""
+def current_boot_id() -> str | None:
+    """The running kernel's boot id (Linux; it changes with every start of the machine), else ``None``."""
+    try:
+        return BOOT_ID_PATH.read_text(encoding="ascii").strip() or None
+    except OSError:
+        return None
 
-    def __init__(self, path: Path, *, busy_timeout_ms: int = 5000, purge_batch: int = 64) -> None:
+
+class _Opened(NamedTuple):
+    epoch: float | None  # the epoch in force (None: the file has never been through a restart of the machine)
+    started: bool  # this process started it (the file was last opened under another boot id)
+    fast: sqlite3.Connection | None  # the event loop's connection (None: no boot id, every call on the thread)
+
+
+class SqliteReplayCache:
+    """The embedded replay cache: one SQLite file; calls decided on the event loop when the write lock is free,
+    else on one dedicated thread per instance; see the module."""
+
+    def __init__(self, path: Path, *, busy_timeout_ms: int = 5000, purge_batch: int = 64, leeway_s: float = 30.0,
+                 boot_id: Callable[[], str | None] = current_boot_id, checkpoint_every: int = 256) -> None:
         self.path = path
+        self.leeway_s = leeway_s
+        self.epoch: float | None = None
         self._busy_timeout_ms = busy_timeout_ms
         self._purge_batch = purge_batch
+        self._boot_id = boot_id
+        self._checkpoint_every = checkpoint_every
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-cache")
         self._conn: sqlite3.Connection | None = None
+        self._fast: sqlite3.Connection | None = None
+        self._since_checkpoint = 0
         self._pending: list[_Pending] = []
         self._lock = threading.Lock()
+        self._fast_lock = threading.Lock()
         self._closed = False
 
     async def open(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
+        opened = await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
+        self.epoch, self._fast = opened.epoch, opened.fast
+        if opened.started:
+            log.warning("replay_epoch_started", epoch=opened.epoch, leeway_s=self.leeway_s,
+                        reason="the machine restarted since the replay cache was last opened")
 
-    def _open(self) -> None:
+    def _open(self) -> _Opened:
         if self._conn is not None:
-            return
-        self._conn = open_sqlite(self.path, SCHEMA, self._busy_timeout_ms)
+            return _Opened(self.epoch, False, self._fast)
+        conn = open_sqlite(self.path, SCHEMA, self._busy_timeout_ms)  # synchronous=FULL
+        try:
+            boot = self._boot_id()
+            conn.execute("BEGIN IMMEDIATE")
+            meta = dict(conn.execute("SELECT key, value FROM replay_meta").fetchall())
+            epoch = float(meta["epoch"]) if "epoch" in meta else None
+            started = boot is not None and meta.get("boot_id") not in (None, boot)
+            if started:
+                epoch = time.time()
+                conn.execute("INSERT OR REPLACE INTO replay_meta (key, value) VALUES ('epoch', ?)", (repr(epoch),))
+            if boot is not None:
+                conn.execute("INSERT OR REPLACE INTO replay_meta (key, value) VALUES ('boot_id', ?)", (boot,))
+            conn.execute("COMMIT")  # durable (FULL) before any call is decided under NORMAL
+            fast = None
+            if boot is not None:
+                conn.execute("PRAGMA synchronous=NORMAL")
+                fast = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0)
+                fast.execute("PRAGMA busy_timeout=0")  # never wait on the event loop: the thread waits instead
+                fast.execute("PRAGMA synchronous=NORMAL")
+                fast.execute("PRAGMA wal_autocheckpoint=0")  # (checkpoints sync the disk: the thread runs them)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return _Opened(epoch, started, fast)
 
     async def first_use(self, client_id: str, jti: str, expires_at: float, issued_at: float | None = None) -> bool:
-        # ``issued_at`` is not needed: the file is durable (synchronous=FULL), it has no reset to detect.
         item = (_utf8(client_id), _jti_digest(jti), _expiry(expires_at))
         if self._closed:
             raise RuntimeError("the replay cache is closed")
+        epoch = self.epoch
+        if epoch is not None and issued_at is not None and issued_at < epoch + self.leeway_s:
+            raise ReplayHistoryLost(epoch, epoch + self.leeway_s)
+        if self._fast is not None and self._fast_lock.acquire(blocking=False):  # (one event loop at a time)
+            try:
+                decided = self._decide_now(self._fast, *item)
+            finally:
+                self._fast_lock.release()
+            if decided is not None:
+                return decided
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
         with self._lock:
@@ -197,6 +278,42 @@ class SqliteReplayCache:
         if first:  # one flush decides everything queued meanwhile, in one transaction (group commit)
             loop.run_in_executor(self._executor, self._flush)
         return await future
+
+    def _decide_now(self, conn: sqlite3.Connection, client_id: bytes, digest: bytes, expires_at: float
+                    ) -> bool | None:
+        """On the event loop, without waiting: the decision, or ``None`` when the write lock is taken (or the
+        file is busy otherwise) and the thread must decide."""
+        now = time.time()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:  # SQLITE_BUSY at once (busy_timeout 0)
+            return None
+        try:
+            keep_until = max(expires_at, now + MIN_RETENTION_S)
+            first: bool = conn.execute(FIRST_USE, (client_id, digest, keep_until, now)).rowcount == 1
+            conn.execute(PURGE, (now, self._purge_batch))
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            return None
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        self._since_checkpoint += 1
+        if self._since_checkpoint >= self._checkpoint_every:
+            self._since_checkpoint = 0
+            asyncio.get_running_loop().run_in_executor(self._executor, self._checkpoint)
+        return first
+
+    def _checkpoint(self) -> None:
+        """On the thread: copy the WAL back into the file (passive: nobody waits for it)."""
+        try:
+            if self._conn is not None:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:  # the next one tries again; SQLite also checkpoints the thread's commits
+            log.warning("replay_cache_checkpoint_failed", error=str(exc))
 
     def _flush(self) -> None:
         with self._lock:
@@ -227,6 +344,10 @@ class SqliteReplayCache:
         if self._closed:
             return
         self._closed = True
+        if self._fast is not None:
+            with self._fast_lock:
+                self._fast.close()
+                self._fast = None
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
         self._executor.shutdown(wait=True)
 

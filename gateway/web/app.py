@@ -252,7 +252,8 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
 def _replay_cache(settings: Settings) -> ReplayCache:
     if settings.replay_backend == "redis":
         return RedisReplayCache(settings.redis_url, settings.replay_redis_prefix, leeway_s=settings.clock_leeway_s)
-    return SqliteReplayCache(settings.replay_database or settings.state_dir / "replay.sqlite3")
+    return SqliteReplayCache(settings.replay_database or settings.state_dir / "replay.sqlite3",
+                             leeway_s=settings.clock_leeway_s)
 
 
 def _rate_limiter(settings: Settings) -> RateLimiter:

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
 import pytest
+import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from structlog.testing import capture_logs
 
+from gateway.trust import replay as replay_module
 from gateway.trust.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from gateway.trust.replay import RedisReplayCache, ReplayCache, SqliteReplayCache
 
@@ -146,3 +149,14 @@ async def _closing(backend: Backend[T]) -> AsyncIterator[Backend[T]]:
     finally:
         for instance in backend.opened:
             await instance.close()
+
+
+@contextmanager
+def captured() -> Iterator[list[dict[str, object]]]:
+    """The replay module's log events, as dicts."""
+    configured = structlog.is_configured()
+    with capture_logs() as logs, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(replay_module, "log", structlog.get_logger(replay_module.__name__))
+        yield logs
+    if not configured:  # capture_logs leaves structlog "configured"; a gateway started later would print
+        structlog.reset_defaults()

@@ -17,12 +17,9 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import pytest
-import structlog
-from structlog.testing import capture_logs
 
-from gateway.trust import replay as replay_module
 from gateway.trust.replay import EPOCH_KEY, RedisReplayCache, ReplayHistoryLost, SqliteReplayCache
-from tests.stores.conftest import RedisNamespace
+from tests.stores.conftest import RedisNamespace, captured
 
 CLIENT = "anss.asd"
 LEEWAY = 30.0
@@ -49,14 +46,6 @@ async def seed_epoch(namespace: RedisNamespace, prefix: str, age_s: float) -> fl
     return epoch
 
 
-@contextmanager
-def captured() -> Iterator[list[dict[str, object]]]:
-    configured = structlog.is_configured()
-    with capture_logs() as logs, pytest.MonkeyPatch.context() as patch:
-        patch.setattr(replay_module, "log", structlog.get_logger(replay_module.__name__))
-        yield logs
-    if not configured:  # capture_logs leaves structlog "configured"; a gateway started later would print
-        structlog.reset_defaults()
 
 
 async def test_the_first_use_creates_an_epoch_that_never_expires(redis_namespace: RedisNamespace) -> None:
