@@ -27,10 +27,7 @@ from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, utils
-from cryptography.hazmat.primitives.hashes import SHA256
-
-from gateway.crypto.jws import SignatureInvalid, verify_detached
+from gateway.crypto.jws import SignatureInvalid, detached, verify_detached
 from gateway.crypto.keys import PublicKey, SigningKey, b64url, b64url_decode
 
 HASH_SIZE = 32
@@ -396,10 +393,7 @@ class TreeHead:
 
     def sign(self, key: SigningKey) -> SignedTreeHead:
         """A JWS with detached payload over ``canonical()``; protected header ``{"alg","kid","typ"}``."""
-        header = {"alg": key.alg, "kid": key.kid, "typ": TREE_HEAD_FORMAT}
-        protected = b64url(json.dumps(header, separators=(",", ":"), sort_keys=True).encode())
-        signature = _sign(key, f"{protected}.{b64url(self.canonical())}".encode("ascii"))
-        return SignedTreeHead(self, f"{protected}..{b64url(signature)}")
+        return SignedTreeHead(self, detached(key, {"typ": TREE_HEAD_FORMAT}, self.canonical()))
 
     @staticmethod
     def verify(signed: SignedTreeHead, keys_by_kid: dict[str, PublicKey]) -> TreeHead:
@@ -411,15 +405,6 @@ class TreeHead:
         if header.get("typ") != TREE_HEAD_FORMAT:
             raise TreeHeadInvalid("the signature is not over a tree head")
         return signed.head
-
-
-def _sign(key: SigningKey, data: bytes) -> bytes:
-    """JWS signature bytes: Ed25519, or ES256 as the 64-byte r || s (RFC 7518 section 3.4)."""
-    private = key.private
-    if isinstance(private, ed25519.Ed25519PrivateKey):
-        return private.sign(data)
-    r, s = utils.decode_dss_signature(private.sign(data, ec.ECDSA(SHA256())))
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
 @dataclass(frozen=True)

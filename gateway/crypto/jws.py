@@ -38,15 +38,20 @@ def request_digest(jti: str, body: bytes) -> str:
     return b64url(hashlib.sha256(jti.encode("utf-8") + b"\n" + body).digest())
 
 
+def detached(key: SigningKey, header: dict[str, object], payload: bytes) -> str:
+    """A JWS with detached payload (RFC 7515 appendix F), ``<protected>..<signature>``: the protected header is
+    ``header`` with ``alg`` and ``kid`` of ``key``, members sorted, no whitespace."""
+    protected = b64url(json.dumps({**header, "alg": key.alg, "kid": key.kid}, separators=(",", ":"),
+                                  sort_keys=True).encode())
+    return f"{protected}..{b64url(_sign(key, f'{protected}.{b64url(payload)}'.encode('ascii')))}"
+
+
 def sign_detached(key: SigningKey, body: bytes, request_id: str, now: int | None = None,
                   request_sha256: str | None = None) -> str:
-    header: dict[str, object] = {"alg": key.alg, "kid": key.kid, "iat": int(time.time()) if now is None else now,
-                                 "request_id": request_id}
+    header: dict[str, object] = {"iat": int(time.time()) if now is None else now, "request_id": request_id}
     if request_sha256 is not None:
         header["request_sha256"] = request_sha256
-    protected = b64url(json.dumps(header, separators=(",", ":"), sort_keys=True).encode())
-    signature = _sign(key, f"{protected}.{b64url(body)}".encode("ascii"))
-    return f"{protected}..{b64url(signature)}"
+    return detached(key, header, body)
 
 
 def sign_compact(key: SigningKey, header: dict[str, object], payload: bytes) -> str:
