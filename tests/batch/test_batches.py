@@ -4,6 +4,7 @@ with nothing lost and nothing duplicated."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -156,6 +157,44 @@ async def test_a_batch_resumes_after_a_restart_with_nothing_lost_or_twice(tmp_pa
         assert sorted(r["line"] for r in results) == list(range(1, 41))
         counts = Counter(e["case_ref"] for e in log_entries(stack) if e["method"] == "BATCH")
         assert counts == Counter(f"RV-2026-{i}" for i in range(1, 41)), "one log entry per subject, no more"
+
+
+def in_doubt(path: Path, batch_id: str) -> int:
+    """Lines claimed (being verified) that have no result yet: what a stop cut short would leave in doubt."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM batch_subjects s WHERE s.batch_id = ? AND s.claimed = 1 AND "
+                                "NOT EXISTS (SELECT 1 FROM batch_results r WHERE r.batch_id = s.batch_id AND "
+                                "r.line = s.line)", (batch_id,)).fetchone()[0])
+
+
+async def test_a_clean_stop_lets_the_lines_in_flight_finish(tmp_path: Path) -> None:
+    """The gateway stopped while a group of lines waits on the administrations: the group finishes before the
+    process ends (nothing in doubt, so nothing reported as ``batch_interrupted``), the rest waits unclaimed."""
+    async with build_stack(tmp_path) as stack:
+        for control in stack.simulators.controls.values():
+            control.delay_s = 0.3  # each round of a group takes this long: the stop comes in the middle
+        service = stack.gateway.runner.app[BATCHES]
+        service.chunk_size = 8
+        subjects = [{"idcs": stack.population.fixture(FIXTURES[i % 5]).father.idcs} for i in range(24)]
+        batch_id = (await submit(stack.client, upload(subjects))).json()["batch_id"]
+        path = service.store.path
+        for _ in range(500):
+            if in_doubt(path, batch_id):
+                break
+            await asyncio.sleep(0.01)
+        assert in_doubt(path, batch_id), "a group of lines is being verified"
+        await stack.gateway.runner.cleanup()
+        assert in_doubt(path, batch_id) == 0, "the lines in flight were finished, not cut short"
+        for control in stack.simulators.controls.values():
+            control.delay_s = 0.0
+        async with (gateway_running(stack.settings, port=0) as again,
+                    GatewayClient(again.url, "anss.asd", stack.client.key, stack.settings.gateway_id) as client):
+            done = await wait_done(client, batch_id)
+            results = await all_results(client, batch_id, limit=10_000)
+        assert (done["status"], done["done"], done["failed"]) == ("done", 24, 0)
+        assert not [r for r in results if "error" in r]
+        counts = Counter(e["case_ref"] for e in log_entries(stack) if e["method"] == "BATCH")
+        assert counts == Counter(f"RV-2026-{i}" for i in range(1, 25))
 
 
 async def test_a_line_in_doubt_after_a_crash_is_reported_not_asked_twice(stack: Stack) -> None:
