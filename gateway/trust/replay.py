@@ -16,8 +16,9 @@ Two implementations pass the same contract tests (``tests/stores``):
   holds little more than the live assertions. Where the machine says which boot it is in (Linux's
   ``boot_id``), a call is decided at once on the event loop, in a transaction of its own: a handful of
   small statements under ``synchronous=NORMAL``, which writes to the WAL without waiting for the disk, and
-  which never waits for a lock (``busy_timeout`` 0). When the write lock is held — by another process, or
-  by this one's thread — or anywhere the boot id is missing, the call goes to one dedicated thread instead
+  which never waits for a lock (``busy_timeout`` 0; ``gateway.stores.on_loop`` takes such steps off the
+  loop for a while after a slow one). When the write lock is held — by another process, or by this one's
+  thread — or anywhere the boot id is missing, the call goes to one dedicated thread instead
   (like the access log) that waits for the lock (``busy_timeout``), where concurrent calls share one
   transaction (group commit); the thread also checkpoints the WAL (never the event loop).
 - ``RedisReplayCache``, for several replicas: ``SET <prefix><sha256> 1 NX PX <ttl>``; the key expires by
@@ -79,6 +80,7 @@ from redis.asyncio.connection import Connection
 from redis.exceptions import ResponseError
 
 from gateway.stores.files import open_sqlite
+from gateway.stores.on_loop import LoopGuard
 from gateway.stores.redis import redis_client
 
 __all__ = [
@@ -203,7 +205,8 @@ class SqliteReplayCache:
     else on one dedicated thread per instance; see the module."""
 
     def __init__(self, path: Path, *, busy_timeout_ms: int = 5000, purge_batch: int = 64, leeway_s: float = 30.0,
-                 boot_id: Callable[[], str | None] = current_boot_id, checkpoint_every: int = 256) -> None:
+                 boot_id: Callable[[], str | None] = current_boot_id, checkpoint_every: int = 256,
+                 on_loop: LoopGuard | None = None) -> None:
         self.path = path
         self.leeway_s = leeway_s
         self.epoch: float | None = None
@@ -211,6 +214,7 @@ class SqliteReplayCache:
         self._purge_batch = purge_batch
         self._boot_id = boot_id
         self._checkpoint_every = checkpoint_every
+        self._on_loop = on_loop if on_loop is not None else LoopGuard("replay_cache")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-cache")
         self._conn: sqlite3.Connection | None = None
         self._fast: sqlite3.Connection | None = None
@@ -263,9 +267,10 @@ class SqliteReplayCache:
         epoch = self.epoch
         if epoch is not None and issued_at is not None and issued_at < epoch + self.leeway_s:
             raise ReplayHistoryLost(epoch, epoch + self.leeway_s)
-        if self._fast is not None and self._fast_lock.acquire(blocking=False):  # (one event loop at a time)
-            try:
-                decided = self._decide_now(self._fast, *item)
+        if self._fast is not None and self._on_loop.allowed() and self._fast_lock.acquire(blocking=False):
+            try:  # (the lock: one event loop at a time on the loop's connection)
+                with self._on_loop.timed():
+                    decided = self._decide_now(self._fast, *item)
             finally:
                 self._fast_lock.release()
             if decided is not None:

@@ -1,7 +1,10 @@
 """The embedded consent registry: one SQLite file (``consents.sqlite3`` under ``state_dir``).
 
-Like the access log, every call runs on one dedicated thread, so the event loop never waits on disk.
-Nothing is cached: each lookup reads the file, and WAL mode with ``synchronous=FULL`` and a
+Writes (grants, revocations) and listings run on one dedicated thread, like the access log. The lookup each
+consent-based request makes (``find_valid``) is one indexed ``SELECT`` on the event loop, on a read-only
+connection that never waits for a lock (``busy_timeout`` 0), under ``gateway.stores.on_loop``'s guard:
+when the file is busy, or a lookup was slow lately (pages read from the disk), it runs on the thread
+instead. Nothing is cached: each lookup reads the file, and WAL mode with ``synchronous=FULL`` and a
 ``busy_timeout`` lets several processes (gateway replicas on one host, the ``consent`` CLI) share it — a
 revocation written by one holds for all of them from the next lookup on.
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -29,6 +33,7 @@ from gateway.policy.consent.store import (
     timestamp,
 )
 from gateway.stores.files import open_sqlite
+from gateway.stores.on_loop import LoopGuard
 
 T = TypeVar("T")
 
@@ -64,6 +69,12 @@ COLUMNS = ("consent_id, citizen, grantee, purpose, checks, valid_from, valid_unt
            "created_at, request_id, revoked_at, revoked_reason, revoked_by")
 
 
+def _candidates(conn: sqlite3.Connection, citizen: str, grantee: str, purpose: str) -> list[Consent]:
+    rows = conn.execute(f"SELECT {COLUMNS} FROM consents WHERE citizen = ? AND grantee = ? AND purpose = ?",
+                        (citizen, grantee, purpose)).fetchall()
+    return [_consent(r) for r in rows]
+
+
 def _time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text is not None else None
 
@@ -83,11 +94,14 @@ def _consent(row: Sequence[Any]) -> Consent:
 class SqliteConsentStore:
     """See the module docstring. ``open`` before use, ``close`` after."""
 
-    def __init__(self, path: Path, *, busy_timeout_ms: int = 10_000) -> None:
+    def __init__(self, path: Path, *, busy_timeout_ms: int = 10_000, on_loop: LoopGuard | None = None) -> None:
         self.path = path
         self._busy_timeout_ms = busy_timeout_ms
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="consents")
         self._conn: sqlite3.Connection | None = None
+        self._lookups: sqlite3.Connection | None = None  # the event loop's, read-only
+        self._lookups_lock = threading.Lock()
+        self._on_loop = on_loop if on_loop is not None else LoopGuard("consent_registry")
         self._closed = False
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
@@ -107,6 +121,10 @@ class SqliteConsentStore:
         if self._conn is not None:
             return
         self._conn = open_sqlite(self.path, SCHEMA, self._busy_timeout_ms)
+        lookups = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0)
+        lookups.execute("PRAGMA busy_timeout=0")  # never wait on the event loop: the thread waits instead
+        lookups.execute("PRAGMA query_only=1")
+        self._lookups = lookups
 
     async def grant(self, grant: ConsentGrant) -> Consent:
         consent = Consent.new(grant)
@@ -162,21 +180,35 @@ class SqliteConsentStore:
 
     async def find_valid(self, citizen: str, grantee: str, purpose: str, at: datetime,
                          checks: Sequence[str] = ()) -> Consent | Refusal:
-        candidates = await self._run(self._candidates, citizen, grantee, purpose)
+        candidates = self._candidates_now(citizen, grantee, purpose)
+        if candidates is None:
+            candidates = await self._run(lambda: _candidates(self._db(), citizen, grantee, purpose))
         return decide(candidates, at, checks)
 
-    def _candidates(self, citizen: str, grantee: str, purpose: str) -> list[Consent]:
-        rows = self._db().execute(
-            f"SELECT {COLUMNS} FROM consents WHERE citizen = ? AND grantee = ? AND purpose = ?",
-            (citizen, grantee, purpose),
-        ).fetchall()
-        return [_consent(r) for r in rows]
+    def _candidates_now(self, citizen: str, grantee: str, purpose: str) -> list[Consent] | None:
+        """On the event loop when allowed and the file is free, else ``None`` (the thread looks it up)."""
+        lookups = self._lookups
+        if lookups is None or self._closed or not self._on_loop.allowed():
+            return None
+        if not self._lookups_lock.acquire(blocking=False):  # (one event loop at a time on this connection)
+            return None
+        try:
+            with self._on_loop.timed():
+                return _candidates(lookups, citizen, grantee, purpose)
+        except sqlite3.OperationalError:  # busy (busy_timeout 0)
+            return None
+        finally:
+            self._lookups_lock.release()
 
     async def close(self) -> None:
         if self._closed:
             return
-        if self._conn is not None:
-            await self._run(self._conn.close)
-            self._conn = None
         self._closed = True
+        with self._lookups_lock:
+            if self._lookups is not None:
+                self._lookups.close()
+                self._lookups = None
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
         self._executor.shutdown(wait=True)
