@@ -280,8 +280,8 @@ class SqliteReplayCache:
         with self._lock:
             self._pending.append((*item, future, loop))
             first = len(self._pending) == 1
-        if first:  # one flush decides everything queued meanwhile, in one transaction (group commit)
-            loop.run_in_executor(self._executor, self._flush)
+        if first:  # one flush decides everything queued meanwhile, in one transaction (group commit); it wakes the
+            self._executor.submit(self._flush)  # loop once to settle (a submit, not run_in_executor: no second wake-up)
         return await future
 
     def _decide_now(self, conn: sqlite3.Connection, client_id: bytes, digest: bytes, expires_at: float
@@ -309,7 +309,7 @@ class SqliteReplayCache:
         self._since_checkpoint += 1
         if self._since_checkpoint >= self._checkpoint_every:
             self._since_checkpoint = 0
-            asyncio.get_running_loop().run_in_executor(self._executor, self._checkpoint)
+            self._executor.submit(self._checkpoint)
         return first
 
     def _checkpoint(self) -> None:
