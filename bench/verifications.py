@@ -81,7 +81,8 @@ CONSENT_CLIENT_ID = "mhpv.housing"
 CONSENT_PURPOSE = "partner.social-housing"
 CONSENT_PATH = "/v1/consents"
 VERIFY_PATH = "/v1/verifications"
-TARGET_RATIO = 0.5
+TARGET_RATIO = 0.8  # issue 10 §7: at concurrency 16, median of 3 rounds, with metrics and breakers on
+CONSENT_TARGET_RATIO = 0.7  # (--consent: fewer backend calls per verification, so the fixed cost weighs more)
 SIMULATOR_CACHE = 4096  # the simulators' household cache (Population: lru_cache maxsize)
 WorkFn = Callable[[int, dict[str, int]], Awaitable[bool]]
 
@@ -864,12 +865,13 @@ def report(opts: Options, results: Results, access_log_rows: int | None) -> int:
     p50s = sorted(ra.percentile(0.5) / rb.percentile(0.5) for rb, ra in results.rounds if rb.latencies_ms)
     ratio = statistics.median(ratios)
     p50_ratio = statistics.median(p50s) if p50s else float("nan")
-    verdict = "PASS" if ratio >= TARGET_RATIO else "BELOW TARGET"
+    target = CONSENT_TARGET_RATIO if opts.consent else TARGET_RATIO
+    verdict = "PASS" if ratio >= target else "BELOW TARGET"
     spread = f" (median of {len(ratios)} rounds; {ratios[0]:.2f}..{ratios[-1]:.2f})" if len(ratios) > 1 else ""
     if opts.consent:
         print(f"\nconsent-based purpose {CONSENT_PURPOSE} as {CONSENT_CLIENT_ID}: every gateway request looked up "
               f"one of {results.consents_granted:,} recorded consents")
-    print(f"\nthroughput ratio gateway/baseline: {ratio:.2f}{spread}  (target >= {TARGET_RATIO:.2f})  {verdict}")
+    print(f"\nthroughput ratio gateway/baseline: {ratio:.2f}{spread}  (target >= {target:.2f})  {verdict}")
     print(f"p50 latency ratio gateway/baseline: {p50_ratio:.2f}")
 
     disturbed = [p.name for pair in results.rounds for p in pair if _others(p) > 0.10]
@@ -893,7 +895,7 @@ def report(opts: Options, results: Results, access_log_rows: int | None) -> int:
         print("\nINVALID RUN: failed verifications, different backend plans or missing access-log entries "
               "(see above); the numbers do not compare like with like")
         return 1
-    if opts.strict and ratio < TARGET_RATIO:
+    if opts.strict and ratio < target:
         return 1
     return 0
 
@@ -944,7 +946,9 @@ def parse_args(argv: list[str] | None) -> Options:
                         help="afterwards, one extra untimed pass per phase under cProfile, hot spots printed")
     parser.add_argument("--profile-requests", type=int, default=1000)
     parser.add_argument("--log-level", default="INFO", help="the gateway's JSON log level (default INFO, as served)")
-    parser.add_argument("--strict", action="store_true", help=f"exit 1 if the ratio is below {TARGET_RATIO}")
+    parser.add_argument("--strict", action="store_true",
+                        help=f"exit 1 if the ratio is below its target ({TARGET_RATIO}, or {CONSENT_TARGET_RATIO} with "
+                             "--consent)")
     parser.add_argument("--tracing", action="store_true",
                         help="the gateway exports OpenTelemetry traces (OTLP/HTTP) to a collector in its own process")
     parser.add_argument("--client-process", action="store_true",
