@@ -43,7 +43,9 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from bench.verifications import bench_settings, cpu_seconds, simulators_process
+from bench.measure import cpu_seconds
+from bench.spawned import simulators_process
+from bench.verifications import bench_settings
 from gateway.client import GatewayClient
 from gateway.crypto import keys
 from gateway.crypto.keyring import dev_client_key_path, load_gateway_key

@@ -22,10 +22,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # (bench.verifications imports this module: the child imports it at run time)
-    from bench.verifications import Phase
+import aiohttp
+
+from bench.driver import Phase, drive
+from bench.measure import cpu_seconds, system_busy_seconds
+from bench.sides import GatewayLoad
+from gateway.crypto import keys
 
 
 @dataclass(frozen=True)
@@ -59,11 +62,6 @@ def _client_main(spec: ClientSpec, conn: Connection) -> None:
 
 
 async def _serve(spec: ClientSpec, conn: Connection) -> None:
-    import aiohttp
-
-    from bench.verifications import GatewayLoad, drive
-    from gateway.crypto import keys
-
     loop = asyncio.get_running_loop()
     n = len(spec.subjects)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
@@ -107,9 +105,6 @@ class ClientProcess:
         self.bad_signatures = 0
 
     async def run(self, order: PhaseOrder, sims_pid: int) -> Phase:
-        from bench import verifications as bv
-        from bench.verifications import cpu_seconds, system_busy_seconds
-
         cpu0, client0, sims0, all0 = (time.process_time(), cpu_seconds(self.pid), cpu_seconds(sims_pid),
                                       system_busy_seconds())
         self._conn.send(order)
@@ -117,7 +112,7 @@ class ClientProcess:
         if status != "done":
             raise RuntimeError(f"the client process failed: {phase}")
         self.bad_signatures += bad
-        assert isinstance(phase, bv.Phase)
+        assert isinstance(phase, Phase)
         phase.cpu_self_s = time.process_time() - cpu0
         phase.cpu_client_s = cpu_seconds(self.pid) - client0
         phase.cpu_sims_s = cpu_seconds(sims_pid) - sims0

@@ -31,15 +31,9 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from bench.verifications import (
-    CLIENT_ID,
-    PURPOSE,
-    VERIFY_PATH,
-    bench_settings,
-    new_session,
-    sample_households,
-    simulators_process,
-)
+from bench.sides import CLIENT_ID, PURPOSE, VERIFY_PATH, new_session
+from bench.spawned import simulators_process
+from bench.verifications import bench_settings, sample_households
 from gateway.client import client_assertion
 from gateway.crypto import keys
 from gateway.crypto.keyring import dev_client_key_path

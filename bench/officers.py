@@ -30,7 +30,8 @@ import aiohttp
 import orjson
 
 from bench.anomalies import build
-from bench.verifications import bench_settings, sample_households, simulators_process
+from bench.spawned import simulators_process
+from bench.verifications import bench_settings, sample_households
 from gateway.audit import SqliteAccessLog
 from gateway.client import client_assertion
 from gateway.crypto import keys

@@ -32,112 +32,40 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import cProfile
 import math
-import multiprocessing
 import os
-import pstats
 import random
 import sqlite3
 import statistics
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
 import aiohttp
-import orjson
 
 from bench.client_process import ClientProcess, ClientSpec, PhaseOrder, client_process
-from connectors.base import CallContext, Connector, ConnectorError, Query, Record, SourceNotFound
+from bench.driver import Phase, WorkFn, drive
+from bench.measure import cpu_seconds, machine_busy, mib, rss_bytes, system_busy_seconds
+from bench.profiling import print_gateway_functions, print_profile, print_profile_delta, profiled
+from bench.sides import CLIENT_ID, CONSENT_CLIENT_ID, CONSENT_PURPOSE, PURPOSE, Baseline, GatewayLoad, new_session
+from bench.spawned import SimulatorProcess, otlp_sink, simulators_process
+from connectors.base import CallContext, ConnectorError, Query
 from connectors.registry import build as build_connector
-from gateway.client import client_assertion
 from gateway.config.settings import Settings, load
 from gateway.crypto import keys
-from gateway.crypto.jws import SIGNATURE_HEADER, SignatureInvalid, verify_detached
 from gateway.crypto.keyring import dev_client_key_path, load_gateway_key
-from gateway.crypto.keys import PublicKey, public_from_jwk
 from gateway.crypto.outbound import OutboundSigner
-from gateway.federation.checks.protocol import Operation
-from gateway.federation.checks.registry import CheckRegistry, discover
-from gateway.federation.evidence import Evidence
-from gateway.federation.executor import Federation
-from gateway.federation.plan import first_round, next_round
 from gateway.policy.rights import authorise
 from gateway.web import logs
-from gateway.web.runner import gateway_running, simulators_running
+from gateway.web.runner import gateway_running
 from simulators.population import Population
 
-CLIENT_ID = "anss.asd"
-PURPOSE = "asd.eligibility"
-# --consent: a purpose resting on each citizen's consent, so every request also looks its consent up
-CONSENT_CLIENT_ID = "mhpv.housing"
-CONSENT_PURPOSE = "partner.social-housing"
-CONSENT_PATH = "/v1/consents"
-VERIFY_PATH = "/v1/verifications"
 TARGET_RATIO = 0.8  # issue 10 §7: at concurrency 16, median of 3 rounds, with metrics and breakers on
 CONSENT_TARGET_RATIO = 0.7  # (--consent: fewer backend calls per verification, so the fixed cost weighs more)
 SIMULATOR_CACHE = 4096  # the simulators' household cache (Population: lru_cache maxsize)
-WorkFn = Callable[[int, dict[str, int]], Awaitable[bool]]
-
-
-# ---------------------------------------------------------------- process measurements
-
-
-def _page_size() -> int:
-    return os.sysconf("SC_PAGE_SIZE")
-
-
-def rss_bytes(pid: int | None = None) -> int:
-    """Resident set size of a process (this one by default), from /proc; peak RSS where /proc is missing."""
-    try:
-        with open(f"/proc/{pid or 'self'}/statm", encoding="ascii") as fh:
-            return int(fh.read().split()[1]) * _page_size()
-    except OSError:
-        if pid is not None:
-            return 0
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of another process, from /proc (0 where /proc is missing)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            fields = fh.read().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def system_busy_seconds() -> float:
-    """CPU time all processes on the machine have used (every core), from /proc/stat; 0 where missing."""
-    try:
-        with open("/proc/stat", encoding="ascii") as fh:
-            values = [int(v) for v in fh.readline().split()[1:9]]  # user .. steal (guest is inside user)
-    except (OSError, ValueError):
-        return 0.0
-    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
-
-
-def _busy() -> str | None:
-    """A note if the machine is already busy (1-minute load average ≥ 0.5), else None."""
-    try:
-        load1 = os.getloadavg()[0]
-    except OSError:
-        return None
-    return f"the 1-minute load average is {load1:.2f} before the run" if load1 >= 0.5 else None
-
-
-def mib(n: int) -> str:
-    return f"{n / 1048576:.1f} MiB"
 
 
 # ---------------------------------------------------------------- settings and households
@@ -172,424 +100,6 @@ def sample_households(settings: Settings, count: int, seed: str) -> list[str]:
     count = min(count, population.households)
     indices = random.Random(f"bench-households:{seed}").sample(range(population.households), count)
     return [population.idcs_of(index, 0) for index in indices]
-
-
-# ---------------------------------------------------------------- the simulators, in their own process
-
-
-def _simulators_main(settings: Settings, conn: Connection) -> None:
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_simulators(settings, conn))
-
-
-async def _serve_simulators(settings: Settings, conn: Connection) -> None:
-    try:
-        # trusts the gateway keys published in the run's state directory (generated there by the parent)
-        running = simulators_running(settings, free_ports=True)
-        sims = await running.__aenter__()
-    except BaseException as exc:
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
-        raise
-    try:
-        conn.send(("ready", sims.urls))
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_reader(conn.fileno(), stop.set)  # a message, or the parent gone
-        await stop.wait()
-    finally:
-        await running.__aexit__(None, None, None)
-
-
-@dataclass(frozen=True)
-class SimulatorProcess:
-    pid: int
-    urls: dict[str, str]
-
-
-@contextlib.contextmanager
-def simulators_process(settings: Settings, start_timeout_s: float = 60.0) -> Iterator[SimulatorProcess]:
-    ctx = multiprocessing.get_context("spawn")
-    parent_end, child_end = ctx.Pipe()
-    process = ctx.Process(target=_simulators_main, args=(settings, child_end), name="bench-simulators",
-                          daemon=True)
-    process.start()
-    child_end.close()
-    try:
-        if not parent_end.poll(start_timeout_s):
-            raise RuntimeError(f"the simulators did not start within {start_timeout_s:.0f} s")
-        status, payload = parent_end.recv()
-        if status != "ready":
-            raise RuntimeError(f"the simulators failed to start: {payload}")
-        assert process.pid is not None
-        yield SimulatorProcess(process.pid, dict(payload))
-    finally:
-        with contextlib.suppress(OSError):
-            parent_end.send(("stop", None))
-        parent_end.close()
-        process.join(10)
-        if process.is_alive():
-            process.terminate()
-            process.join(5)
-
-
-def _otlp_sink_main(conn: Connection) -> None:
-    """A stand-in OpenTelemetry collector (``--tracing``): accepts OTLP/HTTP trace exports and counts them."""
-    from aiohttp import web
-
-    async def serve() -> None:
-        tally = {"exports": 0, "bytes": 0}
-
-        async def traces(request: web.Request) -> web.Response:
-            tally["bytes"] += len(await request.read())
-            tally["exports"] += 1
-            return web.Response(body=b"", content_type="application/x-protobuf")
-
-        app = web.Application(client_max_size=64 << 20)
-        app.router.add_post("/v1/traces", traces)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        conn.send(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-        await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # until told to stop
-        conn.send(tally)
-        await runner.cleanup()
-
-    asyncio.run(serve())
-
-
-@contextlib.contextmanager
-def otlp_sink() -> Iterator[Callable[[], dict[str, int]]]:
-    """``--tracing``: a collector in its own process; the gateway exports to it (``OTEL_*`` variables set here,
-    read by the gateway when it starts). Yields a function that stops it and returns what it received."""
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    process = ctx.Process(target=_otlp_sink_main, args=(child,), name="bench-otlp-sink", daemon=True)
-    process.start()
-    port = parent.recv()
-    saved = {k: os.environ.get(k) for k in ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")}
-    os.environ["OTEL_TRACES_EXPORTER"] = "otlp"
-    os.environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = f"http://127.0.0.1:{port}/v1/traces"
-    received: dict[str, int] = {}
-
-    def stop() -> dict[str, int]:
-        if not received:
-            parent.send("stop")
-            received.update(parent.recv())
-        return received
-
-    try:
-        yield stop
-    finally:
-        with contextlib.suppress(OSError, EOFError):
-            stop()
-        process.join(10)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-# ---------------------------------------------------------------- (b) the baseline
-
-
-def new_session() -> aiohttp.ClientSession:
-    """A client session set up like the gateway's own (gateway/web/app.py)."""
-    connector = aiohttp.TCPConnector(limit=512, limit_per_host=0, ttl_dns_cache=300)
-    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30),
-                                 raise_for_status=False, auto_decompress=True)
-
-
-class Baseline:
-    """The gateway's backend plan for one subject (gateway/federation/executor.py), with nothing around it:
-    the same checks' plans (the check registry), run in the same rounds, without tallies or evaluation."""
-
-    def __init__(self, connectors: Mapping[str, Connector], session: aiohttp.ClientSession, sign: OutboundSigner,
-                 checks: tuple[str, ...], client_id: str = CLIENT_ID, purpose: str = PURPOSE,
-                 registry: CheckRegistry | None = None) -> None:
-        self.client_id, self.purpose = client_id, purpose
-        self.routes = Federation(connectors).routes  # the same operation → connector routing
-        self.session = session
-        self.sign = sign
-        known = registry if registry is not None else discover()
-        self.plans = [known[c] for c in checks]
-
-    async def _ask(self, op: Operation, ctx: CallContext, tally: dict[str, int]) -> Record | ConnectorError:
-        connector = self.routes[op.name]
-        tally[connector.name] = tally.get(connector.name, 0) + 1
-        try:
-            return await connector.fetch(Query(op.name, op.params), ctx)
-        except ConnectorError as exc:
-            return exc
-
-    async def verify(self, idcs: str, tally: dict[str, int]) -> bool:
-        """True if every backend answered (a subject unknown to one administration is an answer)."""
-        evidence = Evidence(subject_idcs=idcs, today=datetime.now(UTC).date())
-        ctx = CallContext(self.session, self.sign, uuid.uuid4().hex, self.client_id, self.purpose)
-        calls = first_round(self.plans, evidence)
-        ok, first = True, True
-        while calls:
-            answers = await asyncio.gather(*(self._ask(op, ctx, tally) for op in calls))
-            for op, answer in zip(calls, answers, strict=True):
-                evidence.answers[(op.name, op.key)] = answer
-            ok = ok and all(isinstance(a, Record | SourceNotFound) for a in answers)
-            if first:  # every sampled father exists, with his family: anything else is a failed run
-                family = evidence.answers.get(("family", idcs))
-                if not isinstance(evidence.answers[("person", idcs)], Record) or isinstance(family, ConnectorError):
-                    return False
-                first = False
-            calls = next_round(self.plans, evidence)
-        return ok
-
-
-# ---------------------------------------------------------------- (a) the gateway's load generator
-
-
-class GatewayLoad:
-    """Signed verification requests, as ``GatewayClient`` sends them; counts the backend calls answered."""
-
-    def __init__(self, base_url: str, session: aiohttp.ClientSession, key: keys.SigningKey, audience: str,
-                 client_id: str = CLIENT_ID, purpose: str = PURPOSE) -> None:
-        self.client_id, self.purpose = client_id, purpose
-        self.url = base_url.rstrip("/") + VERIFY_PATH
-        self.base_url = base_url.rstrip("/")
-        self.session = session
-        self.key = key
-        self.audience = audience
-        self.gateway_keys: dict[str, PublicKey] = {}
-        self.verify_signatures = False
-        self.bad_signatures = 0
-
-    async def fetch_keys(self) -> None:
-        async with self.session.get(f"{self.base_url}/.well-known/jwks.json") as resp:
-            document = await resp.json(content_type=None)
-        self.gateway_keys = {k["kid"]: public_from_jwk(k) for k in document["keys"]}
-
-    async def verify(self, idcs: str, case_ref: str, tally: dict[str, int]) -> bool:
-        body = orjson.dumps({"subject": {"idcs": idcs}, "purpose": self.purpose, "case_ref": case_ref})
-        headers = {"Content-Type": "application/json",
-                   "Authorization": "Bearer " + client_assertion(self.key, self.client_id, self.audience, "POST",
-                                                                 VERIFY_PATH, body)}
-        async with self.session.post(self.url, data=body, headers=headers) as resp:
-            raw = await resp.read()
-            status = resp.status
-            signature = resp.headers.get(SIGNATURE_HEADER)
-        ok = status == 200
-        if self.verify_signatures:
-            try:
-                verify_detached(signature or "", raw, self.gateway_keys)
-            except SignatureInvalid:
-                self.bad_signatures += 1
-                ok = False
-        if status != 200:
-            return False
-        for source in orjson.loads(raw)["sources"]:
-            tally[source["name"]] = tally.get(source["name"], 0) + source["calls"]
-            ok = ok and source["status"] == "ok"
-        return ok
-
-    async def grant_consents(self, subjects: list[str], checks: tuple[str, ...], concurrency: int) -> int:
-        """Record each subject's consent to this client's purpose through ``/v1/consents``, untimed."""
-        began = time.perf_counter()
-        until = (datetime.now(UTC) + timedelta(days=365)).isoformat()
-        pending = iter(subjects)
-        granted = 0
-
-        async def worker() -> None:
-            nonlocal granted
-            for idcs in pending:
-                body = orjson.dumps({"subject": {"idcs": idcs}, "grantee": self.client_id, "purpose": self.purpose,
-                                     "checks": list(checks), "valid_until": until,
-                                     "evidence": {"kind": "document", "id": "bench-signed-form"}})
-                token = client_assertion(self.key, self.client_id, self.audience, "POST", CONSENT_PATH, body)
-                async with self.session.post(self.base_url + CONSENT_PATH, data=body, headers={
-                        "Content-Type": "application/json", "Authorization": "Bearer " + token}) as resp:
-                    await resp.read()
-                    if resp.status != 201:
-                        raise RuntimeError(f"granting a consent failed with HTTP {resp.status}")
-                granted += 1
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        print(f"  recorded {granted:,} consents through {CONSENT_PATH} in {time.perf_counter() - began:.1f} s",
-              flush=True)
-        return granted
-
-
-# ---------------------------------------------------------------- the closed-loop driver
-
-
-@dataclass
-class Phase:
-    name: str
-    done: int = 0
-    failed: int = 0
-    elapsed_s: float = 0.0
-    cpu_self_s: float = 0.0
-    cpu_sims_s: float = 0.0
-    cpu_client_s: float = 0.0  # --client-process: the load generator's process (else its CPU is in cpu_self_s)
-    cpu_others_s: float = 0.0  # what other processes on the machine used meanwhile
-    latencies_ms: list[float] = field(default_factory=list)
-    calls: dict[str, int] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-
-    @property
-    def rate(self) -> float:
-        return self.done / self.elapsed_s if self.elapsed_s else 0.0
-
-    def percentile(self, q: float) -> float:
-        if not self.latencies_ms:
-            return float("nan")
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-    @property
-    def total_calls(self) -> int:
-        return sum(self.calls.values())
-
-
-async def drive(name: str, work: WorkFn, start: int, count: int | None, duration_s: float | None,
-                concurrency: int, sims_pid: int, keep_latencies: bool = True,
-                on_progress: Callable[[Phase], None] | None = None) -> Phase:
-    """``concurrency`` workers take request numbers ``start, start+1, ...`` until ``count`` or the deadline."""
-    phase = Phase(name)
-    end = None if count is None else start + count
-    next_i = start
-    began = time.perf_counter()
-    deadline = None if duration_s is None else began + duration_s
-
-    async def worker() -> None:
-        nonlocal next_i
-        while (end is None or next_i < end) and (deadline is None or time.perf_counter() < deadline):
-            i = next_i
-            next_i += 1
-            t0 = time.perf_counter()
-            try:
-                ok = await work(i, phase.calls)
-            except Exception as exc:
-                ok = False
-                if len(phase.errors) < 5:
-                    phase.errors.append(f"{type(exc).__name__}: {exc}")
-            if keep_latencies:
-                phase.latencies_ms.append((time.perf_counter() - t0) * 1000)
-            if ok:
-                phase.done += 1
-            else:
-                phase.failed += 1
-            if on_progress is not None:
-                on_progress(phase)
-
-    cpu0, sims0, all0 = time.process_time(), cpu_seconds(sims_pid), system_busy_seconds()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    phase.elapsed_s = time.perf_counter() - began
-    phase.cpu_self_s = time.process_time() - cpu0
-    phase.cpu_sims_s = cpu_seconds(sims_pid) - sims0
-    phase.cpu_others_s = max(0.0, system_busy_seconds() - all0 - phase.cpu_self_s - phase.cpu_sims_s)
-    return phase
-
-
-# ---------------------------------------------------------------- profiling (optional, never timed)
-
-_PACKAGES = ("gateway", "connectors", "simulators", "bench", "aiohttp", "zeep", "lxml", "jwt", "cryptography",
-             "jsonschema", "referencing", "structlog", "orjson", "multidict", "yarl", "tenacity", "asyncio",
-             "sqlite3", "uuid", "json", "hashlib", "base64", "ssl", "selectors", "socket")
-
-
-def _where(filename: str, lineno: int, function: str) -> str:
-    """``package/module.py:line(function)`` without the machine's paths."""
-    parts = Path(filename).parts
-    for i in range(len(parts) - 1, -1, -1):
-        if parts[i] in _PACKAGES:
-            return f"{'/'.join(parts[i:])}:{lineno}({function})"
-    return f"{Path(filename).name or filename}:{lineno}({function})"
-
-
-def _package(filename: str) -> str:
-    parts = Path(filename).parts
-    for i in range(len(parts) - 1, -1, -1):
-        if parts[i] in _PACKAGES:
-            return parts[i]
-    if filename.startswith("<") or filename == "~":
-        return "builtins (C)"
-    return Path(filename).stem
-
-
-FunctionKey = tuple[str, int, str]
-
-
-@dataclass
-class Profile:
-    """cProfile's numbers per verification (ms of own time, ms cumulative, calls)."""
-
-    title: str
-    verifications: int
-    functions: dict[FunctionKey, tuple[float, float, float]]
-
-    @property
-    def total_ms(self) -> float:
-        return sum(tt for tt, _, _ in self.functions.values())
-
-    def by_package(self) -> dict[str, float]:
-        packages: dict[str, float] = {}
-        for (filename, _, _), (tt, _, _) in self.functions.items():
-            packages[_package(filename)] = packages.get(_package(filename), 0.0) + tt
-        return packages
-
-
-def collect_profile(title: str, profiler: cProfile.Profile, verifications: int) -> Profile:
-    raw: dict[FunctionKey, tuple[int, int, float, float, Any]] = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
-    per = max(verifications, 1)
-    return Profile(title, verifications, {
-        key: (tt * 1000 / per, ct * 1000 / per, ncalls / per) for key, (_, ncalls, tt, ct, _) in raw.items()})
-
-
-def print_profile(profile: Profile, top: int) -> None:
-    total = profile.total_ms or 1.0
-    print(f"\n{profile.title}: {profile.total_ms:.2f} ms of profiled CPU per verification over "
-          f"{profile.verifications:,} (cProfile inflates absolutes; read shares and differences)")
-    print("  own time by package: " + ", ".join(
-        f"{name} {ms / total:.0%}" for name, ms in sorted(profile.by_package().items(), key=lambda kv: -kv[1])[:12]))
-    print(f"  {'own ms':>7} {'own %':>6} {'cum ms':>7} {'calls':>7}  function  (per verification)")
-    for key, (tt, ct, calls) in sorted(profile.functions.items(), key=lambda kv: -kv[1][0])[:top]:
-        print(f"  {tt:>7.3f} {tt / total:>6.1%} {ct:>7.3f} {calls:>7.1f}  {_where(*key)}")
-
-
-def print_profile_delta(baseline: Profile, gateway: Profile, top: int) -> None:
-    """Where the gateway's extra CPU goes: own time per verification, gateway pass minus baseline pass."""
-    extra = gateway.total_ms - baseline.total_ms
-    print(f"\nthe gateway's extra CPU per verification (profiled, gateway pass minus baseline pass): {extra:.2f} ms")
-    base_pkg, gw_pkg = baseline.by_package(), gateway.by_package()
-    deltas = {name: gw_pkg.get(name, 0.0) - base_pkg.get(name, 0.0) for name in set(base_pkg) | set(gw_pkg)}
-    print("  by package: " + ", ".join(
-        f"{name} {ms:+.2f}" for name, ms in sorted(deltas.items(), key=lambda kv: -kv[1])[:12]))
-    rows = []
-    for key in set(baseline.functions) | set(gateway.functions):
-        tt_b, _, calls_b = baseline.functions.get(key, (0.0, 0.0, 0.0))
-        tt_a, ct_a, calls_a = gateway.functions.get(key, (0.0, 0.0, 0.0))
-        rows.append((tt_a - tt_b, ct_a, calls_a - calls_b, key))
-    print(f"  {'+own ms':>8} {'cum ms':>7} {'+calls':>7}  function  (per verification)")
-    for d_tt, ct_a, d_calls, key in sorted(rows, key=lambda r: -r[0])[:top]:
-        print(f"  {d_tt:>+8.3f} {ct_a:>7.3f} {d_calls:>+7.1f}  {_where(*key)}")
-
-
-def print_gateway_functions(gateway: Profile, top: int) -> None:
-    """The gateway's own functions by cumulative time (children included), per verification."""
-    rows = [(ct, calls, key) for key, (_, ct, calls) in gateway.functions.items()
-            if _package(key[0]) == "gateway" and ct >= 0.005]
-    print("\nthe gateway's own functions by cumulative CPU per verification (profiled; awaited time excluded; "
-          "gateway/client.py is the load generator's side):")
-    print(f"  {'cum ms':>7} {'calls':>7}  function")
-    for ct, calls, key in sorted(rows, key=lambda r: -r[0])[:top]:
-        print(f"  {ct:>7.3f} {calls:>7.1f}  {_where(*key)}")
-
-
-async def profiled(title: str, run: Callable[[], Awaitable[Phase]]) -> tuple[Phase, Profile]:
-    profiler = cProfile.Profile()
-    profiler.enable()
-    try:
-        phase = await run()
-    finally:
-        profiler.disable()
-    return phase, collect_profile(title, profiler, phase.done + phase.failed)
 
 
 # ---------------------------------------------------------------- the run
@@ -981,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"anss-gateway benchmark: {os.cpu_count()} CPUs; population {sim.households:,} households "
               f"(seed {sim.seed!r}), {len(subjects):,} sampled; per phase {opts.warmup} warmup + {amount}, "
               f"concurrency {opts.concurrency}", flush=True)
-        busy = _busy()
+        busy = machine_busy()
         if busy:
             print(f"  warning: {busy}; other work on these cores skews both phases", flush=True)
         if len(subjects) > SIMULATOR_CACHE:
