@@ -9,17 +9,27 @@ memory is read from the disk, and a machine short of memory may hold a write bac
 one that took longer than ``slow_s`` takes the store's steps off the loop for ``pause_s`` — they go to its
 thread meanwhile, as they would without this — and is logged (``sqlite_step_slow_on_event_loop``). A store
 whose pages stay out of memory thus costs the loop at most one slow step per pause.
+
+``LoopConnection`` is the store's connection for those steps: ``run(step)`` is the step's result, or ``None``
+when the step belongs on the thread this time (paused, busy, or in use by another event loop).
 """
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
 
 import structlog
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 SLOW_S = 0.005
 PAUSE_S = 30.0
@@ -48,3 +58,39 @@ class LoopGuard:
                 self._paused_until = self._clock() + self.pause_s
                 log.warning("sqlite_step_slow_on_event_loop", store=self.store, elapsed_ms=round(elapsed * 1000, 3),
                             paused_s=self.pause_s)
+
+
+class LoopConnection:
+    """A store's own connection for its steps on the event loop: it never waits for a lock (``busy_timeout`` 0),
+    takes ``pragmas`` (``"synchronous=NORMAL"``, ``"query_only=1"``…), and runs under ``guard``."""
+
+    def __init__(self, path: Path, guard: LoopGuard, pragmas: tuple[str, ...] = ()) -> None:
+        self.guard = guard
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
+        self._lock = threading.Lock()  # (one event loop at a time on this connection)
+        self._conn.execute("PRAGMA busy_timeout=0")
+        for pragma in pragmas:
+            self._conn.execute(f"PRAGMA {pragma}")
+
+    def run(self, step: Callable[[sqlite3.Connection], T]) -> T | None:
+        """``step(connection)``, timed; ``None`` when it is for the thread instead: the guard has paused the loop's
+        steps, another event loop is using the connection, or SQLite is busy (a transaction the step left open is
+        rolled back)."""
+        if not self.guard.allowed() or not self._lock.acquire(blocking=False):
+            return None
+        try:
+            with self.guard.timed():
+                return step(self._conn)
+        except BaseException as exc:
+            if self._conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):  # busy at once (busy_timeout 0): the thread waits
+                return None
+            raise
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -80,7 +80,7 @@ from redis.asyncio.connection import Connection
 from redis.exceptions import ResponseError
 
 from gateway.stores.files import open_sqlite
-from gateway.stores.on_loop import LoopGuard
+from gateway.stores.on_loop import LoopConnection, LoopGuard
 from gateway.stores.redis import redis_client
 
 __all__ = [
@@ -197,7 +197,7 @@ def current_boot_id() -> str | None:
 class _Opened(NamedTuple):
     epoch: float | None  # the epoch in force (None: the file has never been through a restart of the machine)
     started: bool  # this process started it (the file was last opened under another boot id)
-    fast: sqlite3.Connection | None  # the event loop's connection (None: no boot id, every call on the thread)
+    fast: LoopConnection | None  # the event loop's connection (None: no boot id, every call on the thread)
 
 
 class SqliteReplayCache:
@@ -217,11 +217,10 @@ class SqliteReplayCache:
         self._on_loop = on_loop if on_loop is not None else LoopGuard("replay_cache")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-cache")
         self._conn: sqlite3.Connection | None = None
-        self._fast: sqlite3.Connection | None = None
+        self._fast: LoopConnection | None = None
         self._since_checkpoint = 0
         self._pending: list[_Pending] = []
         self._lock = threading.Lock()
-        self._fast_lock = threading.Lock()
         self._closed = False
 
     async def open(self) -> None:
@@ -249,11 +248,8 @@ class SqliteReplayCache:
             conn.execute("COMMIT")  # durable (FULL) before any call is decided under NORMAL
             fast = None
             if boot is not None:
-                conn.execute("PRAGMA synchronous=NORMAL")
-                fast = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0)
-                fast.execute("PRAGMA busy_timeout=0")  # never wait on the event loop: the thread waits instead
-                fast.execute("PRAGMA synchronous=NORMAL")
-                fast.execute("PRAGMA wal_autocheckpoint=0")  # (checkpoints sync the disk: the thread runs them)
+                conn.execute("PRAGMA synchronous=NORMAL")  # (checkpoints sync the disk: only the thread runs them)
+                fast = LoopConnection(self.path, self._on_loop, ("synchronous=NORMAL", "wal_autocheckpoint=0"))
         except BaseException:
             conn.close()
             raise
@@ -267,14 +263,13 @@ class SqliteReplayCache:
         epoch = self.epoch
         if epoch is not None and issued_at is not None and issued_at < epoch + self.leeway_s:
             raise ReplayHistoryLost(epoch, epoch + self.leeway_s)
-        if self._fast is not None and self._on_loop.allowed() and self._fast_lock.acquire(blocking=False):
-            try:  # (the lock: one event loop at a time on the loop's connection)
-                with self._on_loop.timed():
-                    decided = self._decide_now(self._fast, *item)
-            finally:
-                self._fast_lock.release()
-            if decided is not None:
-                return decided
+        decided = self._fast.run(lambda conn: self._decide_now(conn, *item)) if self._fast is not None else None
+        if decided is not None:
+            self._since_checkpoint += 1
+            if self._since_checkpoint >= self._checkpoint_every:
+                self._since_checkpoint = 0
+                self._executor.submit(self._checkpoint)
+            return decided
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
         with self._lock:
@@ -284,32 +279,14 @@ class SqliteReplayCache:
             self._executor.submit(self._flush)  # loop once to settle (a submit, not run_in_executor: no second wake-up)
         return await future
 
-    def _decide_now(self, conn: sqlite3.Connection, client_id: bytes, digest: bytes, expires_at: float
-                    ) -> bool | None:
-        """On the event loop, without waiting: the decision, or ``None`` when the write lock is taken (or the
-        file is busy otherwise) and the thread must decide."""
+    def _decide_now(self, conn: sqlite3.Connection, client_id: bytes, digest: bytes, expires_at: float) -> bool:
+        """One call's own transaction, on the event loop (``LoopConnection.run``: busy there means the thread)."""
         now = time.time()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError:  # SQLITE_BUSY at once (busy_timeout 0)
-            return None
-        try:
-            keep_until = max(expires_at, now + MIN_RETENTION_S)
-            first: bool = conn.execute(FIRST_USE, (client_id, digest, keep_until, now)).rowcount == 1
-            conn.execute(PURGE, (now, self._purge_batch))
-            conn.execute("COMMIT")
-        except sqlite3.OperationalError:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            return None
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-        self._since_checkpoint += 1
-        if self._since_checkpoint >= self._checkpoint_every:
-            self._since_checkpoint = 0
-            self._executor.submit(self._checkpoint)
+        conn.execute("BEGIN IMMEDIATE")
+        keep_until = max(expires_at, now + MIN_RETENTION_S)
+        first: bool = conn.execute(FIRST_USE, (client_id, digest, keep_until, now)).rowcount == 1
+        conn.execute(PURGE, (now, self._purge_batch))
+        conn.execute("COMMIT")
         return first
 
     def _checkpoint(self) -> None:
@@ -350,9 +327,8 @@ class SqliteReplayCache:
             return
         self._closed = True
         if self._fast is not None:
-            with self._fast_lock:
-                self._fast.close()
-                self._fast = None
+            self._fast.close()
+            self._fast = None
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
         self._executor.shutdown(wait=True)
 

@@ -11,11 +11,13 @@ CI must never pass by skipping.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Generic, Protocol, TypeVar
 
 import pytest
@@ -151,12 +153,17 @@ async def _closing(backend: Backend[T]) -> AsyncIterator[Backend[T]]:
             await instance.close()
 
 
+def alive(seconds: float = 60.0) -> float:
+    """An expiry ``seconds`` from now."""
+    return time.time() + seconds
+
+
 @contextmanager
-def captured() -> Iterator[list[dict[str, object]]]:
-    """The replay module's log events, as dicts."""
+def captured(module: ModuleType = replay_module) -> Iterator[list[dict[str, object]]]:
+    """The log events of ``module`` (whose logger is ``log``), as dicts."""
     configured = structlog.is_configured()
     with capture_logs() as logs, pytest.MonkeyPatch.context() as patch:
-        patch.setattr(replay_module, "log", structlog.get_logger(replay_module.__name__))
+        patch.setattr(module, "log", structlog.get_logger(module.__name__))
         yield logs
     if not configured:  # capture_logs leaves structlog "configured"; a gateway started later would print
         structlog.reset_defaults()

@@ -8,17 +8,17 @@ import hashlib
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import structlog
-from structlog.testing import capture_logs
 
 from gateway.policy.consent import ConsentGrant, SqliteConsentStore
 from gateway.stores import on_loop
 from gateway.stores.on_loop import LoopGuard
 from gateway.trust.replay import SqliteReplayCache
+from tests.stores.conftest import captured
 
 
 class Clock:
@@ -34,13 +34,9 @@ def slow_events(logs: list[dict[str, object]]) -> list[dict[str, object]]:
 
 
 @pytest.fixture
-def logs() -> object:
-    configured = structlog.is_configured()
-    with capture_logs() as captured, pytest.MonkeyPatch.context() as patch:
-        patch.setattr(on_loop, "log", structlog.get_logger(on_loop.__name__))
-        yield captured
-    if not configured:
-        structlog.reset_defaults()
+def logs() -> Iterator[list[dict[str, object]]]:
+    with captured(on_loop) as events:
+        yield events
 
 
 def test_a_slow_step_pauses_the_loop_steps_then_they_resume(logs: list[dict[str, object]]) -> None:

@@ -13,13 +13,9 @@ from pathlib import Path
 import pytest
 
 from gateway.trust.replay import MIN_RETENTION_S, RedisReplayCache, ReplayCache, SqliteReplayCache
-from tests.stores.conftest import Backend, RedisNamespace
+from tests.stores.conftest import Backend, RedisNamespace, alive
 
 CLIENT = "anss.asd"
-
-
-def alive(seconds: float = 60.0) -> float:
-    return time.time() + seconds
 
 
 async def test_is_a_replay_cache(replay: Backend[ReplayCache]) -> None:

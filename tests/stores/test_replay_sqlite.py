@@ -20,14 +20,10 @@ from pathlib import Path
 import pytest
 
 from gateway.trust.replay import ReplayHistoryLost, SqliteReplayCache, current_boot_id
-from tests.stores.conftest import captured
+from tests.stores.conftest import alive, captured
 
 CLIENT = "anss.asd"
 LEEWAY = 30.0
-
-
-def alive(seconds: float = 300.0) -> float:
-    return time.time() + seconds
 
 
 @asynccontextmanager

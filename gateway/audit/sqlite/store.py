@@ -141,8 +141,8 @@ class SqliteAccessLog:
         with self._lock:
             self._pending.append((entry, future, loop))
             first = len(self._pending) == 1
-        if first:  # one flush drains everything queued meanwhile (it wakes the loop once, to settle; the submit's
-            self._writer.submit(self._flush)  # own future is not chained to the loop: a second wake-up saved)
+        if first:  # one flush drains everything queued meanwhile; it wakes the loop once, to settle (a submit, not
+            self._writer.submit(self._flush)  # run_in_executor, whose future would wake it a second time)
         return await future
 
     def _flush(self) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -33,7 +32,7 @@ from gateway.policy.consent.store import (
     timestamp,
 )
 from gateway.stores.files import open_sqlite
-from gateway.stores.on_loop import LoopGuard
+from gateway.stores.on_loop import LoopConnection, LoopGuard
 
 T = TypeVar("T")
 
@@ -99,8 +98,7 @@ class SqliteConsentStore:
         self._busy_timeout_ms = busy_timeout_ms
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="consents")
         self._conn: sqlite3.Connection | None = None
-        self._lookups: sqlite3.Connection | None = None  # the event loop's, read-only
-        self._lookups_lock = threading.Lock()
+        self._lookups: LoopConnection | None = None  # the event loop's, read-only
         self._on_loop = on_loop if on_loop is not None else LoopGuard("consent_registry")
         self._closed = False
 
@@ -121,10 +119,7 @@ class SqliteConsentStore:
         if self._conn is not None:
             return
         self._conn = open_sqlite(self.path, SCHEMA, self._busy_timeout_ms)
-        lookups = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0)
-        lookups.execute("PRAGMA busy_timeout=0")  # never wait on the event loop: the thread waits instead
-        lookups.execute("PRAGMA query_only=1")
-        self._lookups = lookups
+        self._lookups = LoopConnection(self.path, self._on_loop, ("query_only=1",))
 
     async def grant(self, grant: ConsentGrant) -> Consent:
         consent = Consent.new(grant)
@@ -180,34 +175,20 @@ class SqliteConsentStore:
 
     async def find_valid(self, citizen: str, grantee: str, purpose: str, at: datetime,
                          checks: Sequence[str] = ()) -> Consent | Refusal:
-        candidates = self._candidates_now(citizen, grantee, purpose)
-        if candidates is None:
+        lookups = None if self._closed else self._lookups
+        candidates = (lookups.run(lambda conn: _candidates(conn, citizen, grantee, purpose))
+                      if lookups is not None else None)
+        if candidates is None:  # (the thread looks it up)
             candidates = await self._run(lambda: _candidates(self._db(), citizen, grantee, purpose))
         return decide(candidates, at, checks)
-
-    def _candidates_now(self, citizen: str, grantee: str, purpose: str) -> list[Consent] | None:
-        """On the event loop when allowed and the file is free, else ``None`` (the thread looks it up)."""
-        lookups = self._lookups
-        if lookups is None or self._closed or not self._on_loop.allowed():
-            return None
-        if not self._lookups_lock.acquire(blocking=False):  # (one event loop at a time on this connection)
-            return None
-        try:
-            with self._on_loop.timed():
-                return _candidates(lookups, citizen, grantee, purpose)
-        except sqlite3.OperationalError:  # busy (busy_timeout 0)
-            return None
-        finally:
-            self._lookups_lock.release()
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        with self._lookups_lock:
-            if self._lookups is not None:
-                self._lookups.close()
-                self._lookups = None
+        if self._lookups is not None:
+            self._lookups.close()
+            self._lookups = None
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
