@@ -107,6 +107,7 @@ class ClientProcess:
     async def run(self, order: PhaseOrder, sims_pid: int) -> Phase:
         cpu0, client0, sims0, all0 = (time.process_time(), cpu_seconds(self.pid), cpu_seconds(sims_pid),
                                       system_busy_seconds())
+        loop0 = time.thread_time()  # this is the gateway's event-loop thread
         self._conn.send(order)
         status, phase, bad = await asyncio.get_running_loop().run_in_executor(None, self._conn.recv)
         if status != "done":
@@ -114,6 +115,7 @@ class ClientProcess:
         self.bad_signatures += bad
         assert isinstance(phase, Phase)
         phase.cpu_self_s = time.process_time() - cpu0
+        phase.cpu_loop_s = time.thread_time() - loop0
         phase.cpu_client_s = cpu_seconds(self.pid) - client0
         phase.cpu_sims_s = cpu_seconds(sims_pid) - sims0
         phase.cpu_others_s = max(0.0, system_busy_seconds() - all0 - phase.cpu_self_s - phase.cpu_client_s

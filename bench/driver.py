@@ -24,6 +24,7 @@ class Phase:
     cpu_sims_s: float = 0.0
     cpu_client_s: float = 0.0  # --client-process: the load generator's process (else its CPU is in cpu_self_s)
     cpu_others_s: float = 0.0  # what other processes on the machine used meanwhile
+    cpu_loop_s: float = 0.0  # the event-loop thread alone (part of cpu_self_s): the side's bottleneck
     latencies_ms: list[float] = field(default_factory=list)
     calls: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -74,10 +75,11 @@ async def drive(name: str, work: WorkFn, start: int, count: int | None, duration
             if on_progress is not None:
                 on_progress(phase)
 
-    cpu0, sims0, all0 = time.process_time(), cpu_seconds(sims_pid), system_busy_seconds()
+    cpu0, sims0, all0, loop0 = time.process_time(), cpu_seconds(sims_pid), system_busy_seconds(), time.thread_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     phase.elapsed_s = time.perf_counter() - began
     phase.cpu_self_s = time.process_time() - cpu0
+    phase.cpu_loop_s = time.thread_time() - loop0  # drive runs on the loop's thread
     phase.cpu_sims_s = cpu_seconds(sims_pid) - sims0
     phase.cpu_others_s = max(0.0, system_busy_seconds() - all0 - phase.cpu_self_s - phase.cpu_sims_s)
     return phase

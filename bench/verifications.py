@@ -338,6 +338,7 @@ def merged(name: str, phases: list[Phase]) -> Phase:
         total.cpu_sims_s += p.cpu_sims_s
         total.cpu_client_s += p.cpu_client_s
         total.cpu_others_s += p.cpu_others_s
+        total.cpu_loop_s += p.cpu_loop_s
         total.latencies_ms += p.latencies_ms
         for k, v in p.calls.items():
             total.calls[k] = total.calls.get(k, 0) + v
@@ -351,6 +352,21 @@ def _row(label: str, phase: Phase) -> str:
     return (f"{label:<30}{phase.rate:>9.1f}{phase.percentile(0.5):>9.1f}{phase.percentile(0.9):>9.1f}"
             f"{phase.percentile(0.99):>9.1f}{max(phase.latencies_ms, default=float('nan')):>9.1f}"
             f"{phase.failed:>8}{phase.total_calls / count:>13.2f}{cpu:>38}{_others(phase):>8.0%}")
+
+
+def _loop_line(b: Phase, a: Phase) -> str:
+    """Each side's event-loop thread, where its Python runs: CPU per verification and how busy it was. Both sides
+    are bound by that one thread, so the throughput ratio is about (b's CPU / a's CPU) × (a's busy / b's busy):
+    work the gateway does, and time its loop waits (for the GIL held by its other threads, or with every request
+    waiting on an administration)."""
+    def per(p: Phase) -> tuple[float, float]:
+        return p.cpu_loop_s * 1000 / max(p.done + p.failed, 1), p.cpu_loop_s / p.elapsed_s if p.elapsed_s else 0.0
+
+    (b_ms, b_busy), (a_ms, a_busy) = per(b), per(a)
+    if not (a_ms and b_ms and b_busy):
+        return "event-loop thread: not measured"
+    return (f"event-loop thread, CPU ms/verif and busy: (b) {b_ms:.2f}, {b_busy:.0%}; (a) {a_ms:.2f}, {a_busy:.0%} "
+            f"(CPU ratio b/a {b_ms / a_ms:.2f} x busy ratio a/b {a_busy / b_busy:.2f})")
 
 
 def _others(phase: Phase) -> float:
@@ -383,6 +399,7 @@ def report(opts: Options, results: Results, access_log_rows: int | None) -> int:
               f"one of {results.consents_granted:,} recorded consents")
     print(f"\nthroughput ratio gateway/baseline: {ratio:.2f}{spread}  (target >= {target:.2f})  {verdict}")
     print(f"p50 latency ratio gateway/baseline: {p50_ratio:.2f}")
+    print(_loop_line(b, a))
 
     disturbed = [p.name for pair in results.rounds for p in pair if _others(p) > 0.10]
     if disturbed:
