@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from types import MappingProxyType
@@ -42,6 +42,7 @@ Value = int | float | bool
 _PARAMETER_KEYS = frozenset({"description", "metadata", "values", "documentation"})
 _NODE_KEYS = frozenset({"description", "metadata", "documentation"})
 _VALUE_KEYS = frozenset({"value", "metadata", "reference"})
+IN_FORCE_CACHE = 64  # dates whose snapshot a tree keeps
 
 
 class _Loader(yaml.SafeLoader):
@@ -122,9 +123,22 @@ class ParameterTree:
     root: Path
     description: str
     parameters: Mapping[str, Parameter]
+    # in_force by date, worked out once per date (a verification asks it twice, and most ask for today); the tree
+    # is immutable, so an entry never goes stale; bounded, since callers choose past dates (``as_of``)
+    _in_force: dict[date, Snapshot | None] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def in_force(self, on: date) -> Snapshot | None:
         """The values in force on ``on``; None if any parameter has no value then (before the first date)."""
+        try:
+            return self._in_force[on]
+        except KeyError:
+            pass
+        if len(self._in_force) >= IN_FORCE_CACHE:
+            self._in_force.clear()
+        snapshot = self._in_force[on] = self._work_out(on)
+        return snapshot
+
+    def _work_out(self, on: date) -> Snapshot | None:
         values: dict[str, Value] = {}
         since: dict[str, date] = {}
         value_references: dict[str, str] = {}

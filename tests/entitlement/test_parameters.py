@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.entitlement.asd import RULES_DIR, load_rules
-from gateway.entitlement.parameters import ParameterError, load
+from gateway.entitlement.parameters import IN_FORCE_CACHE, ParameterError, load
 
 
 @pytest.fixture
@@ -46,6 +46,18 @@ def test_rates_in_force_by_date(on: date, in_school: int, not_in_school: int, or
     assert rules.values["eligibility.asd_threshold"] == 9.743001
     assert rules.values["eligibility.amo_tadamon_threshold"] == 9.3264284
     assert rules.effective_from == since
+
+
+def test_a_date_is_worked_out_once_and_the_dates_kept_are_bounded() -> None:
+    tree = load(RULES_DIR)
+    first = tree.in_force(date(2026, 3, 1))
+    assert first is not None and tree.in_force(date(2026, 3, 1)) is first  # the same snapshot, not worked out again
+    for day in range(1, 300):  # callers choose past dates (``as_of``): the dates kept stay bounded
+        snapshot = tree.in_force(date.fromordinal(date(2024, 1, 1).toordinal() + day))
+        assert snapshot is not None and snapshot.values["eligibility.asd_threshold"] == 9.743001
+    assert len(tree._in_force) <= IN_FORCE_CACHE
+    again = tree.in_force(date(2023, 11, 30))
+    assert again is None and tree.in_force(date(2023, 11, 30)) is None  # "nothing in force" is kept as well
 
 
 def test_nothing_in_force_before_the_programme_started() -> None:
