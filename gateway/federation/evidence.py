@@ -68,6 +68,8 @@ class Evidence:
     tallies: dict[str, SourceTally] = field(default_factory=dict)
     # each check's result once the answers are all in, by check name (a check resting on others reads theirs)
     results: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
+    # a family record as on ``today``, by idcs, with the answer it was made from (every check reads the family)
+    _families: dict[str, tuple[Record, Record]] = field(default_factory=dict, repr=False, compare=False)
 
     def get(self, operation: str, idcs: str | None) -> Answer | None:
         return self.answers.get((operation, idcs)) if idcs else None
@@ -79,7 +81,13 @@ class Evidence:
         if not isinstance(answer, Record):
             return None
         if operation == "family":
-            return _family_on(answer, self.today)
+            assert idcs is not None  # (an answer was found)
+            cached = self._families.get(idcs)
+            if cached is not None and cached[0] is answer:
+                return cached[1]
+            family = _family_on(answer, self.today)
+            self._families[idcs] = (answer, family)
+            return family
         return answer
 
     def sources(self) -> list[dict[str, Any]]:

@@ -98,3 +98,14 @@ def test_a_deceased_persons_age_is_the_age_at_death() -> None:
     alive = identity(evidence(person__1000000001=_person(True, None)))
     assert (dead["verdict"]["alive"], dead["verdict"]["age"]) == (False, 42)
     assert (alive["verdict"]["alive"], alive["verdict"]["age"]) == (True, 44)
+
+
+def test_the_family_as_on_the_day_is_worked_out_once_and_follows_a_new_answer() -> None:
+    ev = evidence(family__1000000001=FAMILY)
+    ev.today = date(2015, 1, 1)  # as on a day before two of the children were born
+    on_the_day = ev.record("family", "1000000001")
+    assert on_the_day is not None and [c["idcs"] for c in on_the_day.data["children"]] == ["1000000003", "1000000005"]
+    assert ev.record("family", "1000000001") is on_the_day  # every check reads it: the same record, once
+    later = rec("family", "civil_registry", idcs="1000000001", spouses=[], children=[])
+    ev.answers[("family", "1000000001")] = later  # (an answer given again) is never answered from the old one
+    assert ev.record("family", "1000000001") is later
