@@ -1,5 +1,7 @@
 """Parses request bodies strictly: JSON only, no duplicate keys, bounded depth, then the JSON Schema (as
-published, with the check vocabulary of the running gateway's registry: ``gateway/api/contract.py``)."""
+published, with the check vocabulary of the running gateway's registry: ``gateway/api/contract.py``). A body
+the schema plainly accepts is let through by the schema's compiled predicate (``gateway.api.fast_schema``);
+any other is validated in full, which names the error."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 from jsonschema import Draft202012Validator, ValidationError, validators
 
 from gateway.api.contract import SCHEMAS, document
+from gateway.api.fast_schema import Predicate, accepting
 from gateway.errors import BadRequest, UnsupportedMediaType
 from gateway.federation.checks.registry import CheckRegistry
 
@@ -41,6 +44,11 @@ def validator(name: str, checks: CheckRegistry) -> Any:
     schema = document(name, checks)
     Draft202012Validator.check_schema(schema)
     return StrictValidator(schema)
+
+
+@lru_cache(maxsize=64)
+def _plainly_valid(name: str, checks: CheckRegistry) -> Predicate | None:
+    return accepting(validator(name, checks).schema, _ecma_pattern)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -76,7 +84,11 @@ def parse_json(body: bytes, content_type: str, schema: str, checks: CheckRegistr
         raise BadRequest("the body is not valid UTF-8 JSON") from exc
     if _depth(data) > MAX_DEPTH:
         raise BadRequest("the body is nested too deeply")
-    errors = sorted(validator(schema, checks).iter_errors(data), key=lambda e: list(e.absolute_path))
+    plainly_valid = _plainly_valid(schema, checks)
+    if plainly_valid is not None and plainly_valid(data):
+        errors = []
+    else:
+        errors = sorted(validator(schema, checks).iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         first = errors[0]
         where = "/" + "/".join(str(p) for p in first.absolute_path)
