@@ -1,6 +1,7 @@
 """Small SQLite steps on the event loop, and the guard that takes them off it when the disk makes one wait.
 
-The replay cache decides each assertion, and the consent registry looks each consent up, in one short SQLite
+The replay cache decides each assertion, the consent registry looks each consent up, and the access log
+commits each turn's appends (then syncs them on its thread before anyone is answered), in one short SQLite
 transaction on the event loop rather than handing it to their thread (each hand-over of the GIL costs the
 loop more CPU than the step itself). Such a step normally touches only the operating system's page cache: a
 few pages read, or written to the WAL without waiting for the disk (``synchronous=NORMAL``), and it never

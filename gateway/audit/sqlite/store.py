@@ -4,18 +4,32 @@ Layout and migration: ``gateway.audit.sqlite.schema``. Each entry is stored with
 root after it; complete subtrees of 64 leaves and more go to ``merkle_nodes`` in the same transaction, and
 signed tree heads to ``tree_heads``. Proofs read a handful of rows (``Prover`` over the subtree table).
 
-SQLite is blocking, so nothing here runs on the event loop. Writes (appends, tree heads, pruning) run on one
-writer thread; concurrent appends are grouped into one transaction (group commit) which reads the tree's
-right edge under SQLite's write lock (``BEGIN IMMEDIATE``), so several processes may share the file and still
-grow one tree: the edge is kept in memory and checked against the last stored root, caught up or rebuilt
-(``Prover.compact_range``) when another process appended meanwhile. Short reads run on a reader thread with
-its own connection; a full verification or an export on a third thread, each over one read snapshot; searches
-on a fourth (``gateway.audit.sqlite.search``: the index is written in the same transaction as the entries).
+Appends are grouped into one transaction (group commit) which reads the tree's right edge under SQLite's write
+lock (``BEGIN IMMEDIATE``), so several processes may share the file and still grow one tree: the edge is kept
+in memory and checked against the last stored root, caught up or rebuilt (``Prover.compact_range``) when
+another process appended meanwhile.
+
+Where the append transaction runs: the appends queued in one turn of the event loop are committed there, on
+a connection of their own (``gateway.stores.on_loop.LoopConnection``: it never waits for the write lock) with
+``synchronous=NORMAL``, so the commit writes the WAL without waiting for the disk; then the writer thread
+``fsync``s the WAL, and only then are the callers answered. An entry is therefore on the disk before the
+answer it records leaves, exactly as with ``synchronous=FULL``, but the event loop never hands the GIL to a
+thread building the transaction: measured, that hand-over cost the loop more than the transaction itself.
+When the file is busy (another process appends), the guard has paused the loop's steps, or an ``fsync`` ever
+failed, the batch goes to the writer thread instead, which waits for the lock and commits with ``FULL`` as
+before. Everything else that writes (tree heads, checkpoints, pruning) runs on the writer thread; a tree head
+is signed only after the WAL is on the disk, so no head covers an entry a power cut could take back. Short
+reads run on a reader thread with its own connection; a full verification or an export on a third thread,
+each over one read snapshot; searches on a fourth (``gateway.audit.sqlite.search``: the index is written in
+the same transaction as the entries). Readers may see an entry in the moment between its commit and its
+``fsync``; no answer, head or proof rests on it before the ``fsync``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -25,6 +39,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO, TypeVar
+
+import structlog
 
 from gateway.audit.aggregates import Counts, HourlyRow, Key, hour_of, record_deltas
 from gateway.audit.merkle import CompactRange, SignedTreeHead, TreeHead
@@ -51,12 +67,18 @@ from gateway.audit.sqlite.tree import (
 )
 from gateway.audit.store import ChainBreak
 from gateway.crypto.keys import PublicKey, SigningKey
+from gateway.stores.on_loop import LoopConnection, LoopGuard
 
 __all__ = ["LogStatus", "SqliteAccessLog", "connect", "database_status", "export_database", "verify_database"]
 
+log = structlog.get_logger(__name__)
+
 T = TypeVar("T")
 Pending = tuple[bytes, IndexFields, list[tuple[Key, Counts]]]  # an entry, its index fields, its aggregates
+Waiting = tuple[asyncio.Future[int], asyncio.AbstractEventLoop]
+Outcome = tuple[asyncio.Future[int], asyncio.AbstractEventLoop, int | BaseException]
 PRUNE_CHUNK = 2048  # entries pruned per transaction, so appends never wait long
+CHECKPOINT_EVERY = 256  # loop commits between two WAL checkpoints (the loop's connection never checkpoints)
 MICROSECOND = timedelta(microseconds=1)
 
 
@@ -64,8 +86,17 @@ class SqliteAccessLog:
     """``AccessLog`` over one SQLite file; see the module docstring for the threads and the tree."""
 
     def __init__(self, path: Path, *, trusted_keys: Callable[[], Mapping[str, PublicKey]] | None = None,
-                 clock_ms: Callable[[], int] | None = None) -> None:
+                 clock_ms: Callable[[], int] | None = None, on_loop: bool = True,
+                 guard: LoopGuard | None = None) -> None:
         self.path = path
+        self._on_loop = on_loop  # False: every append on the writer thread (synchronous=FULL)
+        self._guard = guard or LoopGuard("access_log")
+        self._fast: LoopConnection | None = None  # the loop's connection (open() makes it)
+        self._fast_tree: Tree | None = None
+        self._commit_lock = threading.Lock()  # one write transaction at a time in this process (loop or thread)
+        self._unsynced: list[list[Outcome]] = []  # committed on the loop, their fsync still to come
+        self._wal_inode: int | None = None  # the WAL file synced last (a new one: its directory is synced too)
+        self._since_checkpoint = 0
         self.trusted_keys = trusted_keys
         self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="access-log")
@@ -91,6 +122,8 @@ class SqliteAccessLog:
         await self._write(self._open_writer)
         await self._read(self._open_reader)
         await asyncio.get_running_loop().run_in_executor(self._searcher, self._open_searcher)
+        if self._on_loop:  # (after the writer: the file exists, in WAL mode, at the current schema)
+            self._fast = LoopConnection(self.path, self._guard, ("synchronous=NORMAL", "wal_autocheckpoint=0"))
 
     def _open_writer(self) -> None:
         conn = connect(self.path)
@@ -109,6 +142,9 @@ class SqliteAccessLog:
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
+        if self._fast is not None:  # (a sync already submitted still runs: the writer drains before it stops)
+            self._fast.close()
+            self._fast = self._fast_tree = None
         if self._search_conn is not None:
             await loop.run_in_executor(self._searcher, self._search_conn.close)
         for tree, executor in ((self._read_tree, self._reader), (self._write_tree, self._writer)):
@@ -141,53 +177,153 @@ class SqliteAccessLog:
         with self._lock:
             self._pending.append((entry, future, loop))
             first = len(self._pending) == 1
-        if first:  # one flush drains everything queued meanwhile; it wakes the loop once, to settle (a submit, not
-            self._writer.submit(self._flush)  # run_in_executor, whose future would wake it a second time)
+        if first:  # one flush takes everything queued meanwhile: this turn of the loop's appends, in one commit
+            if self._fast is not None:
+                loop.call_soon(self._flush_on_loop)
+            else:  # it wakes the loop once, to settle (a submit, not run_in_executor, which would wake it twice)
+                self._writer.submit(self._flush)
         return await future
 
-    def _flush(self) -> None:
+    def _take(self) -> tuple[list[Pending], list[Waiting], list[Outcome]]:
+        """The queued appends: their entries, who waits for each, and the outcomes already known (a record that
+        could not even be serialised fails alone)."""
         with self._lock:
             batch, self._pending = self._pending, []
         entries: list[Pending] = []
-        outcomes: list[tuple[asyncio.Future[int], asyncio.AbstractEventLoop, int | BaseException]] = []
+        waiting: list[Waiting] = []
+        outcomes: list[Outcome] = []
         for entry, future, loop in batch:
             if isinstance(entry, BaseException):
                 outcomes.append((future, loop, entry))
             else:
                 entries.append(entry)
+                waiting.append((future, loop))
+        return entries, waiting, outcomes
+
+    def _flush_on_loop(self) -> None:
+        """On the event loop: commit the queued appends there (``synchronous=NORMAL``) and hand them to the writer
+        thread for the ``fsync`` before anyone is answered; to the thread altogether when the loop cannot."""
+        entries, waiting, outcomes = self._take()
+        if not entries:
+            _answer(outcomes)
+            return
+        fast = self._fast
+        if fast is not None:
+            try:
+                indices = fast.run(lambda conn: self._commit_on_loop(conn, entries))
+            except BaseException as exc:  # the log refused them (corrupt, full): nobody waits for a sync
+                _answer(outcomes + [(f, loop, exc) for f, loop in waiting])
+                return
+            if indices is not None:
+                committed = outcomes + [(f, loop, i) for (f, loop), i in zip(waiting, indices, strict=True)]
+                with self._lock:
+                    self._unsynced.append(committed)
+                    first = len(self._unsynced) == 1
+                if first:
+                    self._submit(self._sync, committed)
+                return
+        self._submit(self._flush, outcomes + [(f, loop, None) for f, loop in waiting], (entries, waiting, outcomes))
+
+    def _submit(self, fn: Callable[..., None], waiting: Sequence[tuple[asyncio.Future[int], asyncio.AbstractEventLoop,
+                                                                      object]], *args: object) -> None:
+        """``fn(*args)`` on the writer thread; if the log was closed meanwhile, ``waiting`` get that error."""
+        try:
+            self._writer.submit(fn, *args)
+        except RuntimeError as exc:  # (the executor is shut down)
+            _answer([(f, loop, exc) for f, loop, _ in waiting])
+
+    def _commit_on_loop(self, conn: sqlite3.Connection, entries: Sequence[Pending]) -> list[int] | None:
+        """The append transaction on the loop's connection; ``None`` when the writer thread is in a transaction
+        of its own (the batch then goes to the thread, behind it)."""
+        if not self._commit_lock.acquire(blocking=False):
+            return None
+        try:
+            if self._fast_tree is None or self._fast_tree.conn is not conn:
+                self._fast_tree = Tree(conn)
+            return self._append_rows(self._fast_tree, entries)
+        finally:
+            self._commit_lock.release()
+
+    def _sync(self) -> None:
+        """On the writer thread: the WAL to the disk, then every caller whose entry it holds is answered. After a
+        failed ``fsync`` the kernel may have dropped the pages it could not write, and a later ``fsync`` would
+        wrongly succeed: those callers get the error, and every later append commits with ``FULL`` on this
+        thread."""
+        with self._lock:
+            batches, self._unsynced = self._unsynced, []
+        try:
+            self._fsync_wal()
+        except Exception as exc:  # (anything at all: every caller must still be answered)
+            log.error("access_log_fsync_failed", error=str(exc))
+            self._on_loop, self._fast = False, None  # (the loop's connection is left to the collector)
+            _answer([(f, loop, exc) for batch in batches for f, loop, _ in batch])
+            return
+        _answer([outcome for batch in batches for outcome in batch])
+        self._since_checkpoint += len(batches)
+        if self._since_checkpoint >= CHECKPOINT_EVERY and self._write_tree is not None:
+            self._since_checkpoint = 0
+            try:  # passive: nobody waits for it; SQLite syncs the WAL before and the database after
+                self._writing().conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:
+                log.warning("access_log_checkpoint_failed", error=str(exc))
+
+    def _fsync_wal(self) -> None:
+        """Every frame written to the WAL so far, on the disk (and the WAL's directory entry, for a new WAL)."""
+        try:
+            fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+        except FileNotFoundError:  # checkpointed and removed: SQLite synced the database file itself
+            return
+        try:
+            os.fsync(fd)
+            inode = os.fstat(fd).st_ino
+        finally:
+            os.close(fd)
+        if inode != self._wal_inode:
+            directory = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+            self._wal_inode = inode
+
+    def _flush(self, taken: tuple[list[Pending], list[Waiting], list[Outcome]] | None = None) -> None:
+        """On the writer thread: the queued appends (or ``taken``) in one ``FULL`` transaction."""
+        entries, waiting, outcomes = taken if taken is not None else self._take()
         if entries:
-            waiting = [(f, loop) for e, f, loop in batch if not isinstance(e, BaseException)]
             try:
                 indices: list[int] | BaseException = self._commit(entries)
             except BaseException as exc:
                 indices = exc
             for i, (future, loop) in enumerate(waiting):
                 outcomes.append((future, loop, indices if isinstance(indices, BaseException) else indices[i]))
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], int | BaseException]]] = {}
-        for future, loop, outcome in outcomes:
-            by_loop.setdefault(loop, []).append((future, outcome))
-        for loop, settled in by_loop.items():  # one wake-up per event loop, not one per entry
-            loop.call_soon_threadsafe(_settle, settled)
+        _answer(outcomes)
 
     @contextmanager
-    def _write_transaction(self) -> Iterator[sqlite3.Connection]:
+    def _write_transaction(self, tree: Tree | None = None, *, locked: bool = False) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` (SQLite's write lock, across processes) ... ``COMMIT``, unless the body ended the
-        transaction itself; on any error, roll back and forget the cached right edge (it is read again)."""
-        conn = self._writing().conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            if conn.in_transaction:
-                conn.execute("COMMIT")
-        except BaseException:
-            self._edge = None
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        transaction itself; on any error, roll back and forget the cached right edge (it is read again). On the
+        writer's connection unless ``tree`` says otherwise; under this process's commit lock (taken here unless
+        ``locked``: the caller holds it)."""
+        conn = (tree or self._writing()).conn
+        with contextlib.nullcontext() if locked else self._commit_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+            except BaseException:
+                self._edge = None
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     def _commit(self, entries: Sequence[Pending]) -> list[int]:
-        tree = self._writing()
-        with self._write_transaction() as conn:
+        with self._commit_lock:
+            return self._append_rows(self._writing(), entries)
+
+    def _append_rows(self, tree: Tree, entries: Sequence[Pending]) -> list[int]:
+        """The append transaction over ``tree``'s connection; the caller holds the commit lock."""
+        with self._write_transaction(tree, locked=True) as conn:
             edge = tree.right_edge(self._edge)  # read under the write lock: another process may have appended
             rows: list[tuple[int, bytes, bytes, bytes]] = []
             nodes: list[tuple[int, int, bytes]] = []
@@ -212,6 +348,7 @@ class SqliteAccessLog:
     def _issue(self, key: SigningKey, log_id: str) -> SignedTreeHead | None:
         tree = self._writing()
         with self._write_transaction() as conn:  # one signer at a time, across processes: one head per size, ever
+            self._fsync_wal()  # every entry this head can cover is on the disk (the loop commits without waiting)
             latest = tree.latest_head()
             edge = tree.right_edge(self._edge)
             if size_to_sign(latest, edge.size, log_id) is None:  # (an empty log gets its first head, of size 0)
@@ -346,6 +483,15 @@ class SqliteAccessLog:
                     drop_pruned(conn, pruned)  # the index holds the same fields: retention removes it too
             if cut < first + PRUNE_CHUNK or cut >= covered:
                 return total
+
+
+def _answer(outcomes: Sequence[Outcome]) -> None:
+    """Each caller its index or its error, from any thread: one wake-up per event loop, not one per entry."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], int | BaseException]]] = {}
+    for future, loop, outcome in outcomes:
+        by_loop.setdefault(loop, []).append((future, outcome))
+    for loop, settled in by_loop.items():
+        loop.call_soon_threadsafe(_settle, settled)
 
 
 def _settle(settled: list[tuple[asyncio.Future[int], int | BaseException]]) -> None:
