@@ -128,3 +128,16 @@ async def test_concurrent_appends_get_consecutive_indices_either_way(tmp_path: P
     finally:
         await store.close()
     assert rows(tmp_path / "log.sqlite3") == 200
+
+
+async def test_appends_wait_on_the_loop_while_the_writer_thread_is_in_a_transaction(
+        log: SqliteAccessLog, fsyncs: Fsyncs) -> None:
+    log._commit_lock.acquire()  # the writer thread signing a head, say (a short transaction of this process)
+    try:
+        appending = asyncio.ensure_future(asyncio.gather(*(log.append(record(i)) for i in range(3))))
+        await asyncio.sleep(0.005)
+        assert not appending.done()
+    finally:
+        log._commit_lock.release()
+    assert sorted(await asyncio.wait_for(appending, 5)) == [0, 1, 2]
+    assert any(f.endswith("-wal") for f in fsyncs.files)  # committed on the loop after all, not queued on the thread

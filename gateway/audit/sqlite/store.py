@@ -79,6 +79,14 @@ Waiting = tuple[asyncio.Future[int], asyncio.AbstractEventLoop]
 Outcome = tuple[asyncio.Future[int], asyncio.AbstractEventLoop, int | BaseException]
 PRUNE_CHUNK = 2048  # entries pruned per transaction, so appends never wait long
 CHECKPOINT_EVERY = 256  # loop commits between two WAL checkpoints (the loop's connection never checkpoints)
+RETRY_S, RETRIES = 0.001, 20  # while the writer thread is in a transaction, the loop tries again this often
+
+
+class _Held:
+    """The writer thread is in a transaction of this process (a tree head, pruning, a batch of its own)."""
+
+
+HELD = _Held()
 MICROSECOND = timedelta(microseconds=1)
 
 
@@ -97,6 +105,7 @@ class SqliteAccessLog:
         self._unsynced: list[list[Outcome]] = []  # committed on the loop, their fsync still to come
         self._wal_inode: int | None = None  # the WAL file synced last (a new one: its directory is synced too)
         self._since_checkpoint = 0
+        self._retries = 0  # loop flushes in a row that found the writer thread in a transaction
         self.trusted_keys = trusted_keys
         self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="access-log")
@@ -214,7 +223,15 @@ class SqliteAccessLog:
             except BaseException as exc:  # the log refused them (corrupt, full): nobody waits for a sync
                 _answer(outcomes + [(f, loop, exc) for f, loop in waiting])
                 return
-            if indices is not None:
+            if isinstance(indices, _Held) and self._retries < RETRIES:  # soon over: try again, rather than queue
+                self._retries += 1  # behind the thread (a cascade: each batch would then find the thread busy)
+                with self._lock:
+                    self._pending[:0] = [(e, f, loop) for e, (f, loop) in zip(entries, waiting, strict=True)]
+                _answer(outcomes)
+                asyncio.get_running_loop().call_later(RETRY_S, self._flush_on_loop)
+                return
+            self._retries = 0
+            if isinstance(indices, list):
                 committed = outcomes + [(f, loop, i) for (f, loop), i in zip(waiting, indices, strict=True)]
                 with self._lock:
                     self._unsynced.append(committed)
@@ -232,11 +249,11 @@ class SqliteAccessLog:
         except RuntimeError as exc:  # (the executor is shut down)
             _answer([(f, loop, exc) for f, loop, _ in waiting])
 
-    def _commit_on_loop(self, conn: sqlite3.Connection, entries: Sequence[Pending]) -> list[int] | None:
-        """The append transaction on the loop's connection; ``None`` when the writer thread is in a transaction
-        of its own (the batch then goes to the thread, behind it)."""
+    def _commit_on_loop(self, conn: sqlite3.Connection, entries: Sequence[Pending]) -> list[int] | _Held:
+        """The append transaction on the loop's connection; ``HELD`` when the writer thread is in a transaction
+        of its own."""
         if not self._commit_lock.acquire(blocking=False):
-            return None
+            return HELD
         try:
             if self._fast_tree is None or self._fast_tree.conn is not conn:
                 self._fast_tree = Tree(conn)
