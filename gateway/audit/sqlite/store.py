@@ -237,17 +237,16 @@ class SqliteAccessLog:
                     self._unsynced.append(committed)
                     first = len(self._unsynced) == 1
                 if first:
-                    self._submit(self._sync, committed)
+                    self._submit(self._sync, [(f, loop) for f, loop, _ in committed])
                 return
-        self._submit(self._flush, outcomes + [(f, loop, None) for f, loop in waiting], (entries, waiting, outcomes))
+        self._submit(self._flush, waiting + [(f, loop) for f, loop, _ in outcomes], (entries, waiting, outcomes))
 
-    def _submit(self, fn: Callable[..., None], waiting: Sequence[tuple[asyncio.Future[int], asyncio.AbstractEventLoop,
-                                                                      object]], *args: object) -> None:
+    def _submit(self, fn: Callable[..., None], waiting: Sequence[Waiting], *args: object) -> None:
         """``fn(*args)`` on the writer thread; if the log was closed meanwhile, ``waiting`` get that error."""
         try:
             self._writer.submit(fn, *args)
         except RuntimeError as exc:  # (the executor is shut down)
-            _answer([(f, loop, exc) for f, loop, _ in waiting])
+            _answer([(f, loop, exc) for f, loop in waiting])
 
     def _commit_on_loop(self, conn: sqlite3.Connection, entries: Sequence[Pending]) -> list[int] | _Held:
         """The append transaction on the loop's connection; ``HELD`` when the writer thread is in a transaction
