@@ -66,7 +66,7 @@ from gateway.web.checkpoint import BEACON, CheckpointBeacon
 from gateway.web.checkpoint import add_header as add_checkpoint_header
 from gateway.web.metrics import Metrics, route_of
 from gateway.web.metrics import handler as metrics_handler
-from gateway.web.protocol import PARSER_REFUSALS, ParserRefusals
+from gateway.web.protocol import PARSER_REFUSALS, REFUSAL_SIGNER, ParserRefusals, RefusalSigner
 from gateway.web.state import (
     AUDIT_NOTE,
     BATCHES,
@@ -236,7 +236,8 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
     counted = False
     if logged and runtime is not None and not corrupt:
         response, counted = await _log_step(request, response, runtime, request_id, started, log_down)
-    body = response.body if isinstance(response.body, bytes) else b""
+    # what the client receives: a HEAD answer has the GET's headers and no body, so its signature is over b""
+    body = response.body if isinstance(response.body, bytes) and request.method != "HEAD" else b""
     if runtime is not None:
         question = request_digest(str(request[AUDIT_NOTE].detail.get("jti", "")), request.get(REQUEST_BODY, b""))
         response.headers[SIGNATURE_HEADER] = sign_detached(runtime.signing_key, body, request_id,
@@ -247,6 +248,16 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
         log.info("request", method=request.method, path=request.path, status=response.status,
                  latency_ms=round((time.perf_counter() - started) * 1000, 2))
     return response
+
+
+def _refusal_signer(app: web.Application) -> RefusalSigner:
+    """Signs a parser refusal with the current key; no request was read, so its question is empty."""
+    question = request_digest("", b"")
+
+    def sign(body: bytes, request_id: str) -> str:
+        return sign_detached(app[RUNTIME].signing_key, body, request_id, request_sha256=question)
+
+    return sign
 
 
 def _replay_cache(settings: Settings) -> ReplayCache:
@@ -405,6 +416,7 @@ def create_app(settings: Settings, tracer_provider: TracerProvider | None = None
     )
     app[SETTINGS] = settings
     app[PARSER_REFUSALS] = ParserRefusals()  # what GatewayRunner's connections count (shown by /readyz)
+    app[REFUSAL_SIGNER] = _refusal_signer(app)  # and how they sign their answers
     app.on_response_prepare.append(_plain_server_header)
     app[BEACON] = CheckpointBeacon()
     app.on_response_prepare.append(add_checkpoint_header)  # Log-Checkpoint on every answer

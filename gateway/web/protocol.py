@@ -14,8 +14,11 @@ with those bytes. Here that answer is ours instead:
 - a count per status in ``ParserRefusals``, published by ``/readyz`` as ``unparsable_requests`` and by
   ``/metrics`` as ``anss_gateway_unparsable_requests_total{status}``.
 
-Such a refusal has no request id, is not signed and is not an access-log entry: it carries no identity and
-reaches nothing (docs/security.md, known limits).
+Such a refusal is signed like every other answer (``X-JWS-Signature`` over its body, with the ``request_id`` of
+its body, also sent as ``X-Request-Id``, and ``request_sha256`` over an empty ``jti`` and an empty body: no
+request was read), but it is not an access-log entry: it carries no identity and reaches nothing
+(docs/security.md, known limits). The app gives the signer (``REFUSAL_SIGNER``), so that a rotated key signs
+from its first refusal on.
 
 aiohttp offers no public hook for this answer, so ``GatewayRunner`` builds its ``Server`` as ``AppRunner``
 does and has it make ``GatewayProtocol`` connections; ``tests/gateway/test_hostile_callers.py`` pins the
@@ -28,6 +31,7 @@ import math
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +40,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from gateway.crypto.jws import SIGNATURE_HEADER
 from gateway.errors import (
     PROBLEM_CONTENT_TYPE,
     BadRequest,
@@ -45,7 +50,7 @@ from gateway.errors import (
     problem_body,
 )
 
-__all__ = ["PARSER_REFUSALS", "GatewayProtocol", "GatewayRunner", "ParserRefusals"]
+__all__ = ["PARSER_REFUSALS", "REFUSAL_SIGNER", "GatewayProtocol", "GatewayRunner", "ParserRefusals", "RefusalSigner"]
 log = structlog.get_logger("gateway")
 SERVER = "anss-gateway"
 
@@ -74,6 +79,8 @@ class ParserRefusals:
 
 
 PARSER_REFUSALS: web.AppKey[ParserRefusals] = web.AppKey("parser_refusals", ParserRefusals)
+RefusalSigner = Callable[[bytes, str], str]  # (body, request id) -> the X-JWS-Signature value
+REFUSAL_SIGNER: web.AppKey[RefusalSigner] = web.AppKey("refusal_signer")
 
 
 def _error_for(status: int) -> GatewayError:
@@ -87,9 +94,10 @@ def _error_for(status: int) -> GatewayError:
 class GatewayProtocol(RequestHandler):
     """aiohttp's connection handler, answering parser-level refusals as the module says."""
 
-    __slots__ = ("refusals",)
+    __slots__ = ("refusals", "sign")
 
     refusals: ParserRefusals
+    sign: RefusalSigner | None
 
     def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
@@ -97,25 +105,32 @@ class GatewayProtocol(RequestHandler):
         if request.writer.output_size > 0:  # part of an answer is out already: the connection is broken
             raise ConnectionError("response already started; no error answer can follow")
         error = _error_for(status)
-        response = web.Response(body=problem_body(error, uuid.uuid4().hex), status=status,
-                                content_type=PROBLEM_CONTENT_TYPE, headers={"Server": SERVER})
+        request_id = uuid.uuid4().hex
+        body = problem_body(error, request_id)
+        headers = {"Server": SERVER, "X-Request-Id": request_id}
+        if self.sign is not None:
+            headers[SIGNATURE_HEADER] = self.sign(body, request_id)
+        response = web.Response(body=body, status=status, content_type=PROBLEM_CONTENT_TYPE, headers=headers)
         response.force_close()
         return response
 
 
 class _GatewayServer(web.Server):
-    def __init__(self, *args: Any, refusals: ParserRefusals, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, refusals: ParserRefusals, sign: RefusalSigner | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.refusals = refusals
+        self.sign = sign
 
     def __call__(self) -> RequestHandler:
         protocol = GatewayProtocol(self, loop=self._loop, **self._kwargs)
         protocol.refusals = self.refusals
+        protocol.sign = self.sign
         return protocol
 
 
 class GatewayRunner(web.AppRunner):
-    """An ``AppRunner`` whose connections are ``GatewayProtocol``; counts go to the app's ``PARSER_REFUSALS``."""
+    """An ``AppRunner`` whose connections are ``GatewayProtocol``; counts go to the app's ``PARSER_REFUSALS``,
+    answers are signed by its ``REFUSAL_SIGNER`` (unsigned for an app that gives none)."""
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
@@ -124,4 +139,4 @@ class GatewayRunner(web.AppRunner):
             refusals = ParserRefusals()
         return _GatewayServer(server.request_handler, request_factory=server.request_factory,
                               handler_cancellation=server.handler_cancellation, refusals=refusals,
-                              **server._kwargs)
+                              sign=self.app.get(REFUSAL_SIGNER), **server._kwargs)

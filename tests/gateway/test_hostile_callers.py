@@ -9,6 +9,8 @@ import aiohttp
 import orjson
 import pytest
 
+from gateway.crypto.jws import request_digest, verify_detached
+from gateway.crypto.keys import public_from_jwk
 from tests.gateway.conftest import Stack
 from tests.gateway.test_refusals import PATH, assert_problem, assert_still_serving, bearer, last_entry, raw_post
 
@@ -176,6 +178,12 @@ async def test_parser_refusals_quote_nothing_back_and_are_counted(stack: Stack, 
     doc = orjson.loads(answer)
     assert (doc["status"], doc["code"]) == (400, "invalid_request")
     assert doc["detail"] == "the HTTP request could not be parsed"
+    headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n")[1:])
+    assert headers["X-Request-Id"] == doc["request_id"]
+    async with stack.client.session.get(stack.gateway.url + "/.well-known/jwks.json") as resp:
+        gateway_keys = {k["kid"]: public_from_jwk(k) for k in (await resp.json(content_type=None))["keys"]}
+    signed = verify_detached(headers["X-JWS-Signature"], answer, gateway_keys)  # signed like any answer
+    assert (signed["request_id"], signed["request_sha256"]) == (doc["request_id"], request_digest("", b""))
     assert await _unparsable_count(stack) == before + 1
     async with stack.client.session.get(stack.gateway.url + "/metrics") as resp:
         metrics = await resp.text()

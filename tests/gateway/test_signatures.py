@@ -103,3 +103,22 @@ async def test_a_refused_request_is_bound_with_an_empty_jti(stack: Stack) -> Non
         assert resp.status == 401, answer
         header = verify_detached(signature, answer, jwks_keys)
         assert header["request_sha256"] == keys.b64url(hashlib.sha256(b"\n" + body).digest()), authorization
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("HEAD", "/healthz", 200), ("HEAD", "/.well-known/jwks.json", 200), ("HEAD", "/v1/verifications", 405)])
+async def test_a_head_answer_is_signed_over_the_empty_body_it_carries(stack: Stack, method: str, path: str,
+                                                                     status: int) -> None:
+    """A HEAD answer has the GET's headers and no body: its signature covers what arrived, the empty body."""
+    async with stack.client.session.get(stack.gateway.url + "/.well-known/jwks.json") as resp:
+        key_set = KeySet.import_key_set(await resp.json(content_type=None))
+    async with stack.client.session.request(method, stack.gateway.url + path) as resp:
+        body = await resp.read()
+        token = resp.headers["X-JWS-Signature"]
+    assert (resp.status, body) == (status, b"")
+    verified = jws.deserialize_compact(token, key_set, algorithms=["EdDSA"], registry=REGISTRY, payload=b"")
+    assert verified.protected["request_id"] == resp.headers["X-Request-Id"]
+    async with stack.client.session.get(stack.gateway.url + path) as resp:  # the GET's body is not what HEAD got
+        got = await resp.read()
+    with pytest.raises(BadSignatureError):
+        jws.deserialize_compact(token, key_set, algorithms=["EdDSA"], registry=REGISTRY, payload=got)
