@@ -43,6 +43,9 @@ def witnessing_settings(audit: Mapping[str, Any], where: str, config_dir: Path) 
     origin = get(audit, "checkpoint_origin", str, where, "") or None
     if origin is not None and ("\n" in origin or not origin.strip()):
         raise ConfigError(f"{where}: `checkpoint_origin` must be one non-empty line")
+    if origin is not None and ("+" in origin or any(c.isspace() or ord(c) < 0x20 for c in origin)):
+        # the origin is also the name of the key that signs the checkpoints (signed-note key names)
+        raise ConfigError(f"{where}: `checkpoint_origin` names the checkpoints' signing key: no spaces or '+'")
     entries = get(audit, "witnesses", list, where, [])
     witnesses = []
     for number, entry in enumerate(entries, start=1):

@@ -9,7 +9,8 @@ the new checkpoint and answers 200 with its cosignature (``checkpoint.cosign``, 
 Refused submissions that the log did sign are kept as evidence and logged at critical level.
 
 ``GET /checkpoint?origin=<origin>`` (ours, not in the protocol, which has no read endpoint) answers the latest
-checkpoint held for a log: the note as submitted (the log's signature) with a fresh cosignature by this witness
+checkpoint held for a log: the note as submitted with the log's signatures that verified (a line by any other
+key is dropped: the witness vouches for nothing it did not check) and a fresh cosignature by this witness
 appended (its time is when it was read), so that a verifier can check a local log against what the witness holds
 (``anss-gateway audit verify``). 400 without an origin, 404 for an origin it does not witness or holds nothing of.
 """
@@ -29,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.audit.checkpoint import (
     Checkpoint,
     CheckpointError,
+    Note,
     add_signatures,
     cosign,
     open_note,
@@ -72,13 +74,14 @@ class Witness:
         if witnessed is None:
             raise WitnessRefusal(404, "unknown log origin")
         try:
-            open_note(request.note, witnessed.vkeys)
+            opened, verified = open_note(request.note, witnessed.vkeys)
         except CheckpointError as exc:
             raise WitnessRefusal(403, f"no valid signature by the log: {exc}") from exc
+        held_note = Note(opened.text, verified).render()  # kept and served: the log's verified signatures only
         if request.old_size > checkpoint.size:
             raise WitnessRefusal(400, "the old size is larger than the checkpoint's")
         try:
-            await self.state.advance(checkpoint.origin, checkpoint.size, checkpoint.root_hash, request.note,
+            await self.state.advance(checkpoint.origin, checkpoint.size, checkpoint.root_hash, held_note,
                                      lambda held: judge(held, request, checkpoint))
         except StaleSize as exc:
             raise WitnessRefusal(409, "the held size changed meanwhile", size=exc.size) from exc

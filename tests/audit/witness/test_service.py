@@ -252,3 +252,18 @@ async def test_the_latest_checkpoint_is_read_back_cosigned(
     # a rollback refused leaves what it holds, and what it answers, unchanged
     assert (await post(session, witness, MemoryLog(3).request(0)))[0] == 409
     assert cp.open_checkpoint((await read(ORIGIN))[1], [LOG_VKEY]).size == 7
+
+
+async def test_the_checkpoint_read_back_carries_only_signatures_the_witness_checked(
+        witness: RunningWitness, session: aiohttp.ClientSession) -> None:
+    """A line by a key the witness does not know is ignored when cosigning (signed-note) and not served back:
+    a verifier trusting that other key would otherwise refuse the whole note the witness vouches for."""
+    log = MemoryLog(4)
+    junk = cp.NoteSignature("other.example/w", b"\x01\x02\x03\x04", bytes(64))
+    note = cp.add_signatures(log.note(), [junk])
+    assert (await post(session, witness, AddCheckpoint(0, (), note).encode()))[0] == 200
+    async with session.get(witness.url + "/checkpoint", params={"origin": ORIGIN}) as response:
+        served = await response.text()
+    assert junk.line() not in served
+    assert [s.name for s in cp.parse_note(served).signatures] == [ORIGIN, "cndp.ma/witness"]
+    assert cp.open_checkpoint(served, [LOG_VKEY]).size == 4
