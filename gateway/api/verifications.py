@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 
 import orjson
@@ -31,11 +32,16 @@ async def create_verification(request: web.Request) -> web.Response:
     return response
 
 
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 def _as_of(requested: str | None) -> date | None:
     """An earlier date to verify as on (retroactive checks), or None for today; never in the future."""
     if requested is None:
         return None
-    try:
+    try:  # exactly YYYY-MM-DD: fromisoformat alone also takes 20251201 and week dates (2025-W49-1)
+        if not _ISO_DAY.fullmatch(requested):
+            raise ValueError(requested)
         day = date.fromisoformat(requested)
     except ValueError:
         raise BadRequest(f"as_of {requested!r} is not a date (YYYY-MM-DD)", "invalid_request") from None

@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.gateway.conftest import Stack, build_stack
 
 PURPOSE = "asd.eligibility"
@@ -202,3 +204,21 @@ async def test_as_of_before_a_birth_leaves_out_who_was_not_born_yet(stack: Stack
     born_later = await stack.client.verify({"idcs": youngest.idcs}, "asd.eligibility", "CASE-UNBORN",
                                            ["identity"], as_of=before.isoformat())
     assert (born_later.status, born_later.json()["code"]) == (404, "subject_not_found")
+
+
+@pytest.mark.parametrize("as_of", ["20251201", "2025-W49-1", "2025-12", "2025-12-1", "2025-02-30"])
+async def test_as_of_is_a_calendar_date_written_yyyy_mm_dd(stack: Stack, as_of: str) -> None:
+    """``date.fromisoformat`` alone reads 20251201 and week dates; the contract is RFC 3339's full-date."""
+    answer = await stack.client.verify({"idcs": head(stack, "amo_tadamon")}, PURPOSE, "ASD-form",
+                                       ["asd_entitlement"], as_of=as_of)
+    assert answer.status == 400 and answer.json()["code"] == "invalid_request"
+    assert direct_as_of(as_of) is None
+
+
+def direct_as_of(as_of: str) -> None:
+    """The same refusal where batches read it (a query parameter, no request schema in front)."""
+    from gateway.api.verifications import _as_of
+    from gateway.errors import BadRequest
+
+    with pytest.raises(BadRequest, match="is not a date"):
+        _as_of(as_of)
