@@ -69,11 +69,19 @@ class BadRequest(GatewayError, ValueError):
     default_code = "invalid_request"
 
 
+CHALLENGE = 'Bearer realm="anss-gateway"'
+TOKEN_CHALLENGE = CHALLENGE + ', error="invalid_token"'  # RFC 6750 section 3.1: a token came, and was refused
+
+
 class Unauthenticated(GatewayError, PermissionError):
+    """401: without a token (``unauthenticated``) the challenge names the scheme only; a token that was sent and
+    refused (``invalid_assertion``, ``assertion_replayed``) adds ``error="invalid_token"`` (RFC 6750 section 3)."""
+
     default_code = "unauthenticated"
 
     def __init__(self, detail: str, code: str | None = None) -> None:
-        super().__init__(detail, code, {"WWW-Authenticate": 'Bearer realm="anss-gateway"'})
+        challenge = CHALLENGE if (code or self.default_code) == self.default_code else TOKEN_CHALLENGE
+        super().__init__(detail, code, {"WWW-Authenticate": challenge})
 
 
 class Forbidden(GatewayError, PermissionError):

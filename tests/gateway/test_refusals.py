@@ -190,7 +190,9 @@ async def test_authentication_refusals(stack: Stack, case: str) -> None:
         headers = {"Authorization": f"Bearer {forged_header}.{real[1]}.{keys.b64url(mac)}"}
     status, doc, resp_headers = await raw_post(stack, body, headers)
     assert_problem(status, doc, *CASES[case])
-    assert "Bearer" in resp_headers.get("WWW-Authenticate", "")
+    # RFC 6750 section 3: error="invalid_token" only when a token was sent and refused
+    assert resp_headers.get("WWW-Authenticate") == ('Bearer realm="anss-gateway"' if CASES[case][1] == "unauthenticated"
+                                                    else 'Bearer realm="anss-gateway", error="invalid_token"')
     entry = await last_entry(stack)
     assert (entry["status"], entry["outcome"], entry["request_id"]) == (CASES[case][0], CASES[case][1],
                                                                        doc["request_id"])
