@@ -109,7 +109,10 @@ class GatewayProtocol(RequestHandler):
         body = problem_body(error, request_id)
         headers = {"Server": SERVER, "X-Request-Id": request_id}
         if self.sign is not None:
-            headers[SIGNATURE_HEADER] = self.sign(body, request_id)
+            try:
+                headers[SIGNATURE_HEADER] = self.sign(body, request_id)
+            except Exception:  # (no key: the app is stopping) the refusal goes out unsigned rather than not at all
+                log.warning("parser_refusal_unsigned")
         response = web.Response(body=body, status=status, content_type=PROBLEM_CONTENT_TYPE, headers=headers)
         response.force_close()
         return response
