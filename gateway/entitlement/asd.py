@@ -48,10 +48,9 @@ REQUIRED: dict[str, type] = {
 
 
 def load_rules(root: Path = RULES_DIR) -> ParameterTree:
-    """The ASD parameter tree, checked to hold every parameter this evaluator reads."""
-    tree = load(root)
-    tree.require(REQUIRED)
-    return tree
+    """The ASD parameter tree, checked to hold every parameter this evaluator reads, each of the kind it reads;
+    a date on which one of them has no value has no rates in force (``in_force`` is None)."""
+    return load(root).require(REQUIRED)
 
 
 @dataclass(frozen=True)

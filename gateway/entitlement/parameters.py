@@ -1,58 +1,91 @@
 """Dated rule parameters in OpenFisca's YAML parameter format, and which values are in force on a date.
 
-A tree is a directory. A sub-directory is a *node*; its optional ``index.yaml`` holds ``description``,
-``metadata`` and ``documentation``. Any other ``*.yaml`` file is a *parameter* (its name is the path with
-dots, e.g. ``children.ranks_1_3.not_in_school``)::
+What loads (OpenFisca's format, https://openfisca.org/doc/coding-the-legislation/legislation_parameters.html):
 
-    description: Rank 1–3 child aged 6–20 and not in school
-    metadata:
-      unit: currency-MAD
-      reference: Décrets n° 2.23.1067 et n° 2.23.1068
-    values:
-      2023-12-01:
-        value: 150
-        metadata:
-          reference: the legal text this value comes from
-      2025-11-01:
-        value: 175
-        reference: ...          # a value's reference may also sit beside it
+- A tree is a directory. A sub-directory is a *node*; its optional ``index.yaml`` (may be empty) holds
+  ``description``, ``metadata``, ``documentation`` and the older top-level ``unit`` / ``reference``, all
+  optional. Any other ``*.yaml`` / ``*.yml`` file is a *parameter* or a *node* written as one file (its keys
+  other than those five are its children). Names are paths with dots (``children.ranks_1_3.not_in_school``).
+- A parameter has ``values``, a mapping of dates (``YYYY-MM-DD``) to a value, and optionally ``description``,
+  ``metadata`` (any keys; ``unit`` and ``reference`` are read), ``documentation``, ``unit`` and ``reference``.
+  A file of dates alone (no ``values``) is a parameter too. A value is written plain (``2023-12-01: 150``,
+  ``2030-01-01: null``) or as ``{value, metadata, unit, reference}``; an entry marked ``expected`` is skipped.
+- A value is a number, ``true``/``false`` or ``null``; it applies from its date until the next one, and
+  ``null`` means no value from then (the parameter is absent, not the others). Not supported, refused:
+  scales (``brackets``), lists of values, non-finite numbers.
+- A reference is a text, ``{title, href}``, a list of those, or, on a parameter, a mapping of dates to those
+  (the one of the latest date on or before a value's date applies to it); it is normalised to one text.
 
-A value applies from its date until the next one; ``value: null`` ends the parameter. Every mistake is
-found when the tree loads and reported in one line naming the file and the key (``ParameterError``).
-Loading reads files (do it at start-up, never on the event loop's hot path); ``in_force`` is pure.
+The project's one addition: every value in force must name its legal basis, its own reference or its
+parameter's (``metadata.reference`` or ``reference``), since every amount paid must cite the text it comes
+from. Every mistake is found when the tree loads (duplicate keys, a name defined twice, a date not written
+``YYYY-MM-DD``, a value of the wrong kind for the evaluator reading it: ``ParameterTree.require``) and is
+reported in one line naming the file and the key (``ParameterError``). Loading reads files (do it at
+start-up, never on the event loop's hot path); ``in_force`` is pure.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from bisect import bisect_right
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import yaml
+from yaml.constructor import ConstructorError
 
 from gateway.config.toml import ConfigError
 
 __all__ = ["Parameter", "ParameterError", "ParameterTree", "Snapshot", "load"]
 
 Value = int | float | bool
-_PARAMETER_KEYS = frozenset({"description", "metadata", "values", "documentation"})
-_NODE_KEYS = frozenset({"description", "metadata", "documentation"})
-_VALUE_KEYS = frozenset({"value", "metadata", "reference"})
+_COMMON_KEYS = frozenset({"description", "metadata", "documentation", "unit", "reference"})
+_PARAMETER_KEYS = _COMMON_KEYS | {"values"}
+_VALUE_KEYS = frozenset({"value", "metadata", "unit", "reference"})
+_REFERENCE_KEYS = frozenset({"title", "href"})
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_EXTENSIONS = (".yaml", ".yml")
 IN_FORCE_CACHE = 64  # dates whose snapshot a tree keeps
+
+# A parameter-level reference: (from which date, or None for all, text), by date
+_Dated = tuple[tuple[date | None, str], ...]
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML's safe loader, but an ISO date stays text: this module parses it and names the key if it is wrong."""
+    """YAML's safe loader, but an ISO date stays text (this module parses it and names the key if it is wrong),
+    and a mapping with a key twice is refused."""
 
 
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+
+
+def _unique_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Iterator[dict[Any, Any]]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.get(key)
+        except TypeError:
+            raise ConstructorError(None, None, "a key must be a plain value", key_node.start_mark) from None
+        if first is not None:
+            raise ConstructorError(None, None, f"duplicate key {key!r} (first on line {first})", key_node.start_mark)
+        seen[key] = key_node.start_mark.line + 1
+    data: dict[Any, Any] = {}
+    yield data
+    data.update(loader.construct_mapping(node))
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _unique_keys)
 
 
 class ParameterError(ConfigError):
@@ -64,38 +97,48 @@ class Parameter:
     """One parameter: its values by effective date (ascending), each with its legal reference."""
 
     name: str
-    description: str
-    unit: str
-    reference: str
+    description: str  # "" when none
+    unit: str  # "" when none
+    reference: str  # the parameter's own reference ("" when none; dated ones joined, each with its date)
     dates: tuple[date, ...]
     values: tuple[Value | None, ...]
-    references: tuple[str, ...]
+    references: tuple[str, ...]  # each value's: its own, else the parameter's ("" for a null)
+    bases: tuple[str, ...]  # each value's: the parameter's on its date, else the value's own ("" for a null)
+    file: Path  # where it is defined, and the key of each value there (for messages)
+    keys: tuple[str, ...]
 
     def at(self, on: date) -> tuple[date, Value, str] | None:
         """(effective date, value, reference) in force on ``on``, or None before the first or after an end."""
-        i = bisect_right(self.dates, on) - 1
-        if i < 0 or self.values[i] is None:
+        i = self._index(on)
+        if i is None:
             return None
         value = self.values[i]
         assert value is not None
         return self.dates[i], value, self.references[i]
 
+    def _index(self, on: date) -> int | None:
+        i = bisect_right(self.dates, on) - 1
+        return None if i < 0 or self.values[i] is None else i
+
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The parameters in force on one date: ``values[name]``, since when each applies, each parameter's
-    legal reference (``references``) and the reference of the value in force (``value_references``)."""
+    """The parameters in force on one date (one without a value then is absent): ``values[name]``, since when
+    each applies, each one's legal reference (``references``: the parameter's, else its value's) and the
+    reference of the value in force (``value_references``: its own, else the parameter's)."""
 
     on: date
     values: Mapping[str, Value]
     since: Mapping[str, date]
     references: Mapping[str, str]
     value_references: Mapping[str, str]
+    required: frozenset[str] = frozenset()
 
     @property
     def effective_from(self) -> date:
-        """The date of the rate table in use: the latest effective date among the values in force."""
-        return max(self.since.values())
+        """The date of the rate table in use: the latest effective date among the values an evaluator reads
+        (``ParameterTree.require``), or among all in force when it named none."""
+        return max(self.since[n] for n in self.required) if self.required else max(self.since.values())
 
     def number(self, name: str) -> float:
         value = self.values[name]
@@ -118,17 +161,18 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class ParameterTree:
-    """Every parameter of a tree, by dotted name."""
+    """Every parameter of a tree, by dotted name, and those an evaluator requires (``require``)."""
 
     root: Path
     description: str
     parameters: Mapping[str, Parameter]
+    required: frozenset[str] = frozenset()
     # in_force by date, worked out once per date (a verification asks it twice, and most ask for today); the tree
     # is immutable, so an entry never goes stale; bounded, since callers choose past dates (``as_of``)
     _in_force: dict[date, Snapshot | None] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def in_force(self, on: date) -> Snapshot | None:
-        """The values in force on ``on``; None if any parameter has no value then (before the first date)."""
+        """The values in force on ``on``; None if a required parameter has none then, or no parameter has."""
         try:
             return self._in_force[on]
         except KeyError:
@@ -141,27 +185,39 @@ class ParameterTree:
     def _work_out(self, on: date) -> Snapshot | None:
         values: dict[str, Value] = {}
         since: dict[str, date] = {}
+        references: dict[str, str] = {}
         value_references: dict[str, str] = {}
         for name, parameter in self.parameters.items():
-            found = parameter.at(on)
-            if found is None:
-                return None
-            since[name], values[name], value_references[name] = found
-        references = {name: p.reference for name, p in self.parameters.items()}
+            i = parameter._index(on)
+            if i is not None:
+                value = parameter.values[i]
+                assert value is not None
+                values[name], since[name] = value, parameter.dates[i]
+                references[name], value_references[name] = parameter.bases[i], parameter.references[i]
+        if not values or not self.required <= values.keys():
+            return None
         return Snapshot(on, MappingProxyType(values), MappingProxyType(since), MappingProxyType(references),
-                        MappingProxyType(value_references))
+                        MappingProxyType(value_references), self.required)
 
-    def require(self, names: Mapping[str, type]) -> None:
-        """Every parameter an evaluator needs is present with values of the right kind (numbers or flags)."""
+    def require(self, names: Mapping[str, type]) -> ParameterTree:
+        """This tree, checked to hold every parameter an evaluator reads with values of the kind it reads them as
+        (``bool``: true/false; ``int``: a whole number; ``float``: a number); its snapshots are then None on a
+        date one of them has no value, and date the rate table by them alone."""
         for name, kind in names.items():
             parameter = self.parameters.get(name)
-            where = self.root / (name.replace(".", "/") + ".yaml")
             if parameter is None:
+                where = self.root / (name.replace(".", "/") + ".yaml")
                 raise ParameterError(f"{where}: missing: the parameter {name!r} is required")
-            for day, value in zip(parameter.dates, parameter.values, strict=True):
-                if value is not None and (kind is bool) != isinstance(value, bool):
-                    raise ParameterError(f"{where}: values.{day}.value: must be "
-                                         f"{'true or false' if kind is bool else 'a number'}")
+            for key, value in zip(parameter.keys, parameter.values, strict=True):
+                if value is None:
+                    continue
+                if kind is bool and not isinstance(value, bool):
+                    raise ParameterError(f"{parameter.file}: {key}: must be true or false")
+                if kind is not bool and isinstance(value, bool):
+                    raise ParameterError(f"{parameter.file}: {key}: must be a number")
+                if kind is int and value != int(value):
+                    raise ParameterError(f"{parameter.file}: {key}: must be a whole number ({name} is an int)")
+        return replace(self, required=frozenset(names))
 
 
 def load(root: Path) -> ParameterTree:
@@ -169,26 +225,38 @@ def load(root: Path) -> ParameterTree:
     if not root.is_dir():
         raise ParameterError(f"{root}: no such parameter directory")
     parameters: dict[str, Parameter] = {}
-    description = ""
-    for path in sorted(root.rglob("*")):
-        if path.is_dir() or path.suffix not in (".yaml", ".yml"):
-            continue
-        document = _read(path)
-        if path.stem == "index":
-            _check_keys(path, document, _NODE_KEYS)
-            text = _text(path, document, "description")
-            if path.parent == root:
-                description = text
-            _metadata(path, document, require=("reference",))
-            continue
-        name = ".".join(path.relative_to(root).with_suffix("").parts)
-        parameters[name] = _parameter(path, name, document)
+    description = _directory(root, "", parameters)
     if not parameters:
         raise ParameterError(f"{root}: no parameter file")
     return ParameterTree(root, description, MappingProxyType(parameters))
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _directory(directory: Path, prefix: str, out: dict[str, Parameter]) -> str:
+    """Load the node ``directory`` (names ``prefix``...) into ``out``; its description."""
+    entries: dict[str, Path] = {}
+    for path in sorted(directory.iterdir()):
+        stem = path.name if path.is_dir() else path.stem if path.suffix in _EXTENSIONS else None
+        if stem is None:
+            continue
+        if stem in entries:
+            raise ParameterError(f"{path}: {prefix}{stem}: defined twice (also by {entries[stem].name})")
+        entries[stem] = path
+    description = ""
+    for stem, path in entries.items():
+        if stem == "index" and not path.is_dir():
+            document = _read(path, empty=True)
+            _check_keys(path, document, _COMMON_KEYS)
+            description = _common(path, document, "")[0]
+        elif "." in stem:
+            raise ParameterError(f"{path}: {prefix}{stem}: a name cannot contain a dot")
+        elif path.is_dir():
+            _directory(path, f"{prefix}{stem}.", out)
+        else:
+            _child(path, prefix + stem, _read(path), "", out)
+    return description
+
+
+def _read(path: Path, empty: bool = False) -> dict[Any, Any]:
     try:
         document = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # a safe loader
     except yaml.YAMLError as exc:
@@ -198,68 +266,156 @@ def _read(path: Path) -> dict[str, Any]:
         raise ParameterError(f"{path}{line}: not valid YAML: {problem}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ParameterError(f"{path}: cannot read: {exc}") from None
+    if document is None and empty:
+        return {}
     if not isinstance(document, dict):
-        raise ParameterError(f"{path}: must be a mapping (description, metadata, values)")
+        raise ParameterError(f"{path}: must be a mapping (a parameter with values, or a node)")
     return document
 
 
-def _check_keys(path: Path, document: Mapping[str, Any], allowed: frozenset[str], prefix: str = "") -> None:
+def _dated(key: object) -> bool:
+    """A key meant as a date (a number, or a text starting with a digit), not as a child's name."""
+    if isinstance(key, str):
+        return key[:1].isdigit()
+    return isinstance(key, int | date) and not isinstance(key, bool)
+
+
+def _child(path: Path, name: str, data: object, within: str, out: dict[str, Parameter]) -> None:
+    """``data``, at ``within`` in ``path``: a parameter (with or without ``values``) or a node of children."""
+    if not isinstance(data, dict) or not data:
+        where = within.rstrip(".") or name.rsplit(".", 1)[-1]
+        raise ParameterError(f"{path}: {where}: must be a non-empty mapping (a parameter or a node)")
+    if "brackets" in data:
+        raise ParameterError(f"{path}: {within}brackets: scales are not supported (docs/asd.md)")
+    if name in out:
+        raise ParameterError(f"{path}: {within.rstrip('.') or name}: defined twice")
+    if "values" in data or all(_dated(key) for key in data):
+        out[name] = _parameter(path, name, data, within)
+        return
+    _common(path, data, within)
+    for key, child in data.items():
+        if _dated(key):
+            raise ParameterError(f"{path}: {within}{key}: a date beside named keys (put the dates under values:)")
+        if not isinstance(key, str) or "." in key:
+            raise ParameterError(f"{path}: {within}{key}: a name must be a text without dots")
+        if key not in _COMMON_KEYS:
+            _child(path, f"{name}.{key}", child, f"{within}{key}.", out)
+
+
+def _check_keys(path: Path, document: Mapping[Any, Any], allowed: frozenset[str], prefix: str = "") -> None:
     unknown = sorted(str(k) for k in document if k not in allowed)
     if unknown:
         raise ParameterError(f"{path}: {prefix}{unknown[0]}: unknown key (allowed: {', '.join(sorted(allowed))})")
 
 
-def _text(path: Path, document: Mapping[str, Any], key: str, prefix: str = "") -> str:
-    value = document.get(key)
+def _text(path: Path, value: object, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ParameterError(f"{path}: {prefix}{key}: required, a non-empty text")
-    return value
+        raise ParameterError(f"{path}: {where}: must be a non-empty text")
+    return value.strip()
 
 
-def _metadata(path: Path, document: Mapping[str, Any], require: tuple[str, ...]) -> dict[str, Any]:
-    metadata = document.get("metadata")
+def _pick(path: Path, data: Mapping[Any, Any], key: str, within: str) -> tuple[object, str]:
+    """``metadata.<key>``, else the older top-level ``<key>`` (the metadata wins, as in OpenFisca), and where."""
+    metadata = data.get("metadata", {})
     if not isinstance(metadata, dict):
-        raise ParameterError(f"{path}: metadata: required, a mapping with {' and '.join(require)}")
-    for key in require:
-        _text(path, metadata, key, "metadata.")
-    return metadata
+        raise ParameterError(f"{path}: {within}metadata: must be a mapping")
+    if metadata.get(key) is not None:
+        return metadata[key], f"{within}metadata.{key}"
+    return data.get(key), f"{within}{key}"
 
 
-def _parameter(path: Path, name: str, document: Mapping[str, Any]) -> Parameter:
-    _check_keys(path, document, _PARAMETER_KEYS)
-    description = _text(path, document, "description")
-    metadata = _metadata(path, document, require=("unit", "reference"))
-    values = document.get("values")
-    if not isinstance(values, dict) or not values:
-        raise ParameterError(f"{path}: values: required, a mapping of ISO dates to values")
-    rows: list[tuple[date, Value | None, str]] = []
+def _common(path: Path, data: Mapping[Any, Any], within: str) -> tuple[str, str, _Dated]:
+    """(description, unit, reference) of a node or a parameter; each optional, checked when given."""
+    texts = ["" if data.get(k) is None else _text(path, data[k], within + k) for k in ("description", "documentation")]
+    unit, where = _pick(path, data, "unit", within)
+    raw, at = _pick(path, data, "reference", within)
+    if raw is None:
+        reference: _Dated = ()
+    elif isinstance(raw, dict) and all(_dated(k) for k in raw):
+        reference = tuple(sorted((_day(path, at + ".", k), _reference(path, v, f"{at}.{k}")) for k, v in raw.items()))
+    else:
+        reference = ((None, _reference(path, raw, at)),)
+    return texts[0], "" if unit is None else _text(path, unit, where), reference
+
+
+def _reference(path: Path, raw: object, where: str) -> str:
+    """A reference (a text, ``{title, href}``, or a non-empty list of those) as one text."""
+    if isinstance(raw, list) and raw:
+        return "; ".join(_reference(path, item, f"{where}[{i}]") for i, item in enumerate(raw))
+    if isinstance(raw, dict) and raw and raw.keys() <= _REFERENCE_KEYS:
+        title, href = (_text(path, raw[k], f"{where}.{k}") if k in raw else "" for k in ("title", "href"))
+        return f"{title} ({href})" if title and href else title or href
+    if isinstance(raw, str):
+        return _text(path, raw, where)
+    raise ParameterError(f"{path}: {where}: must be a text, {{title, href}}, or a list of those")
+
+
+def _inherited(reference: _Dated, day: date) -> str:
+    found = [text for since, text in reference if since is None or since <= day]
+    return found[-1] if found else ""
+
+
+def _parameter(path: Path, name: str, data: Mapping[Any, Any], within: str) -> Parameter:
+    if "values" in data:
+        _check_keys(path, data, _PARAMETER_KEYS, within)
+        description, unit, reference = _common(path, data, within)
+        values, prefix = data["values"], f"{within}values."
+        if not isinstance(values, dict) or not values:
+            raise ParameterError(f"{path}: {within}values: required, a mapping of dates (YYYY-MM-DD) to values")
+    else:  # the simplified form: dates at the top
+        description, unit, reference, values, prefix = "", "", (), data, within
+    rows: list[tuple[date, Value | None, str, str, str]] = []
     for key, entry in values.items():
-        day = _day(path, key)
-        where = f"values.{day.isoformat()}."
-        if not isinstance(entry, dict):
-            raise ParameterError(f"{path}: values.{day.isoformat()}: must be a mapping with value and reference")
-        _check_keys(path, entry, _VALUE_KEYS, where)
-        if "value" not in entry:
-            raise ParameterError(f"{path}: {where}value: required")
-        value = entry["value"]
-        if value is not None and not isinstance(value, int | float):  # bool is an int
-            raise ParameterError(f"{path}: {where}value: must be a number, true/false or null")
-        inner = entry.get("metadata")
-        if inner is not None and not isinstance(inner, dict):
-            raise ParameterError(f"{path}: {where}metadata: must be a mapping")
-        reference = (inner or {}).get("reference", entry.get("reference"))
-        if not isinstance(reference, str) or not reference.strip():
-            raise ParameterError(f"{path}: {where}metadata.reference: required, the legal text of this value")
-        rows.append((day, value, reference))
+        day = _day(path, prefix, key)
+        where = f"{prefix}{day.isoformat()}"
+        if any(day == row[0] for row in rows):
+            raise ParameterError(f"{path}: {where}: defined twice")
+        if entry == "expected" or (isinstance(entry, dict) and "expected" in entry):
+            continue  # an expected value: metadata, not a value
+        own = ""
+        if isinstance(entry, dict):
+            _check_keys(path, entry, _VALUE_KEYS, where + ".")
+            if "value" not in entry:
+                raise ParameterError(f"{path}: {where}.value: required")
+            value, at = _value(path, entry["value"], where + ".value"), where + ".value"
+            unit_given, place = _pick(path, entry, "unit", where + ".")
+            if unit_given is not None:
+                _text(path, unit_given, place)
+            raw, place = _pick(path, entry, "reference", where + ".")
+            own = "" if raw is None else _reference(path, raw, place)
+        else:
+            value, at = _value(path, entry, where), where
+        inherited = _inherited(reference, day)
+        if value is not None and not (own or inherited):
+            raise ParameterError(f"{path}: {where}.metadata.reference: required, the legal text of this value "
+                                 "(its own, or the parameter's metadata.reference)")
+        rows.append((day, value, (own or inherited) if value is not None else "",
+                     (inherited or own) if value is not None else "", at))
     rows.sort(key=lambda r: r[0])
-    if rows[0][1] is None:
-        raise ParameterError(f"{path}: values.{rows[0][0].isoformat()}.value: the first value cannot be null")
-    return Parameter(name, description, str(metadata["unit"]), str(metadata["reference"]),
-                     tuple(r[0] for r in rows), tuple(r[1] for r in rows), tuple(r[2] for r in rows))
+    joined = "; ".join(text if since is None else f"{since.isoformat()}: {text}" for since, text in reference)
+    return Parameter(name, description, unit, joined, tuple(r[0] for r in rows), tuple(r[1] for r in rows),
+                     tuple(r[2] for r in rows), tuple(r[3] for r in rows), path, tuple(r[4] for r in rows))
 
 
-def _day(path: Path, key: object) -> date:
+def _value(path: Path, raw: object, where: str) -> Value | None:
+    if raw is None or isinstance(raw, bool | int):
+        return raw
+    if isinstance(raw, float):
+        if not math.isfinite(raw):
+            raise ParameterError(f"{path}: {where}: must be a finite number")
+        return raw
+    if isinstance(raw, list):
+        raise ParameterError(f"{path}: {where}: lists of values are not supported")
+    raise ParameterError(f"{path}: {where}: must be a number, true/false or null")
+
+
+def _day(path: Path, prefix: str, key: object) -> date:
+    if isinstance(key, int) and not isinstance(key, bool):
+        raise ParameterError(f"{path}: {prefix}{key}: read as a number, not a date: write it YYYY-MM-DD")
+    text = key.isoformat() if isinstance(key, date) else str(key)
     try:
-        return date.fromisoformat(str(key))
+        if _DATE.fullmatch(text):
+            return date.fromisoformat(text)
     except ValueError:
-        raise ParameterError(f"{path}: values.{key}: not an ISO date (YYYY-MM-DD)") from None
+        pass
+    raise ParameterError(f"{path}: {prefix}{key}: not an ISO date (YYYY-MM-DD)")

@@ -80,19 +80,22 @@ def test_a_null_value_ends_a_parameter(tree_copy: Path) -> None:
     leaf = tree_copy / "household" / "floor.yaml"
     leaf.write_text(leaf.read_text(encoding="utf-8") + "  2030-01-01:\n    value: null\n"
                     "    reference: abrogé (test)\n", encoding="utf-8")
-    tree = load(tree_copy)
+    tree = load_rules(tree_copy)
     assert tree.in_force(date(2029, 12, 31)) is not None
-    assert tree.in_force(date(2030, 1, 1)) is None
+    assert tree.in_force(date(2030, 1, 1)) is None  # the evaluator requires it: no rates in force
+    alone = load(tree_copy).in_force(date(2030, 1, 1))  # nothing required: only that parameter is absent
+    assert alone is not None and "household.floor" not in alone.values and "household.without_child" in alone.values
 
 
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda t: t.replace("    value: 150\n", "    value: beaucoup\n"),
      "not_in_school.yaml: values.2023-12-01.value: must be a number, true/false or null"),
-    (lambda t: t.replace("      reference: \"Premiers", "      note: \"Premiers"),
+    (lambda t: t.replace("      reference: \"Premiers", "      note: \"Premiers")
+     .replace("  reference: \"D", "  note: \"D"),  # neither the value's reference nor its parameter's
      "not_in_school.yaml: values.2023-12-01.metadata.reference: required"),
     (lambda t: t.replace("  2025-11-01:", "  2025-13-01:"), "not_in_school.yaml: values.2025-13-01: not an ISO date"),
     (lambda t: t.replace("description:", "descriptoin:"), "not_in_school.yaml: descriptoin: unknown key"),
-    (lambda t: t.replace("  unit: currency-MAD\n", ""), "not_in_school.yaml: metadata.unit: required"),
+    (lambda t: t.replace("  unit: currency-MAD\n", "  unit: 12\n"), "not_in_school.yaml: metadata.unit: must be a"),
     (lambda t: t.replace("values:\n", "values: [\n"), "not_in_school.yaml:"),
 ])
 def test_mistakes_are_one_line_naming_file_and_key(tree_copy: Path, edit: object, message: str) -> None:
