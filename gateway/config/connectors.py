@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
 
 from connectors.base import Connector, ConnectorConfig
 from connectors.registry import ConnectorBuildError, build_all
@@ -19,6 +21,7 @@ from gateway.config.toml import ConfigError, get, line_of, read_table
 _CONNECTOR_KEYS = frozenset({"name", "kind", "base_url", "audience", "mapping", "timeout_s", "connect_timeout_s",
                              "max_connections", "max_response_bytes", "options", "breaker", "bulkhead"})
 _DEFAULTS = ConnectorConfig(name="", kind="", base_url="", audience="")
+N = TypeVar("N", int, float)
 
 
 def load_connector_file(path: Path, env: Mapping[str, str]) -> ConnectorConfig:
@@ -38,6 +41,10 @@ def load_connector_file(path: Path, env: Mapping[str, str]) -> ConnectorConfig:
                           f"`{unknown[0]}`; allowed: {sorted(_CONNECTOR_KEYS)}")
     name = get(table, "name", str, where)
     base_url = env.get(f"ANSS_GATEWAY_CONNECTOR_{name.upper()}_URL") or get(table, "base_url", str, where)
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(f"{_setting(path, 'base_url')}: `base_url` (or ANSS_GATEWAY_CONNECTOR_{name.upper()}_URL) "
+                          "must be http(s)://host[:port][/prefix], without a query or fragment")
     operations = document.get("operations", {})
     if not isinstance(operations, dict):
         raise ConfigError(f"{line_of(path, 'operations')}: `operations` must be tables [operations.<name>]")
@@ -49,14 +56,39 @@ def load_connector_file(path: Path, env: Mapping[str, str]) -> ConnectorConfig:
         mapping=get(table, "mapping", str, where, "") or None,
         operations=operations,
         source=path,
-        timeout_s=get(table, "timeout_s", float, where, _DEFAULTS.timeout_s),
-        connect_timeout_s=get(table, "connect_timeout_s", float, where, _DEFAULTS.connect_timeout_s),
-        max_connections=get(table, "max_connections", int, where, _DEFAULTS.max_connections),
-        max_response_bytes=get(table, "max_response_bytes", int, where, _DEFAULTS.max_response_bytes),
+        timeout_s=_positive(path, table, "timeout_s", float, _DEFAULTS.timeout_s),
+        connect_timeout_s=_positive(path, table, "connect_timeout_s", float, _DEFAULTS.connect_timeout_s),
+        max_connections=_positive(path, table, "max_connections", int, _DEFAULTS.max_connections),
+        max_response_bytes=_positive(path, table, "max_response_bytes", int, _DEFAULTS.max_response_bytes),
         options=dict(get(table, "options", dict, where, {})),
         breaker=dict(get(table, "breaker", dict, where, {})),
         bulkhead=dict(get(table, "bulkhead", dict, where, {})),
     )
+
+
+def _setting(path: Path, key: str) -> str:
+    """``file:line [connector]`` of the line setting ``key`` in the [connector] table (the table's line if none)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return f"{path} [connector]"
+    inside = False
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if text.startswith("["):
+            inside = text.startswith("[connector]")
+        elif inside and re.match(rf"{re.escape(key)}\s*=", text):
+            return f"{path}:{number} [connector]"
+    return f"{line_of(path, '[connector]')} [connector]"
+
+
+def _positive(path: Path, table: Mapping[str, object], key: str, kind: type[N], default: N) -> N:
+    """A deadline, a count or a size: a number above 0 (0 calls in flight would wait forever; a deadline of 0 or
+    less would time every call out)."""
+    value: N = get(table, key, kind, _setting(path, key), default)
+    if not value > 0:
+        raise ConfigError(f"{_setting(path, key)}: `{key}` must be greater than 0")
+    return value
 
 
 def load_connectors(directory: Path, env: Mapping[str, str]) -> tuple[ConnectorConfig, ...]:

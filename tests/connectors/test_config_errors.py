@@ -141,3 +141,34 @@ def test_serve_with_a_broken_administration_prints_one_line_and_exits_2(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert err.startswith("configuration error: ") and "health.toml:" in err and "carrier-pigeon" in err
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("timeout_s = 2.0", "timeout_s = -1"), ("timeout_s = 2.0", "timeout_s = 0"),
+    ("connect_timeout_s = 1.0", "connect_timeout_s = -1.0"), ("max_connections = 32", "max_connections = 0"),
+    ("max_response_bytes = 262144", "max_response_bytes = -5")])
+def test_a_deadline_count_or_size_must_be_above_zero(tmp_path: Path, old: str, new: str) -> None:
+    """0 calls in flight would wait forever, a deadline of 0 would time every call out: refused at start, at the
+    setting's own line (not the one of ``connect_timeout_s`` for ``timeout_s``)."""
+    config = edited(tmp_path, "education.toml", old, new)
+    with pytest.raises(ConfigError) as caught:
+        load_connectors(config / "connectors", {})
+    path = config / "connectors" / "education.toml"
+    assert line_named(caught.value, path) == new
+    assert f"`{new.split(' ')[0]}` must be greater than 0" in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8102/x?y=1", "http://127.0.0.1:8102/#top", "ftp://host", "host:80"])
+def test_a_base_url_is_an_origin_and_a_prefix_only(tmp_path: Path, url: str) -> None:
+    config = edited(tmp_path, "education.toml", 'base_url = "http://127.0.0.1:8102"', f'base_url = "{url}"')
+    with pytest.raises(ConfigError) as caught:
+        load_connectors(config / "connectors", {})
+    assert line_named(caught.value, config / "connectors" / "education.toml") == f'base_url = "{url}"'
+    assert "without a query or fragment" in str(caught.value)
+
+
+def test_a_type_mistake_names_the_settings_own_line(tmp_path: Path) -> None:
+    config = edited(tmp_path, "education.toml", "timeout_s = 2.0", 'timeout_s = "2"')
+    with pytest.raises(ConfigError) as caught:
+        load_connectors(config / "connectors", {})
+    assert line_named(caught.value, config / "connectors" / "education.toml") == 'timeout_s = "2"'
