@@ -38,6 +38,7 @@ async def verify(runtime: Runtime, note: AuditNote, client_id: str, purpose_name
     kind, value = next(iter(subject_in.items()))
     note.subject = runtime.pseudonymiser.pseudonym(kind, value)
 
+    note.checks = tuple(requested or ())  # what was asked, logged (and shown to the citizen) even if refused
     decision = authorise(settings, client_id, purpose_name, requested)
     checks = decision.checks
     note.checks = checks

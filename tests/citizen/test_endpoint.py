@@ -311,3 +311,15 @@ async def test_each_citizen_has_their_own_rate_limit(tmp_path: Path) -> None:
         check_problem(limited, 429, "rate_limited")  # (the OpenAPI helper reads integer headers as strings)
         assert int(limited.headers["Retry-After"]) >= 1 and limited.headers["RateLimit-Limit"] == "2"
         assert (await citizens.read(two)).status == 200, "another citizen has their own budget"
+
+
+async def test_a_refused_query_shows_the_data_it_asked_for(citizens: CitizenStack) -> None:
+    """Refused before its legal basis was known (a purpose the client has no right to): no legal basis, but the
+    citizen still reads which of their data was asked for."""
+    stack = citizens.stack
+    a = stack.population.fixture("salaried_parent").father
+    refused = await stack.client.verify({"idcs": a.idcs}, AMO, "DOSSIER-NOPE", ["identity", "employment"])
+    assert refused.status == 403, refused.body
+    (entry,) = page(await citizens.read(citizens.idp.token(a.idcs)))["entries"]
+    assert (entry["case_ref"], entry["legal_basis"], entry["outcome"]) == ("DOSSIER-NOPE", None, "refused")
+    assert entry["data"] == ["Identité et état civil", "Emploi et déclarations de salaire"]
