@@ -28,12 +28,18 @@ REFUSALS = {
     "403": "The caller may not call this service for this purpose, or the purpose needs a consent that is not in "
            "force (forbidden_service, consent_missing, consent_revoked, consent_expired, consent_out_of_scope)",
     "404": "No such service for this caller (service_not_found)",
+    "408": "The request body did not arrive in time (request_timeout)",
     "413": "The body is too large (body_too_large)",
     "415": "The body is not application/json (unsupported_media_type)",
     "429": "Too many requests (rate_limited)",
+    "431": "A request header is too large (headers_too_large)",
+    "500": "The gateway could not process the request (internal_error)",
     "502": "The administration gave no usable answer (source_unavailable, source_rejected, source_fault, "
            "source_malformed, source_too_large)",
-    "503": "The access log cannot record the call, so nothing is answered (audit_unavailable)",
+    "503": "Nothing is answered: the access log cannot record the call (audit_unavailable, access_log_corrupt), "
+           "the administration's circuit breaker is open (source_circuit_open) or its calls in flight are at "
+           "their bound (source_bulkhead_full), or replay protection cannot decide (not_ready, "
+           "replay_history_lost)",
     "504": "The administration did not answer in time (source_timeout)",
 }
 
