@@ -29,6 +29,7 @@ IDCS = re.compile(r"[0-9]{10}")
 CIN = re.compile(r"[A-Z]{1,2}[0-9]{5,6}")
 PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,47}")
 RESULTS_PAGE = 10_000
+UPLOAD_TYPES = ("application/x-ndjson", "application/jsonl")  # NDJSON, one subject per line (docs/batches.md)
 
 
 def _json(document: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -37,19 +38,23 @@ def _json(document: Any, status: int = 200, headers: dict[str, str] | None = Non
 
 
 def parse_subjects(body: bytes, limit: int) -> list[dict[str, str]]:
-    """One subject per line: ``{"idcs": "…"}`` or ``{"cin": "…"}``; blank lines are skipped. 400 naming the line."""
+    """One subject per line: ``{"idcs": "…"}`` or ``{"cin": "…"}``; blank lines are skipped. 400 naming the line,
+    numbered as ``case_ref`` numbers subjects (from 1, blank lines not counted), with the file's own line number
+    (blank lines counted) beside it when the two differ."""
     subjects: list[dict[str, str]] = []
-    for number, raw in enumerate(body.split(b"\n"), 1):
+    for physical, raw in enumerate(body.split(b"\n"), 1):
         if not raw.strip():
             continue
+        number = len(subjects) + 1
+        where = f"line {number}" if number == physical else f"line {number} (line {physical} of the file)"
         try:
             subject = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise BadRequest(f"line {number}: not a JSON object") from None
+            raise BadRequest(f"{where}: not a JSON object") from None
         if (not isinstance(subject, dict) or len(subject) != 1
                 or not ((isinstance(subject.get("idcs"), str) and IDCS.fullmatch(subject["idcs"]))
                         or (isinstance(subject.get("cin"), str) and CIN.fullmatch(subject["cin"])))):
-            raise BadRequest(f"line {number}: a subject is {{\"idcs\": \"<10 digits>\"}} or "
+            raise BadRequest(f"{where}: a subject is {{\"idcs\": \"<10 digits>\"}} or "
                              "{\"cin\": \"<1–2 capital letters and 5–6 digits>\"}")
         subjects.append(subject)
         if len(subjects) > limit:
@@ -57,6 +62,15 @@ def parse_subjects(body: bytes, limit: int) -> list[dict[str, str]]:
     if not subjects:
         raise BadRequest("the upload holds no subject")
     return subjects
+
+
+def refuse_cin_under_consent(subjects: list[dict[str, str]]) -> None:
+    """A consent-based purpose looks the consent up by IDCS (as POST /v1/verifications): a CIN line is refused at
+    submission, naming it, rather than becoming a failed line."""
+    for number, subject in enumerate(subjects, 1):
+        if "idcs" not in subject:
+            raise BadRequest(f"line {number}: consent-based purposes take an IDCS subject ({{\"idcs\": …}}), "
+                             "not a CIN")
 
 
 async def _owned(request: web.Request, service: BatchService, client_id: str) -> Any:
@@ -71,8 +85,9 @@ async def submit_batch(request: web.Request) -> web.Response:
     service = request.app[BATCHES]
     signed = await signed_request(request, DATA, service.max_upload_bytes)
     note, client_id, settings = signed.note, signed.caller.client_id, signed.runtime.settings
-    if request.content_type not in ("application/x-ndjson", "application/jsonl", "application/json-seq"):
-        raise UnsupportedMediaType("a batch is uploaded as application/x-ndjson: one subject per line")
+    if request.content_type not in UPLOAD_TYPES:
+        raise UnsupportedMediaType("the upload must be NDJSON (Content-Type: application/x-ndjson, or its alias "
+                                   "application/jsonl): one JSON subject per line")
     query = request.query
     unknown = sorted(set(query) - {"purpose", "case_ref_prefix", "check", "as_of"})
     if unknown:
@@ -85,12 +100,16 @@ async def submit_batch(request: web.Request) -> web.Response:
     as_of = _as_of(query.get("as_of"))  # every subject verified as on that day, as POST /v1/verifications' as_of
     language = choose_language(request.headers.get("Accept-Language"))
     subjects = parse_subjects(signed.body, service.max_subjects)
+    declared = settings.purposes.get(purpose)
+    if declared is not None and declared.legal_basis == "consent":
+        refuse_cin_under_consent(subjects)
     batch = await service.store.create(client_id, purpose, decision.checks, prefix, subjects, service.chunk_size,
                                        as_of=as_of.isoformat() if as_of else None, language=language)
     service.wake()
     note.checks, note.outcome = decision.checks, "batch_submitted"
     note.detail.update({"batch_id": batch.batch_id, "subjects": batch.total})
     progress = await service.store.progress(batch.batch_id)
+    assert progress is not None
     return _json(progress_document(progress), 202, {"Location": f"/v1/batches/{batch.batch_id}"})
 
 
@@ -115,14 +134,25 @@ async def batch_results(request: web.Request) -> web.Response:
         raise BadRequest("after and limit are integers") from None
     if after < 0 or not 1 <= limit <= RESULTS_PAGE:
         raise BadRequest(f"after ≥ 0, and 1 ≤ limit ≤ {RESULTS_PAGE}")
+    running = progress.batch.status == RUNNING  # read before the results: a batch seen running may end meanwhile
     rows = await service.store.results(progress.batch.batch_id, after, limit)
+    if running:  # lines are answered out of order while it runs: the page stops before the first one still missing,
+        rows = contiguous(rows, after)  # so following X-Batch-Next-After never skips a line
     signed.note.detail.update({"batch_id": progress.batch.batch_id, "lines": len(rows)})
     signed.note.purpose, signed.note.outcome = progress.batch.purpose, "batch_results"
     headers = {"X-Batch-Status": progress.batch.status}
-    if len(rows) == limit:
-        headers["X-Batch-Next-After"] = str(rows[-1][0])
+    if running or len(rows) == limit:  # more lines may follow: a full page, or a batch still at work
+        headers["X-Batch-Next-After"] = str(rows[-1][0] if rows else after)
     body = b"".join(line + b"\n" for _, line in rows)
     return web.Response(body=body, content_type="application/x-ndjson", headers=headers)
+
+
+def contiguous(rows: list[tuple[int, bytes]], after: int) -> list[tuple[int, bytes]]:
+    """The rows ``after + 1, after + 2, …`` up to the first line without a result."""
+    for i, (line, _) in enumerate(rows):
+        if line != after + 1 + i:
+            return rows[:i]
+    return rows
 
 
 async def cancel_batch(request: web.Request) -> web.Response:
@@ -133,4 +163,6 @@ async def cancel_batch(request: web.Request) -> web.Response:
     signed.note.detail["batch_id"] = progress.batch.batch_id
     signed.note.purpose = progress.batch.purpose
     signed.note.outcome = "batch_cancelled" if cancelled else "batch_not_running"
-    return _json(progress_document(await service.store.progress(progress.batch.batch_id)))
+    after_cancel = await service.store.progress(progress.batch.batch_id)
+    assert after_cancel is not None
+    return _json(progress_document(after_cancel))

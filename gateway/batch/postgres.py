@@ -42,8 +42,9 @@ CREATE TABLE IF NOT EXISTS batches (
   batch_id TEXT PRIMARY KEY, client TEXT NOT NULL, purpose TEXT NOT NULL, checks JSONB NOT NULL,
   case_ref_prefix TEXT NOT NULL, total INTEGER NOT NULL, chunk_size INTEGER NOT NULL,
   status TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, finished_at DOUBLE PRECISION,
-  as_of TEXT, language TEXT NOT NULL DEFAULT 'fr'
+  as_of TEXT, language TEXT NOT NULL DEFAULT 'fr', started_at DOUBLE PRECISION
 );
+ALTER TABLE batches ADD COLUMN IF NOT EXISTS started_at DOUBLE PRECISION;
 CREATE TABLE IF NOT EXISTS batch_subjects (
   batch_id TEXT NOT NULL, line INTEGER NOT NULL, subject JSONB NOT NULL, claimed BOOLEAN NOT NULL DEFAULT false,
   PRIMARY KEY (batch_id, line)
@@ -162,6 +163,8 @@ class PostgresBatchStore:
                 return None
             await conn.execute(f"UPDATE batch_chunks SET status = 'doing', runner = %s, heartbeat = {NOW}, "
                                "attempts = attempts + 1 WHERE batch_id = %s AND first = %s", (runner, row[0], row[1]))
+            await conn.execute(f"UPDATE batches SET started_at = {NOW} WHERE batch_id = %s AND started_at IS NULL",
+                               (row[0],))
         return Chunk(row[0], int(row[1]), int(row[2]), int(row[3]) + 1)
 
     async def heartbeat(self, chunk: Chunk, runner: str) -> None:
@@ -184,10 +187,19 @@ class PostgresBatchStore:
                 "AND r.line IS NULL ORDER BY s.line", (chunk.batch_id, chunk.first, chunk.last))).fetchall()
         return [(int(line), dict(subject), bool(claimed)) for line, subject, claimed in rows]
 
-    async def claim_lines(self, batch_id: str, lines: Iterable[int]) -> None:
-        async with self._connection() as conn:
-            await conn.execute("UPDATE batch_subjects SET claimed = true WHERE batch_id = %s AND line = ANY(%s)",
-                               (batch_id, list(lines)))
+    async def claim_lines(self, batch_id: str, lines: Iterable[int]) -> list[int]:
+        """Claim lines before verifying them; the lines claimed — none once the batch is no longer running. The
+        batch's row is read ``FOR SHARE``, so a cancel (which updates that row, then deletes the subjects) and a
+        claim are one before the other: no line is claimed after a cancel, on any worker."""
+        async with self._connection() as conn, conn.transaction():
+            row = await (await conn.execute("SELECT status FROM batches WHERE batch_id = %s FOR SHARE",
+                                            (batch_id,))).fetchone()
+            if row is None or row[0] != RUNNING:
+                return []
+            rows = await (await conn.execute(
+                "UPDATE batch_subjects SET claimed = true WHERE batch_id = %s AND line = ANY(%s) RETURNING line",
+                (batch_id, list(lines)))).fetchall()
+        return sorted(int(r[0]) for r in rows)
 
     async def add_results(self, batch_id: str, results: Sequence[tuple[int, bool, bytes]]) -> int:
         """Store results (line, ok, JSON line); a line that already has one keeps it. Returns how many were new."""
@@ -229,6 +241,8 @@ class PostgresBatchStore:
             await conn.execute(f"UPDATE batch_chunks SET status = CASE WHEN status = 'done' THEN 'done' ELSE 'doing' "
                                f"END, runner = %s, heartbeat = {NOW}, attempts = attempts + 1 WHERE batch_id = %s AND "
                                "first = %s", (runner, chunk.batch_id, chunk.first))
+            await conn.execute(f"UPDATE batches SET started_at = {NOW} WHERE batch_id = %s AND started_at IS NULL",
+                               (chunk.batch_id,))
 
     @asynccontextmanager
     async def chunk_lease(self, chunk: Chunk) -> AsyncIterator[bool]:

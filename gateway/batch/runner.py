@@ -39,7 +39,7 @@ from connectors.resilience import BulkheadSettings, Resilient
 from gateway import background
 from gateway.audit import AccessLogCorrupt, AccessRecord
 from gateway.audit.query import LogQuery
-from gateway.batch.store import RUNNING, Batch, BatchStore, Chunk
+from gateway.batch.store import RUNNING, Batch, BatchStore, Chunk, Progress
 from gateway.crypto.jws import sign_detached
 from gateway.errors import GatewayError
 from gateway.federation.executor import Federation
@@ -110,9 +110,13 @@ async def verify_line(runtime: Runtime, batch: Batch, line: int, subject: dict[s
 async def run_chunk(runtime: Runtime, store: BatchStore, chunk: Chunk, federation: Federation,
                     concurrency: int = 8, on_progress: Any = None,
                     stopping: Callable[[], bool] | None = None) -> bool:
-    """Verify the chunk's lines not yet answered, ``concurrency`` at a time; ``True`` once it is finished.
-    When ``stopping()`` turns true, the group in flight ends and no further line is claimed: the chunk stays
-    unfinished (``False``) and its unclaimed lines wait for the next runner, with nothing in doubt."""
+    """Verify the chunk's lines not yet answered, ``concurrency`` at a time; ``True`` once it is finished (or its
+    batch no longer runs). When ``stopping()`` turns true, the group in flight ends and no further line is claimed:
+    the chunk stays unfinished (``False``) and its unclaimed lines wait for the next runner, with nothing in doubt.
+
+    A cancel takes effect at once: the batch's status is read again before each group, and a line is verified
+    only if the store's claim succeeded — which it does not once the batch is cancelled (``claim_lines``), even
+    on another worker. Only the group already in flight (at most ``concurrency`` lines) finishes."""
     batch = await store.get(chunk.batch_id)
     if batch is None or batch.status != RUNNING:
         return True
@@ -120,6 +124,10 @@ async def run_chunk(runtime: Runtime, store: BatchStore, chunk: Chunk, federatio
     for start in range(0, len(todo), concurrency):
         if stopping is not None and stopping():
             return False
+        if start:
+            current = await store.get(chunk.batch_id)
+            if current is None or current.status != RUNNING:  # cancelled: no further subject is started
+                return True
         guard = runtime.log_guard
         if guard is not None and guard.corrupt is not None:  # no data leaves without a provable log
             raise AccessLogCorrupt("the access log is corrupt: batches wait")
@@ -135,7 +143,9 @@ async def run_chunk(runtime: Runtime, store: BatchStore, chunk: Chunk, federatio
                 results.append((line, False, signed_line(runtime, document, f"{batch.batch_id}:{line}")))
             else:
                 fresh.append((line, subject))
-        await store.claim_lines(batch.batch_id, [line for line, _ in fresh])
+        asked = [line for line, _ in fresh]
+        taken = set(await store.claim_lines(batch.batch_id, asked)) if asked else set()
+        fresh = [(line, subject) for line, subject in fresh if line in taken]
         answers = await asyncio.gather(*(verify_line(runtime, batch, line, subject, federation)
                                          for line, subject in fresh))
         results += [(line, ok, body) for (line, _), (ok, body) in zip(fresh, answers, strict=True)]
@@ -146,6 +156,8 @@ async def run_chunk(runtime: Runtime, store: BatchStore, chunk: Chunk, federatio
             runtime.metrics.batch_subjects.labels("failed").inc(len(results) - ok)
         if on_progress is not None:
             await on_progress()
+        if len(taken) < len(asked):  # the batch is no longer running (cancelled): its lines are not claimed
+            return True
     await store.finish_chunk(chunk, "")
     return True
 
@@ -211,16 +223,31 @@ class EmbeddedEngine:
                 await self.store.release_all(self.runner_id)
 
 
-def progress_document(progress: Any, now: float | None = None) -> Mapping[str, Any]:
+def progress_rate(progress: Progress, now: float | None = None) -> float | None:
+    """Subjects answered per second since the batch started working: ``(done + failed) / (end − start)``, where
+    start is when a runner first claimed one of its chunks (``created_at`` for a batch stored before that was
+    kept) and end is now while it runs, else the time of its last result. ``None`` before any result."""
     batch = progress.batch
     finished = progress.done + progress.failed
-    elapsed = (progress.last_result_at or 0) - (progress.first_result_at or 0)
-    rate = finished / elapsed if elapsed > 0 else None
+    if not finished:
+        return None
+    start = batch.started_at if batch.started_at is not None else batch.created_at
+    if batch.status == RUNNING:
+        end = max(time.time() if now is None else now, progress.last_result_at or 0.0)
+    else:
+        end = progress.last_result_at or batch.finished_at or start
+    return finished / max(end - start, 0.001)
+
+
+def progress_document(progress: Progress, now: float | None = None) -> Mapping[str, Any]:
+    """The batch document (schemas/batch.json): counts, rate and ETA (``pending / rate_per_s`` while running)."""
+    batch = progress.batch
+    rate = progress_rate(progress, now)
     return {
         "batch_id": batch.batch_id, "status": batch.status, "purpose": batch.purpose, "checks": list(batch.checks),
         "case_ref_prefix": batch.case_ref_prefix, "as_of": batch.as_of, "language": batch.language,
         "total": batch.total, "done": progress.done,
-        "failed": progress.failed, "pending": progress.pending,
+        "failed": progress.failed, "pending": progress.pending, "dropped": progress.dropped,
         "rate_per_s": None if rate is None else round(rate, 2),
         "eta_s": None if rate is None or batch.status != RUNNING else round(progress.pending / rate, 1),
         "created_at": datetime.fromtimestamp(batch.created_at, UTC).isoformat(timespec="seconds"),

@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS batch_results (
 CREATE INDEX IF NOT EXISTS batch_chunks_todo ON batch_chunks (status, heartbeat);
 """
 # columns added after the first release: a file made before gets them (ALTER TABLE … ADD COLUMN) when opened
-ADDED_COLUMNS = (("as_of", "TEXT"), ("language", "TEXT NOT NULL DEFAULT 'fr'"))
+ADDED_COLUMNS = (("as_of", "TEXT"), ("language", "TEXT NOT NULL DEFAULT 'fr'"), ("started_at", "REAL"))
 
 RUNNING, DONE, CANCELLED = "running", "done", "cancelled"
 
@@ -68,6 +68,7 @@ class Batch:
     finished_at: float | None
     as_of: str | None = None  # verify as on this earlier date (ISO), like POST /v1/verifications' as_of
     language: str = "fr"  # of what checks write in words: fr or en (the submission's Accept-Language)
+    started_at: float | None = None  # when a runner first claimed one of its chunks: the rate is measured from it
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,13 @@ class Progress:
 
     @property
     def pending(self) -> int:
+        """Subjects still to be verified; 0 once cancelled (they are dropped)."""
         return 0 if self.batch.status == CANCELLED else self.batch.total - self.done - self.failed
+
+    @property
+    def dropped(self) -> int:
+        """Subjects a cancel dropped unverified (0 unless cancelled): total == done + failed + pending + dropped."""
+        return self.batch.total - self.done - self.failed if self.batch.status == CANCELLED else 0
 
 
 @dataclass(frozen=True)
@@ -117,7 +124,7 @@ class BatchStore(Protocol):
 
     async def todo(self, chunk: Chunk) -> list[tuple[int, dict[str, str], bool]]: ...
 
-    async def claim_lines(self, batch_id: str, lines: Iterable[int]) -> None: ...
+    async def claim_lines(self, batch_id: str, lines: Iterable[int]) -> list[int]: ...
 
     async def add_results(self, batch_id: str, results: Sequence[tuple[int, bool, bytes]]) -> int: ...
 
@@ -222,6 +229,8 @@ class SqliteBatchStore:
                     return None
                 conn.execute("UPDATE batch_chunks SET status = 'doing', runner = ?, heartbeat = ?, attempts = "
                              "attempts + 1 WHERE batch_id = ? AND first = ?", (runner, now, row[0], row[1]))
+                conn.execute("UPDATE batches SET started_at = ? WHERE batch_id = ? AND started_at IS NULL",
+                             (now, row[0]))
                 return Chunk(row[0], row[1], row[2], row[3] + 1)
         result: Chunk | None = await self._run(claim)
         return result
@@ -254,13 +263,25 @@ class SqliteBatchStore:
         result: list[tuple[int, dict[str, str], bool]] = await self._run(read)
         return result
 
-    async def claim_lines(self, batch_id: str, lines: Iterable[int]) -> None:
-        def write(conn: sqlite3.Connection) -> None:
+    async def claim_lines(self, batch_id: str, lines: Iterable[int]) -> list[int]:
+        """Claim lines before verifying them; the lines claimed — none once the batch is no longer running (a
+        cancel deletes the subjects in the same kind of transaction, so no line is claimed after it)."""
+        wanted = list(lines)
+
+        def write(conn: sqlite3.Connection) -> list[int]:
             with conn:
                 conn.execute("BEGIN IMMEDIATE")
-                conn.executemany("UPDATE batch_subjects SET claimed = 1 WHERE batch_id = ? AND line = ?",
-                                 ((batch_id, line) for line in lines))
-        await self._run(write)
+                row = conn.execute("SELECT status FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
+                if row is None or row[0] != RUNNING:
+                    return []
+                claimed = []
+                for line in wanted:
+                    if conn.execute("UPDATE batch_subjects SET claimed = 1 WHERE batch_id = ? AND line = ?",
+                                    (batch_id, line)).rowcount:
+                        claimed.append(line)
+                return claimed
+        result: list[int] = await self._run(write)
+        return result
 
     async def add_results(self, batch_id: str, results: Sequence[tuple[int, bool, bytes]]) -> int:
         """Store results (line, ok, JSON line); a line that already has one keeps it. Returns how many were new."""
@@ -300,7 +321,7 @@ class SqliteBatchStore:
 
 
 BATCH_COLUMNS = ("batch_id, client, purpose, checks, case_ref_prefix, total, chunk_size, status, created_at, "
-                 "finished_at, as_of, language")
+                 "finished_at, as_of, language, started_at")
 
 
 def _add_columns(conn: sqlite3.Connection) -> None:
@@ -314,4 +335,5 @@ def _batch(row: Sequence[Any]) -> Batch:
     """A ``Batch`` from a row of ``BATCH_COLUMNS`` (checks as a JSON array, times as epoch seconds)."""
     checks = row[3] if isinstance(row[3], list) else orjson.loads(row[3])
     return Batch(row[0], row[1], row[2], tuple(checks), row[4], int(row[5]), int(row[6]), row[7],
-                 float(row[8]), None if row[9] is None else float(row[9]), row[10], row[11] or "fr")
+                 float(row[8]), None if row[9] is None else float(row[9]), row[10], row[11] or "fr",
+                 None if row[12] is None else float(row[12]))

@@ -111,12 +111,19 @@ def cmd_batch_status(args: argparse.Namespace) -> int:
     return _run(args, exchange)
 
 
+UNFINISHED = 3  # ``batch results`` without --follow on a batch still running: the lines so far are written
+
+
 def cmd_batch_results(args: argparse.Namespace) -> int:
+    """Every result line into ``--out``. On a batch still running: with ``--follow``, wait for the lines still to
+    come until it ends; without, write the lines so far, say so on stderr and exit 3 (docs/batches.md)."""
     out = Path(args.out)
     partial = out.with_name(f".{out.name}.partial")
+    interval_s = 0.5
 
     async def exchange(client: Any) -> int:
         after, count, started = 0, 0, time.monotonic()
+        status = ""
         with partial.open("wb") as fh:
             while True:
                 answer = await client.request("GET", f"/v1/batches/{args.batch_id}/results?after={after}")
@@ -124,12 +131,22 @@ def cmd_batch_results(args: argparse.Namespace) -> int:
                     partial.unlink(missing_ok=True)
                     return _refused(answer) if answer.status != 200 else 1
                 fh.write(answer.body)
-                count += answer.body.count(b"\n")
+                lines = answer.body.count(b"\n")
+                count += lines
+                status = answer.headers.get("X-Batch-Status", "")
                 following = answer.headers.get("X-Batch-Next-After")
                 if following is None:
                     break
                 after = int(following)
+                if not lines and status == "running":  # nothing more yet: the batch is still at work
+                    if not args.follow:
+                        break
+                    await asyncio.sleep(interval_s)
         partial.replace(out)
+        if status == "running":
+            print(f"batch {args.batch_id} is not finished (still running): {out} holds only the {count} result "
+                  "lines written so far; run again with --follow to wait for the end", file=sys.stderr)
+            return UNFINISHED
         print(f"{count} result lines in {out} ({time.monotonic() - started:.1f} s); each line carries its own "
               "signature (jws)", file=sys.stderr)
         return 0
@@ -169,6 +186,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r = b.add_parser("results", parents=[common], help="write every result line (JSON Lines, each signed)")
     r.add_argument("batch_id")
     r.add_argument("--out", required=True, metavar="FILE")
+    r.add_argument("--follow", action="store_true",
+                   help="on a batch still running, wait for its remaining lines until it ends (else: write the "
+                        "lines so far and exit 3)")
     r.set_defaults(func=cmd_batch_results)
     c = b.add_parser("cancel", parents=[common], help="stop a running batch")
     c.add_argument("batch_id")

@@ -77,3 +77,17 @@ async def test_a_cancelled_batch_gives_no_more_work(store: BatchStore) -> None:
     progress = await store.progress(batch.batch_id)
     assert progress is not None and progress.batch.status == "cancelled" and progress.pending == 0
     assert await store.get("0" * 32) is None and await store.progress("0" * 32) is None
+
+
+async def test_no_line_is_claimed_once_the_batch_is_cancelled(store: BatchStore) -> None:
+    """What makes a cancel take effect at once on every runner: the claim of a line fails for a cancelled batch."""
+    batch = await store.create("anss.asd", "asd.eligibility", ("identity",), "RV-", SUBJECTS, 5)
+    chunk = await store.claim_chunk("a", 30.0)
+    assert chunk is not None
+    started = await store.get(batch.batch_id)
+    assert started is not None and started.started_at is not None, "the first claim starts the batch's clock"
+    assert await store.claim_lines(batch.batch_id, [1, 2]) == [1, 2]
+    assert await store.cancel(batch.batch_id)
+    assert await store.claim_lines(batch.batch_id, [3, 4]) == [], "a cancelled batch starts no further subject"
+    progress = await store.progress(batch.batch_id)
+    assert progress is not None and (progress.pending, progress.dropped) == (0, 5)
