@@ -113,10 +113,16 @@ def _problem_response(error: GatewayError, request_id: str) -> web.Response:
                         content_type=PROBLEM_CONTENT_TYPE, headers=error.headers)
 
 
+def _sent_body(request: web.Request, response: web.Response) -> bytes:
+    """The body the client receives, which the signature and the log's digest cover: a HEAD answer has the GET's
+    headers and no body."""
+    return response.body if isinstance(response.body, bytes) and request.method != "HEAD" else b""
+
+
 async def _append_access_record(request: web.Request, response: web.Response, started: float) -> None:
     runtime = request.app[RUNTIME]
     note: AuditNote = request[AUDIT_NOTE]
-    body = response.body if isinstance(response.body, bytes) else b""
+    body = _sent_body(request, response)
     outcome = note.outcome
     if response.status >= 400:
         outcome = request.get(PROBLEM_CODE) or f"http_{response.status}"
@@ -236,8 +242,7 @@ async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse
     counted = False
     if logged and runtime is not None and not corrupt:
         response, counted = await _log_step(request, response, runtime, request_id, started, log_down)
-    # what the client receives: a HEAD answer has the GET's headers and no body, so its signature is over b""
-    body = response.body if isinstance(response.body, bytes) and request.method != "HEAD" else b""
+    body = _sent_body(request, response)
     if runtime is not None:
         question = request_digest(str(request[AUDIT_NOTE].detail.get("jti", "")), request.get(REQUEST_BODY, b""))
         response.headers[SIGNATURE_HEADER] = sign_detached(runtime.signing_key, body, request_id,

@@ -411,3 +411,12 @@ def test_bad_audit_settings_are_refused(tmp_path: Path, line: str, message: str)
     settings = load(ROOT / "config", env={})
     assert (settings.tree_head_interval_s, settings.tree_head_max_entries, settings.audit_retention_days) == (
         60.0, 10_000, 0)
+
+
+async def test_a_head_answer_is_logged_with_the_digest_of_the_empty_body_it_carried(stack: Stack) -> None:
+    """The log's response digest covers what left, as the signature does: a HEAD answer carries no body."""
+    async with stack.client.session.head(stack.gateway.url + "/v1/verifications") as resp:
+        assert (resp.status, await resp.read()) == (405, b"")
+    [entry] = entries(stack.settings.audit_database)
+    assert (entry["method"], entry["status"]) == ("HEAD", 405)
+    assert entry["response_hmac"] == stack.gateway.runner.app[RUNTIME].pseudonymiser.body_digest(b"")
