@@ -43,6 +43,8 @@ from gateway.trust.roles import OFFICER
 from gateway.web.heavy import heavy_read
 from gateway.web.state import AuditNote, Runtime
 
+MAX_INDEX = 2**63 - 1  # an entry index is a signed 64-bit integer (the OpenAPI's bound)
+
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 CURSOR_VERSION = b"\x01"
@@ -211,7 +213,10 @@ async def entry_detail(access_log: AccessLog, index: int, interval_s: float) -> 
 async def show_entry(request: web.Request) -> web.Response:
     runtime, note, _ = await _officer(request)
     _no_query(request)
-    index = int(request.match_info["index"])
+    raw = request.match_info["index"]
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19 and int(raw) <= MAX_INDEX):
+        raise BadRequest(f"an entry index is an integer from 0 to {MAX_INDEX}")
+    index = int(raw)
     note.detail["index"] = index
     async with heavy_read(runtime):
         document = await entry_detail(runtime.access_log, index, runtime.settings.tree_head_interval_s)
@@ -293,8 +298,8 @@ async def verify_now(request: web.Request) -> web.Response:
         result = await _reading(full_verification(runtime))
     note.outcome = VERIFICATION
     note.detail.update(result)  # the record the integrity panel reads back, in the tree like every entry
-    return _json({**result, "verified_at": datetime.now(UTC).isoformat(timespec="microseconds"),
-                  "verified_by": note.client})
+    note.time = datetime.now(UTC).isoformat(timespec="microseconds")  # the entry's time: the panel's verified_at
+    return _json({**result, "verified_at": note.time, "verified_by": note.client})
 
 
 # --- export --------------------------------------------------------------------------------------------------------

@@ -31,6 +31,8 @@ from gateway.errors import GatewayError, UnsupportedMediaType
 from gateway.trust.roles import OFFICER, authenticated_as, check_role
 from gateway.web.state import AUDIT_NOTE, PROBLEM_CODE, REQUEST_ID, RUNTIME, AuditNote, Runtime
 
+FORM_PAGES = {"/console/search": "/console/search", "/console/integrity/verify": "/console/integrity"}
+
 log = structlog.get_logger("gateway.console")
 FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_FIELDS = 40
@@ -188,7 +190,8 @@ def page(*, login: bool = True) -> Callable[[PageHandler], Handler]:
             except LoginRequired:
                 current.note.outcome = "console_login_required"
                 current.drop_cookies.add(SESSION_COOKIE)
-                target = request.path_qs if request.method == "GET" else "/console/search"
+                # back to the page asked for; for a form sent, to the page it was sent from
+                target = request.path_qs if request.method == "GET" else FORM_PAGES.get(request.path, "/console/search")
                 response = redirect(f"/console/login?expired=1&next={quote(target, safe='')}")
             except Refused as refusal:
                 response = _refused(current, refusal.status, refusal.code, refusal.message, refusal.reason)

@@ -74,6 +74,7 @@ class AuditNote:
     consent_id: str | None = None  # the consent a consent-based query or a consent change rests on
     co_subjects: tuple[str, ...] = ()  # pseudonyms of the other persons whose data was read (spouses, children)
     detail: dict[str, Any] = field(default_factory=dict)
+    time: str | None = None  # the entry's time when the handler must quote it (else the time it is written)
 
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)

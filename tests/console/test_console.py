@@ -256,6 +256,11 @@ async def test_forged_and_expired_sessions_go_back_to_the_login_page(console_sta
         assert seen.status == 303 and seen.headers["Location"].startswith("/console/login?expired=1")
     required = await logged(console_stack, outcome="console_login_required")
     assert len(required) == 3 and all(e["client"] is None for e in required)
+    # a form sent with an expired session goes back to the page it was sent from
+    async with browser.http.post(browser.base + "/console/integrity/verify", data={"csrf": "x"},
+                                 allow_redirects=False) as sent:
+        assert sent.status == 303
+        assert sent.headers["Location"] == "/console/login?expired=1&next=%2Fconsole%2Fintegrity"
     browser.http.cookie_jar.clear()
     browser.http.cookie_jar.update_cookies({SESSION_COOKIE: good}, URL(browser.base))
     assert (await browser.get("/console/integrity", follow=False)).status == 200  # the genuine one still works

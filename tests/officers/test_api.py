@@ -243,10 +243,13 @@ async def test_an_entry_comes_with_a_proof_that_verifies(busy: Stack, officer: G
 
 async def test_unknown_entries_and_stray_parameters(busy: Stack, officer: GatewayClient) -> None:
     count = len(stored_entries(busy))
-    for path in (f"/v1/audit/entries/{count + 5}", "/v1/audit/entries/9999999999999999999"):
-        check_problem(await officer.request("GET", path), 404, "not_found", "get", "/v1/audit/entries/{index}")
-    for path in ("/v1/audit/entries/-1", "/v1/audit/entries/abc"):  # no such route: refused before anything
-        check_problem(await raw_request(busy, "GET", path), 404, "not_found")
+    check_problem(await officer.request("GET", f"/v1/audit/entries/{count + 5}"), 404, "not_found", "get",
+                  "/v1/audit/entries/{index}")
+    # not an index the OpenAPI allows (an integer from 0 to 2^63 - 1): 400, once the caller is known
+    for index in ("-1", "abc", "9223372036854775808", "9" * 20, "%D9%A1"):
+        check_problem(await officer.request("GET", f"/v1/audit/entries/{index}"), 400, "invalid_request", "get",
+                      "/v1/audit/entries/{index}")
+        check_problem(await raw_request(busy, "GET", f"/v1/audit/entries/{index}"), 401, "unauthenticated")
     check_problem(await officer.request("GET", "/v1/audit/entries/1?x=1"), 400, "invalid_request")
     check_problem(await officer.request("GET", "/v1/audit/export?proofs=maybe"), 400, "invalid_request")
     check_problem(await officer.request("POST", "/v1/audit/verify", {"now": True}), 400, "invalid_request")
@@ -283,6 +286,7 @@ async def test_verify_now_and_its_result_in_the_integrity_panel(busy: Stack, off
     integrity = await officer_get(officer, "/v1/audit/integrity")
     last = integrity["last_verification"]
     assert (last["result"], last["verified_by"], last["entries"]) == ("intact", OFFICER, result["entries"])
+    assert {k: v for k, v in last.items() if k != "entry_index"} == result, "one verification, one record of it"
     recorded = stored_entries(busy)[last["entry_index"]]
     assert (recorded["path"], recorded["outcome"], recorded["detail"]["result"]) == \
         ("/v1/audit/verify", "audit_verification", "intact")
