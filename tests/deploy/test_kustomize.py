@@ -366,8 +366,9 @@ def test_production_runs_batch_workers_with_the_gateways_configuration_keys_and_
 
 def test_the_base_config_is_the_repository_config() -> None:
     """Kustomize reads nothing outside deploy/base, so config/ is copied there: the copy must follow it."""
-    shipped = {p.relative_to(ROOT / "config") for p in (ROOT / "config").rglob("*.toml")}
-    copied = {p.relative_to(DEPLOY / "base" / "config") for p in (DEPLOY / "base" / "config").rglob("*.toml")}
+    shipped = {p.relative_to(ROOT / "config") for p in (ROOT / "config").rglob("*") if p.is_file()}
+    copied = {p.relative_to(DEPLOY / "base" / "config") for p in (DEPLOY / "base" / "config").rglob("*")
+              if p.is_file()}
     assert copied == shipped, "copy config/ to deploy/base/config/ (and list new files in its kustomization.yaml)"
     for relative in shipped:
         assert (DEPLOY / "base" / "config" / relative).read_bytes() == (ROOT / "config" / relative).read_bytes(), (
@@ -404,3 +405,25 @@ def test_without_kubectl_the_build_is_skipped_except_under_ci(monkeypatch: pytes
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI must build and validate deploy/"):
         kubectl_or_skip()
+
+
+@pytest.mark.parametrize("overlay", ["embedded", "production"])
+def test_every_pod_sees_the_whole_repository_config(overlay: str) -> None:
+    """What each Deployment mounts at /app/config is config/, file for file (the rule parameters under rules/
+    included: without them the gateway does not start), byte for byte."""
+    docs = documents(overlay)
+    maps = {d["metadata"]["name"]: d.get("data", {}) for d in of_kind(docs, "ConfigMap")}
+    shipped = {p.relative_to(ROOT / "config").as_posix(): p.read_text(encoding="utf-8")
+               for p in (ROOT / "config").rglob("*") if p.is_file()}
+    for replaced in (DEPLOY / "overlays" / overlay).glob("*.toml"):  # an overlay's own gateway.toml, clients.toml
+        shipped[replaced.name] = replaced.read_text(encoding="utf-8")
+    for deployment in of_kind(docs, "Deployment"):
+        [volume] = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "config"]
+        seen: dict[str, str] = {}
+        for source in volume["projected"]["sources"]:
+            data = maps[source["configMap"]["name"]]
+            items = source["configMap"].get("items") or [{"key": k, "path": k} for k in data]
+            for item in items:
+                assert item["path"] not in seen, f"{item['path']} is projected twice"
+                seen[item["path"]] = data[item["key"]]
+        assert seen == shipped, f"{deployment['metadata']['name']}: /app/config is not config/"
