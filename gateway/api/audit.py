@@ -147,12 +147,13 @@ def build_query(runtime: Runtime, payload: dict[str, Any]) -> tuple[LogQuery, di
     since, until = _time(payload, "since"), _time(payload, "until")
     if since is not None and until is not None and until <= since:
         raise BadRequest("/until: must be after since")
-    subject = None
     logged: dict[str, Any] = {name: payload[name] for name in FILTERS if name in payload}
-    if "subject" in payload:
-        kind, identifier = next(iter(payload["subject"].items()))
-        subject = runtime.pseudonymiser.pseudonym(kind, identifier)
-        logged["subject"], logged["subject_kind"] = subject, kind
+    pseudonyms: dict[str, str | None] = {"subject": None, "co_subject": None}
+    for member in pseudonyms:  # a citizen by IDCS or CIN: only the pseudonym is searched for, and logged
+        if member in payload:
+            kind, identifier = next(iter(payload[member].items()))
+            pseudonyms[member] = logged[member] = runtime.pseudonymiser.pseudonym(kind, identifier)
+            logged[f"{member}_kind"] = kind
     cursor = decode_cursor(payload["cursor"]) if "cursor" in payload else None
     for name, moment in (("since", since), ("until", until)):
         if moment is not None:
@@ -161,7 +162,8 @@ def build_query(runtime: Runtime, payload: dict[str, Any]) -> tuple[LogQuery, di
     if cursor is not None:
         logged["cursor"] = cursor
     filters: dict[str, Any] = {name: payload.get(name) for name in FILTERS}
-    query = LogQuery(since=since, until=until, subject=subject, limit=logged["limit"], cursor=cursor, **filters)
+    query = LogQuery(since=since, until=until, subject=pseudonyms["subject"], person=pseudonyms["co_subject"],
+                     limit=logged["limit"], cursor=cursor, **filters)
     return query, logged
 
 
@@ -170,8 +172,10 @@ async def search_entries(request: web.Request) -> web.Response:
     payload = parse_json(body, request.content_type, "audit-search-request.json", runtime.settings.checks)
     query, logged = build_query(runtime, payload)
     note.detail["filters"] = logged
-    if query.subject is not None:  # an officer looking a citizen up is itself an access about that citizen
-        note.subject = query.subject
+    # an officer looking a citizen up is itself an access about that citizen (the citizen's own page shows it)
+    note.subject = query.subject or query.person
+    if query.subject is not None and query.person is not None:
+        note.co_subjects = (query.person,)
     async with heavy_read(runtime):
         page: LogPage = await _reading(runtime.access_log.search(query))
     note.outcome = "audit_searched"
@@ -214,8 +218,9 @@ async def show_entry(request: web.Request) -> web.Response:
     runtime, note, _ = await _officer(request)
     _no_query(request)
     raw = request.match_info["index"]
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19 and int(raw) <= MAX_INDEX):
-        raise BadRequest(f"an entry index is an integer from 0 to {MAX_INDEX}")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19 and int(raw) <= MAX_INDEX
+            and (raw == "0" or not raw.startswith("0"))):  # one spelling per entry, as /log/consistency's sizes
+        raise BadRequest(f"an entry index is an integer from 0 to {MAX_INDEX}, without leading zeros")
     index = int(raw)
     note.detail["index"] = index
     async with heavy_read(runtime):

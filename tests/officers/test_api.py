@@ -26,6 +26,7 @@ from gateway.audit.offline import verify_export_lines
 from gateway.client import GatewayClient
 from gateway.crypto.keys import b64url_decode, public_from_jwk
 from gateway.errors import BadRequest
+from gateway.web.state import RUNTIME
 from tests.audit.test_tamper import DOC_VERIFY
 from tests.gateway.conftest import Stack, build_stack
 from tests.gateway.test_openapi import check_against_openapi, check_problem, check_signed, raw_request
@@ -170,6 +171,28 @@ async def test_a_citizen_is_found_by_identifier_which_the_log_never_holds(busy: 
         assert identifier.encode() not in raw_log(busy), f"{identifier} is stored nowhere in the log"
 
 
+async def test_a_citizen_whose_data_was_read_for_another_is_found_as_co_subject(busy: Stack,
+                                                                               officer: GatewayClient) -> None:
+    """Who read this child's data? The child is no query's subject, but each household verification of a parent
+    names them among its co_subjects: the officer finds those entries by ``co_subject``."""
+    household = busy.population.fixture("salaried_parent")
+    pseudonymiser = busy.gateway.runner.app[RUNTIME].pseudonymiser
+    for member in household.members[1:]:  # the mother and the children
+        pseudonym = pseudonymiser.pseudonym("idcs", member.idcs)
+        expected = truth(busy, lambda e, p=pseudonym: p in e.get("co_subjects", ()))
+        if not expected:
+            continue
+        found = await search_all(officer, co_subject={"idcs": member.idcs})
+        assert [i for i, _ in found] == expected
+        assert not await search_all(officer, subject={"idcs": member.idcs}, co_subject={"idcs": member.idcs})
+        logged = next(e for e in stored_entries(busy)
+                      if e["path"] == SEARCH and e["detail"]["filters"].get("co_subject") == pseudonym)
+        assert logged["subject"] == pseudonym and logged["detail"]["filters"]["co_subject_kind"] == "idcs"
+        assert member.idcs.encode() not in raw_log(busy)
+        return
+    raise AssertionError("the fixture's household verifications name no co-subject")
+
+
 async def test_search_bodies_are_validated(busy: Stack, officer: GatewayClient) -> None:
     for body in ({"since": "2026-13-01T00:00:00Z"}, {"since": "2026-11-23T10:00:00"},
                  {"since": "2026-11-23T10:00:00Z", "until": "2026-11-23T09:00:00Z"},
@@ -246,7 +269,7 @@ async def test_unknown_entries_and_stray_parameters(busy: Stack, officer: Gatewa
     check_problem(await officer.request("GET", f"/v1/audit/entries/{count + 5}"), 404, "not_found", "get",
                   "/v1/audit/entries/{index}")
     # not an index the OpenAPI allows (an integer from 0 to 2^63 - 1): 400, once the caller is known
-    for index in ("-1", "abc", "9223372036854775808", "9" * 20, "%D9%A1"):
+    for index in ("-1", "abc", "9223372036854775808", "9" * 20, "%D9%A1", "01"):
         check_problem(await officer.request("GET", f"/v1/audit/entries/{index}"), 400, "invalid_request", "get",
                       "/v1/audit/entries/{index}")
         check_problem(await raw_request(busy, "GET", f"/v1/audit/entries/{index}"), 401, "unauthenticated")
