@@ -1,5 +1,5 @@
-# The gateway as a container. The install is the Makefile's: a venv in .venv and `pip install -e .`
-# (without the test extras), so what runs here is what `make run` runs.
+# The gateway as a container. The install is the Makefile's, command for command: a venv in .venv, pip upgraded,
+# `pip install -e '.[test]'` — so what runs here is what `make run` runs and `make test` tested (tests/deploy checks).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -15,7 +15,7 @@ USER gateway
 
 RUN python -m venv .venv \
     && .venv/bin/python -m pip install --quiet --upgrade pip \
-    && .venv/bin/python -m pip install --quiet -e .
+    && .venv/bin/python -m pip install --quiet -e '.[test]'
 
 EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \

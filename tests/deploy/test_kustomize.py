@@ -427,3 +427,14 @@ def test_every_pod_sees_the_whole_repository_config(overlay: str) -> None:
                 assert item["path"] not in seen, f"{item['path']} is projected twice"
                 seen[item["path"]] = data[item["key"]]
         assert seen == shipped, f"{deployment['metadata']['name']}: /app/config is not config/"
+
+
+def test_the_image_installs_as_the_makefile_does() -> None:
+    """The project's rule: what the image runs is what `make test` tested — the same pip commands in .venv."""
+    def installs(text: str) -> list[str]:
+        found = re.findall(r"python -m pip install [^\n&\\]+", text)
+        return [" ".join(line.split()) for line in found]
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8").replace("$(BIN)/", ".venv/bin/")
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert installs(makefile) and installs(dockerfile) == installs(makefile)
+    assert "python -m venv .venv" in dockerfile
