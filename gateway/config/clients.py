@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.config.known import CLIENT, refuse_unknown, refuse_unknown_in_tables
 from gateway.config.purposes import Purpose
 from gateway.config.toml import ConfigError, by_language, get, line_of, read_table, resolve
 from gateway.federation.checks.registry import CheckRegistry
@@ -96,7 +97,10 @@ def load_service_rights(path: Path, client_id: str, table: Mapping[str, Any], pu
 def load_clients(path: Path, purposes: Mapping[str, Purpose], registry: CheckRegistry,
                  services: Mapping[str, Any] | None = None) -> dict[str, ClientSettings]:
     clients: dict[str, ClientSettings] = {}
-    for client_id, table in read_table(path).get("clients", {}).items():
+    document = read_table(path)
+    refuse_unknown(path, {k: v for k, v in document.items() if k != "clients"}, {})  # one table: [clients.<id>]
+    refuse_unknown_in_tables(path, document.get("clients", {}), CLIENT, "clients")
+    for client_id, table in document.get("clients", {}).items():
         where = f"{path} [clients.{client_id!r}]"
 
         def fail(token: str, message: str, _header: str = f'[clients."{client_id}"]') -> ConfigError:

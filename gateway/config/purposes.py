@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.config.known import PURPOSE, refuse_unknown, refuse_unknown_in_tables
 from gateway.config.toml import ConfigError, by_language, get, line_of, read_table
 from gateway.federation.checks.registry import CheckRegistry
 
@@ -23,7 +24,10 @@ class Purpose:
 def load_purposes(path: Path, registry: CheckRegistry) -> dict[str, Purpose]:
     """The declared purposes; every check they name must be in ``registry``."""
     purposes: dict[str, Purpose] = {}
-    for name, table in read_table(path).get("purposes", {}).items():
+    document = read_table(path)
+    refuse_unknown(path, {k: v for k, v in document.items() if k != "purposes"}, {})  # one table: [purposes.<name>]
+    refuse_unknown_in_tables(path, document.get("purposes", {}), {"": PURPOSE}, "purposes")
+    for name, table in document.get("purposes", {}).items():
         where = f"{path} [purposes.{name!r}]"
         checks = tuple(get(table, "checks", list, where))
         unknown = sorted(set(checks) - set(registry.names))

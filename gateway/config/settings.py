@@ -22,6 +22,7 @@ from gateway.config.citizens import CITIZEN_ALGORITHMS, CitizenSettings, load_ci
 from gateway.config.clients import DEFAULT_RATE_LIMIT, SCRYPT_HASH, ClientSettings, RateLimit, Right, load_clients
 from gateway.config.connectors import load_connectors
 from gateway.config.console import ConsoleSettings, console_settings
+from gateway.config.known import GATEWAY, refuse_unknown
 from gateway.config.purposes import Purpose, load_purposes
 from gateway.config.refusals import RefusalSettings, refusal_settings
 from gateway.config.services import Service, load_services
@@ -131,6 +132,7 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
     config_dir = Path(env.get("ANSS_GATEWAY_CONFIG") or config_dir or ROOT / "config")
     gateway_file = config_dir / "gateway.toml"
     data = read_table(gateway_file)
+    refuse_unknown(gateway_file, data, GATEWAY)  # a misspelt setting stops the start, not silently ignored
     gw = data.get("gateway", {})
     where = f"{gateway_file} [gateway]"
     state_dir = Path(env.get("ANSS_GATEWAY_STATE_DIR") or get(gw, "state_dir", str, where, "var"))

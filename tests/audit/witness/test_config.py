@@ -125,9 +125,9 @@ def test_the_gateway_reads_its_witnesses(tmp_path: Path, monkeypatch: pytest.Mon
                               (vkey, LOG_VKEY.encode(), "`vkey` must be a witness cosignature key"),
                               ('"https://witness.cndp.ma"', '"witness.cndp.ma"', "`url` must be http(s)"),
                               # the origin is the checkpoints' key name too: a name it could never sign under
-                              ("witness_quorum = 1", 'witness_quorum = 1\ncheckpoint_origin = "anss gov/log"',
+                              ("witness_quorum = 1\n[[", 'witness_quorum = 1\ncheckpoint_origin = "anss gov/log"\n[[',
                                "`checkpoint_origin` names the checkpoints' signing key: no spaces or '+'"),
-                              ("witness_quorum = 1", 'witness_quorum = 1\ncheckpoint_origin = "anss+gov/log"',
+                              ("witness_quorum = 1\n[[", 'witness_quorum = 1\ncheckpoint_origin = "anss+gov/log"\n[[',
                                "`checkpoint_origin` names the checkpoints' signing key: no spaces or '+'")):
         text = path.read_text(encoding="utf-8")
         path.write_text(text.replace(old, new), encoding="utf-8")
