@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from connectors.base import ConnectorConfig
 from gateway.config.anomalies import AnomalySettings, anomaly_settings
@@ -125,6 +125,21 @@ def _audit_cadence(audit: Mapping[str, Any], where: str) -> dict[str, Any]:
             "audit_retention_days": retention}
 
 
+N = TypeVar("N", int, float)
+
+
+def _from_env(env: Mapping[str, str], name: str, kind: type[N]) -> N | None:
+    """A number from the environment (``None`` when unset or empty), or one ``ConfigError`` line naming it."""
+    text = env.get(name)
+    if not text:
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"environment {name} must be {'an integer' if kind is int else 'a number'}, not {text!r}"
+                          ) from None
+
+
 def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Load and validate the settings; environment overrides win over the files."""
     D, S = _defaults(Settings), _defaults(SimulatorSettings)
@@ -138,12 +153,9 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
     state_dir = Path(env.get("ANSS_GATEWAY_STATE_DIR") or get(gw, "state_dir", str, where, "var"))
     if not state_dir.is_absolute():
         state_dir = (ROOT / state_dir) if "ANSS_GATEWAY_STATE_DIR" not in env else state_dir.resolve()
-    port: int = get(gw, "port", int, where, 8080)
-    if env.get("ANSS_GATEWAY_PORT"):
-        try:
-            port = int(env["ANSS_GATEWAY_PORT"])
-        except ValueError as exc:
-            raise ConfigError("environment ANSS_GATEWAY_PORT must be an integer") from exc
+    env_port = _from_env(env, "ANSS_GATEWAY_PORT", int)  # 0 is a port too: any free one
+    port: int = env_port if env_port is not None else get(gw, "port", int, where, 8080)
+    base_port = _from_env(env, "ANSS_GATEWAY_SIMULATOR_BASE_PORT", int)
     audit, consents = data.get("audit", {}), data.get("consents", {})
     sims = data.get("simulators", {})
     replay, limits, redis = data.get("replay", {}), data.get("rate_limits", {}), data.get("redis", {})
@@ -155,7 +167,7 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
         raise ConfigError(f"{gateway_file} [replay]: `backend` must be 'sqlite' or 'redis'")
     if limit_backend not in ("local", "redis"):
         raise ConfigError(f"{gateway_file} [rate_limits]: `backend` must be 'local' or 'redis'")
-    overlap = env.get("ANSS_GATEWAY_SIGNING_KEY_OVERLAP_S")
+    overlap = _from_env(env, "ANSS_GATEWAY_SIGNING_KEY_OVERLAP_S", float)
     checks = discover()  # built-in and installed checks: the check vocabulary of everything below
     for check in checks:  # what a check loads once (e.g. its rule parameters), each mistake one line
         prepare = getattr(check, "prepare", None)
@@ -173,7 +185,7 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
         root=ROOT,
         max_body_bytes=get(gw, "max_body_bytes", int, where, 65536),
         clock_leeway_s=get(gw, "clock_leeway_s", int, where, 30),
-        signing_key_overlap_s=float(overlap) if overlap else get(gw, "signing_key_overlap_s", float, where,
+        signing_key_overlap_s=overlap if overlap is not None else get(gw, "signing_key_overlap_s", float, where,
                                                                            D["signing_key_overlap_s"]),
         previous_signing_key_files=tuple(
             p for p in (resolve(config_dir, f) for f in get(gw, "previous_signing_key_files", list, where, [])) if p
@@ -215,7 +227,7 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
             seed=env.get("ANSS_GATEWAY_SIMULATOR_SEED") or get(sims, "seed", str, "[simulators]", S["seed"]),
             households=int(get(sims, "households", int, "[simulators]", S["households"])),
             host=get(sims, "host", str, "[simulators]", S["host"]),
-            base_port=int(env.get("ANSS_GATEWAY_SIMULATOR_BASE_PORT")
-                          or get(sims, "base_port", int, "[simulators]", S["base_port"])),
+            base_port=base_port if base_port is not None else get(sims, "base_port", int, "[simulators]",
+                                                                  S["base_port"]),
         ),
     )

@@ -58,3 +58,12 @@ def test_every_setting_the_shipped_files_show_is_known(tmp_path: Path, config: s
         out.write_text(uncommented, encoding="utf-8")
         refuse_unknown(out, read_table(out), GATEWAY)
     assert load(ROOT / config).gateway_id
+
+
+@pytest.mark.parametrize(("name", "kind"), [("ANSS_GATEWAY_PORT", "an integer"),
+                                            ("ANSS_GATEWAY_SIMULATOR_BASE_PORT", "an integer"),
+                                            ("ANSS_GATEWAY_SIGNING_KEY_OVERLAP_S", "a number")])
+def test_a_number_from_the_environment_that_is_none_is_one_line(name: str, kind: str) -> None:
+    with pytest.raises(ConfigError, match=f"^environment {name} must be {kind}, not 'abc'$"):
+        load(ROOT / "config", {name: "abc"})
+    assert load(ROOT / "config", {"ANSS_GATEWAY_PORT": "0"}).port == 0, "0 is a port: any free one"
