@@ -159,8 +159,8 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
         partial.unlink(missing_ok=True)
         raise
     partial.replace(out)
-    print(f"exported entries 0..{size - 1} to {out}" + (f" ({count - size} later entries are not signed yet)"
-                                                        if count > size else ""))
+    what = f"entries 0..{size - 1}" if size else "no entry (no signed tree head covers one yet)"
+    print(f"exported {what} to {out}" + (f" ({count - size} later entries are not signed yet)" if count > size else ""))
     return 0
 
 

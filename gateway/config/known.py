@@ -45,7 +45,8 @@ GATEWAY: dict[str, Any] = {
                       "login_address_attempts", "login_delay_s", "login_max_delay_s", "login_window_minutes",
                       "login_max_buckets"),
     "storage": _names("backend", "dsn_file", "schema", "connect_timeout_s", "pool_wait_s", "ping_timeout_s",
-                      "probe_interval_s", "health_fresh_s"),
+                      "probe_interval_s", "health_fresh_s",
+                      "dsn"),  # known so that its own refusal speaks: a DSN may hold a password, never in the TOML
     "batches": _names("engine", "database", "serve_works", "chunk_size", "concurrency", "worker_concurrency",
                       "capacity", "heartbeat_s", "stalled_after_s", "recover_every_s", "drain_s", "max_subjects",
                       "max_upload_bytes"),
