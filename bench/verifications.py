@@ -60,7 +60,7 @@ from gateway.crypto.keyring import dev_client_key_path, load_gateway_key
 from gateway.crypto.outbound import OutboundSigner
 from gateway.policy.rights import authorise
 from gateway.web import logs
-from gateway.web.runner import gateway_running
+from gateway.web.runner import gateway_running, settle_heap
 from simulators.population import Population
 
 TARGET_RATIO = 0.8  # issue 10 §7: at concurrency 16, median of 3 rounds, with metrics and breakers on
@@ -221,6 +221,7 @@ async def run_phases(settings: Settings, opts: Options, subjects: list[str], sim
         print(f"(b) baseline: direct backend calls; (a) the gateway at {gw.url}, its load generator {where}",
               flush=True)
         await prime_simulators(baseline, subjects[:SIMULATOR_CACHE], opts.concurrency)
+        settle_heap()  # as `serve` does once up; process-wide, so both sides run on the same settled heap
         results.warm_baseline = await phase("(b) warmup", baseline_work, 0, opts.warmup, None)
         _print_phase_line(results.warm_baseline)
         # every warmup answer's signature is checked

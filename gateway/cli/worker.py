@@ -23,7 +23,7 @@ async def run_worker(settings: Settings, probe_port: int | None = None) -> None:
     from aiohttp import web
 
     from gateway.web.app import create_app
-    from gateway.web.runner import wait_for_signal
+    from gateway.web.runner import settle_heap, wait_for_signal
     from gateway.web.state import BATCHES
 
     app = create_app(replace(settings, batches=replace(settings.batches, serve_works=True)))
@@ -34,6 +34,7 @@ async def run_worker(settings: Settings, probe_port: int | None = None) -> None:
         engine = app[BATCHES].engine
         print(f"batch worker {getattr(engine, 'name', '?')} running "
               f"({settings.batches.worker_concurrency} chunks at once); SIGTERM drains", flush=True)
+        settle_heap()
         await wait_for_signal()
         print("draining: running chunks finish, no new one is taken", flush=True)
     finally:
