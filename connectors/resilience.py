@@ -9,8 +9,12 @@ refused); when they have all completed it closes if their failure and slow-call 
 else it opens again for another ``open_s``.
 
 A failure is what says the administration is not answering usefully: a timeout, an unavailable, faulty,
-malformed or oversized answer, or a rejection. "Not found" is a normal answer; a query the connector refuses
-before sending (``ValueError``) is the caller's mistake: neither counts.
+malformed or oversized answer, or a rejection. "Not found" is a normal answer (a success). A query the connector
+refuses before sending (``ValueError``) is the caller's mistake, and a call cancelled by its caller says nothing
+of the administration: neither is recorded, and a half-open trial they held is given back. A call is slow when
+it takes longer than ``slow_call_s``. The window's rates are kept while open and half-open (what tripped it), and
+cleared when the breaker closes again; ``refused`` counts every call refused by the breaker, while open and,
+beyond its trial calls, while half-open.
 
 The bulkhead bounds the calls in flight to one administration (``max_concurrent``); a call that cannot start
 within ``max_wait_s`` is refused (``SourceBulkheadFull``, code ``source_bulkhead_full``), so one slow registry
@@ -149,7 +153,7 @@ class CircuitBreaker:
         return False
 
     def record(self, failed: bool, elapsed_s: float) -> None:
-        outcome = (failed, elapsed_s >= self.settings.slow_call_s)
+        outcome = (failed, elapsed_s > self.settings.slow_call_s)  # slower than the threshold (Resilience4j's >)
         if self.state == HALF_OPEN:
             self._trials.append(outcome)
             if len(self._trials) >= self.settings.half_open_calls:
@@ -189,8 +193,9 @@ class CircuitBreaker:
         self._failed = self._slow = 0
 
     def _open(self) -> None:
+        """Open; the window is kept as it was, so that its rates (what tripped it) show while open and half-open,
+        and is cleared only when the breaker closes again."""
         self._opened_at = self._clock()
-        self._clear_window()
         self._set(OPEN)
 
     def snapshot(self) -> dict[str, Any]:
@@ -275,6 +280,9 @@ class Resilient:
             self.breaker.release()
             self.bulkhead_rejections += 1
             raise SourceBulkheadFull(self.name, "too many calls in flight") from None
+        except asyncio.CancelledError:  # gone while waiting for a place: never made, its trial is given back
+            self.breaker.release()
+            raise
         self.in_flight += 1
         started = time.monotonic()
         failed, counted = False, True
@@ -285,7 +293,8 @@ class Resilient:
         except ConnectorError:
             failed = True
             raise
-        except ValueError:
+        except ValueError:  # refused before sending: the caller's mistake, says nothing about the administration
+            counted = False
             raise
         except asyncio.CancelledError:  # the request went away: says nothing about the administration
             counted = False

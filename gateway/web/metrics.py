@@ -1,9 +1,10 @@
 """Prometheus metrics of one gateway process, served at ``GET /metrics`` (text exposition format).
 
-Every label is a bounded, configured value — a route template, a method, a status, a client id, an
-administration, an operation, an outcome code — never a path with values in it, an identifier or anything a
-request carried: a test scans the output after the fixtures ran. One registry per application (a test process
-builds many), one process per pod.
+Every label is a bounded, configured value — a route template, a method (one of HTTP's, else ``_OTHER``), a
+status, an administration, an operation, an outcome code — never a path with values in it, an identifier or
+anything a request carried: a test scans the output after the fixtures ran. A call the breaker or the bulkhead
+refused is counted (its outcome) but not timed: it never reached the administration. One registry per
+application (a test process builds many), one process per pod.
 
     anss_gateway_requests_total{route, method, status}           API requests answered
     anss_gateway_request_duration_seconds{route}                  their latency (histogram)
@@ -11,7 +12,8 @@ builds many), one process per pod.
                                                                   failure's stable code (source_timeout, …)
     anss_gateway_source_call_duration_seconds{source}             their latency (histogram)
     anss_gateway_breaker_state{source, state}                     1 for the breaker's current state
-    anss_gateway_breaker_refused_total{source}                    calls refused by an open breaker
+    anss_gateway_breaker_refused_total{source}                    calls refused by the breaker (open, or half-open
+                                                                  beyond its trial calls)
     anss_gateway_bulkhead_rejections_total{source}                calls refused by a full bulkhead
     anss_gateway_source_in_flight{source}                         calls in flight now
     anss_gateway_access_log_append_duration_seconds               appending one access-log entry (histogram)
@@ -48,8 +50,9 @@ class _SourcesCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         state = GaugeMetricFamily("anss_gateway_breaker_state", "1 for the circuit breaker's current state",
                                   labels=["source", "state"])
-        refused = CounterMetricFamily("anss_gateway_breaker_refused", "Calls refused by an open breaker",
-                                      labels=["source"])
+        refused = CounterMetricFamily("anss_gateway_breaker_refused",
+                                      "Calls refused by the breaker: while open, or beyond its trial calls while "
+                                      "half-open", labels=["source"])
         rejected = CounterMetricFamily("anss_gateway_bulkhead_rejections", "Calls refused by a full bulkhead",
                                        labels=["source"])
         in_flight = GaugeMetricFamily("anss_gateway_source_in_flight", "Calls in flight to the administration",
@@ -78,6 +81,10 @@ class _ParserCollector(Collector):
         for status, count in sorted(self._counts().items()):
             refused.add_metric([str(status)], count)
         yield refused
+
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"})
+NOT_CALLED = frozenset({"source_circuit_open", "source_bulkhead_full"})  # refused here, before any call
 
 
 class Metrics:
@@ -126,9 +133,11 @@ class Metrics:
             children = self._source_children[key] = (self.source_calls.labels(source, operation, outcome),
                                                       self.source_latency.labels(source))
         children[0].inc()
-        children[1].observe(elapsed_s)
+        if outcome not in NOT_CALLED:
+            children[1].observe(elapsed_s)
 
     def request(self, route: str, method: str, status: int, elapsed_s: float) -> None:
+        method = method if method in METHODS else "_OTHER"  # a method is what the client sent: any token
         key = (route, method, status)
         children = self._request_children.get(key)
         if children is None:

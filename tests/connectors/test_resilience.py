@@ -225,3 +225,73 @@ def test_the_window_slides_calls_out_as_new_ones_come_in() -> None:
         assert slow.state == "closed", i
         slow.record(False, 20.0)
     assert slow.state == "open"
+
+
+def test_a_call_exactly_as_long_as_the_threshold_is_not_slow() -> None:
+    breaker = CircuitBreaker(SETTINGS, Clock())
+    for _ in range(4):
+        breaker.record(False, SETTINGS.slow_call_s)
+    assert breaker.current() == CLOSED, "slow means slower than slow_call_s (Resilience4j: duration > threshold)"
+
+
+def test_an_open_breaker_shows_the_rates_that_tripped_it_until_it_closes() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(SETTINGS, clock)
+    for failed in (True, False, True, True):
+        breaker.record(failed, 0.01)
+    tripped = breaker.snapshot()
+    assert (tripped["state"], tripped["calls_in_window"], tripped["failure_rate"]) == (OPEN, 4, 0.75)
+    clock.now = 10.0
+    assert breaker.snapshot()["failure_rate"] == 0.75 and breaker.current() == HALF_OPEN
+    assert breaker.acquire() and breaker.acquire()
+    breaker.record(False, 0.01)
+    breaker.record(False, 0.01)
+    closed = breaker.snapshot()
+    assert (closed["state"], closed["calls_in_window"], closed["failure_rate"]) == (CLOSED, 0, 0.0)
+
+
+async def test_a_query_refused_before_sending_is_not_recorded_and_gives_its_trial_back() -> None:
+    clock = Clock()
+    backend = Backend()
+    guarded = Resilient(backend, CircuitBreaker(SETTINGS, clock), BulkheadSettings())
+    ctx: Any = None
+    backend.outcome = ValueError("the query breaks the operation's pattern")
+    for _ in range(3):
+        with pytest.raises(ValueError):
+            await guarded.fetch(Query("person", {}), ctx)
+    assert guarded.breaker.snapshot()["calls_in_window"] == 0, "the caller's mistake dilutes no rate"
+    for _ in range(4):
+        guarded.breaker.record(True, 0.01)
+    clock.now = 10.0
+    for _ in range(3):  # half-open: refused queries take no trial, so they cannot close it either
+        with pytest.raises(ValueError):
+            await guarded.fetch(Query("person", {}), ctx)
+    assert guarded.breaker.current() == HALF_OPEN
+    backend.outcome = None
+    for _ in range(2):
+        await guarded.fetch(Query("person", {}), ctx)
+    assert guarded.breaker.current() == CLOSED
+
+
+async def test_a_call_cancelled_while_waiting_for_a_place_gives_its_trial_back() -> None:
+    clock = Clock()
+    backend = Backend()
+    backend.gate.clear()
+    guarded = Resilient(backend, CircuitBreaker(SETTINGS, clock), BulkheadSettings(max_concurrent=1,
+                                                                                     max_wait_s=5.0))
+    ctx: Any = None
+    for _ in range(4):
+        guarded.breaker.record(True, 0.01)
+    clock.now = 10.0
+    first = asyncio.create_task(guarded.fetch(Query("person", {}), ctx))  # trial 1 holds the only place
+    await asyncio.sleep(0)
+    waiting = asyncio.create_task(guarded.fetch(Query("person", {}), ctx))  # trial 2 waits for it
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    backend.gate.set()
+    await first
+    assert guarded.breaker.current() == HALF_OPEN, "one trial of two recorded"
+    await guarded.fetch(Query("person", {}), ctx)  # the trial given back lets this one through
+    assert guarded.breaker.current() == CLOSED

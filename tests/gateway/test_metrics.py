@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.web.state import RUNTIME
@@ -69,3 +70,24 @@ async def test_metrics_count_requests_sources_and_decisions_without_personal_val
                                             "decision", "le"}
     shaped = [v for _, v in label_values if re.search(r"[0-9]{10}|[A-Z]{1,2}[0-9]{5,6}|[0-9a-f]{32}", v)]
     assert not shaped, f"identifier-shaped label values: {shaped}"
+
+
+def test_a_method_outside_https_is_one_label_and_refused_calls_are_not_timed() -> None:
+    """Whatever token a client sends as its method (the pure-Python HTTP parser accepts any) becomes ``_OTHER``,
+    never a new series per value; a call the breaker or the bulkhead refused is counted but not timed."""
+    from gateway.web.metrics import Metrics
+
+    metrics = Metrics()
+    for method in ("POST", "X1384914220", "BERRADA"):
+        metrics.request("unmatched", method, 405, 0.001)
+    metrics.source_call("health", "coverage", "ok", 0.2)
+    metrics.source_call("health", "coverage", "source_circuit_open", 0.0)
+    metrics.source_call("health", "coverage", "source_bulkhead_full", 0.05)
+    values = samples(generate_latest(metrics.registry).decode())
+    methods = {dict(labels)["method"] for (name, labels) in values if name == "anss_gateway_requests_total"}
+    assert methods == {"POST", "_OTHER"}
+    assert values[("anss_gateway_requests_total", (("method", "_OTHER"), ("route", "unmatched"),
+                                                   ("status", "405")))] == 2
+    assert values[("anss_gateway_source_call_duration_seconds_count", (("source", "health"),))] == 1
+    assert values[("anss_gateway_source_calls_total", (("operation", "coverage"), ("outcome", "source_circuit_open"),
+                                                       ("source", "health")))] == 1
