@@ -5,8 +5,13 @@ Tracing is on when ``OTEL_TRACES_EXPORTER`` names an exporter (``otlp`` over HTT
 ``console``) and ``OTEL_SDK_DISABLED`` is not ``true``; ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES``
 describe the service. The OpenTelemetry aiohttp server and client instrumentations make a server span per
 request and a client span per HTTP call; the gateway adds one span per administration call
-(``"<source> <operation>"``). Only ``traceparent`` is sent to the administrations (W3C trace context; no
-``baggage``).
+(``"<source> <operation>"``). Each request starts a trace of its own: a client's ``traceparent``, ``tracestate``
+and ``baggage`` are not read (a client could otherwise switch the gateway's tracing of its requests off with a
+"not sampled" flag, or put any text in ``tracestate`` for the gateway to pass on), and only the gateway's own
+``traceparent`` is sent to the administrations (W3C trace context: no ``tracestate``, no ``baggage``).
+``OTEL_TRACES_EXPORTER`` is read case-insensitively; ``none`` among its values turns tracing off; a name this
+gateway does not ship stops the start (``ConfigError``) rather than tracing into nowhere. ``service.name`` is
+``OTEL_SERVICE_NAME``, else the one in ``OTEL_RESOURCE_ATTRIBUTES``, else ``anss-gateway``.
 
 No span carries personal data: span names are route templates and ``source operation`` pairs, and a span
 processor rewrites every URL attribute before it is recorded — the query string is dropped and path segments
@@ -19,10 +24,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from opentelemetry import propagate
 from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
@@ -57,13 +63,48 @@ class ScrubbingProcessor(SpanProcessor):
         return None
 
 
+class OwnTraceparent(TextMapPropagator):
+    """W3C trace context one way: nothing is read from a request (each starts its own trace), and only
+    ``traceparent`` is written on the calls to the administrations."""
+
+    _w3c = TraceContextTextMapPropagator()
+
+    def extract(self, carrier: Any, context: Context | None = None, getter: Any = None) -> Context:
+        return context if context is not None else Context()
+
+    def inject(self, carrier: Any, context: Context | None = None, setter: Any = None) -> None:
+        headers: dict[str, str] = {}
+        self._w3c.inject(headers, context)
+        if "traceparent" in headers:
+            if setter is None:
+                carrier["traceparent"] = headers["traceparent"]
+            else:
+                setter.set(carrier, "traceparent", headers["traceparent"])
+
+    @property
+    def fields(self) -> set[str]:
+        return {"traceparent"}
+
+
+def _resource(env: Mapping[str, str]) -> Resource:
+    """``OTEL_RESOURCE_ATTRIBUTES`` (``key=value`` pairs, values percent-encoded) as the SDK reads it, and
+    ``service.name``: ``OTEL_SERVICE_NAME``, else the attributes', else ``anss-gateway``."""
+    attributes: dict[str, str] = {}
+    for part in env.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
+        key, sep, value = part.partition("=")
+        if sep and key.strip():
+            attributes[key.strip()] = unquote(value.strip())
+    attributes["service.name"] = env.get("OTEL_SERVICE_NAME") or attributes.get("service.name") or "anss-gateway"
+    return Resource.create(attributes)
+
+
 def provider_from_env(env: Mapping[str, str], exporter: SpanExporter | None = None) -> TracerProvider | None:
     """The tracer provider the environment asks for, or None (tracing off). ``exporter`` (tests) replaces the
     configured ones."""
-    names = [n.strip() for n in env.get("OTEL_TRACES_EXPORTER", "").split(",") if n.strip()]
-    if exporter is None and (env.get("OTEL_SDK_DISABLED", "").lower() == "true" or not names or names == ["none"]):
+    names = [n.strip().lower() for n in env.get("OTEL_TRACES_EXPORTER", "").split(",") if n.strip()]
+    if exporter is None and (env.get("OTEL_SDK_DISABLED", "").lower() == "true" or not names or "none" in names):
         return None
-    provider = TracerProvider(resource=Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", "anss-gateway")}))
+    provider = TracerProvider(resource=_resource(env))
     provider.add_span_processor(ScrubbingProcessor())
     exporters: list[Any] = [exporter] if exporter is not None else []
     for name in names if exporter is None else []:
@@ -78,7 +119,7 @@ def provider_from_env(env: Mapping[str, str], exporter: SpanExporter | None = No
                               "and none")
     for chosen in exporters:
         provider.add_span_processor(BatchSpanProcessor(chosen))
-    propagate.set_global_textmap(TraceContextTextMapPropagator())  # traceparent only: no baggage goes out
+    propagate.set_global_textmap(OwnTraceparent())  # nothing read from clients; only traceparent goes out
     return provider
 
 

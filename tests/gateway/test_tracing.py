@@ -138,3 +138,44 @@ async def test_a_gateway_tracing_from_the_environment_exports_its_last_spans_whe
         assert any(b"civil_registry" in r for r in received), "the administration call's span was exported"
     finally:
         await server.close()
+
+
+@pytest.mark.parametrize("flags", ["00", "01"])
+async def test_a_clients_trace_context_is_not_read_and_only_traceparent_goes_on(
+    traced: tuple[Stack, InMemorySpanExporter, Recorder, TracerProvider], flags: str
+) -> None:
+    """A client's ``traceparent`` (sampled or not) and ``tracestate`` change nothing: the request is a trace of
+    the gateway's own, recorded, and the administrations get its ``traceparent`` only — never the client's text."""
+    stack, exporter, recorder, provider = traced
+    theirs = "0af7651916cd43dd8448eb211c80319c"
+    household = stack.population.fixture("amo_tadamon")
+    body = {"subject": {"idcs": household.father.idcs}, "purpose": "asd.eligibility", "case_ref": "CASE-CTX"}
+    answer = await stack.client.request("POST", "/v1/verifications", body, headers={
+        "traceparent": f"00-{theirs}-b7ad6b7169203331-{flags}", "tracestate": "vendor=1384914220"})
+    assert answer.status == 200
+    assert provider.force_flush()
+    [server] = [s for s in exporter.get_finished_spans() if s.name == "POST /v1/verifications"]
+    assert server.parent is None and f"{server.context.trace_id:032x}" != theirs
+    assert recorder.headers and all(h["traceparent"].split("-")[1] == f"{server.context.trace_id:032x}"
+                                    for h in recorder.headers)
+    assert not any({"tracestate", "baggage"} & {k.lower() for k in h} for h in recorder.headers)
+
+
+def test_the_exporters_names_and_the_service_name_follow_the_sdks_rules() -> None:
+    upper = provider_from_env({"OTEL_TRACES_EXPORTER": "CONSOLE"})
+    assert upper is not None, "enum values are case-insensitive"
+    upper.shutdown()
+    assert provider_from_env({"OTEL_TRACES_EXPORTER": "none,console"}) is None, "none among them: off"
+    named = provider_from_env({"OTEL_TRACES_EXPORTER": "console",
+                               "OTEL_RESOURCE_ATTRIBUTES": "service.name=svc-from-attrs,deployment.environment=prod"})
+    assert named is not None
+    assert (named.resource.attributes["service.name"], named.resource.attributes["deployment.environment"]) == (
+        "svc-from-attrs", "prod")
+    named.shutdown()
+    both = provider_from_env({"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "gw-1",
+                              "OTEL_RESOURCE_ATTRIBUTES": "service.name=svc-from-attrs"})
+    assert both is not None and both.resource.attributes["service.name"] == "gw-1"
+    both.shutdown()
+    plain = provider_from_env({"OTEL_TRACES_EXPORTER": "console"})
+    assert plain is not None and plain.resource.attributes["service.name"] == "anss-gateway"
+    plain.shutdown()
