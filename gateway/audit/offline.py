@@ -133,6 +133,7 @@ def _read_heads(lines: Iterable[str], keys: Mapping[str, PublicKey]) -> tuple[
     heads: dict[int, bytes] = {0: EMPTY_ROOT}
     signed: dict[int, SignedTreeHead] = {}
     consistency: list[dict[str, Any]] = []
+    last = (-1, 0)  # the previous head's (size, timestamp_ms)
     for line in iterator:
         d = _object(line)
         kind = d.get("type")
@@ -145,6 +146,9 @@ def _read_heads(lines: Iterable[str], keys: Mapping[str, PublicKey]) -> tuple[
                 raise ExportInvalid("not a tree head of this log")
             if heads.setdefault(head.tree_size, head.root_hash) != head.root_hash:
                 raise ExportInvalid(f"two signed tree heads of size {head.tree_size} disagree")
+            if head.tree_size <= last[0] or head.timestamp_ms < last[1]:
+                raise ExportInvalid(f"the tree head of size {head.tree_size}: not in order of size and time")
+            last = (head.tree_size, head.timestamp_ms)
             signed[head.tree_size] = SignedTreeHead.from_json(d)
             if "checkpoint" in d:
                 _check_checkpoint(d["checkpoint"], head.tree_size, head.root_hash)
@@ -207,7 +211,7 @@ class _EntryCheck:
         leaf, p = _b64d(d["leaf_hash"]), self.proofs.pop(i, None)
         if i >= self.size:
             raise bad("not covered by any signed tree head")
-        if d["index"] != i:
+        if type(d["index"]) is not int or d["index"] != i:  # 7.0 is not an index (the format: an integer)
             raise bad(f"the line says index {d['index']}")
         if raw is None and i and self.previous_raw is not None:
             raise bad("pruned after a kept entry")

@@ -617,3 +617,37 @@ def test_the_code_and_the_printed_verifier_agree(log: Log, tampering: str) -> No
     if tampering in ("none", "entry turned into a pruned line"):
         assert isinstance(got, tuple), "pruning the next-oldest entry is what retention does"
         assert summary.pruned == (30 if tampering == "none" else 31)
+
+
+def _head_lines(lines: list[str]) -> list[int]:
+    return [i for i, line in enumerate(lines) if line.startswith('{"type":"tree_head"')]
+
+
+def test_an_export_keeps_its_heads_in_order_of_size_and_time_and_its_indices_integers(
+        log: Log, capsys: pytest.CaptureFixture[str]) -> None:
+    """The format says heads come by strictly increasing size, their times never go back, an index is an
+    integer: an export breaking any of these is refused by both verifiers (the command's and the printed one)."""
+    out = export(log, capsys, "--no-proofs")
+    jwks = keys.jwks([log.key])
+    lines = out.read_text(encoding="utf-8").splitlines()
+    heads = _head_lines(lines)
+    assert len(heads) >= 2
+    first, last = heads[0], heads[-1]
+    moved = [*lines[:first], lines[last], *lines[first:last], *lines[last + 1:]]  # the last head read first
+    doubled = [*lines[:last + 1], lines[last], *lines[last + 1:]]  # the same head twice
+    second = json.loads(lines[heads[1]])
+    earlier = m.TreeHead(second["tree_size"], keys.b64url_decode(second["root_hash"]), 0,
+                         second["log_id"]).sign(log.key).to_json()
+    backwards = list(lines)
+    backwards[heads[1]] = json.dumps(earlier, separators=(",", ":"))  # signed, but dated before the first head
+    seven = next(i for i, line in enumerate(lines) if line.startswith('{"type":"entry","index":7,'))
+    floating = list(lines)
+    floating[seven] = lines[seven].replace('"index":7,', '"index":7.0,', 1)
+    out_of_order = "not in order of size and time"
+    for tampered, message in ((moved, out_of_order), (doubled, out_of_order), (backwards, out_of_order),
+                              (floating, "entry 7: the line says index 7.0")):
+        with pytest.raises(ValueError, match=message):
+            DOC_VERIFY(tampered, jwks)
+        with pytest.raises(ExportInvalid, match=message):
+            verify_export_lines(tampered, jwks)
+    assert DOC_VERIFY(lines, jwks)[0] == verify_export_lines(lines, jwks).tree_size
