@@ -92,7 +92,12 @@ class GatewayClient:
             answer_headers = CIMultiDict(resp.headers)
             status = resp.status
         header = await self.verify_signature(answer_headers, raw)
-        if header is not None and header.get("request_sha256") != request_digest(jti, body):
+        # the answer to this question: bound to this jti — or, for a refusal made before the assertion was
+        # accepted, to an empty jti and the body as read (all of it, or none: docs/security.md section 2)
+        questions = {request_digest(jti, body)}
+        if status >= 400:
+            questions |= {request_digest("", body), request_digest("", b"")}
+        if header is not None and header.get("request_sha256") not in questions:
             header = None  # a valid signature, but over the answer to another question
         await self.watch_log(answer_headers)
         return Answer(status, raw, answer_headers, header)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -16,21 +17,35 @@ from gateway.crypto import keys
 def cmd_keys_generate(args: argparse.Namespace) -> int:
     key = keys.generate(args.alg)
     out = Path(args.out)
-    if out.exists():
-        print(f"{out} exists; refusing to overwrite a key", file=sys.stderr)
+    public = out.with_suffix(".pub.pem")
+    for path in (out, public):
+        if path.exists():
+            print(f"{path} exists; refusing to overwrite a key", file=sys.stderr)
+            return 2
+    try:  # the private key is never readable by others, not even while it is written
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(keys.private_pem(key))
+        public.write_bytes(keys.public_pem(key.public))
+    except OSError as exc:
+        print(f"cannot write the key to {out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    out.write_bytes(keys.private_pem(key))
-    out.chmod(0o600)
-    out.with_suffix(".pub.pem").write_bytes(keys.public_pem(key.public))
-    print(f"private key: {out}\npublic key: {out.with_suffix('.pub.pem')}\nkid: {key.kid}")
+    print(f"private key: {out}\npublic key: {public}\nkid: {key.kid}")
     return 0
 
 
 def cmd_keys_jwks(args: argparse.Namespace) -> int:
+    from gateway.audit.heads import tree_head_keys
     from gateway.crypto.keyring import load_signing_keys
 
-    _active, published = load_signing_keys(load_settings(args))
-    print(orjson.dumps(keys.jwks(published), option=orjson.OPT_INDENT_2).decode())
+    settings = load_settings(args)
+    _active, published = load_signing_keys(settings)
+    document = keys.jwks(published)
+    if args.all:  # for an export's verifier: every key that signed (or signs) tree heads, retired ones included
+        listed = {k["kid"] for k in document["keys"]}
+        document["keys"] += [{**keys.public_jwk(public), "kid": kid, "alg": keys.algorithm_for(public), "use": "sig"}
+                             for kid, public in tree_head_keys(settings).items() if kid not in listed]
+    print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
     return 0
 
 
@@ -58,8 +73,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g.add_argument("--alg", choices=["EdDSA", "ES256"], default="EdDSA")
     g.add_argument("--out", required=True)
     g.set_defaults(func=cmd_keys_generate)
-    k.add_parser("jwks", help="print the gateway's public JWKS: the active key and retired keys still in overlap"
-                 ).set_defaults(func=cmd_keys_jwks)
+    j = k.add_parser("jwks", help="print the gateway's public JWKS: the active key and retired keys still in overlap")
+    j.add_argument("--all", action="store_true",
+                   help="also every retired key that signed tree heads: the JWKS to hand over with an export")
+    j.set_defaults(func=cmd_keys_jwks)
     r = k.add_parser("rotate", help="make a new signing key active; the old one stays published for the overlap",
                      description="Rotate the signing key of the key store under state_dir/keys. A running "
                                  "gateway picks it up within a second. Not for a configured signing_key_file.")

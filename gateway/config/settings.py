@@ -144,7 +144,7 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
     """Load and validate the settings; environment overrides win over the files."""
     D, S = _defaults(Settings), _defaults(SimulatorSettings)
     env = os.environ if env is None else env
-    config_dir = Path(env.get("ANSS_GATEWAY_CONFIG") or config_dir or ROOT / "config")
+    config_dir = Path(config_dir or env.get("ANSS_GATEWAY_CONFIG") or ROOT / "config")  # --config wins
     gateway_file = config_dir / "gateway.toml"
     data = read_table(gateway_file)
     refuse_unknown(gateway_file, data, GATEWAY)  # a misspelt setting stops the start, not silently ignored
@@ -168,6 +168,10 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
     if limit_backend not in ("local", "redis"):
         raise ConfigError(f"{gateway_file} [rate_limits]: `backend` must be 'local' or 'redis'")
     overlap = _from_env(env, "ANSS_GATEWAY_SIGNING_KEY_OVERLAP_S", float)
+    if overlap is None:
+        overlap = float(get(gw, "signing_key_overlap_s", float, where, D["signing_key_overlap_s"]))
+    if not overlap >= 0:  # a negative overlap would retire the old key from the JWKS before anyone saw the new
+        raise ConfigError(f"{where}: `signing_key_overlap_s` (or ANSS_GATEWAY_SIGNING_KEY_OVERLAP_S) must be 0 or more")
     checks = discover()  # built-in and installed checks: the check vocabulary of everything below
     for check in checks:  # what a check loads once (e.g. its rule parameters), each mistake one line
         prepare = getattr(check, "prepare", None)
@@ -185,8 +189,7 @@ def load(config_dir: Path | None = None, env: Mapping[str, str] | None = None) -
         root=ROOT,
         max_body_bytes=get(gw, "max_body_bytes", int, where, 65536),
         clock_leeway_s=get(gw, "clock_leeway_s", int, where, 30),
-        signing_key_overlap_s=overlap if overlap is not None else get(gw, "signing_key_overlap_s", float, where,
-                                                                           D["signing_key_overlap_s"]),
+        signing_key_overlap_s=overlap,
         previous_signing_key_files=tuple(
             p for p in (resolve(config_dir, f) for f in get(gw, "previous_signing_key_files", list, where, [])) if p
         ),

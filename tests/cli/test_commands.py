@@ -261,3 +261,34 @@ def test_a_state_dir_that_is_a_file_or_missing(tmp_path: Path, capsys: pytest.Ca
     missing = tmp_path / "new" / "state"  # missing but creatable: made, as on a first start
     monkeypatch.setenv("ANSS_GATEWAY_STATE_DIR", str(missing))
     assert main(["keys", "jwks"]) == 0 and missing.is_dir()
+
+
+def test_keys_generate_never_overwrites_a_public_key_and_says_when_it_cannot_write(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    taken = tmp_path / "k.pem"
+    taken.with_suffix(".pub.pem").write_text("someone's public key")
+    assert main(["keys", "generate", "--out", str(taken)]) == 2
+    assert not taken.exists() and taken.with_suffix(".pub.pem").read_text() == "someone's public key"
+    capsys.readouterr()
+    assert main(["keys", "generate", "--out", str(tmp_path / "missing" / "k.pem")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cannot write the key to") and "Traceback" not in err
+
+
+def test_keys_jwks_all_holds_every_key_that_signed_heads(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """After rotations past the overlap, the published JWKS no longer holds the keys of old heads; --all does."""
+    monkeypatch.setenv("ANSS_GATEWAY_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("ANSS_GATEWAY_SIGNING_KEY_OVERLAP_S", "0")
+    assert main(["keys", "jwks"]) == 0  # creates the first key
+    first = json.loads(capsys.readouterr().out)["keys"][0]["kid"]
+    for _ in range(2):
+        assert main(["keys", "rotate"]) == 0
+    capsys.readouterr()
+    assert main(["keys", "jwks"]) == 0
+    published = {k["kid"] for k in json.loads(capsys.readouterr().out)["keys"]}
+    assert first not in published
+    assert main(["keys", "jwks", "--all"]) == 0
+    every = json.loads(capsys.readouterr().out)["keys"]
+    assert first in {k["kid"] for k in every} and len(every) == 3
+    assert all("d" not in k and k["use"] == "sig" for k in every)

@@ -67,3 +67,12 @@ def test_a_number_from_the_environment_that_is_none_is_one_line(name: str, kind:
     with pytest.raises(ConfigError, match=f"^environment {name} must be {kind}, not 'abc'$"):
         load(ROOT / "config", {name: "abc"})
     assert load(ROOT / "config", {"ANSS_GATEWAY_PORT": "0"}).port == 0, "0 is a port: any free one"
+
+
+def test_a_negative_key_overlap_is_refused_and_config_wins_over_the_environment(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"`signing_key_overlap_s` .* must be 0 or more"):
+        load(ROOT / "config", {"ANSS_GATEWAY_SIGNING_KEY_OVERLAP_S": "-5"})
+    other = config_with(tmp_path, 'id = "anss-gateway"', 'id = "anss-gateway-b"', "gateway.toml")
+    # an explicit --config (the argument) is what the operator asked for, whatever the environment says
+    assert load(other, {"ANSS_GATEWAY_CONFIG": str(ROOT / "config")}).gateway_id == "anss-gateway-b"
+    assert load(None, {"ANSS_GATEWAY_CONFIG": str(other)}).gateway_id == "anss-gateway-b"

@@ -122,3 +122,18 @@ async def test_a_head_answer_is_signed_over_the_empty_body_it_carries(stack: Sta
         got = await resp.read()
     with pytest.raises(BadSignatureError):
         jws.deserialize_compact(token, key_set, algorithms=["EdDSA"], registry=REGISTRY, payload=got)
+
+
+async def test_the_bundled_client_accepts_a_refusal_bound_to_the_empty_question(stack: Stack) -> None:
+    """A request refused before its assertion was accepted is answered with an empty jti (docs/security.md
+    section 2): the client must take that answer as the answer to its question, not call it INVALID."""
+    from gateway.crypto import keys
+
+    own = stack.client.key
+    stack.client.key = keys.generate()  # a key the gateway does not know: refused before any jti is accepted
+    try:
+        answer = await stack.client.verify({"idcs": "1234567890"}, "asd.eligibility", "CASE-STRANGER")
+    finally:
+        stack.client.key = own
+    assert (answer.status, answer.json()["code"]) == (401, "invalid_assertion")
+    assert answer.signature_header is not None, "signed, and bound to the question as a refusal binds it"
