@@ -15,6 +15,7 @@ import os
 import secrets
 from pathlib import Path
 
+from gateway.config.toml import ConfigError
 from gateway.stores.files import create_once
 
 PSEUDONYM_ENV = "ANSS_GATEWAY_PSEUDONYM_KEY"
@@ -42,8 +43,23 @@ class Pseudonymiser:
         """From ``$ANSS_GATEWAY_PSEUDONYM_KEY`` (hex), else ``key_file``, else a dev key under state_dir."""
         env = os.environ.get(PSEUDONYM_ENV)
         if env:
-            return cls(bytes.fromhex(env))
+            return cls(_hex_key(env, f"${PSEUDONYM_ENV}"))
         path = key_file or state_dir / "keys" / "pseudonym.key"
         if key_file is None:
             create_once(path, secrets.token_hex(32).encode())  # two replicas starting at once share one key
-        return cls(bytes.fromhex(path.read_text().strip()))
+        try:
+            text = path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the pseudonym key ({exc.strerror or exc})") from None
+        return cls(_hex_key(text, str(path)))
+
+
+def _hex_key(text: str, where: str) -> bytes:
+    """The key written as hex, at least 32 bytes; ``ConfigError`` naming where it came from, never its value."""
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise ConfigError(f"{where}: the pseudonym key must be hexadecimal (64 hex digits or more)") from None
+    if len(key) < 32:
+        raise ConfigError(f"{where}: the pseudonym key must hold at least 32 bytes (64 hex digits)")
+    return key

@@ -20,6 +20,7 @@ import sys
 
 from gateway.cli import audit, batch, citizen, client, consent, keys, officers, serve, witness, worker
 from gateway.config.settings import ConfigError
+from gateway.crypto.keys import KeyFileError
 from gateway.stores.postgres import DatabaseUnavailable
 
 GROUPS = (serve, client, batch, worker, keys, audit, officers, consent, citizen, witness)
@@ -43,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except DatabaseUnavailable as exc:  # its message names the server, never the DSN or a password
         print(f"database unavailable: {exc}", file=sys.stderr)
+        return 2
+    except KeyFileError as exc:  # names the file, never its content
+        print(f"key error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:  # a key, a configured file, an output directory that is not there
+        print(f"file not found: {exc.filename or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
@@ -91,17 +92,27 @@ def generate(alg: str = "EdDSA") -> SigningKey:
     return SigningKey.from_private(private)
 
 
+class KeyFileError(ValueError):
+    """A key file that is not a key of the kind asked for; the message names the file, never its content."""
+
+
 def load_private_pem(path: Path) -> SigningKey:
-    private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    try:
+        private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise KeyFileError(f"{path}: not an unencrypted private key in PEM (a public key, or another file?)") from None
     if not isinstance(private, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
-        raise ValueError(f"{path}: only Ed25519 and P-256 private keys are supported")
+        raise KeyFileError(f"{path}: only Ed25519 and P-256 private keys are supported")
     return SigningKey.from_private(private)
 
 
 def load_public_pem(path: Path) -> PublicKey:
-    public = serialization.load_pem_public_key(path.read_bytes())
+    try:
+        public = serialization.load_pem_public_key(path.read_bytes())
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise KeyFileError(f"{path}: not a public key in PEM") from None
     if not isinstance(public, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey):
-        raise ValueError(f"{path}: only Ed25519 and P-256 public keys are supported")
+        raise KeyFileError(f"{path}: only Ed25519 and P-256 public keys are supported")
     return public
 
 

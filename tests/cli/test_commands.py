@@ -292,3 +292,25 @@ def test_keys_jwks_all_holds_every_key_that_signed_heads(tmp_path: Path, capsys:
     every = json.loads(capsys.readouterr().out)["keys"]
     assert first in {k["kid"] for k in every} and len(every) == 3
     assert all("d" not in k and k["use"] == "sig" for k in every)
+
+
+def test_key_mistakes_are_one_line_never_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANSS_GATEWAY_STATE_DIR", str(tmp_path / "state"))
+    key = tmp_path / "k.pem"
+    assert main(["keys", "generate", "--out", str(key)]) == 0
+    capsys.readouterr()
+    public = key.with_suffix(".pub.pem")
+    assert main(["client", "verify", "--key", str(public), "--idcs", "1234567890"]) == 2  # a public key given
+    err = capsys.readouterr().err
+    assert err.startswith("key error: ") and str(public) in err and "Traceback" not in err
+    monkeypatch.setenv("ANSS_GATEWAY_SIGNING_KEY_FILE", str(tmp_path / "gone.pem"))
+    assert main(["keys", "jwks"]) == 2
+    assert capsys.readouterr().err.strip() == f"file not found: {tmp_path / 'gone.pem'}"
+    monkeypatch.delenv("ANSS_GATEWAY_SIGNING_KEY_FILE")
+    monkeypatch.setenv("ANSS_GATEWAY_PSEUDONYM_KEY", "zz-not-hex")
+    from gateway.audit.pseudonym import Pseudonymiser
+    from gateway.config.toml import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^\$ANSS_GATEWAY_PSEUDONYM_KEY: the pseudonym key must be hexadecimal"):
+        Pseudonymiser.load(None, tmp_path)
