@@ -20,7 +20,7 @@ from multidict import CIMultiDict
 
 from gateway.client_log import LogWatch, ProofUnavailable
 from gateway.crypto.jws import SIGNATURE_HEADER, request_digest, sign_compact, verify_detached
-from gateway.crypto.keys import PublicKey, SigningKey, public_from_jwk
+from gateway.crypto.keys import PublicKey, SigningKey, b64url_decode, public_from_jwk
 from gateway.crypto.outbound import body_digest
 
 LOG_CHECKPOINT_HEADER = "Log-Checkpoint"  # gateway.web.checkpoint.HEADER (the client needs none of the server)
@@ -57,6 +57,7 @@ class GatewayClient:
         self._session = session
         self._owns_session = session is None
         self._gateway_keys: dict[str, PublicKey] = {}
+        self._looked_for: dict[str | None, float] = {}  # kids the JWKS was fetched again for, and when
         self.log_watch = log_watch
 
     async def __aenter__(self) -> GatewayClient:
@@ -136,7 +137,11 @@ class GatewayClient:
         token = headers.get(SIGNATURE_HEADER)
         if token is None:
             return None
-        if not self._gateway_keys:
+        kid, now = _kid_of(token), time.monotonic()
+        if not self._gateway_keys or (kid not in self._gateway_keys and now - self._looked_for.get(kid, -2.0) >= 1.0):
+            if len(self._looked_for) >= 64:
+                self._looked_for.clear()
+            self._looked_for[kid] = now  # a key rotated since: the JWKS fetched again, once a second per kid
             await self.refresh_keys()
         try:
             return verify_detached(token, body, self._gateway_keys)
@@ -155,3 +160,13 @@ class GatewayClient:
             document["as_of"] = as_of
         headers = {"Accept-Language": language} if language else None
         return await self.request("POST", "/v1/verifications", document, headers=headers)
+
+
+def _kid_of(token: str) -> str | None:
+    """The ``kid`` a detached JWS names (not trusted: it only says whether the keys held could verify it)."""
+    try:
+        header = orjson.loads(b64url_decode(token.split(".")[0]))
+    except (ValueError, IndexError):
+        return None
+    kid = header.get("kid") if isinstance(header, dict) else None
+    return kid if isinstance(kid, str) else None

@@ -15,7 +15,7 @@ import jwt
 from aiohttp import web
 
 from gateway.crypto.keys import PublicKey
-from gateway.crypto.outbound import OutboundAuthError, verify_outbound
+from gateway.crypto.outbound import OutboundAuthError, SeenTokens, verify_outbound
 from simulators.gateway_keys import GatewayKeys
 from simulators.population import Population
 from simulators.rogue import ROGUE_MODES
@@ -66,7 +66,9 @@ class SimulatorContext:
     trusted_keys: Mapping[str, PublicKey] | GatewayKeys
     audience: str
     control: SimulatorControl = field(default_factory=SimulatorControl)
+    issuer: str | None = None  # the gateway id a call's `iss` must be (None: not checked, for hand-built tests)
     keys: GatewayKeys = field(init=False, repr=False, compare=False)
+    seen: SeenTokens = field(default_factory=SeenTokens, repr=False, compare=False)  # jti used: a replay
 
     def __post_init__(self) -> None:
         given = self.trusted_keys
@@ -90,7 +92,8 @@ async def check_signature(request: web.Request, body: bytes) -> dict[str, Any]:
     authorization = request.headers.get("Authorization")
     key = await ctx.keys.key(unverified_kid(authorization))
     return verify_outbound(authorization, request.method, request.path_qs, body, ctx.audience,
-                           {} if key is None else {unverified_kid(authorization): key})
+                           {} if key is None else {unverified_kid(authorization): key}, issuer=ctx.issuer,
+                           seen=ctx.seen)
 
 
 def unverified_kid(authorization: str | None) -> str:

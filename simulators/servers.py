@@ -50,6 +50,7 @@ async def start_simulators(
     trusted_keys: Mapping[str, PublicKey],
     host: str = "127.0.0.1",
     ports: Mapping[str, int] | None = None,
+    issuer: str | None = None,
 ) -> RunningSimulators:
     """Start all five; ``ports`` of 0 (the default when ``ports`` is None) pick free ports."""
     running = RunningSimulators()
@@ -57,7 +58,7 @@ async def start_simulators(
     try:
         for name, builder in BUILDERS.items():
             control = SimulatorControl()
-            app = builder(SimulatorContext(population, running.gateway_keys, AUDIENCES[name], control))
+            app = builder(SimulatorContext(population, running.gateway_keys, AUDIENCES[name], control, issuer))
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             running.runners.append(runner)

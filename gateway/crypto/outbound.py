@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gateway.crypto.keys import PublicKey, SigningKey, b64url
 
@@ -61,6 +62,25 @@ class OutboundAuthError(Exception):
         self.reason = reason
 
 
+class SeenTokens:
+    """The ``jti`` of every accepted token until it expires: a second use of one is a replay."""
+
+    def __init__(self, clock: Callable[[], float] = time.time, purge_every_s: float = 10.0) -> None:
+        self._expiry: dict[str, float] = {}
+        self._clock, self._purge_every_s = clock, purge_every_s
+        self._next_purge = 0.0
+
+    def first_use(self, jti: str, expires_at: float) -> bool:
+        now = self._clock()
+        if now >= self._next_purge:  # expired ones leave: memory follows the call rate times the lifetime
+            self._expiry = {k: v for k, v in self._expiry.items() if v > now}
+            self._next_purge = now + self._purge_every_s
+        if self._expiry.get(jti, 0.0) > now:
+            return False
+        self._expiry[jti] = expires_at
+        return True
+
+
 def verify_outbound(
     authorization: str | None,
     method: str,
@@ -69,8 +89,11 @@ def verify_outbound(
     audience: str,
     trusted: Mapping[str, PublicKey],
     leeway_s: int = 5,
+    issuer: str | None = None,
+    seen: SeenTokens | None = None,
 ) -> dict[str, Any]:
-    """Check a gateway call's signature as an administration would; return its claims."""
+    """Check a gateway call's signature as an administration would (docs/security.md, "Verifying the gateway's
+    calls"); return its claims. ``issuer``: the gateway id ``iss`` must be; ``seen``: refuse a ``jti`` used before."""
     if not authorization or not authorization.startswith("Bearer "):
         raise OutboundAuthError("missing bearer token")
     token = authorization[len("Bearer ") :]
@@ -81,21 +104,30 @@ def verify_outbound(
     key = trusted.get(str(header.get("kid")))
     if key is None:
         raise OutboundAuthError("unknown signing key")
+    alg = header.get("alg")
+    if alg != ("EdDSA" if isinstance(key, ed25519.Ed25519PublicKey) else "ES256"):  # the key's own algorithm
+        raise OutboundAuthError("the token's alg is not its key's")
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
             key,
-            algorithms=ALLOWED_ALGORITHMS,
+            algorithms=[alg],
             audience=audience,
             leeway=leeway_s,
             options={"require": ["iss", "aud", "iat", "exp", "jti", "htm", "htu", "body_sha256"]},
         )
-    except jwt.PyJWTError as exc:
+    except (jwt.PyJWTError, TypeError, ValueError) as exc:  # whatever the token holds, a refusal, never a crash
         raise OutboundAuthError(f"invalid token: {type(exc).__name__}") from exc
+    if not isinstance(claims["aud"], str) or (issuer is not None and claims["iss"] != issuer):
+        raise OutboundAuthError("token of another issuer, or for several audiences")
+    if not isinstance(claims["jti"], str) or not 0 < len(claims["jti"]) <= 256:
+        raise OutboundAuthError("jti must be a non-empty string")
     if claims["exp"] - claims["iat"] > OUTBOUND_TTL_S:
         raise OutboundAuthError("token lives too long")
     if claims["htm"] != method.upper() or claims["htu"] != path_qs:
         raise OutboundAuthError("token is bound to another call")
     if claims["body_sha256"] != body_digest(body):
         raise OutboundAuthError("body does not match its digest")
+    if seen is not None and not seen.first_use(claims["jti"], float(claims["exp"]) + leeway_s):
+        raise OutboundAuthError("token already used (replay)")
     return claims

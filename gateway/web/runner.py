@@ -50,15 +50,15 @@ async def gateway_running(settings: Settings, port: int | None = None,
 
 @asynccontextmanager
 async def simulators_running(settings: Settings, free_ports: bool) -> AsyncIterator[RunningSimulators]:
-    """The five simulators, trusting this gateway's published signing keys (from the same state directory).
-
-    They learn the keys once, at start: after ``keys rotate`` restart them (the gateway itself follows).
-    """
+    """The five simulators, trusting this gateway's published signing keys (from the same state directory) and
+    its id as the calls' issuer; once told the gateway's JWKS (``RunningSimulators.follow_jwks``) they follow it,
+    so ``keys rotate`` needs no restart of them."""
     _active, published = load_signing_keys(settings)
     population = Population(settings.simulators.seed, settings.simulators.households)
     base = settings.simulators.base_port
     ports = None if free_ports else {name: base + i for i, name in enumerate(DEFAULT_PORTS)}
-    sims = await start_simulators(population, {k.kid: k.public for k in published}, settings.simulators.host, ports)
+    sims = await start_simulators(population, {k.kid: k.public for k in published}, settings.simulators.host, ports,
+                                  issuer=settings.gateway_id)
     try:
         yield sims
     finally:
