@@ -262,10 +262,10 @@ async def test_a_client_assertion_is_not_a_citizen_token(citizens: CitizenStack)
 
 
 async def test_a_token_stops_working_when_it_expires(citizens: CitizenStack) -> None:
-    now = int(time.time())
-    token = citizens.idp.token("1234567890", iat=now - 60, nbf=now - 60, exp=now - 29)  # inside the 30 s leeway
+    now = int(time.time())  # (whole seconds: a margin of a few, so a slow second does not cross the line)
+    token = citizens.idp.token("1234567890", iat=now - 60, nbf=now - 60, exp=now - 25)  # inside the 30 s leeway
     assert (await citizens.read(token)).status == 200
-    stale = citizens.idp.token("1234567890", iat=now - 120, nbf=now - 120, exp=now - 31)
+    stale = citizens.idp.token("1234567890", iat=now - 120, nbf=now - 120, exp=now - 35)
     assert (await citizens.read(stale)).status == 401
 
 

@@ -143,8 +143,10 @@ async def test_refusals_of_identified_clients_are_never_counted_away(tmp_path: P
     logged = [orjson.loads(e) for _, e in rows(stack.settings.audit_database)[before:]]  # counters written at stop
     assert [e["outcome"] for e in logged if e["client"] == "anss.asd"] == ["unknown_purpose"] * 5
     anonymous = [e for e in logged if e["client"] is None]
-    assert [e["outcome"] for e in anonymous] == ["not_found", AGGREGATED]
-    assert anonymous[1]["detail"]["count"] == 2 and anonymous[1]["detail"]["code"] == "not_found"
+    # the two refusals counted away are in one counter entry per window: two when a window ended between them
+    assert anonymous[0]["outcome"] == "not_found" and {e["outcome"] for e in anonymous[1:]} == {AGGREGATED}
+    assert sum(e["detail"]["count"] for e in anonymous[1:]) == 2 and len(anonymous) in (2, 3)
+    assert {e["detail"]["code"] for e in anonymous[1:]} == {"not_found"}
 
 
 def test_the_budget_counts_per_window_address_and_code() -> None:
