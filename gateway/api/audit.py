@@ -34,7 +34,7 @@ from aiohttp import web
 from gateway.api.caller import signed_request
 from gateway.api.validation import parse_json
 from gateway.audit import log_id_for, tree_head_keys
-from gateway.audit.merkle import SignedTreeHead
+from gateway.audit.merkle import MAX_SIZE, SignedTreeHead
 from gateway.audit.query import LogPage, LogQuery
 from gateway.audit.store import AccessLog
 from gateway.crypto.keys import PublicKey, b64url
@@ -42,8 +42,6 @@ from gateway.errors import BadRequest, GatewayError, NotFound, ServiceUnavailabl
 from gateway.trust.roles import OFFICER
 from gateway.web.heavy import heavy_read
 from gateway.web.state import AuditNote, Runtime
-
-MAX_INDEX = 2**63 - 1  # an entry index is a signed 64-bit integer (the OpenAPI's bound)
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -218,9 +216,9 @@ async def show_entry(request: web.Request) -> web.Response:
     runtime, note, _ = await _officer(request)
     _no_query(request)
     raw = request.match_info["index"]
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19 and int(raw) <= MAX_INDEX
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19 and int(raw) <= MAX_SIZE
             and (raw == "0" or not raw.startswith("0"))):  # one spelling per entry, as /log/consistency's sizes
-        raise BadRequest(f"an entry index is an integer from 0 to {MAX_INDEX}, without leading zeros")
+        raise BadRequest(f"an entry index is an integer from 0 to {MAX_SIZE}, without leading zeros")
     index = int(raw)
     note.detail["index"] = index
     async with heavy_read(runtime):

@@ -43,8 +43,8 @@ def cmd_keys_jwks(args: argparse.Namespace) -> int:
     document = keys.jwks(published)
     if args.all:  # for an export's verifier: every key that signed (or signs) tree heads, retired ones included
         listed = {k["kid"] for k in document["keys"]}
-        document["keys"] += [{**keys.public_jwk(public), "kid": kid, "alg": keys.algorithm_for(public), "use": "sig"}
-                             for kid, public in tree_head_keys(settings).items() if kid not in listed]
+        document["keys"] += [keys.published_jwk(public, kid) for kid, public in tree_head_keys(settings).items()
+                             if kid not in listed]
     print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
     return 0
 

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from connectors.base import Connector, ConnectorConfig
 from connectors.registry import ConnectorBuildError, build_all
+from gateway.config.known import setting_line
 from gateway.config.toml import ConfigError, get, line_of, read_table
 
 _CONNECTOR_KEYS = frozenset({"name", "kind", "base_url", "audience", "mapping", "timeout_s", "connect_timeout_s",
@@ -67,19 +68,8 @@ def load_connector_file(path: Path, env: Mapping[str, str]) -> ConnectorConfig:
 
 
 def _setting(path: Path, key: str) -> str:
-    """``file:line [connector]`` of the line setting ``key`` in the [connector] table (the table's line if none)."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return f"{path} [connector]"
-    inside = False
-    for number, line in enumerate(lines, start=1):
-        text = line.strip()
-        if text.startswith("["):
-            inside = text.startswith("[connector]")
-        elif inside and re.match(rf"{re.escape(key)}\s*=", text):
-            return f"{path}:{number} [connector]"
-    return f"{line_of(path, '[connector]')} [connector]"
+    """``file:line [connector]`` of the line setting ``key`` in the [connector] table."""
+    return f"{setting_line(path, key, 'connector')} [connector]"
 
 
 def _positive(path: Path, table: Mapping[str, object], key: str, kind: type[N], default: N) -> N:

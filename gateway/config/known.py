@@ -72,24 +72,24 @@ def refuse_unknown(path: Path, document: Mapping[str, Any], shape: Mapping[str, 
     for key, value in document.items():
         sub = shape.get(key)
         if isinstance(sub, frozenset | dict):
-            if isinstance(value, dict):
-                refuse_unknown(path, value, sub if isinstance(sub, dict) else {"": sub}, f"{header}.{key}".lstrip("."))
-            elif isinstance(value, list):  # an array of tables: [[audit.witnesses]], rights = [{…}]
-                for entry in value:
-                    if isinstance(entry, dict):
-                        refuse_unknown(path, entry, sub if isinstance(sub, dict) else {"": sub},
-                                       f"{header}.{key}".lstrip("."))
+            nested = sub if isinstance(sub, dict) else {"": sub}
+            tables = value if isinstance(value, list) else [value]  # an array of tables: [[audit.witnesses]]
+            for table in tables:
+                if isinstance(table, dict):
+                    refuse_unknown(path, table, nested, f"{header}.{key}".lstrip("."))
             continue
         if key in own:
             continue
         allowed = sorted(own | {k for k in shape if k})
         where = f"[{header}]" if header else "the top level"
-        raise ConfigError(f"{_line(path, key, header)} {where}: unknown setting `{key}`; allowed: {', '.join(allowed)}")
+        raise ConfigError(f"{setting_line(path, key, header)} {where}: unknown setting `{key}`; allowed: "
+                          f"{', '.join(allowed)}")
 
 
-def _line(path: Path, key: str, header: str) -> str:
-    """``file:line`` of the line setting ``key`` (``key =`` at its start, else anywhere: an inline table) under
-    its table's header, or the nearest enclosing header the file writes."""
+def setting_line(path: Path, key: str, header: str) -> str:
+    """``file:line`` of the line setting ``key`` (``key =`` at its start, or inside an inline table) in the table
+    ``header`` (``""``: the top level), else in the nearest enclosing table the file writes out; or the line of a
+    table ``[header.key]`` itself; ``file`` alone when none."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError:
@@ -99,11 +99,14 @@ def _line(path: Path, key: str, header: str) -> str:
     parts = header.split(".") if header else []
     while True:
         opening = "[" + ".".join(parts) if parts else None
-        started = opening is None
+        inside = opening is None  # the top level: until the first table
         for number, line in enumerate(lines, start=1):
             text = line.strip()
-            started = started or (opening is not None and text.startswith(("[", "[[")) and opening in text)
-            if (started and not text.startswith("#") and setting.search(text)) or table.match(text):
+            if table.match(text):
+                return f"{path}:{number}"
+            if text.startswith("["):  # a table starts: inside it only if it is the one looked in
+                inside = opening is not None and opening in text
+            elif inside and not text.startswith("#") and setting.search(text):
                 return f"{path}:{number}"
         if not parts:
             return str(path)

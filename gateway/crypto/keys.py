@@ -78,7 +78,7 @@ class SigningKey:
         return self.private.public_key()
 
     def jwk(self) -> dict[str, str]:
-        return {**public_jwk(self.public), "kid": self.kid, "alg": self.alg, "use": "sig"}
+        return published_jwk(self.public, self.kid)
 
 
 def generate(alg: str = "EdDSA") -> SigningKey:
@@ -135,6 +135,11 @@ def load_or_create(path: Path, alg: str = "EdDSA") -> SigningKey:
     if not path.exists():
         create_once(path, private_pem(generate(alg)))  # if another process won the race: keep theirs
     return load_private_pem(path)
+
+
+def published_jwk(public: PublicKey, kid: str) -> dict[str, str]:
+    """The JWK a JWKS publishes for a signing key: its public members, ``kid``, ``alg`` and ``use``."""
+    return {**public_jwk(public), "kid": kid, "alg": algorithm_for(public), "use": "sig"}
 
 
 def jwks(keys: list[SigningKey]) -> dict[str, Any]:

@@ -15,9 +15,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gateway.crypto.keys import PublicKey, SigningKey, b64url
+from gateway.crypto.keys import PublicKey, SigningKey, algorithm_for, b64url
 
 OUTBOUND_TTL_S = 60
 ALLOWED_ALGORITHMS = ["EdDSA", "ES256"]
@@ -105,7 +104,7 @@ def verify_outbound(
     if key is None:
         raise OutboundAuthError("unknown signing key")
     alg = header.get("alg")
-    if alg != ("EdDSA" if isinstance(key, ed25519.Ed25519PublicKey) else "ES256"):  # the key's own algorithm
+    if alg != algorithm_for(key):  # the key's own algorithm
         raise OutboundAuthError("the token's alg is not its key's")
     try:
         claims: dict[str, Any] = jwt.decode(
