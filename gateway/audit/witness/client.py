@@ -6,7 +6,7 @@ stored). It sends ``old <that size>`` with the consistency proof from it (``Cons
 log); a 409 carrying another size is retried from that size (the witness restarted, another replica submitted,
 or the client never knew), up to ``MAX_ATTEMPTS`` times. A witness holding a size *above* the checkpoint's has
 cosigned a larger tree of this log than the log now has — the log was cut: ``WitnessOutcome.ahead`` says so;
-one that holds a checkpoint this one does not extend (a 409 at the same size, a 422) sets
+one that holds a checkpoint this one does not extend (a 409 at the same size, with or without the size, a 422) sets
 ``WitnessOutcome.inconsistent``: the log was rewritten. The caller must treat both as a corrupt log.
 Cosignature lines are kept only when they are by the configured witness key and verify
 (``checkpoint.verify_cosignatures``); unknown lines are ignored, as the protocol requires. Witnesses are asked
@@ -168,8 +168,11 @@ class WitnessClient:
                                           error=f"the witness holds another checkpoint of size {held}")
                 old, error = held, f"409: the witness holds size {held}"
                 continue
+            # tlog-witness: a 409 without a size answers "old = this size, another root" (a fork) — the only 409
+            # it defines with no body; so does a 422 (the proof from what the witness holds does not verify)
+            forked = status == 422 or (status == 409 and old == size)
             return WitnessOutcome(name, witness.url, acknowledged_size=self.acknowledged.get(name),
-                                  inconsistent=status == 422,
+                                  inconsistent=forked,
                                   error=f"HTTP {status}: {answer[:200].decode('utf-8', 'replace').strip()}")
         return WitnessOutcome(name, witness.url, acknowledged_size=self.acknowledged.get(name),
                               error=f"gave up after {MAX_ATTEMPTS} attempts ({error})")
