@@ -126,6 +126,20 @@ def test_unknown_keys_ignored_but_one_known_required() -> None:
         cp.open_checkpoint(note, [cp.verifier_key(ORIGIN, LOG_KEY, cp.COSIGNATURE_V1)])
 
 
+def test_a_stranger_line_with_unused_pad_bits_set_is_skipped_like_any_stranger() -> None:
+    """Go's note.Open decodes signature lines without the canonical check: a line by an unknown key whose last
+    base64 character carries non-zero pad bits is ignored there, so it must not refuse the note here either."""
+    note = cp.sign_checkpoint(cp.Checkpoint(ORIGIN, 5, ROOT), ORIGIN, LOG_KEY)
+    text = cp.parse_note(note).text
+    blob = base64.b64encode(b"\x01\x02\x03\x04" + bytes(64)).decode()  # 68 bytes: ends "AA="
+    assert blob.endswith("AA=")
+    odd = blob[:-2] + "B="  # the same bytes with a pad bit set: not canonical
+    assert base64.b64decode(odd) == base64.b64decode(blob) and odd != blob
+    with_stranger = note.replace("\n\n", f"\n\n\u2014 stranger.example {odd}\n", 1)
+    assert cp.parse_note(with_stranger).text == text
+    assert cp.open_checkpoint(with_stranger, [cp.verifier_key(ORIGIN, LOG_KEY)]).size == 5
+
+
 def test_known_key_with_bad_signature_refuses_whole_note() -> None:
     note = cp.sign_checkpoint(cp.Checkpoint(ORIGIN, 5, ROOT), ORIGIN, LOG_KEY)
     forged = note.replace("\n5\n", "\n6\n")
