@@ -18,7 +18,8 @@ Such a refusal is signed like every other answer (``X-JWS-Signature`` over its b
 its body, also sent as ``X-Request-Id``, and ``request_sha256`` over an empty ``jti`` and an empty body: no
 request was read), but it is not an access-log entry: it carries no identity and reaches nothing
 (docs/security.md, known limits). The app gives the signer (``REFUSAL_SIGNER``), so that a rotated key signs
-from its first refusal on.
+from its first refusal on, and its checkpoint beacon, so that the refusal carries the ``Log-Checkpoint`` header
+like every answer once there is a checkpoint.
 
 aiohttp offers no public hook for this answer, so ``GatewayRunner`` builds its ``Server`` as ``AppRunner``
 does and has it make ``GatewayProtocol`` connections; ``tests/gateway/test_hostile_callers.py`` pins the
@@ -49,6 +50,8 @@ from gateway.errors import (
     ServiceUnavailable,
     problem_body,
 )
+from gateway.web.checkpoint import BEACON, CheckpointBeacon
+from gateway.web.checkpoint import HEADER as CHECKPOINT_HEADER
 
 __all__ = ["PARSER_REFUSALS", "REFUSAL_SIGNER", "GatewayProtocol", "GatewayRunner", "ParserRefusals", "RefusalSigner"]
 log = structlog.get_logger("gateway")
@@ -94,10 +97,11 @@ def _error_for(status: int) -> GatewayError:
 class GatewayProtocol(RequestHandler):
     """aiohttp's connection handler, answering parser-level refusals as the module says."""
 
-    __slots__ = ("refusals", "sign")
+    __slots__ = ("beacon", "refusals", "sign")
 
     refusals: ParserRefusals
     sign: RefusalSigner | None
+    beacon: CheckpointBeacon | None
 
     def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
@@ -108,6 +112,8 @@ class GatewayProtocol(RequestHandler):
         request_id = uuid.uuid4().hex
         body = problem_body(error, request_id)
         headers = {"Server": SERVER, "X-Request-Id": request_id}
+        if self.beacon is not None and self.beacon.header is not None:  # as on every answer (merkle-log.md §14)
+            headers[CHECKPOINT_HEADER] = self.beacon.header
         if self.sign is not None:
             try:
                 headers[SIGNATURE_HEADER] = self.sign(body, request_id)
@@ -119,15 +125,18 @@ class GatewayProtocol(RequestHandler):
 
 
 class _GatewayServer(web.Server):
-    def __init__(self, *args: Any, refusals: ParserRefusals, sign: RefusalSigner | None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, refusals: ParserRefusals, sign: RefusalSigner | None,
+                 beacon: CheckpointBeacon | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.refusals = refusals
         self.sign = sign
+        self.beacon = beacon
 
     def __call__(self) -> RequestHandler:
         protocol = GatewayProtocol(self, loop=self._loop, **self._kwargs)
         protocol.refusals = self.refusals
         protocol.sign = self.sign
+        protocol.beacon = self.beacon
         return protocol
 
 
@@ -142,4 +151,4 @@ class GatewayRunner(web.AppRunner):
             refusals = ParserRefusals()
         return _GatewayServer(server.request_handler, request_factory=server.request_factory,
                               handler_cancellation=server.handler_cancellation, refusals=refusals,
-                              sign=self.app.get(REFUSAL_SIGNER), **server._kwargs)
+                              sign=self.app.get(REFUSAL_SIGNER), beacon=self.app.get(BEACON), **server._kwargs)
