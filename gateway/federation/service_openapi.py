@@ -50,6 +50,20 @@ def _schema_file(name: str) -> dict[str, Any]:
     return loaded
 
 
+# on every answer, refusals included, as the gateway's own document says (schemas/openapi.json)
+ANSWER_HEADERS = {
+    SIGNATURE_HEADER: {"description": "A detached JWS (RFC 7515, EdDSA) over the body, verifiable with the "
+                                      "gateway's JWKS (/.well-known/jwks.json); its protected header binds the "
+                                      "answer to the request (docs/security.md section 2)",
+                       "schema": {"type": "string"}, "required": True},
+    "X-Request-Id": {"description": "The request's id, as in the body's request_id and the access-log entry",
+                     "schema": {"type": "string"}, "required": True},
+    "Log-Checkpoint": {"description": "The access log's latest checkpoint: padded standard base64 of its C2SP "
+                                      "signed note (docs/merkle-log.md section 14); absent only before the first",
+                       "schema": {"type": "string", "pattern": "^[A-Za-z0-9+/]+={0,2}$"}, "required": False},
+}
+
+
 def embedded(schema: Mapping[str, Any], at: str) -> dict[str, Any]:
     """A standalone JSON Schema made a component at ``at`` (``#/components/schemas/Record``): its ``$schema`` and
     ``$id`` dropped, and its local references (``#/$defs/x``) rewritten to point inside the component."""
@@ -107,14 +121,12 @@ def openapi_document(published: PublishedService, purposes: Sequence[tuple[Purpo
     request["properties"]["purpose"] = {"enum": [p.name for p, _ in purposes],
                                         "description": "A purpose the caller's rights allow for this service"}
     request["properties"]["params"] = _params_schema(published)
-    problem = {"description": "", "content": {"application/problem+json": {
+    problem = {"description": "", "headers": copy.deepcopy(ANSWER_HEADERS), "content": {"application/problem+json": {
         "schema": {"$ref": "#/components/schemas/Problem"}}}}
     responses: dict[str, Any] = {"200": {
         "description": "The administration's answer as its canonical record (found: false and record: null when "
                        "it does not know the subject)",
-        "headers": {SIGNATURE_HEADER: {"description": "A detached JWS (RFC 7515, EdDSA) over the body, verifiable "
-                                                      "with the gateway's JWKS (/.well-known/jwks.json)",
-                                       "schema": {"type": "string"}, "required": True}},
+        "headers": copy.deepcopy(ANSWER_HEADERS),
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ServiceCallResponse"}}}}}
     for status, text in REFUSALS.items():
         responses[status] = {**problem, "description": text}

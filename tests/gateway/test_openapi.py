@@ -244,6 +244,7 @@ def test_openapi_essentials() -> None:
             assert set(response.get("headers", {})) >= COMMON_HEADERS, f"{where}: signature and request id"
             for name in COMMON_HEADERS:
                 assert deref(f"{where}/headers/{escape(name)}")[1]["required"] is True
+            assert "Log-Checkpoint" in response["headers"], f"{where}: on every answer once there is a checkpoint"
             assert response.get("content"), f"{where}: every answer has a body"
             if not status.startswith("2") and (path, status) != ("/readyz", "503"):
                 assert set(response["content"]) == {"application/problem+json"}, where

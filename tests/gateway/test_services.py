@@ -85,11 +85,18 @@ async def test_each_service_is_described_as_an_openapi_31_document(stack: Stack)
         # every refusal the gateway's own document gives for this operation (docs/services.md: "every refusal")
         gateway_doc = json.loads((ROOT / "schemas" / "openapi.json").read_text(encoding="utf-8"))
         assert set(operation["responses"]) == set(gateway_doc["paths"]["/v1/services/{service}"]["post"]["responses"])
+        for status, response in operation["responses"].items():  # every answer is signed, refusals included
+            headers = response["headers"]
+            assert set(headers) == {"X-JWS-Signature", "X-Request-Id", "Log-Checkpoint"}, status
+            assert headers["X-JWS-Signature"]["required"] and headers["X-Request-Id"]["required"], status
         info = document["info"]["x-purposes"][0]
         assert info["legal_basis"] == "statute" and "36-21" in info["statute"]
         # another ministry's service is not even described to it
         answer = await ms.request("GET", "/v1/services/cnss.declarations")
         assert answer.status == 404 and answer.json()["code"] == "service_not_found"
+        refused = await call(ms, "rnp.person", "ms.death-verification", {"idcs": "12"})
+        assert refused.status == 400 and refused.signature_header is not None
+        assert refused.headers["X-Request-Id"] == refused.json()["request_id"]
 
         # the record in a real answer validates against the record schema the document gives
         deceased = stack.population.fixture("deceased_father").father
