@@ -73,7 +73,7 @@ async def verify(runtime: Runtime, note: AuditNote, client_id: str, purpose_name
     if as_of is not None and person is not None and str(person.data.get("birth_date", "")) > as_of.isoformat():
         raise NotFound(f"the subject was not yet born on {as_of.isoformat()}", "subject_not_found")
     results = settings.checks.evaluate(checks, evidence)
-    withheld = apply_masks(results, decision.withheld, today)
+    withheld = apply_masks(results, decision.withheld, today, settings.checks.withholders)
     if withheld:
         note.detail["withheld"] = withheld
     complete = all(r["status"] == "verified" for r in results.values())

@@ -8,7 +8,7 @@ Every decision — granted, refused, withheld — comes with its reason for the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 from gateway.config.settings import Settings
 from gateway.errors import BadRequest, Forbidden
 from gateway.federation.calendar import age_on
+from gateway.federation.checks.protocol import WITHHELD, Withhold
 
 ADULT_AGE = 18
 
@@ -85,21 +86,30 @@ def _matches(rule: str, check: str, fact: dict[str, Any], ages: dict[str, int]) 
     return (age >= ADULT_AGE) == (qualifier == "adults")
 
 
-def apply_masks(results: dict[str, dict[str, Any]], rules: Iterable[str], today: date) -> list[str]:
-    """Remove withheld facts in place; return the rules that removed something."""
+
+
+def apply_masks(results: dict[str, dict[str, Any]], rules: Iterable[str], today: date,
+                withholders: Mapping[str, Withhold] | None = None) -> list[str]:
+    """Remove withheld facts in place; return the rules that removed something.
+
+    A withheld fact leaves the check's verdict too: a verdict member of the fact's name holding its value
+    becomes null, and the value is taken out of the verdict's words (``WITHHELD`` in its place); a check
+    whose verdict derives more from it (``asd_entitlement``'s claim dates) gives a ``withhold`` of its own
+    (``withholders``, by check name), called with the verdict and the facts withheld."""
     rules = sorted(rules)
     if not rules:
         return []
     ages = _ages(results, today)
     applied: set[str] = set()
     for check, result in results.items():
-        kept, used = [], set()
+        kept, used, hidden = [], set(), []
         for fact in result["facts"]:
             hit = next((r for r in rules if _matches(r, check, fact, ages)), None)
             if hit is None:
                 kept.append(fact)
             else:
                 used.add(hit)
+                hidden.append(fact)
         verdict = result.get("verdict")
         components = verdict.get("components") if isinstance(verdict, dict) else None
         for component in components if isinstance(components, list) else []:
@@ -114,12 +124,49 @@ def apply_masks(results: dict[str, dict[str, Any]], rules: Iterable[str], today:
                     shown.append(fact)
                 else:
                     used.add(hit)
+                    hidden.append(fact)
             component["facts"] = shown
         if used:
             result["facts"] = kept
             result["withheld"] = sorted(used)
             applied |= used
+            if isinstance(verdict, dict):
+                own = (withholders or {}).get(check)
+                if own is not None:
+                    own(verdict, hidden)
+                _withhold_values(verdict, hidden)
     return sorted(applied)
+
+
+def _withhold_values(verdict: dict[str, Any], hidden: Sequence[Mapping[str, Any]]) -> None:
+    """Take the hidden facts' values out of ``verdict`` (see ``apply_masks``); booleans and nulls are the
+    verdict's own conclusions, left alone."""
+    values = {(f["name"], f["value"]) for f in hidden
+              if isinstance(f.get("value"), (str, int, float)) and not isinstance(f.get("value"), bool)}
+    texts = sorted({str(v) for _, v in values if len(str(v)) >= 4}, key=len, reverse=True)
+
+    def words(text: str) -> str:
+        if " " not in text:  # (a date or a code, not words: such a member is nulled by its name or its check)
+            return text
+        for t in texts:
+            text = text.replace(t, WITHHELD)
+        return text
+
+    def repeated(key: str, value: Any) -> bool:
+        return isinstance(value, (str, int, float)) and not isinstance(value, bool) and (key, value) in values
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key != "facts":  # (the facts were masked by the rules themselves)
+                    node[key] = None if repeated(key, value) else walk(value)
+            return node
+        if isinstance(node, list):
+            node[:] = [walk(item) for item in node]
+            return node
+        return words(node) if isinstance(node, str) and texts else node
+
+    walk(verdict)
 
 
 __all__ = ["Decision", "apply_masks", "authorise"]

@@ -157,6 +157,10 @@ async def test_explanation_follows_the_request_language(stack: Stack) -> None:
     assert lines(fr) == lines(en)
 
 
+MASKS = frozenset({"asd_entitlement.birth_date:children", "asd_entitlement.socio_economic_index",
+                   "social_registry.socio_economic_index"})
+
+
 async def test_field_masks_withhold_the_facts_it_repeats(tmp_path: Path) -> None:
     from dataclasses import replace
 
@@ -164,17 +168,39 @@ async def test_field_masks_withhold_the_facts_it_repeats(tmp_path: Path) -> None
 
     def mask(settings: Settings) -> Settings:
         client = settings.clients["anss.asd"]
-        rights = tuple(replace(r, deny=r.deny | {"asd_entitlement.birth_date:children"}) for r in client.rights)
+        rights = tuple(replace(r, deny=r.deny | MASKS) for r in client.rights)
         return replace(settings, clients={**settings.clients, "anss.asd": replace(client, rights=rights)})
 
     async with build_stack(tmp_path, mask) as stack:
         result = await entitlement(stack, "amo_tadamon", ON_2026)
         kids = set(children(stack, "amo_tadamon"))
-        assert result["withheld"] == ["asd_entitlement.birth_date:children"]
+        assert result["withheld"] == sorted(m for m in MASKS if m.startswith("asd_entitlement."))
         assert not [f for f in result["facts"] if f["name"] == "birth_date" and f["about"] in kids]
         for component in result["verdict"]["components"]:
             assert not [f for f in component["facts"] if f["name"] == "birth_date"]
         assert result["verdict"]["monthly_amount_mad"] == 3 * 300 + 36, "verdicts stay"
+
+        # nothing withheld is left in the verdict: not the RSU index in its words, not a newborn's birth date
+        # (nor the claim date reckoned from it) in its birth grant
+        household = stack.population.fixture("newborn")
+        newborn = max(household.children, key=lambda c: c.birth_date)
+        answer = await stack.client.verify({"idcs": household.father.idcs}, PURPOSE, "ASD-MASK",
+                                           ["asd_entitlement", "social_registry"], as_of=ON_2026)
+        assert answer.status == 200, answer.body
+        checks = answer.json()["checks"]
+        verdict = checks["asd_entitlement"]["verdict"]
+        (grant,) = verdict["birth_grants"]
+        assert (grant["member"], grant["amount_mad"]) == (newborn.idcs, 1000), "the grant stays"
+        assert grant["born_on"] is None and grant["claim_until"] is None
+        for secret in (newborn.birth_date.isoformat(), "2027-01-02"):
+            assert secret.encode() not in answer.body, secret
+        assert any("né(e) le …" in line and "avant le …" in line for line in verdict["explanation"])
+        registry = checks["social_registry"]
+        assert registry["withheld"] == ["social_registry.socio_economic_index"]
+        assert registry["verdict"]["socio_economic_index"] is None
+        assert registry["verdict"]["below_asd_threshold"] is True, "the conclusions stay"
+        (rsu,) = [line for line in verdict["explanation"] if line.startswith("RSU")]
+        assert ", indice … (seuil " in rsu, rsu
 
 
 async def test_as_of_in_the_future_is_refused(stack: Stack) -> None:

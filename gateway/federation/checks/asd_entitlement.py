@@ -10,7 +10,7 @@ docs/asd.md gives each rule, its source and each assumed reading.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from types import MappingProxyType
@@ -19,7 +19,7 @@ from typing import Any
 from gateway.entitlement import rules
 from gateway.entitlement.asd import Child, HouseholdFacts, entitlement
 from gateway.federation.checks import asd_text
-from gateway.federation.checks.protocol import Check, Operation, Result, answered
+from gateway.federation.checks.protocol import WITHHELD, Check, Operation, Result, answered
 from gateway.federation.evidence import Evidence
 
 RESTS_ON = ("identity", "household", "schooling", "health_coverage", "employment", "social_registry")
@@ -93,12 +93,30 @@ class AsdEntitlement:
         unique = list({(f["name"], f["about"]): f for f in cited if f["name"] in FACTS}.values())
         return answered(verdict, unique, list(outcome.missing))
 
+    def withhold(self, verdict: dict[str, Any], hidden: Sequence[Mapping[str, Any]]) -> None:
+        """A member's withheld birth date leaves their birth grant: its ``born_on`` and the ``claim_until`` reckoned
+        from it become null and leave the explanation (``apply_masks`` takes the other values out)."""
+        born_hidden = {f["about"] for f in hidden if f["name"] == "birth_date"}
+        dates = set()
+        for grant in verdict.get("birth_grants") or ():
+            if grant.get("member") in born_hidden:
+                dates |= {grant["born_on"], grant["claim_until"]} - {None}
+                grant["born_on"] = grant["claim_until"] = None
+        if dates:
+            verdict["explanation"] = [_without(line, dates) for line in verdict.get("explanation") or ()]
+
     def summary(self, verdict: Mapping[str, Any]) -> str:
         if verdict["eligible"] is None:
             return f"eligible: unknown (missing {', '.join(verdict['missing'])})"
         if not verdict["eligible"]:
             return f"not eligible: {', '.join(verdict['reasons'])}"
         return f"eligible: {verdict['monthly_amount_mad']} MAD a month (rates of {verdict['rates_effective_from']})"
+
+
+def _without(line: str, dates: set[str]) -> str:
+    for text in dates:
+        line = line.replace(text, WITHHELD)
+    return line
 
 
 def _alive_on(member: Mapping[str, Any], on: date) -> bool:

@@ -10,13 +10,16 @@ starts. ``evaluate`` returns the result shape of ``schemas/verification-response
      "facts": [fact(...), ...], "unverified": [...]}
 
 A check may also carry ``verdict_schema`` (a JSON Schema of its verdict) for the published contract;
-without it the contract says only that the verdict is an object.
+without it the contract says only that the verdict is an object. When a field mask withholds some of its facts,
+the gateway takes their values out of the verdict (a member of the fact's name holding the value becomes null;
+the value leaves the verdict's words, ``WITHHELD`` in its place); a check whose verdict derives more from a fact
+gives ``withhold(verdict, facts)`` (a ``Withhold``), called first with the facts withheld, to take that out too.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -71,6 +74,10 @@ class Check(Protocol):
 
     def summary(self, verdict: Mapping[str, Any]) -> str:
         """One readable line about a verdict (the demo, ``client verify``)."""
+
+
+Withhold = Callable[[dict[str, Any], Sequence[Mapping[str, Any]]], None]
+WITHHELD = "…"  # what stands in a verdict's words where a value withheld by a field mask was
 
 
 def fact(name: str, value: Any, about: str, record: Record) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from gateway.federation.checks import (
     schooling,
     social_registry,
 )
-from gateway.federation.checks.protocol import LABEL_LANGUAGES, Check, Result, unavailable
+from gateway.federation.checks.protocol import LABEL_LANGUAGES, Check, Result, Withhold, unavailable
 from gateway.federation.evidence import Evidence
 
 log = structlog.get_logger(__name__)
@@ -52,7 +52,7 @@ class CheckRegistryError(ConfigError):
 class CheckRegistry:
     """The checks this gateway knows, in order. Immutable; compared and hashed by identity."""
 
-    __slots__ = ("_checks", "facts", "names", "operations")
+    __slots__ = ("_checks", "facts", "names", "operations", "withholders")
 
     def __init__(self, checks: Iterable[tuple[Check, str]]) -> None:
         found: dict[str, Check] = {}
@@ -67,6 +67,9 @@ class CheckRegistry:
         self.names: tuple[str, ...] = tuple(found)
         self.facts: Mapping[str, frozenset[str]] = {n: frozenset(c.facts) for n, c in found.items()}
         self.operations: Mapping[str, frozenset[str]] = {n: frozenset(c.operations) for n, c in found.items()}
+        # a check's optional ``withhold(verdict, facts)``: what of its verdict leaves with facts a mask withholds
+        self.withholders: Mapping[str, Withhold] = {n: c.withhold for n, c in found.items()  # type: ignore[attr-defined]
+                                                    if callable(getattr(c, "withhold", None))}
 
     def __getitem__(self, name: str) -> Check:
         return self._checks[name]
