@@ -54,18 +54,23 @@ def _entry(published: PublishedService, runtime: Runtime, client_id: str) -> dic
     service, info = published.service, published.info
     params = info.params
     assert params is not None
+    purposes = _purposes(runtime, client_id, service.name)
+    record_schema = dict(info.record_schema)
+    withheld = frozenset().union(*(deny for _, deny in purposes))
+    if isinstance(record_schema.get("required"), list):  # a property some right withholds may be absent
+        record_schema["required"] = [r for r in record_schema["required"] if r not in withheld]
     return {
         "service": service.name, "provider": service.provider, "operation": service.operation,
         "title": service.title, "titles": dict(service.titles), "description": service.description,
         "purposes": [{"purpose": p.name, "title": p.title, "legal_basis": p.legal_basis,
                       **({"statute": p.statute} if p.statute else {}), "withheld": sorted(deny)}
-                     for p, deny in _purposes(runtime, client_id, service.name)],
+                     for p, deny in purposes],
         "params": [{"name": p.name, "required": p.required, "identifier": p.identifier,
                     **({"pattern": p.pattern.pattern} if p.pattern is not None else {}),
                     **({"description": p.description} if p.description else {})}
                    for p in params.params.values()],
         **({"one_of": list(params.one_of)} if params.one_of else {}),
-        "record": info.record_kind, "record_schema": dict(info.record_schema),
+        "record": info.record_kind, "record_schema": record_schema,
         "openapi": f"/v1/services/{service.name}",
     }
 

@@ -134,6 +134,11 @@ async def test_the_ministry_of_health_checks_a_death(stack: Stack) -> None:
     assert (entry["client"], entry["purpose"], entry["outcome"]) == (MS, "ms.death-verification", "answered")
     assert entry["detail"]["service"] == "rnp.person"
     assert entry["sources"] == [{"name": "civil_registry", "status": "ok"}]
+    # the record validates against the catalogue's record schema, which requires nothing withheld
+    async with stack.client_for(MS) as ms:
+        listed = (await ms.request("GET", "/v1/services")).json()["services"][0]
+    assert not set(listed["record_schema"]["required"]) & set(listed["purposes"][0]["withheld"])
+    Draft202012Validator(listed["record_schema"]).validate(body["record"])
 
 
 async def test_the_answer_verifies_with_an_independent_jose_library(stack: Stack) -> None:
