@@ -16,6 +16,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -651,3 +652,24 @@ def test_an_export_keeps_its_heads_in_order_of_size_and_time_and_its_indices_int
         with pytest.raises(ExportInvalid, match=message):
             verify_export_lines(tampered, jwks)
     assert DOC_VERIFY(lines, jwks)[0] == verify_export_lines(lines, jwks).tree_size
+
+
+def test_the_documented_usage_reads_entries_holding_unicode_line_separators(
+        new_log: LogFactory, capsys: pytest.CaptureFixture[str]) -> None:
+    """An entry may hold U+2028, U+2029 and U+0085 unescaped (a request path is logged as sent): the usage line
+    printed under the reference verifier must still split the export at LF only."""
+    odd = new_log("odd")
+
+    async def fill(store: AccessLog) -> None:
+        for i in range(5):
+            await store.append(replace(record(i), path=f"/v1/x\u2028{i}\u2029y\u0085z"))
+        assert await store.issue_tree_head(odd.key, odd.log_id) is not None
+
+    asyncio.run(odd.run(fill))
+    out = export(odd, capsys)
+    assert "\u2028" in out.read_text(encoding="utf-8")
+    usage = re.search(r"Usage: `(verify_export\(.*?\))`", DOC.read_text(encoding="utf-8"))
+    assert usage
+    expression = usage.group(1).replace('"export.jsonl"', repr(str(out)))
+    size, root = eval(expression, {"verify_export": DOC_VERIFY, "jwks": keys.jwks([odd.key])})  # as printed
+    assert size == 5 and len(root) == 32
