@@ -68,6 +68,9 @@ async def checkpoint(request: web.Request) -> web.Response:
 async def consistency(request: web.Request) -> web.Response:
     """``{"from": M, "to": N, "proof": [...]}``: ``PROOF(M, D[N])``, hashes in padded standard base64."""
     await _limit(request)
+    if set(request.query) - {"from", "to"} or any(len(request.query.getall(k)) > 1 for k in request.query):
+        raise BadRequest("unknown or repeated query parameter(s); this resource takes `from` and `to`, once each",
+                         "invalid_request")
     beacon = request.app[BEACON]
     old = _size(request, "from", None)
     new = _size(request, "to", beacon.size if beacon.size >= 0 else None)

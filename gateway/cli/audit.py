@@ -116,7 +116,8 @@ def _audit_verify_export(path: Path, jwks: str | None) -> int:
     except (ValueError, KeyError, TypeError) as exc:
         print(f"export BROKEN: malformed line ({type(exc).__name__}: {exc})")
         return 1
-    print(f"export verifies ({path}): entries 0..{summary.tree_size - 1} ({summary.pruned} pruned), "
+    held = f"entries 0..{summary.tree_size - 1}" if summary.tree_size else "no entry"
+    print(f"export verifies ({path}): {held} ({summary.pruned} pruned), "
           f"{summary.heads} signed tree heads of log {summary.log_id}")
     if summary.latest is not None:
         print(f"last signed tree head: {describe(summary.latest)} — compare it with a head obtained independently")

@@ -673,3 +673,18 @@ def test_the_documented_usage_reads_entries_holding_unicode_line_separators(
     expression = usage.group(1).replace('"export.jsonl"', repr(str(out)))
     size, root = eval(expression, {"verify_export": DOC_VERIFY, "jwks": keys.jwks([odd.key])})  # as printed
     assert size == 5 and len(root) == 32
+
+
+def test_an_empty_export_verifies_and_says_it_holds_no_entries(new_log: LogFactory,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    empty = new_log("empty")
+
+    async def nothing(store: AccessLog) -> None:
+        assert await store.count() == 0
+
+    asyncio.run(empty.run(nothing))  # (the gateway created its log, then answered nothing)
+    out = empty.state / "export.jsonl"
+    assert main(["audit", "export", "--out", str(out)]) == 0
+    assert "exported no entry" in capsys.readouterr().out
+    code, said = verify(capsys, "--export", str(out), "--jwks", str(empty.jwks_file(capsys)))
+    assert code == 0 and said.startswith(f"export verifies ({out}): no entry (0 pruned)"), said

@@ -153,7 +153,9 @@ async def test_consistency_proofs_and_their_refusals(tmp_path: Any) -> None:
                             ("?from=abc&to=3", "invalid_tree_size"), ("?from=01&to=3", "invalid_tree_size"),
                             ("?from=-1&to=3", "invalid_tree_size"), ("?from=4&to=3", "invalid_tree_size"),
                             (f"?from=1&to={2**63}", "invalid_tree_size"),
-                            (f"?from=1&to={count + 1}", "tree_size_beyond_log")):
+                            (f"?from=1&to={count + 1}", "tree_size_beyond_log"),
+                            ("?from=1&from=2&to=3", "invalid_request"), ("?from=1&to=3&to=4", "invalid_request"),
+                            ("?from=1&to=3&extra=1", "invalid_request")):
             status, content_type, headers, body = await raw(stack, "GET", f"/log/consistency{query}")
             problem = orjson.loads(body)
             assert (status, content_type, problem["code"]) == (400, "application/problem+json", code), query
