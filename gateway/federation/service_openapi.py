@@ -26,7 +26,8 @@ REFUSALS = {
            "unknown_purpose)",
     "401": "No usable client assertion, or one already used (unauthenticated, invalid_assertion, assertion_replayed)",
     "403": "The caller may not call this service for this purpose, or the purpose needs a consent that is not in "
-           "force (forbidden_service, consent_missing, consent_revoked, consent_expired, consent_out_of_scope)",
+           "force (forbidden_service, forbidden_role, consent_missing, consent_revoked, consent_expired, "
+           "consent_not_yet_valid, consent_out_of_scope)",
     "404": "No such service for this caller (service_not_found)",
     "408": "The request body did not arrive in time (request_timeout)",
     "413": "The body is too large (body_too_large)",
@@ -52,9 +53,10 @@ def _schema_file(name: str) -> dict[str, Any]:
 
 # on every answer, refusals included, as the gateway's own document says (schemas/openapi.json)
 ANSWER_HEADERS = {
-    SIGNATURE_HEADER: {"description": "A detached JWS (RFC 7515, EdDSA) over the body, verifiable with the "
-                                      "gateway's JWKS (/.well-known/jwks.json); its protected header binds the "
-                                      "answer to the request (docs/security.md section 2)",
+    SIGNATURE_HEADER: {"description": "A detached JWS (RFC 7515; EdDSA or ES256, the alg of the signing key) over "
+                                      "the body, verifiable with the gateway's JWKS (/.well-known/jwks.json); its "
+                                      "protected header binds the answer to the request (docs/security.md "
+                                      "section 2)",
                        "schema": {"type": "string"}, "required": True},
     "X-Request-Id": {"description": "The request's id, as in the body's request_id and the access-log entry",
                      "schema": {"type": "string"}, "required": True},
@@ -156,8 +158,8 @@ def openapi_document(published: PublishedService, purposes: Sequence[tuple[Purpo
             "securitySchemes": {"clientAssertion": {
                 "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                 "description": "A client assertion signed with the client's registered key (EdDSA or ES256), "
-                               "bound to this method, path and body digest, used once (README, 'Client "
-                               "assertions')"}},
+                               "bound to this method, path and body digest, used once (docs/security.md "
+                               "section 1)"}},
             "schemas": {
                 "ServiceCallRequest": request,
                 "ServiceCallResponse": response,

@@ -61,6 +61,7 @@ class Verdict:
 
     logged: bool
     retry_after_s: float = 0.0
+    decision: Decision | None = None  # the bucket that refused, for the 429's RateLimit header fields
 
 
 class RefusalBudget:
@@ -105,11 +106,11 @@ class RefusalBudget:
             shared = await self._global_bucket.take(GLOBAL, self._global)
             if shared.allowed:
                 return Verdict(True)
-            wait = shared.retry_after_s
+            refused = shared
         else:
-            wait = mine.retry_after_s
+            refused = mine
         self._count(self._pseudonym(address), code)
-        return Verdict(False, wait)
+        return Verdict(False, refused.retry_after_s, refused)
 
     def _count(self, pseudonym: str, code: str, count: int = 1) -> None:
         window = self.window_of(self._wall())

@@ -57,6 +57,7 @@ from gateway.federation.executor import Federation
 from gateway.federation.services import ServiceCatalogue, check_service_masks
 from gateway.stores import backends as storage
 from gateway.stores.space import FreeSpaceWatch
+from gateway.trust import ratelimit
 from gateway.trust.backoff import LocalSignInThrottle, RedisSignInThrottle, SignInThrottle
 from gateway.trust.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from gateway.trust.refusals import RefusalBudget
@@ -175,10 +176,11 @@ async def _counted_instead(request: web.Request, response: web.Response, runtime
     if verdict.logged:
         return None
     retry_s = max(math.ceil(verdict.retry_after_s), 1)
+    fields = ratelimit.headers(verdict.decision) if verdict.decision is not None else {}
     held = await runtime.refusals.hold()  # a flooder waits for its answer, at no cost to anyone else
     counted = _problem_response(TooManyRequests(
         "too many refused requests from this address: they are counted, not answered one by one; retry after the "
-        "delay given", "too_many_refusals", headers={"Retry-After": str(retry_s)}), request_id)
+        "delay given", "too_many_refusals", headers={**fields, "Retry-After": str(retry_s)}), request_id)
     if not held:  # too many held already: this connection is closed after its answer
         counted.force_close()
     return counted

@@ -63,6 +63,10 @@ async def flood(url: str, stop: float, statuses: Counter[tuple[int, str]], retry
                 statuses[(resp.status, body["code"])] += 1
                 if resp.status == 429:
                     retry_after.add(resp.headers["Retry-After"])
+                    # as every 429 (docs/security.md section 4): the bucket that refused, as RateLimit fields
+                    assert int(resp.headers["RateLimit-Limit"]) >= 1, dict(resp.headers)
+                    assert int(resp.headers["RateLimit-Remaining"]) == 0
+                    assert int(resp.headers["RateLimit-Reset"]) >= 0
 
 
 async def legitimate(stack: Stack, stop: float, answers: list[int]) -> None:
