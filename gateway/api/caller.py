@@ -50,7 +50,7 @@ async def signed_request(request: web.Request, role: Role, max_body_bytes: int |
     note.request_hmac = runtime.pseudonymiser.body_digest(body)
     caller = authenticate(
         single_authorization(request.headers.getall("Authorization", [])), request.method, request.path_qs, body,
-        settings.gateway_id, settings.clients, runtime.client_keys, settings.clock_leeway_s,
+        settings.gateway_id, settings.clients, runtime.client_keys, settings.clock_leeway_s, request.raw_path,
     )
     note.client = caller.client_id
     note.detail["jti"] = caller.jti

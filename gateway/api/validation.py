@@ -70,12 +70,17 @@ def _depth(value: Any, level: int = 0) -> int:
     return level
 
 
+def _not_json(name: str) -> Any:
+    """``NaN``, ``Infinity`` and ``-Infinity``: Python's reader takes them, RFC 8259 section 6 does not."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def parse_json(body: bytes, content_type: str, schema: str, checks: CheckRegistry) -> dict[str, Any]:
     if content_type != "application/json":
         raise UnsupportedMediaType("send the body as application/json")
     try:
         text = body.decode("utf-8")
-        data = json.loads(text, object_pairs_hook=_no_duplicates)
+        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_not_json)
         # An escaped lone surrogate ("\\ud800") is valid JSON but no text: refuse it here, not in a store.
         json.dumps(data, ensure_ascii=False).encode("utf-8")
     except BadRequest:

@@ -97,6 +97,7 @@ def authenticate(
     clients: Mapping[str, object],
     resolver: KeyResolver,
     leeway_s: int,
+    sent_target: str | None = None,
 ) -> Caller:
     token = _bearer(authorization)
     # Who claims to have signed, read without trusting it (the syntax is already checked), then verified once:
@@ -137,7 +138,10 @@ def authenticate(
         raise Unauthenticated("`sub` must equal `iss`", "invalid_assertion")
     if claims["exp"] - claims["iat"] > MAX_LIFETIME_S:
         raise Unauthenticated(f"the assertion may live at most {MAX_LIFETIME_S} s", "invalid_assertion")
-    if claims["htm"] != method.upper() or claims["htu"] != path_qs:
+    # ``htu``: the path and query as the client sent them (``sent_target``, the request line's target), or as
+    # the server reads them (``path_qs``: an empty query's lone "?" gone)
+    htu = claims["htu"]
+    if claims["htm"] != method.upper() or not isinstance(htu, str) or htu not in (path_qs, sent_target or path_qs):
         raise Unauthenticated("the assertion is bound to another request", "invalid_assertion")
     if claims["body_sha256"] != body_digest(body):
         raise Unauthenticated("the body does not match `body_sha256`", "invalid_assertion")

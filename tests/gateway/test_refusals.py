@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -197,6 +198,46 @@ async def test_authentication_refusals(stack: Stack, case: str) -> None:
     assert (entry["status"], entry["outcome"], entry["request_id"]) == (CASES[case][0], CASES[case][1],
                                                                        doc["request_id"])
     await assert_still_serving(stack)
+
+
+async def raw_get(stack: Stack, target: str, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    """``GET target`` with the request line's target exactly as given (an HTTP client may tidy a lone "?")."""
+    url = stack.gateway.url.removeprefix("http://")
+    host, port = url.split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        lines = [f"GET {target} HTTP/1.1", f"Host: {url}", "Connection: close",
+                 *(f"{k}: {v}" for k, v in headers.items())]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), orjson.loads(body)
+
+
+async def test_htu_is_the_target_as_sent(stack: Stack) -> None:
+    """security.md section 1: ``htu`` is the path with its query exactly as sent — a lone "?" included, which
+    the server's parsed path drops; the parsed form is accepted too, any other target is not."""
+    for sent, htu, status in (("/v1/services?", "/v1/services?", 200), ("/v1/services?", "/v1/services", 200),
+                              ("/v1/services", "/v1/services?", 401), ("/v1/services?", "/v1/services?x", 401)):
+        code, document = await raw_get(stack, sent, bearer(stack, b"", htm="GET", htu=htu))
+        assert code == status, (sent, htu, document)
+        if status == 401:
+            assert document["code"] == "invalid_assertion"
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_json_numbers_are_not_json(constant: str) -> None:
+    """RFC 8259 section 6: no NaN or infinities — refused as JSON, before any schema looks at them."""
+    from gateway.api.validation import parse_json
+    from gateway.errors import BadRequest
+    from gateway.federation.checks.registry import builtin
+
+    body = b'{"subject":{"idcs":"1234567890"},"purpose":"asd.eligibility","case_ref":"A","as_of":' + \
+        constant.encode() + b"}"
+    with pytest.raises(BadRequest, match="not valid UTF-8 JSON"):
+        parse_json(body, "application/json", "verification-request.json", builtin())
 
 
 async def test_check_without_right_is_403(stack: Stack) -> None:

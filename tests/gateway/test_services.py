@@ -94,6 +94,11 @@ async def test_each_service_is_described_as_an_openapi_31_document(stack: Stack)
         # another ministry's service is not even described to it
         answer = await ms.request("GET", "/v1/services/cnss.declarations")
         assert answer.status == 404 and answer.json()["code"] == "service_not_found"
+        # services.md section 2's order: a service one has no right to is not disclosed, whatever the body
+        answer = await ms.request("POST", "/v1/services/cnss.declarations", body=b"[")
+        assert answer.status == 404 and answer.json()["code"] == "service_not_found"
+        answer = await call(ms, "rnp.person", "no.such-purpose", {"idcs": "1234567890"})
+        assert answer.status == 400 and answer.json()["code"] == "unknown_purpose"
         refused = await call(ms, "rnp.person", "ms.death-verification", {"idcs": "12"})
         assert refused.status == 400 and refused.signature_header is not None
         assert refused.headers["X-Request-Id"] == refused.json()["request_id"]
