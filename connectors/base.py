@@ -63,6 +63,11 @@ class SourceRejected(ConnectorError):
     code = "source_rejected"
 
 
+class SourceQueryRefused(SourceRejected):
+    """The administration refused the query itself (HTTP 400 or 422): its parameters, not the administration's
+    health — its breaker does not count it, and a service call answers the caller 400."""
+
+
 class SourceUnavailable(ConnectorError):
     code = "source_unavailable"
 

@@ -9,7 +9,9 @@ refused); when they have all completed it closes if their failure and slow-call 
 else it opens again for another ``open_s``.
 
 A failure is what says the administration is not answering usefully: a timeout, an unavailable, faulty,
-malformed or oversized answer, or a rejection. "Not found" is a normal answer (a success). A query the connector
+malformed or oversized answer, or a rejection of the gateway's call. "Not found" is a normal answer (a success),
+and so is the administration's refusal of the query itself (``SourceQueryRefused``, an HTTP 400 or 422: a
+partner's out-of-range parameters must not open the breaker for everyone). A query the connector
 refuses before sending (``ValueError``) is the caller's mistake, and a call cancelled by its caller says nothing
 of the administration: neither is recorded, and a half-open trial they held is given back. A call is slow when
 it takes longer than ``slow_call_s``. The window's rates are kept while open and half-open (what tripped it), and
@@ -43,6 +45,7 @@ from connectors.base import (
     Query,
     Record,
     SourceNotFound,
+    SourceQueryRefused,
     SourceUnavailable,
 )
 
@@ -288,7 +291,7 @@ class Resilient:
         failed, counted = False, True
         try:
             return await self.inner.fetch(query, ctx)
-        except SourceNotFound:
+        except (SourceNotFound, SourceQueryRefused):  # answers: the administration works, the query did not fit
             raise
         except ConnectorError:
             failed = True

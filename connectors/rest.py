@@ -59,6 +59,7 @@ from connectors.base import (
     SourceFault,
     SourceMalformed,
     SourceNotFound,
+    SourceQueryRefused,
     SourceRejected,
     SourceTimeout,
     SourceUnavailable,
@@ -320,6 +321,8 @@ class RestConnector:
         """Map every status but 200, and a 200 that is not JSON, before a byte of the body is read."""
         if status in (401, 403):
             raise SourceRejected(self.name, f"call refused (HTTP {status})")
+        if status in (400, 422):
+            raise SourceQueryRefused(self.name, f"query refused (HTTP {status})")
         if 300 <= status < 400:
             raise SourceMalformed(self.name, f"redirect not followed (HTTP {status})")
         if status in RETRY_STATUSES:

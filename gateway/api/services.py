@@ -137,6 +137,9 @@ async def call_service(request: web.Request) -> web.Response:
     except UpstreamError as exc:
         note.sources = ((provider, SOURCE_STATUS.get(exc.code, "unavailable")),)
         raise
+    except service_calls.ParametersRefused:  # asked, and refused what it was asked
+        note.sources = ((provider, "rejected"),)
+        raise
     record = outcome.record
     note.sources = ((provider, "ok" if record is not None else "not_found"),)
     note.detail["source_latency_ms"] = {provider: round(outcome.latency_ms, 1)}  # the hourly aggregates' histogram

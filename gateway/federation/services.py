@@ -28,6 +28,7 @@ from connectors.base import (
     Query,
     Record,
     SourceNotFound,
+    SourceQueryRefused,
     SourceTimeout,
 )
 from connectors.declared import OperationInfo
@@ -117,6 +118,10 @@ def check_service_masks(settings: Any, catalogue: ServiceCatalogue) -> None:
                                       f"{published.info.record_kind} record of {right.service!r} does not have")
 
 
+class ParametersRefused(BadRequest):
+    """400: the administration was asked, and refused the call's parameters (``SourceQueryRefused``)."""
+
+
 async def call(published: PublishedService, params: Mapping[str, str], ctx: CallContext) -> Outcome:
     started = time.perf_counter()
     service = published.service
@@ -124,6 +129,8 @@ async def call(published: PublishedService, params: Mapping[str, str], ctx: Call
         record: Record | None = await published.connector.fetch(Query(service.operation, dict(params)), ctx)
     except SourceNotFound:
         record = None
+    except SourceQueryRefused:  # the administration's own check of the parameters (its words stay with it)
+        raise ParametersRefused("/params: the administration refused these parameters") from None
     except SourceTimeout:
         raise UpstreamTimeout(f"{service.provider} did not answer in time", "source_timeout") from None
     except ConnectorError as exc:

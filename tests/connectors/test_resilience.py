@@ -4,13 +4,23 @@ real gateway in front of a failing, then recovering, simulator."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from connectors.base import CallContext, ConnectorConfigError, Query, Record, SourceNotFound, SourceUnavailable
+from connectors.base import (
+    CallContext,
+    ConnectorConfigError,
+    Query,
+    Record,
+    SourceNotFound,
+    SourceQueryRefused,
+    SourceRejected,
+    SourceUnavailable,
+)
 from connectors.resilience import (
     CLOSED,
     HALF_OPEN,
@@ -129,6 +139,24 @@ class Backend:
 
     async def aclose(self) -> None:
         pass
+
+
+async def test_a_refused_query_is_an_answer_not_a_failure() -> None:
+    """An administration's 400/422 to a query (``SourceQueryRefused``) says the parameters were wrong, not that it
+    is failing: a partner sending them over and over must not open the breaker for everyone."""
+    backend = Backend()
+    guarded = Resilient(backend, CircuitBreaker(SETTINGS, Clock()), BulkheadSettings())
+    ctx: Any = None
+    backend.outcome = SourceQueryRefused("registry", "query refused (HTTP 400)")
+    for _ in range(3 * SETTINGS.window_size):
+        with pytest.raises(SourceQueryRefused):
+            await guarded.fetch(Query("person", {}), ctx)
+    assert guarded.breaker.current() == CLOSED
+    backend.outcome = SourceRejected("registry", "call refused (HTTP 403)")  # the gateway's call refused: counts
+    for _ in range(SETTINGS.window_size):
+        with contextlib.suppress(SourceRejected, SourceUnavailable):
+            await guarded.fetch(Query("person", {}), ctx)
+    assert guarded.breaker.current() != CLOSED
 
 
 async def test_while_open_no_call_reaches_the_source_and_not_found_does_not_count() -> None:

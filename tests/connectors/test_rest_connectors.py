@@ -25,6 +25,7 @@ from connectors.base import (
     Query,
     Record,
     SourceNotFound,
+    SourceQueryRefused,
     SourceRejected,
     SourceTimeout,
     SourceUnavailable,
@@ -254,7 +255,7 @@ async def test_path_values_are_quoted_and_the_signature_still_holds(
 ) -> None:
     # Reaches the handler (signature verified on the quoted path), which refuses the malformed idcs: 400.
     connector = RestConnector(without_patterns(education.config), ROOT)
-    with pytest.raises(SourceUnavailable):
+    with pytest.raises(SourceQueryRefused):
         await connector.fetch(Query("enrolment", {"idcs": "../../x?y=1"}), call_ctx)
     assert education.ctx.control.calls == 1
 
@@ -393,7 +394,8 @@ async def test_refused_connection_is_unavailable(call_ctx: CallContext) -> None:
     ("first_status", "error", "calls"),
     [
         (502, None, 2), (504, None, 2),  # retried once, then the answer
-        (500, SourceUnavailable, 1), (400, SourceUnavailable, 1), (302, SourceUnavailable, 1),  # no redirects
+        (500, SourceUnavailable, 1), (302, SourceUnavailable, 1),  # no redirects
+        (400, SourceQueryRefused, 1), (422, SourceQueryRefused, 1), (409, SourceUnavailable, 1),
         (403, SourceRejected, 1),
     ],
 )

@@ -211,6 +211,28 @@ async def test_a_consent_based_service_needs_the_consent_before_any_call(stack: 
     assert parent.idcs not in json.dumps(entry)
 
 
+async def test_parameters_the_administration_refuses_are_the_callers_400_and_trip_no_breaker(stack: Stack) -> None:
+    """The employment registry refuses a period that ends before it starts (HTTP 400): that is the caller's
+    mistake, a 400 for it, and not a failure of the administration — however many, its breaker stays closed
+    and every other client's calls go on."""
+    parent = stack.population.fixture("salaried_parent").father
+    async with stack.client_for(MEN) as men:
+        await grant(stack, men, parent.idcs, ["cnss.declarations"])
+        before = stack.simulators.controls["employment"].calls
+        for _ in range(30):
+            answer = await call(men, "cnss.declarations", "men.scholarship",
+                                {"idcs": parent.idcs, "from": "2026-06", "to": "2026-01"})
+            assert (answer.status, answer.json()["code"]) == (400, "invalid_request"), answer.body
+            assert "administration refused" in answer.json()["detail"]
+        assert stack.simulators.controls["employment"].calls == before + 30, "each one reached it"
+        assert last_entry(stack)["sources"] == [{"name": "employment", "status": "rejected"}]
+        answer = await call(men, "cnss.declarations", "men.scholarship",
+                            {"idcs": parent.idcs, "from": "2026-01", "to": "2026-06"})
+        assert answer.status == 200, answer.body
+    answer = await stack.client.verify({"idcs": parent.idcs}, "asd.eligibility", "ASD-AFTER", ["employment"])
+    assert answer.status == 200 and answer.json()["checks"]["employment"]["status"] == "verified"
+
+
 async def test_a_failing_administration_is_a_problem_with_its_stable_code(stack: Stack) -> None:
     stack.simulators.controls["civil_registry"].rogue = "soap_fault"
     async with stack.client_for(MS) as ms:
