@@ -169,7 +169,7 @@ def _ranked(facts: HouseholdFacts, rules: Snapshot) -> list[tuple[Child, int]]:
 
 
 def _amounts(facts: HouseholdFacts, rules: Snapshot) -> tuple[list[Component], list[str]]:
-    refs = rules.references
+    refs = rules.cited
     missing: list[str] = []
     lines: list[Component] = []
     supplements: list[Component] = []
@@ -231,5 +231,5 @@ def _birth_grants(facts: HouseholdFacts, rules: Snapshot) -> list[BirthGrant]:
         until = add_months(child.birth_date, months)
         if rule is not None and on <= until:
             grants.append(BirthGrant(child.idcs, child.birth_date, rank, rules.integer(rule), until, rule,
-                                     rules.references[rule]))
+                                     rules.cited[rule]))
     return grants

@@ -133,6 +133,9 @@ class Snapshot:
     references: Mapping[str, str]
     value_references: Mapping[str, str]
     required: frozenset[str] = frozenset()
+    # what an answer cites for a value (``legal_reference``): the parameter's reference, then the value's own
+    # when it has a different one ("<parameter's>; <value's>"): the law, and the decree that set this amount
+    cited: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def effective_from(self) -> date:
@@ -196,8 +199,10 @@ class ParameterTree:
                 references[name], value_references[name] = parameter.bases[i], parameter.references[i]
         if not values or not self.required <= values.keys():
             return None
+        cited = {name: base if value_references[name] in ("", base) else f"{base}; {value_references[name]}"
+                 for name, base in references.items()}
         return Snapshot(on, MappingProxyType(values), MappingProxyType(since), MappingProxyType(references),
-                        MappingProxyType(value_references), self.required)
+                        MappingProxyType(value_references), self.required, MappingProxyType(cited))
 
     def require(self, names: Mapping[str, type]) -> ParameterTree:
         """This tree, checked to hold every parameter an evaluator reads with values of the kind it reads them as

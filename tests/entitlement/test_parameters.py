@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.entitlement.asd import RULES_DIR, load_rules
+from gateway.entitlement.asd import RULES_DIR, Child, HouseholdFacts, entitlement, load_rules
 from gateway.entitlement.parameters import IN_FORCE_CACHE, ParameterError, load
 
 
@@ -74,6 +74,13 @@ def test_a_new_year_is_a_configuration_change(tree_copy: Path) -> None:
     assert rules.effective_from == date(2027, 1, 1)
     before = tree.in_force(date(2026, 12, 31))
     assert before is not None and before.values["children.ranks_1_3.young_or_in_school"] == 300
+    # what an answer cites for the new amount: the parameter's legal basis, then the value's own text
+    name = "children.ranks_1_3.young_or_in_school"
+    assert rules.cited[name] == f"{rules.references[name]}; Décret de revalorisation 2027 (test)"
+    assert "58-23" in rules.cited[name]
+    amounts = entitlement(HouseholdFacts(children=(Child("c1", date(2024, 1, 1)),), father_deceased=False,
+                                         head_alive=True, registered=True, index=5.0, salaried_parent=False), rules)
+    assert [c.reference for c in amounts.components if c.rule == name] == [rules.cited[name]]
 
 
 def test_a_null_value_ends_a_parameter(tree_copy: Path) -> None:
