@@ -124,3 +124,24 @@ def test_a_missing_rule_or_a_reading_of_the_wrong_kind_is_refused(tree_copy: Pat
     reading.write_text(reading.read_text(encoding="utf-8").replace("value: true", "value: 1"), encoding="utf-8")
     with pytest.raises(ParameterError, match=r"eldest_first.yaml: values.2023-12-01.value: must be true or false"):
         load_rules(tree_copy)
+
+
+def test_the_rsu_thresholds_hold_while_another_rate_has_ended(tree_copy: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rate ending (``null``) leaves the ASD table without rates (``eligible: null``), not the thresholds the
+    ``social_registry`` check reports: those are still in force."""
+    from gateway.entitlement import rules as in_use
+    from gateway.federation.checks.social_registry import _verdict
+
+    leaf = tree_copy / "birth_grant" / "first_birth.yaml"
+    leaf.write_text(leaf.read_text(encoding="utf-8") + "  2026-09-01: null\n", encoding="utf-8")
+    tree = load_rules(tree_copy)
+    on = date(2026, 10, 1)
+    assert tree.in_force(on) is None, "a required rate has no value: no table"
+    monkeypatch.setitem(in_use._loaded, "asd", tree)
+    data = {"household_id": "H-1", "registration_date": "2024-01-01", "last_update": "2026-01-01",
+            "region": "Oriental", "members": [{"idcs": "1"}], "socio_economic_index": 9.0}
+    verdict = _verdict(data, on)
+    assert verdict["thresholds"] is not None and verdict["thresholds"]["asd"] == 9.743001
+    assert verdict["below_asd_threshold"] is True and verdict["below_amo_tadamon_threshold"] is True
+    assert _verdict(data, date(2020, 1, 1))["thresholds"] is None, "before any threshold: none"

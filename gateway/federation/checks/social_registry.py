@@ -98,13 +98,16 @@ def registration(record: Record, today: date) -> tuple[dict[str, Any], list[dict
 
 
 def _verdict(data: Mapping[str, Any] | None, today: date) -> dict[str, Any]:
-    snapshot = rules.asd().in_force(today)
-    asd = amo = None
+    # the two thresholds as in force themselves (not the whole ASD table's snapshot, which is absent as soon as
+    # any rate it needs is: the thresholds still hold then)
+    parameters = rules.asd().parameters
+    asd_at, amo_at = (parameters[name].at(today) for name in ("eligibility.asd_threshold",
+                                                                "eligibility.amo_tadamon_threshold"))
+    asd = float(asd_at[1]) if asd_at is not None else None
+    amo = float(amo_at[1]) if amo_at is not None else None
     thresholds: dict[str, Any] | None = None
-    if snapshot is not None:
-        asd, amo = snapshot.number("eligibility.asd_threshold"), snapshot.number("eligibility.amo_tadamon_threshold")
-        since = max(snapshot.since["eligibility.asd_threshold"], snapshot.since["eligibility.amo_tadamon_threshold"])
-        thresholds = {"asd": asd, "amo_tadamon": amo, "effective_from": since.isoformat()}
+    if asd_at is not None and amo_at is not None:
+        thresholds = {"asd": asd, "amo_tadamon": amo, "effective_from": max(asd_at[0], amo_at[0]).isoformat()}
     index = float(data["socio_economic_index"]) if data is not None else None
     return {
         "registered": data is not None,
