@@ -49,6 +49,10 @@ _PARAMETER_KEYS = _COMMON_KEYS | {"values"}
 _VALUE_KEYS = frozenset({"value", "metadata", "unit", "reference"})
 _REFERENCE_KEYS = frozenset({"title", "href"})
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_YEAR_FIRST = re.compile(r"[0-9]{4}")
+MAX_INTEGER = 2**53  # beyond, a number is no longer exact in a JSON reader (nor encodable by the answer's)
+MAX_NESTING = 32  # mappings and lists within a file (a YAML alias may even make one contain itself)
+MAX_ITEMS = 100_000  # items in a file, its aliases written out (a few anchors can stand for billions)
 _EXTENSIONS = (".yaml", ".yml")
 IN_FORCE_CACHE = 64  # dates whose snapshot a tree keeps
 
@@ -240,6 +244,8 @@ def _directory(directory: Path, prefix: str, out: dict[str, Parameter]) -> str:
     """Load the node ``directory`` (names ``prefix``...) into ``out``; its description."""
     entries: dict[str, Path] = {}
     for path in sorted(directory.iterdir()):
+        if path.name.startswith("."):  # hidden: a repository's .git/, an editor's or a copy's leftovers
+            continue
         stem = path.name if path.is_dir() else path.stem if path.suffix in _EXTENSIONS else None
         if stem is None:
             continue
@@ -250,6 +256,8 @@ def _directory(directory: Path, prefix: str, out: dict[str, Parameter]) -> str:
     for stem, path in entries.items():
         if stem == "index" and not path.is_dir():
             document = _read(path, empty=True)
+            if "brackets" in document:
+                raise ParameterError(f"{path}: brackets: scales are not supported (docs/asd.md)")
             _check_keys(path, document, _COMMON_KEYS)
             description = _common(path, document, "")[0]
         elif "." in stem:
@@ -275,13 +283,43 @@ def _read(path: Path, empty: bool = False) -> dict[Any, Any]:
         return {}
     if not isinstance(document, dict):
         raise ParameterError(f"{path}: must be a mapping (a parameter with values, or a node)")
+    depth, size = _shape(document)
+    if depth > MAX_NESTING:
+        raise ParameterError(f"{path}: nested more than {MAX_NESTING} deep (or a YAML alias that contains itself)")
+    if size > MAX_ITEMS:
+        raise ParameterError(f"{path}: holds more than {MAX_ITEMS} items once its aliases are written out")
     return document
 
 
+def _shape(node: object) -> tuple[int, int]:
+    """(depth, size) of ``node``: how deep its mappings and lists go, and how many items it holds once its YAML
+    aliases are written out. A node that contains itself counts as deeper than ``MAX_NESTING``; each mapping or
+    list is measured once, however often aliases repeat it."""
+    seen: dict[int, tuple[int, int]] = {}
+    open_now: set[int] = set()
+
+    def measure(item: object) -> tuple[int, int]:
+        if not isinstance(item, dict | list):
+            return 0, 1
+        key = id(item)
+        if key in seen:
+            return seen[key]
+        if key in open_now or len(open_now) > MAX_NESTING:
+            return MAX_NESTING + 1, 1
+        open_now.add(key)
+        children = [measure(child) for child in (item.values() if isinstance(item, dict) else item)]
+        open_now.discard(key)
+        seen[key] = (1 + max((d for d, _ in children), default=0), 1 + sum(n for _, n in children))
+        return seen[key]
+
+    return measure(node)
+
+
 def _dated(key: object) -> bool:
-    """A key meant as a date (a number, or a text starting with a digit), not as a child's name."""
+    """A key meant as a date (a number, or a text starting with a year's four digits), not as a child's name
+    (``1er_enfant`` is a name, as in OpenFisca)."""
     if isinstance(key, str):
-        return key[:1].isdigit()
+        return _YEAR_FIRST.match(key) is not None
     return isinstance(key, int | date) and not isinstance(key, bool)
 
 
@@ -331,7 +369,8 @@ def _pick(path: Path, data: Mapping[Any, Any], key: str, within: str) -> tuple[o
 
 def _common(path: Path, data: Mapping[Any, Any], within: str) -> tuple[str, str, _Dated]:
     """(description, unit, reference) of a node or a parameter; each optional, checked when given."""
-    texts = ["" if data.get(k) is None else _text(path, data[k], within + k) for k in ("description", "documentation")]
+    texts = ["" if data.get(k) in (None, "") else _text(path, data[k], within + k)  # (OpenFisca takes "" too)
+             for k in ("description", "documentation")]
     unit, where = _pick(path, data, "unit", within)
     raw, at = _pick(path, data, "reference", within)
     if raw is None:
@@ -403,7 +442,11 @@ def _parameter(path: Path, name: str, data: Mapping[Any, Any], within: str) -> P
 
 
 def _value(path: Path, raw: object, where: str) -> Value | None:
-    if raw is None or isinstance(raw, bool | int):
+    if raw is None or isinstance(raw, bool):
+        return raw
+    if isinstance(raw, int):
+        if abs(raw) > MAX_INTEGER:
+            raise ParameterError(f"{path}: {where}: must be a number from -2^53 to 2^53")
         return raw
     if isinstance(raw, float):
         if not math.isfinite(raw):

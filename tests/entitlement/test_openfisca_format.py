@@ -262,3 +262,57 @@ def test_scales_are_refused(tmp_path: Path) -> None:
               2015-01-01: 0.1
         """})
     refused(tmp_path, "tax.yaml: brackets: scales are not supported")
+
+
+def test_a_scale_in_a_nodes_index_is_refused_as_a_scale(tmp_path: Path) -> None:
+    write(tmp_path, {"tax/index.yaml": "description: Tax\nbrackets:\n  - rate:\n      2015-01-01: 0.1\n",
+                     "tax/rate.yaml": full()})
+    refused(tmp_path, "index.yaml: brackets: scales are not supported")
+
+
+# 8. What OpenFisca reads and a first reading refused; and what no file may do to the start
+
+def test_a_child_whose_name_starts_with_a_digit_is_a_child_in_a_node_file(tmp_path: Path) -> None:
+    """OpenFisca takes a key as a date only in an instant's form: ``1er_enfant`` is a child's name."""
+    write(tmp_path, {"allocations.yaml": """\
+        description: Per child
+        1er_enfant:
+          reference: R
+          values:
+            2015-01-01: 100
+        2e_enfant:
+          reference: R
+          values:
+            2015-01-01: 80
+        """})
+    tree = load(tmp_path)
+    assert value(tree, "allocations.1er_enfant", date(2016, 1, 1)) == 100
+    assert value(tree, "allocations.2e_enfant", date(2016, 1, 1)) == 80
+
+
+def test_hidden_entries_are_ignored_like_other_files(tmp_path: Path) -> None:
+    write(tmp_path, {"rate.yaml": full(), ".git/config.yaml": "not: [a parameter", "._rate.yaml": "\x00junk: ["})
+    assert sorted(load(tmp_path).parameters) == ["rate"]
+
+
+def test_an_empty_description_is_no_description(tmp_path: Path) -> None:
+    write(tmp_path, {"rate.yaml": full().replace("description: A rate", "description: ''")})
+    assert load(tmp_path).parameters["rate"].description == ""
+
+
+def test_an_integer_an_answer_could_not_carry_is_refused_at_load(tmp_path: Path) -> None:
+    write(tmp_path, {"rate.yaml": full(value=str(2**53 + 1))})
+    refused(tmp_path, "rate.yaml: values.2015-01-01.value: must be a number from -2^53 to 2^53")
+    write(tmp_path, {"rate.yaml": full(value=str(2**53))})
+    assert value(load(tmp_path), "rate", date(2016, 1, 1)) == 2**53
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("a: &x {b: *x}\n", "nested more than 32 deep (or a YAML alias that contains itself)"),
+    ("\n".join(["l0: &a0 [1, 2]", *(f"l{i}: &a{i} [*a{i - 1}, *a{i - 1}]" for i in range(1, 31))]) + "\n",
+     "holds more than 100000 items once its aliases are written out"),
+    ("a: " + "[" * 40 + "]" * 40 + "\n", "nested more than 32 deep"),
+])
+def test_a_file_that_aliases_itself_or_explodes_is_one_line(tmp_path: Path, text: str, message: str) -> None:
+    write(tmp_path, {"rate.yaml": full(), "bomb.yaml": text})
+    refused(tmp_path, "bomb.yaml: " + message)
