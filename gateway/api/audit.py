@@ -88,6 +88,18 @@ def _no_query(request: web.Request, allowed: frozenset[str] = frozenset()) -> No
         raise BadRequest(f"unknown or repeated query parameter(s); this resource takes {sorted(allowed) or 'none'}")
 
 
+def _no_body(request: web.Request, body: bytes) -> None:
+    if body:
+        raise BadRequest(f"{request.method} {request.path} takes no body")
+
+
+async def check_cursor(access_log: AccessLog, cursor: int | None) -> None:
+    """A cursor is the index a page stopped at, with older entries below it: from 1 to the log's size - 1 when it
+    was given (the log only grows). Anything else was never given by this gateway."""
+    if cursor is not None and not 0 < cursor < await _reading(access_log.count()):
+        raise BadRequest("/cursor: is not a cursor this gateway gave")
+
+
 def _head(signed: SignedTreeHead | None) -> dict[str, Any] | None:
     if signed is None:
         return None
@@ -124,7 +136,7 @@ def _time(payload: dict[str, Any], name: str) -> datetime | None:
     if name not in payload:
         return None
     try:  # the schema's pattern checks the shape (RFC 3339 with a zone), not the values
-        return datetime.fromisoformat(payload[name]).astimezone(UTC)
+        return datetime.fromisoformat(payload[name].upper()).astimezone(UTC)  # (RFC 3339 allows "t" and "z")
     except (ValueError, OverflowError) as exc:  # month 13, year 0001 with an offset...
         raise BadRequest(f"/{name}: is not an RFC 3339 date-time") from exc
 
@@ -167,8 +179,10 @@ def build_query(runtime: Runtime, payload: dict[str, Any]) -> tuple[LogQuery, di
 
 async def search_entries(request: web.Request) -> web.Response:
     runtime, note, body = await _officer(request)
+    _no_query(request)  # the filters go in the body, never in the URL (officers.md section 2)
     payload = parse_json(body, request.content_type, "audit-search-request.json", runtime.settings.checks)
     query, logged = build_query(runtime, payload)
+    await check_cursor(runtime.access_log, query.cursor)
     note.detail["filters"] = logged
     # an officer looking a citizen up is itself an access about that citizen (the citizen's own page shows it)
     note.subject = query.subject or query.person
@@ -213,8 +227,9 @@ async def entry_detail(access_log: AccessLog, index: int, interval_s: float) -> 
 
 
 async def show_entry(request: web.Request) -> web.Response:
-    runtime, note, _ = await _officer(request)
+    runtime, note, body = await _officer(request)
     _no_query(request)
+    _no_body(request, body)
     raw = request.match_info["index"]
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 19 and int(raw) <= MAX_SIZE
             and (raw == "0" or not raw.startswith("0"))):  # one spelling per entry, as /log/consistency's sizes
@@ -250,8 +265,9 @@ async def last_verification(access_log: AccessLog) -> dict[str, Any] | None:
 
 
 async def integrity(request: web.Request) -> web.Response:
-    runtime, note, _ = await _officer(request)
+    runtime, note, body = await _officer(request)
     _no_query(request)
+    _no_body(request, body)
     access_log, settings = runtime.access_log, runtime.settings
     async with heavy_read(runtime):
         count = await _reading(access_log.count())
@@ -325,8 +341,9 @@ class _Capped(io.StringIO):
 
 
 async def export(request: web.Request) -> web.Response:
-    runtime, note, _ = await _officer(request)
+    runtime, note, body = await _officer(request)
     _no_query(request, frozenset({"proofs"}))
+    _no_body(request, body)
     proofs_text = request.query.get("proofs", "true")
     if proofs_text not in ("true", "false"):
         raise BadRequest("proofs: must be true or false")

@@ -186,6 +186,9 @@ async def test_pagination_to_the_end_skipping_what_is_not_shown(citizens: Citize
         if cursor is None:
             break
     assert pages == [["PAGE-6", "PAGE-5", "PAGE-4"], ["PAGE-3", "PAGE-2", "PAGE-1"], ["PAGE-0"]]
+    for never_given in ("0", "999999999"):  # no page stops at 0, nor beyond the log
+        answer = await citizens.read(token, f"?cursor={never_given}")
+        assert (answer.status, answer.json()["code"]) == (400, "invalid_request"), never_given
     assert [e["case_ref"] for e in await everything(citizens, token, limit=100)] == [f"PAGE-{i}" for i in
                                                                                       range(6, -1, -1)]
     reads = [e for _, e in citizens.log() if e["path"] == PATH and e["status"] == 200]

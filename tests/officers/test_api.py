@@ -206,6 +206,33 @@ async def test_search_bodies_are_validated(busy: Stack, officer: GatewayClient) 
     check_problem(answer, 415, "unsupported_media_type", "post", SEARCH)
 
 
+async def test_filters_never_come_in_the_url_and_a_cursor_is_one_the_gateway_gave(busy: Stack,
+                                                                                  officer: GatewayClient) -> None:
+    for query in ("?limit=5", "?subject=1"):  # officers.md section 2: in the body, never in the URL
+        answer = await officer.request("POST", SEARCH + query, {})
+        check_problem(answer, 400, "invalid_request", "post", SEARCH)
+    size = len(stored_entries(busy))
+    for index in (0, size + 10, 10**6):  # well-formed, but no page ever stopped there
+        answer = await officer.request("POST", SEARCH, {"cursor": encode_cursor(index)})
+        check_problem(answer, 400, "invalid_request", "post", SEARCH)
+    given = (await search(officer, limit=2))["next_cursor"]
+    assert given is not None and (await search(officer, limit=2, cursor=given))["entries"]
+    for method, path in (("GET", "/v1/audit/integrity"), ("GET", "/v1/audit/entries/0")):
+        answer = await officer.request(method, path, body=b"{}", headers={"Content-Type": "application/json"})
+        assert (answer.status, answer.json()["code"]) == (400, "invalid_request"), (path, answer.body)
+
+
+async def test_rfc_3339_times_with_any_fraction_and_lower_case_letters(busy: Stack, officer: GatewayClient) -> None:
+    everything = await search(officer, client="anss.asd", limit=200)  # (the officer's own searches add entries)
+    assert everything["entries"]
+    for since in ("2000-01-01T00:00:00.1234567Z", "2000-01-01t00:00:00z", "2000-01-01T01:00:00.123456789+01:00"):
+        found = await search(officer, client="anss.asd", since=since, limit=200)
+        assert found["entries"] == everything["entries"], since
+    newest = everything["entries"][0]["entry"]["time"]
+    assert (await search(officer, client="anss.asd", since=newest.replace("T", "t").replace("+00:00", "z")))[
+        "entries"][0]["index"] == everything["entries"][0]["index"]
+
+
 async def test_a_crafted_cursor_beyond_the_stores_integers_is_refused_and_logged(busy: Stack,
                                                                                  officer: GatewayClient) -> None:
     for index in (2**63, 2**64 - 1):  # well-formed, but no index of any store: 400, not 503 (SQLite) or 200

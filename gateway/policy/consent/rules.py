@@ -40,7 +40,7 @@ def require_manager(settings: Settings, client_id: str) -> frozenset[str]:
 def parse_time(value: str, name: str) -> datetime:
     """An RFC 3339 date-time with a time zone (``Z`` or an offset)."""
     try:
-        moment = datetime.fromisoformat(value)
+        moment = datetime.fromisoformat(value.upper())  # (RFC 3339 allows "t" and "z"; beyond µs is truncated)
     except ValueError as exc:
         raise BadRequest(f"/{name}: is not an RFC 3339 date-time") from exc
     if moment.tzinfo is None:
