@@ -16,11 +16,16 @@ from typing import Any
 RETRY_S = 0.5  # how long one cancellation is given before the next
 
 
-async def stop(task: asyncio.Future[Any]) -> None:
+async def stop(task: asyncio.Future[Any], grace_s: float = RETRY_S) -> None:
     """Cancel ``task`` and wait until it is done, cancelling again while it swallows the cancellation. Its own
-    failure, if it ended with one other than the cancellation, is raised, as ``await task`` would."""
+    failure, if it ended with one other than the cancellation, is raised, as ``await task`` would.
+
+    ``grace_s`` is how long the first cancellation is given: a task that drains on cancellation (the batch
+    worker finishes its jobs in hand) must not be cancelled a second time meanwhile, which aborts the drain."""
+    timeout = grace_s
     while not task.done():
         task.cancel()
-        await asyncio.wait({task}, timeout=RETRY_S)
+        await asyncio.wait({task}, timeout=timeout)
+        timeout = RETRY_S
     if not task.cancelled() and task.exception() is not None:
         raise task.exception()  # type: ignore[misc]

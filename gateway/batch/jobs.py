@@ -168,6 +168,6 @@ class ProcrastinateEngine:
                 log.info("batch_worker_started", worker=self.name, concurrency=s.worker_concurrency)
             yield self
         finally:
-            for task in reversed(tasks):  # the recovery first, then the worker: it drains (up to drain_s)
-                await background.stop(task)
+            for task in reversed(tasks):  # the recovery first, then the worker: it drains (up to drain_s), and
+                await background.stop(task, grace_s=self.settings.drain_s + 5)  # a second cancel would cut it short
             await self.app.close_async()

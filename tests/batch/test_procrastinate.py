@@ -195,7 +195,7 @@ async def test_the_worker_command_refuses_the_embedded_engine(engine: str, tmp_p
 async def test_sigterm_drains_a_worker_its_running_chunk_finished_first(tmp_path: Path) -> None:
     async with cluster(tmp_path, chunk_size=30) as c:
         for control in c.stack.simulators.controls.values():
-            control.delay_s = 0.05
+            control.delay_s = 0.3  # a chunk takes seconds: its drain outlasts any quick re-cancellation
         worker = c.workers.start()
         await until(lambda: registered(c.target, 1), 60, "the worker registered")
         subjects = [{"idcs": c.stack.population.fixture(FIXTURES[i % 5]).father.idcs} for i in range(90)]
