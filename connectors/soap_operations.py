@@ -14,6 +14,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from zeep.xsd.types import builtins as _zeep_builtins
+
 from connectors.base import ConnectorConfigError
 from connectors.declared import (
     Field,
@@ -72,6 +74,23 @@ def iso_date(value: Any) -> str:
 
 def optional_iso_date(value: Any) -> str | None:
     return None if value is None else iso_date(value)
+
+
+def _strict_xsd_boolean(self: Any, value: str) -> bool:
+    """XML Schema's xs:boolean (``true``, ``false``, ``1``, ``0``, whitespace collapsed); zeep reads anything but
+    ``true``/``1`` as false (``True``, ``yes``, ``vrai``…), which would turn a living person's ``alive`` into
+    a death. Anything else is refused, and the answer is malformed."""
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    raise ValueError("not an xs:boolean")
+
+
+# every SOAP reply the connectors parse goes through zeep's one Boolean type (the process parses no other XML
+# with zeep), so its reading is made XML Schema's here, once, at import
+setattr(_zeep_builtins.Boolean, "pythonvalue",  # noqa: B010  (a method replaced on purpose)
+        _zeep_builtins.treat_whitespace("collapse")(_strict_xsd_boolean))  # type: ignore[no-untyped-call]
 
 
 def boolean(value: Any) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import socket
 import time
@@ -27,6 +28,7 @@ from connectors.base import (
     ConnectorConfig,
     Query,
     Record,
+    SourceMalformed,
     SourceNotFound,
     SourceRejected,
     SourceTimeout,
@@ -191,6 +193,32 @@ async def test_person_by_idcs_and_by_cin_match_the_population(civil: Backend, ca
     assert minor == person_data(child)
     assert minor["cin"] is None
     assert (minor["father_idcs"], minor["mother_idcs"]) == (father.idcs, mother.idcs)
+
+
+@pytest.mark.parametrize(("written", "read"), [("true", True), ("1", True), (" true ", True), ("True", None),
+                                               ("yes", None), ("vrai", None), ("", None)])
+async def test_a_boolean_is_read_as_xml_schema_writes_it(civil: Backend, call_ctx: CallContext, written: str,
+                                                         read: bool | None) -> None:
+    """xs:boolean is true, false, 1 or 0 (whitespace collapsed): zeep alone reads ``True`` as false, which
+    would make a living person dead. The real registry's answer, its ``alive`` rewritten, through a proxy."""
+    living = next(p for p in POP.fixture("amo_tadamon").members if p.alive)
+
+    async def proxy(request: web.Request) -> web.Response:
+        async with aiohttp.ClientSession() as session, session.post(
+                civil.url + request.path, data=await request.read(), headers={
+                    k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}) as up:
+            body = (await up.read()).decode()
+            changed = re.sub(r"(<(?:\w+:)?alive>)true(</)", rf"\g<1>{written}\g<2>", body)
+            assert changed != body or written == "true"
+            return web.Response(status=up.status, body=changed.encode(), content_type="text/xml")
+
+    async with rogue(proxy) as connector:
+        query = Query("person", {"idcs": living.idcs})
+        if read is None:
+            with pytest.raises(SourceMalformed):
+                await connector.fetch(query, call_ctx)
+        else:
+            assert check(await connector.fetch(query, call_ctx))["alive"] is read
 
 
 async def test_every_fixture_person_round_trips(civil: Backend, call_ctx: CallContext) -> None:
