@@ -14,6 +14,7 @@ import aiohttp
 import orjson
 
 from connectors.base import CallContext, Connector, ConnectorError, Query, Record, SourceNotFound
+from connectors.transport import backend_session
 from gateway.client import client_assertion
 from gateway.crypto import keys
 from gateway.crypto.jws import SIGNATURE_HEADER, SignatureInvalid, verify_detached
@@ -38,10 +39,8 @@ VERIFY_PATH = "/v1/verifications"
 
 
 def new_session() -> aiohttp.ClientSession:
-    """A client session set up like the gateway's own (gateway/web/app.py)."""
-    connector = aiohttp.TCPConnector(limit=512, limit_per_host=0, ttl_dns_cache=300)
-    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30),
-                                 raise_for_status=False, auto_decompress=True)
+    """A client session set up as the gateway's own (``connectors.transport.backend_session``)."""
+    return backend_session()
 
 
 class Baseline:

@@ -15,6 +15,21 @@ from connectors.base import SourceTooLarge
 CHUNK = 65_536
 
 
+def backend_session(trace_configs: list[aiohttp.TraceConfig] | None = None) -> aiohttp.ClientSession:
+    """The gateway's one session towards the administrations (created once, shared by every connector).
+
+    aiohttp silently sends an idempotent request a second time when a reused connection turns out closed; the
+    administration would then receive the same signed request — the same ``jti`` — twice, and take the second
+    for a replay (docs/security.md section 3: a new ``jti`` for every call and every retry). That retry is off
+    here; the REST connectors' own retry (``connectors.rest``) signs each attempt anew."""
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=512, limit_per_host=0, ttl_dns_cache=300),
+        timeout=aiohttp.ClientTimeout(total=30), raise_for_status=False, auto_decompress=True,
+        trace_configs=trace_configs)
+    session._retry_connection = False  # (no public switch; aiohttp's own test client sets it the same way)
+    return session
+
+
 async def read_capped(resp: aiohttp.ClientResponse, cap: int, source: str) -> bytes:
     """The decoded body, or ``SourceTooLarge`` (connection closed) as soon as it crosses ``cap``.
 

@@ -22,13 +22,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager, nullcontext, suppress
 from datetime import UTC, datetime
 
-import aiohttp
 import structlog
 from aiohttp import web
 from opentelemetry.sdk.trace import TracerProvider
 
 from connectors.base import Connector
 from connectors.resilience import Resilient
+from connectors.transport import backend_session
 from gateway import background, console
 from gateway.api import anomalies, audit, batches, citizen, consents, public, services, verifications
 from gateway.api import log as log_api
@@ -333,10 +333,7 @@ def _runtime_context(settings: Settings, connectors: Mapping[str, Connector], tr
         consent_store = storage.consent_store(settings)
         await consent_store.open()
         pseudonymiser = Pseudonymiser.load(settings.pseudonym_key_file, settings.state_dir)
-        connector = aiohttp.TCPConnector(limit=512, limit_per_host=0, ttl_dns_cache=300)
-        session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30),
-                                        raise_for_status=False, auto_decompress=True,
-                                        trace_configs=[client_trace_config(tracing)] if tracing is not None else None)
+        session = backend_session([client_trace_config(tracing)] if tracing is not None else None)
         guard = log_guard(settings, access_log, session)
         with suppress(AccessLogCorrupt):  # logged at critical level; every request is then refused (503)
             await guard.check()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -31,6 +32,7 @@ from connectors.base import (
     SourceUnavailable,
 )
 from connectors.rest import RestConnector
+from connectors.transport import backend_session
 from gateway.config.connectors import load_connector_file
 from gateway.crypto import keys
 from gateway.crypto.outbound import OutboundSigner
@@ -485,3 +487,26 @@ async def test_concurrency_is_bounded_per_connector(call_ctx: CallContext) -> No
             *(connector.fetch(Query("enrolment", {"idcs": idcs}), call_ctx) for _ in range(6)))
     assert len(records) == 6
     assert peak == 2
+
+
+async def test_a_connection_dropped_mid_call_is_retried_with_a_new_jti_and_never_resent_as_is(
+        signer: OutboundSigner) -> None:
+    """aiohttp on its own resends an idempotent request on a reused connection that turns out closed: the same
+    signed request, the same ``jti``, which the administration must take for a replay. The gateway's session
+    (``backend_session``) leaves retries to the connector, which signs each attempt anew."""
+    seen: list[str] = []
+
+    async def drop(request: web.Request) -> web.Response:
+        token = request.headers["Authorization"].split(" ", 1)[1]
+        seen.append(jwt.decode(token, options={"verify_signature": False})["jti"])
+        assert request.transport is not None
+        request.transport.close()  # no answer at all
+        return web.Response(status=200)
+
+    async with rogue(drop) as connector, backend_session() as session:
+        ctx = CallContext(session, signer, "req-drop", "anss.asd", "asd.eligibility")
+        for _ in range(3):
+            with pytest.raises(SourceUnavailable):
+                await connector.fetch(Query("enrolment", {"idcs": "1234567890"}), ctx)
+    assert len(seen) == 3 * 2, "one call and the connector's one retry, each time"
+    assert len(set(seen)) == len(seen), "every request its own jti"
