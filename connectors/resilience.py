@@ -9,11 +9,12 @@ refused); when they have all completed it closes if their failure and slow-call 
 else it opens again for another ``open_s``.
 
 A failure is what says the administration is not answering usefully: a timeout, an unavailable, faulty,
-malformed or oversized answer, or a rejection of the gateway's call. "Not found" is a normal answer (a success),
-and so is the administration's refusal of the query itself (``SourceQueryRefused``, an HTTP 400 or 422: a
-partner's out-of-range parameters must not open the breaker for everyone). A query the connector
-refuses before sending (``ValueError``) is the caller's mistake, and a call cancelled by its caller says nothing
-of the administration: neither is recorded, and a half-open trial they held is given back. A call is slow when
+malformed or oversized answer, or a rejection of the gateway's call. "Not found" is a normal answer (a success).
+The administration's refusal of the query itself (``SourceQueryRefused``, an HTTP 400 or 422) is not recorded at
+all: a partner's out-of-range parameters must neither open the breaker for everyone nor, counted as successes,
+hide real failures in the window. Nor is a query the connector refuses before sending (``ValueError``, the
+caller's mistake), nor a call cancelled by its caller (it says nothing of the administration); a half-open trial
+any of these held is given back. A call is slow when
 it takes longer than ``slow_call_s``. The window's rates are kept while open and half-open (what tripped it), and
 cleared when the breaker closes again; ``refused`` counts every call refused by the breaker, while open and,
 beyond its trial calls, while half-open.
@@ -291,7 +292,10 @@ class Resilient:
         failed, counted = False, True
         try:
             return await self.inner.fetch(query, ctx)
-        except (SourceNotFound, SourceQueryRefused):  # answers: the administration works, the query did not fit
+        except SourceNotFound:
+            raise
+        except SourceQueryRefused:  # the query did not fit (400/422): says nothing of the administration's health
+            counted = False
             raise
         except ConnectorError:
             failed = True

@@ -152,6 +152,7 @@ async def test_a_refused_query_is_an_answer_not_a_failure() -> None:
         with pytest.raises(SourceQueryRefused):
             await guarded.fetch(Query("person", {}), ctx)
     assert guarded.breaker.current() == CLOSED
+    assert guarded.breaker.snapshot()["calls_in_window"] == 0, "not recorded: neither a failure nor a success"
     backend.outcome = SourceRejected("registry", "call refused (HTTP 403)")  # the gateway's call refused: counts
     for _ in range(SETTINGS.window_size):
         with contextlib.suppress(SourceRejected, SourceUnavailable):
