@@ -92,11 +92,17 @@ async def submit_batch(request: web.Request) -> web.Response:
     unknown = sorted(set(query) - {"purpose", "case_ref_prefix", "check", "as_of"})
     if unknown:
         raise BadRequest(f"unknown query parameter {unknown[0]!r}; give purpose, case_ref_prefix, check and as_of")
+    _once(query, "purpose", "case_ref_prefix", "as_of")
     purpose, prefix = query.get("purpose", ""), query.get("case_ref_prefix", "")
     if not purpose or not PREFIX.fullmatch(prefix):
         raise BadRequest("give purpose and case_ref_prefix (letters, digits and ._:/-, at most 48 characters)")
     note.purpose = purpose
-    decision = authorise(settings, client_id, purpose, query.getall("check", []) or None)
+    checks = query.getall("check", [])
+    registry = settings.checks
+    for check in checks:  # as POST /v1/verifications' schema does: an unknown check is a malformed request
+        if check not in registry:
+            raise BadRequest(f"check: must be one of {list(registry.names)}")
+    decision = authorise(settings, client_id, purpose, checks or None)
     as_of = _as_of(query.get("as_of"))  # every subject verified as on that day, as POST /v1/verifications' as_of
     language = choose_language(request.headers.get("Accept-Language"))
     subjects = parse_subjects(signed.body, service.max_subjects)
@@ -127,17 +133,28 @@ async def batch_results(request: web.Request) -> web.Response:
     service = request.app[BATCHES]
     signed = await signed_request(request, DATA)
     progress = await _owned(request, service, signed.caller.client_id)
-    try:
-        after = int(request.query.get("after", "0"))
-        limit = int(request.query.get("limit", str(RESULTS_PAGE)))
-    except ValueError:
-        raise BadRequest("after and limit are integers") from None
-    if after < 0 or not 1 <= limit <= RESULTS_PAGE:
-        raise BadRequest(f"after ≥ 0, and 1 ≤ limit ≤ {RESULTS_PAGE}")
+    query = request.query
+    unknown = sorted(set(query) - {"after", "limit"})
+    if unknown:
+        raise BadRequest(f"unknown query parameter {unknown[0]!r}; give after and limit")
+    _once(query, "after", "limit")
+    after_text, limit_text = query.get("after", "0"), query.get("limit", str(RESULTS_PAGE))
+    if not (DECIMAL.fullmatch(after_text) and DECIMAL.fullmatch(limit_text)):
+        raise BadRequest("after and limit are integers, written in decimal digits alone")
+    after, limit = int(after_text), int(limit_text)
+    if after > MAX_LINE or not 1 <= limit <= RESULTS_PAGE:
+        raise BadRequest(f"0 ≤ after ≤ {MAX_LINE}, and 1 ≤ limit ≤ {RESULTS_PAGE}")
     running = progress.batch.status == RUNNING  # read before the results: a batch seen running may end meanwhile
+    # a cancelled batch settles: the group a chunk had in flight when it was cancelled still answers (its lines
+    # may land below lines already answered), so until those chunks are done the page stops before them
+    settling = None if running else await service.store.in_flight_from(progress.batch.batch_id,
+                                                                       service.stalled_after_s)
     rows = await service.store.results(progress.batch.batch_id, after, limit)
     if running:  # lines are answered out of order while it runs: the page stops before the first one still missing,
         rows = contiguous(rows, after)  # so following X-Batch-Next-After never skips a line
+    elif settling is not None:
+        rows = [row for row in rows if row[0] < settling] if after < settling else contiguous(rows, after)
+    running = running or settling is not None
     signed.note.detail.update({"batch_id": progress.batch.batch_id, "lines": len(rows)})
     signed.note.purpose, signed.note.outcome = progress.batch.purpose, "batch_results"
     headers = {"X-Batch-Status": progress.batch.status}
@@ -145,6 +162,17 @@ async def batch_results(request: web.Request) -> web.Response:
         headers["X-Batch-Next-After"] = str(rows[-1][0] if rows else after)
     body = b"".join(line + b"\n" for _, line in rows)
     return web.Response(body=body, content_type="application/x-ndjson", headers=headers)
+
+
+DECIMAL = re.compile(r"[0-9]{1,19}")
+MAX_LINE = 2**63 - 1  # a line number every store can hold
+
+
+def _once(query: Any, *names: str) -> None:
+    """Each of ``names`` given at most once (a second value would be silently ignored)."""
+    for name in names:
+        if len(query.getall(name, [])) > 1:
+            raise BadRequest(f"{name}: give it once")
 
 
 def contiguous(rows: list[tuple[int, bytes]], after: int) -> list[tuple[int, bytes]]:

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -122,7 +123,15 @@ class ProcrastinateEngine:
             if not held:
                 raise ChunkBusy(f"chunk {batch_id}:{first} is being worked on by another live process")
             await self.store.mark_doing(chunk, self.name)
-            await run_chunk(self.runtime, self.store, chunk, self.federation, self.settings.concurrency)
+            last_beat = time.monotonic()
+
+            async def beat() -> None:  # the chunk's own heartbeat: a results page knows it is still at work
+                nonlocal last_beat
+                if time.monotonic() - last_beat >= self.settings.heartbeat_s:
+                    last_beat = time.monotonic()
+                    await self.store.heartbeat(chunk, self.name)
+
+            await run_chunk(self.runtime, self.store, chunk, self.federation, self.settings.concurrency, beat)
 
     async def recover(self) -> int:
         """Hand back the chunk jobs of dead workers (see the module docstring); how many were."""

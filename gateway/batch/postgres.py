@@ -226,6 +226,13 @@ class PostgresBatchStore:
                                    "AND status = %s", (DONE, chunk.batch_id, RUNNING))
                 await conn.execute("DELETE FROM batch_subjects WHERE batch_id = %s", (chunk.batch_id,))
 
+    async def in_flight_from(self, batch_id: str, stalled_after_s: float) -> int | None:
+        async with self._connection() as conn:
+            row = await (await conn.execute(
+                f"SELECT MIN(first) FROM batch_chunks WHERE batch_id = %s AND status = 'doing' "
+                f"AND heartbeat >= {NOW} - %s", (batch_id, stalled_after_s))).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     async def results(self, batch_id: str, after: int, limit: int) -> list[tuple[int, bytes]]:
         async with self._connection() as conn:
             rows = await (await conn.execute(

@@ -127,6 +127,7 @@ async def run_chunk(runtime: Runtime, store: BatchStore, chunk: Chunk, federatio
         if start:
             current = await store.get(chunk.batch_id)
             if current is None or current.status != RUNNING:  # cancelled: no further subject is started
+                await store.finish_chunk(chunk, "")  # (nothing is at work on it any more: results pages settle)
                 return True
         guard = runtime.log_guard
         if guard is not None and guard.corrupt is not None:  # no data leaves without a provable log
@@ -157,6 +158,7 @@ async def run_chunk(runtime: Runtime, store: BatchStore, chunk: Chunk, federatio
         if on_progress is not None:
             await on_progress()
         if len(taken) < len(asked):  # the batch is no longer running (cancelled): its lines are not claimed
+            await store.finish_chunk(chunk, "")
             return True
     await store.finish_chunk(chunk, "")
     return True

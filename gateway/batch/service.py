@@ -30,6 +30,7 @@ class BatchService:
     chunk_size: int
     max_subjects: int
     max_upload_bytes: int
+    stalled_after_s: float = 30.0  # a chunk whose heartbeat is older is no longer at work
 
     def wake(self) -> None:
         if self.engine is not None:

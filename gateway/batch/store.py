@@ -132,6 +132,11 @@ class BatchStore(Protocol):
 
     async def results(self, batch_id: str, after: int, limit: int) -> list[tuple[int, bytes]]: ...
 
+    async def in_flight_from(self, batch_id: str, stalled_after_s: float) -> int | None:
+        """The first line of the batch's chunks still being worked on (a live heartbeat), or None: after a cancel,
+        what those chunks answer may still arrive below later lines."""
+        ...
+
 
 class SqliteBatchStore:
     """All methods are coroutines running the blocking SQLite calls in a thread, one connection under a lock."""
@@ -310,6 +315,14 @@ class SqliteBatchStore:
                                  (DONE, time.time(), chunk.batch_id, RUNNING))
                     conn.execute("DELETE FROM batch_subjects WHERE batch_id = ?", (chunk.batch_id,))
         await self._run(write)
+
+    async def in_flight_from(self, batch_id: str, stalled_after_s: float) -> int | None:
+        def read(conn: sqlite3.Connection) -> int | None:
+            (first,) = conn.execute("SELECT MIN(first) FROM batch_chunks WHERE batch_id = ? AND status = 'doing' "
+                                    "AND heartbeat >= ?", (batch_id, time.time() - stalled_after_s)).fetchone()
+            return None if first is None else int(first)
+        result: int | None = await self._run(read)
+        return result
 
     async def results(self, batch_id: str, after: int, limit: int) -> list[tuple[int, bytes]]:
         def read(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:

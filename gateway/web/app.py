@@ -368,7 +368,8 @@ def _runtime_context(settings: Settings, connectors: Mapping[str, Connector], tr
         batch_records = batch_store(settings)  # [storage]: SQLite (one machine) or PostgreSQL (any number)
         await batch_records.open()
         engine = batch_engine(app[RUNTIME], batch_records)
-        app[BATCHES] = BatchService(batch_records, engine, b.chunk_size, b.max_subjects, b.max_upload_bytes)
+        app[BATCHES] = BatchService(batch_records, engine, b.chunk_size, b.max_subjects, b.max_upload_bytes,
+                                     b.stalled_after_s)
         log.info("gateway_ready", gateway_id=settings.gateway_id, kid=signing_key.kid,
                  connectors=sorted(connectors))
         runtime = app[RUNTIME]
