@@ -5,6 +5,7 @@ documents (``/schemas/{name}``, with this gateway's check vocabulary)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -22,6 +23,9 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps({"status": "alive"}), content_type="application/json")
 
 
+APPEND_FAILURE_HOLD_S = 10.0  # then ready again, so traffic (the only writer) can find the log writable again
+
+
 async def readyz(request: web.Request) -> web.Response:
     """Ready when the key, the access log and the connectors are; ``degraded`` (still 200) while the log's disk
     is below its free-space floor (``gateway.stores.space``)."""
@@ -37,6 +41,9 @@ async def readyz(request: web.Request) -> web.Response:
                 checks["store"] = runtime.log_guard is None or runtime.log_guard.corrupt is None  # access_log_corrupt
             except Exception:
                 checks["store"] = False
+        failed_at = runtime.append_failed_at  # the log reads but an entry could not be written: not ready for a while
+        if failed_at is not None and time.monotonic() - failed_at < APPEND_FAILURE_HOLD_S:
+            checks["store"] = False
         checks["connectors"] = bool(runtime.federation.connectors) and not runtime.session.closed
         if runtime.free_space is not None:
             low = runtime.free_space.low

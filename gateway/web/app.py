@@ -208,7 +208,10 @@ async def _log_step(request: web.Request, response: web.Response, runtime: Runti
         await _append_access_record(request, response, started)
     except Exception:
         log.exception("access_log_append_failed")
+        runtime.append_failed_at = time.monotonic()
         return _problem_response(ServiceUnavailable(UNAVAILABLE, "audit_unavailable"), request_id), False
+    if runtime.append_failed_at is not None:
+        runtime.append_failed_at = None
     return response, False
 
 

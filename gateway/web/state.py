@@ -52,6 +52,9 @@ class Runtime:
     free_space: FreeSpaceWatch | None = None  # the access log's disk
     log_health: HealthTracked | None = None  # the access log itself when its store tracks its health (PostgreSQL)
     heavy_reads: HeavyReads = field(default_factory=HeavyReads)  # the officers' heavy reads, bounded (web/heavy.py)
+    # when an entry last failed to be written (monotonic), None once one is written again: /readyz is not ready
+    # for APPEND_FAILURE_HOLD_S after a failure, so a pod whose log cannot be written leaves the Service
+    append_failed_at: float | None = None
 
     def __post_init__(self) -> None:
         if self.log_health is None and isinstance(self.access_log, HealthTracked):

@@ -342,6 +342,30 @@ async def test_no_answer_without_access_log_entry(stack: Stack) -> None:
     assert b"birth_date" not in answer.body
 
 
+async def test_a_log_that_reads_but_cannot_be_written_is_not_ready(stack: Stack,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """deploy.md section 5: readiness means the access log answers. A log that still reads but refuses a write (a
+    full or read-only disk) refuses every answer (503): the pod must leave the Service, for a while at least."""
+    runtime = stack.gateway.runner.app[__import__("gateway.web.state", fromlist=["RUNTIME"]).RUNTIME]
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(runtime.access_log, "append", refuse)
+    answer = await stack.client.verify({"idcs": stack.population.fixture("amo_tadamon").father.idcs},
+                                       "asd.eligibility", "CASE-RO", ["identity"])
+    assert_problem(answer.status, answer.json(), 503, "audit_unavailable")
+    async with aiohttp.ClientSession() as session, session.get(stack.gateway.url + "/readyz") as resp:
+        assert resp.status == 503 and (await resp.json())["checks"]["store"] is False
+    monkeypatch.undo()
+    assert runtime.append_failed_at is not None
+    runtime.append_failed_at -= 11  # the hold is over: ready again, and traffic finds the log writable
+    async with aiohttp.ClientSession() as session, session.get(stack.gateway.url + "/readyz") as resp:
+        assert resp.status == 200
+    await assert_still_serving(stack)
+    assert runtime.append_failed_at is None
+
+
 async def test_second_client_instance(stack: Stack) -> None:
     async with GatewayClient(stack.gateway.url, "anss.asd", stack.client.key) as other:
         answer = await other.verify({"idcs": stack.population.fixture("deceased_father").mother.idcs},
