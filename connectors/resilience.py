@@ -38,6 +38,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from opentelemetry.trace import Status, StatusCode
+
 from connectors.base import (
     CallContext,
     Connector,
@@ -247,11 +249,18 @@ class Resilient:
         # the span names the administration and the operation, never a parameter's value
         with self.tracer.start_as_current_span(f"{self.name} {query.operation}",
                                                attributes={"anss.source": self.name,
-                                                           "anss.operation": query.operation}) as span:
+                                                           "anss.operation": query.operation},
+                                               record_exception=False, set_status_on_exception=False) as span:
             try:
                 return await self._guarded(query, ctx)
-            except ConnectorError as exc:
-                span.set_attribute("anss.outcome", exc.code)
+            except SourceNotFound:  # an answer ("not known"), not an error of the call
+                span.set_attribute("anss.outcome", "not_found")
+                raise
+            except BaseException as exc:
+                if isinstance(exc, ConnectorError):
+                    span.set_attribute("anss.outcome", exc.code)
+                if not isinstance(exc, asyncio.CancelledError):
+                    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))  # (the class, never a text)
                 raise
 
     async def _guarded(self, query: Query, ctx: CallContext) -> Record:

@@ -93,6 +93,31 @@ async def test_one_trace_per_verification_with_a_span_per_administration_call(
     assert not [x for x in secrets if x in recorded]
 
 
+async def test_an_administration_that_does_not_know_the_subject_is_no_error_in_the_trace(
+    traced: tuple[Stack, InMemorySpanExporter, Recorder, TracerProvider]
+) -> None:
+    """"Not known" is an answer (the metrics count it as not_found): its span is not an error, and carries no
+    exception event; a failing administration's span is an error."""
+    from opentelemetry.trace import StatusCode
+
+    stack, exporter, _, provider = traced
+    father = stack.population.fixture("child_out_of_school").father
+    answer = await stack.client.verify({"idcs": father.idcs}, "asd.eligibility", "CASE-NF")
+    assert answer.status == 200
+    assert provider.force_flush()
+    calls = [s for s in exporter.get_finished_spans() if s.attributes and "anss.source" in s.attributes]
+    unknown = [s for s in calls if s.attributes.get("anss.outcome") == "not_found"]
+    assert unknown, "this household has an administration that does not know one of its members"
+    assert all(s.status.status_code is not StatusCode.ERROR and not s.events for s in unknown)
+    assert all(s.status.status_code is not StatusCode.ERROR for s in calls if "anss.outcome" not in s.attributes)
+    exporter.clear()
+    stack.simulators.controls["health"].rogue = "soap_fault"
+    assert (await stack.client.verify({"idcs": father.idcs}, "asd.eligibility", "CASE-FAULT")).status == 200
+    assert provider.force_flush()
+    failed = [s for s in exporter.get_finished_spans() if s.attributes and s.attributes.get("anss.source") == "health"]
+    assert failed and all(s.status.status_code is StatusCode.ERROR for s in failed)
+
+
 def test_tracing_is_off_by_default_and_follows_the_standard_variables() -> None:
     assert provider_from_env({}) is None
     assert provider_from_env({"OTEL_TRACES_EXPORTER": "none"}) is None
