@@ -6,7 +6,9 @@ the offending bytes back (header values included: whatever the sender put there,
 header naming the Python and aiohttp versions, and a traceback at ERROR in the ``aiohttp.server`` log, again
 with those bytes. Here that answer is ours instead:
 
-- a problem document of our own words (``invalid_request`` for a 400, ``internal_error`` for a 500, …),
+- a problem document of our own words (``invalid_request`` for a 400, ``headers_too_large`` and 431 for a header
+  line past the parser's field limit — as for any header over ``max_header_bytes`` —, ``internal_error`` for a
+  500, …),
   never the request's bytes, ``Server: anss-gateway``, the connection closed (as aiohttp does);
 - no traceback and no bytes in the log: ``http_request_unparsable`` with the status and the parser's error
   class, at most once a minute (with the count since the last line), so a flood of garbage cannot fill
@@ -38,6 +40,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
@@ -46,6 +49,7 @@ from gateway.errors import (
     PROBLEM_CONTENT_TYPE,
     BadRequest,
     GatewayError,
+    HeadersTooLarge,
     InternalError,
     ServiceUnavailable,
     problem_body,
@@ -56,6 +60,7 @@ from gateway.web.checkpoint import HEADER as CHECKPOINT_HEADER
 __all__ = ["PARSER_REFUSALS", "REFUSAL_SIGNER", "GatewayProtocol", "GatewayRunner", "ParserRefusals", "RefusalSigner"]
 log = structlog.get_logger("gateway")
 SERVER = "anss-gateway"
+MAX_REQUEST_LINE = 8190  # aiohttp's limit for the request line; its header-field limit is set larger (app.py)
 
 
 @dataclass
@@ -86,7 +91,10 @@ RefusalSigner = Callable[[bytes, str], str]  # (body, request id) -> the X-JWS-S
 REFUSAL_SIGNER: web.AppKey[RefusalSigner] = web.AppKey("refusal_signer")
 
 
-def _error_for(status: int) -> GatewayError:
+def _error_for(status: int, exc: BaseException | None = None) -> GatewayError:
+    if isinstance(exc, LineTooLong) and len(exc.args) > 1 and isinstance(exc.args[1], int) \
+            and exc.args[1] > MAX_REQUEST_LINE:  # a header line past the parser's own, larger, field limit
+        return HeadersTooLarge("a request header is too large")
     if status == 500:
         return InternalError("the gateway could not process the request")
     if status in (503, 504):
@@ -105,10 +113,12 @@ class GatewayProtocol(RequestHandler):
 
     def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
+        error = _error_for(status, exc)
+        if isinstance(error, HeadersTooLarge):  # (the parser says 400 for every line too long; a header's is 431)
+            status = error.status
         self.refusals.count(status, type(exc).__name__ if exc is not None else "none")
         if request.writer.output_size > 0:  # part of an answer is out already: the connection is broken
             raise ConnectionError("response already started; no error answer can follow")
-        error = _error_for(status)
         request_id = uuid.uuid4().hex
         body = problem_body(error, request_id)
         headers = {"Server": SERVER, "X-Request-Id": request_id}
