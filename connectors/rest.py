@@ -329,6 +329,8 @@ class RestConnector:
             raise _Retryable(self.name, f"HTTP {status}")
         if status >= 500:
             raise SourceFault(self.name, f"server error (HTTP {status})")
+        if 200 < status < 300:  # 204 No Content and the like: no JSON answer where the contract has one
+            raise SourceMalformed(self.name, f"no JSON answer (HTTP {status})")
         if status != 200:
             raise SourceUnavailable(self.name, f"unexpected HTTP {status}")
         if content_type != "application/json" and not content_type.endswith("+json"):

@@ -21,6 +21,7 @@ from gateway.config.toml import ConfigError, get, line_of, read_table
 
 _CONNECTOR_KEYS = frozenset({"name", "kind", "base_url", "audience", "mapping", "timeout_s", "connect_timeout_s",
                              "max_connections", "max_response_bytes", "options", "breaker", "bulkhead"})
+CONNECTOR_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _DEFAULTS = ConnectorConfig(name="", kind="", base_url="", audience="")
 N = TypeVar("N", int, float)
 
@@ -41,11 +42,20 @@ def load_connector_file(path: Path, env: Mapping[str, str]) -> ConnectorConfig:
         raise ConfigError(f"{line_of(path, unknown[0], after='[connector]')} [connector]: unknown setting "
                           f"`{unknown[0]}`; allowed: {sorted(_CONNECTOR_KEYS)}")
     name = get(table, "name", str, where)
+    if not CONNECTOR_NAME.fullmatch(name):
+        raise ConfigError(f"{_setting(path, 'name')}: `name` must be lower case: a letter, then letters, digits "
+                          "and _ (it names the administration in checks, metrics and the access log)")
     base_url = env.get(f"ANSS_GATEWAY_CONNECTOR_{name.upper()}_URL") or get(table, "base_url", str, where)
     parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # not a number, or beyond 65535
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment \
+            or not port_ok or parts.username is not None or parts.password is not None or "@" in parts.netloc:
         raise ConfigError(f"{_setting(path, 'base_url')}: `base_url` (or ANSS_GATEWAY_CONNECTOR_{name.upper()}_URL) "
-                          "must be http(s)://host[:port][/prefix], without a query or fragment")
+                          "must be http(s)://host[:port][/prefix] (a port from 1 to 65535), without credentials, a "
+                          "query or a fragment")
     operations = document.get("operations", {})
     if not isinstance(operations, dict):
         raise ConfigError(f"{line_of(path, 'operations')}: `operations` must be tables [operations.<name>]")

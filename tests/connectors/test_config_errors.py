@@ -158,13 +158,24 @@ def test_a_deadline_count_or_size_must_be_above_zero(tmp_path: Path, old: str, n
     assert f"`{new.split(' ')[0]}` must be greater than 0" in str(caught.value)
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8102/x?y=1", "http://127.0.0.1:8102/#top", "ftp://host", "host:80"])
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8102/x?y=1", "http://127.0.0.1:8102/#top", "ftp://host", "host:80",
+                                 "http://127.0.0.1:99999", "http://127.0.0.1:0", "http://127.0.0.1:x",
+                                 "http://user:pw@127.0.0.1:8102", "http://@127.0.0.1:8102", "http://:8102"])
 def test_a_base_url_is_an_origin_and_a_prefix_only(tmp_path: Path, url: str) -> None:
     config = edited(tmp_path, "education.toml", 'base_url = "http://127.0.0.1:8102"', f'base_url = "{url}"')
     with pytest.raises(ConfigError) as caught:
         load_connectors(config / "connectors", {})
     assert line_named(caught.value, config / "connectors" / "education.toml") == f'base_url = "{url}"'
-    assert "without a query or fragment" in str(caught.value)
+    assert "without credentials, a query or a fragment" in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["Education", "edu-cation", "1education", "edu.cation"])
+def test_an_administrations_name_is_lower_case(tmp_path: Path, name: str) -> None:
+    config = edited(tmp_path, "education.toml", 'name = "education"', f'name = "{name}"')
+    with pytest.raises(ConfigError) as caught:
+        load_connectors(config / "connectors", {})
+    assert line_named(caught.value, config / "connectors" / "education.toml") == f'name = "{name}"'
+    assert "must be lower case" in str(caught.value)
 
 
 def test_a_type_mistake_names_the_settings_own_line(tmp_path: Path) -> None:

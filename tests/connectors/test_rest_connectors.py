@@ -25,6 +25,8 @@ from connectors.base import (
     ConnectorConfig,
     Query,
     Record,
+    SourceFault,
+    SourceMalformed,
     SourceNotFound,
     SourceQueryRefused,
     SourceRejected,
@@ -396,8 +398,9 @@ async def test_refused_connection_is_unavailable(call_ctx: CallContext) -> None:
     ("first_status", "error", "calls"),
     [
         (502, None, 2), (504, None, 2),  # retried once, then the answer
-        (500, SourceUnavailable, 1), (302, SourceUnavailable, 1),  # no redirects
+        (500, SourceFault, 1), (302, SourceMalformed, 1),  # no redirects
         (400, SourceQueryRefused, 1), (422, SourceQueryRefused, 1), (409, SourceUnavailable, 1),
+        (204, SourceMalformed, 1), (202, SourceMalformed, 1),
         (403, SourceRejected, 1),
     ],
 )
@@ -419,8 +422,9 @@ async def test_statuses_and_retries(
             record = await connector.fetch(Query("enrolment", {"idcs": idcs}), call_ctx)
             assert record.data["idcs"] == idcs
         else:
-            with pytest.raises(error, match=f"HTTP {first_status}"):
+            with pytest.raises(error, match=f"HTTP {first_status}") as caught:
                 await connector.fetch(Query("enrolment", {"idcs": idcs}), call_ctx)
+            assert type(caught.value) is error
     assert seen == calls
 
 
