@@ -173,6 +173,9 @@ def _bad_grants(idcs: str) -> dict[str, tuple[dict[str, Any] | bytes, str]]:
                                    "evidence_personal_data"),
         "evidence URL holding a CIN": (request_for(idcs, evidence="https://docs.example/c?holder_id=jt170619"),
                                        "evidence_personal_data"),
+        "evidence URL holding an escaped IDCS": (request_for(idcs, evidence=f"https://docs.example/c/{idcs[:-1]}%3"
+                                                                            f"{idcs[-1]}.pdf"),
+                                                 "evidence_personal_data"),
         "evidence with a name field": (request_for(idcs, evidence={**EVIDENCE, "name": "Fatima Zahra"}),
                                        "evidence_personal_data"),
         "evidence with a nom field": (request_for(idcs, evidence={**EVIDENCE, "Nom": "Alaoui"}),

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from gateway.errors import BadRequest
 
@@ -92,6 +92,7 @@ def _url(text: str) -> str:
         if _is_name_field(key):
             raise _personal(f"the URL has a name field ({key!r})")
     _no_identifier(text, "the URL")
+    _no_identifier(unquote(text), "the URL")  # also once its %-escapes are decoded (715309402%39 is 7153094029)
     return text
 
 
