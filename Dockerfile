@@ -7,7 +7,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     ANSS_GATEWAY_HOST=0.0.0.0 \
     ANSS_GATEWAY_STATE_DIR=/var/lib/anss-gateway
 
-RUN useradd --system --create-home --home-dir /app --uid 10001 gateway \
+RUN groupadd --system --gid 10001 gateway \
+    && useradd --system --create-home --home-dir /app --uid 10001 --gid 10001 gateway \
     && mkdir -p /var/lib/anss-gateway && chown gateway:gateway /var/lib/anss-gateway
 WORKDIR /app
 COPY --chown=gateway:gateway . /app

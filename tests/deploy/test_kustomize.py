@@ -438,3 +438,39 @@ def test_the_image_installs_as_the_makefile_does() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     assert installs(makefile) and installs(dockerfile) == installs(makefile)
     assert "python -m venv .venv" in dockerfile
+
+
+def test_the_images_user_and_group_are_the_ones_the_pods_run_as() -> None:
+    """deploy.md section 6: the image's user *and group* are 10001, as the pods' runAsUser/runAsGroup/fsGroup
+    (a system group would otherwise take the next free system gid)."""
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(rf"groupadd [^\n]*--gid {GATEWAY_UID} gateway", dockerfile)
+    assert re.search(rf"useradd [^\n]*--uid {GATEWAY_UID} --gid {GATEWAY_UID} gateway", dockerfile)
+
+
+def test_the_overlay_of_deploy_md_section_3_with_its_patches_builds_as_it_says(tmp_path: Path) -> None:
+    """deploy.md's own overlay, with the two patches it prints (administrations.yaml, egress.yaml), taken from
+    the page: both Deployments reach the real administration, and the NetworkPolicy keeps its DNS rule."""
+    kubectl = kubectl_or_skip()
+    page = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```yaml\n(.*?)```", page, re.S)
+    overlay = next(b for b in blocks if b.startswith("# my-deployment/kustomization.yaml"))
+    mine = tmp_path / "my-deployment"
+    mine.mkdir()
+    for name in ("administrations.yaml", "egress.yaml"):
+        block = next(b for b in blocks if b.lstrip(" ").startswith(f"# {name}"))
+        (mine / name).write_text("\n".join(line[2:] if line.startswith("  ") else line
+                                           for line in block.splitlines()) + "\n", encoding="utf-8")
+    shutil.copytree(DEPLOY, tmp_path / "deploy")  # beside it, as the page lays them out (Kustomize takes no
+    (mine / "kustomization.yaml").write_text(overlay, encoding="utf-8")  # absolute path)
+    done = subprocess.run([kubectl, "kustomize", str(mine)], capture_output=True, text=True, timeout=180,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    docs = [d for d in yaml.safe_load_all(done.stdout) if d]
+    for component in ("gateway", "worker"):
+        env = {e["name"]: e.get("value") for c in deployment(docs, component)["spec"]["template"]["spec"]["containers"]
+               for e in c.get("env", [])}
+        assert env["ANSS_GATEWAY_CONNECTOR_CIVIL_REGISTRY_URL"] == "https://civil-registry.example.org", component
+    policy = next(d for d in of_kind(docs, "NetworkPolicy") if d["metadata"]["name"] == "anss-gateway")
+    ports = {(p["port"], p["protocol"]) for rule in policy["spec"]["egress"] for p in rule.get("ports", [])}
+    assert {(53, "UDP"), (53, "TCP"), (443, "TCP")} <= ports
