@@ -84,6 +84,19 @@ def _numeric(claims: dict[str, Any], name: str) -> float:
     return float(value)
 
 
+def _plain_dates(token: str) -> None:
+    """``exp``, ``iat`` and ``nbf``, when present, are numbers (RFC 7519 NumericDate), never ``true``/``false``."""
+    try:
+        claims = json.loads(b64url_decode(token.split(".")[1]))
+    except (ValueError, IndexError, UnicodeDecodeError) as exc:
+        raise CitizenTokenInvalid("the token's claims are not JSON") from exc
+    if not isinstance(claims, dict):
+        raise CitizenTokenInvalid("the token's claims are not a JSON object")
+    for name in ("exp", "iat", "nbf"):
+        if name in claims:
+            _numeric(claims, name)
+
+
 class CitizenTokenVerifier:
     def __init__(self, config: CitizenSettings, keys: JwksFile) -> None:
         self.config = config
@@ -105,6 +118,7 @@ class CitizenTokenVerifier:
         if key.algorithm_name != alg:
             raise CitizenTokenInvalid("the token's algorithm is not the one of its key")
         required = ["iss", "aud", "sub", "iat", "exp", config.idcs_claim]
+        _plain_dates(token)  # (PyJWT takes `true` for 1 and names its own errors only by their class)
         try:
             claims: dict[str, Any] = jwt.decode(
                 token, key, algorithms=[alg], audience=config.audience, issuer=config.issuer,
@@ -122,8 +136,15 @@ class CitizenTokenVerifier:
             raise CitizenTokenInvalid("the token is meant for another audience") from exc
         except jwt.MissingRequiredClaimError as exc:
             raise CitizenTokenInvalid(f"the token lacks the `{exc.claim}` claim") from exc
+        except jwt.exceptions.InvalidSubjectError as exc:
+            raise CitizenTokenInvalid("`sub` must be a non-empty string") from exc
+        except jwt.InvalidIssuedAtError as exc:
+            raise CitizenTokenInvalid("`iat` must be a NumericDate (a number) not in the future") from exc
+        except jwt.DecodeError as exc:
+            raise CitizenTokenInvalid("the token is not a well-formed JWT (its segments or claims do not decode, "
+                                      "or a NumericDate is not a number)") from exc
         except jwt.PyJWTError as exc:
-            raise CitizenTokenInvalid(f"the token is invalid ({type(exc).__name__})") from exc
+            raise CitizenTokenInvalid("the token's claims are malformed") from exc
         return self._citizen(claims)
 
     def _citizen(self, claims: dict[str, Any]) -> Citizen:
@@ -139,6 +160,7 @@ class CitizenTokenVerifier:
         if not isinstance(idcs, str) or not IDCS.fullmatch(idcs):
             raise CitizenTokenInvalid(f"`{config.idcs_claim}` must be an IDCS (10 digits)")
         cin = claims.get(config.cin_claim) if config.cin_claim else None
-        if cin is not None and (not isinstance(cin, str) or not CIN.fullmatch(cin)):
+        present = bool(config.cin_claim) and config.cin_claim in claims
+        if present and (not isinstance(cin, str) or not CIN.fullmatch(cin)):  # (null is no CIN either)
             raise CitizenTokenInvalid(f"`{config.cin_claim}` must be a CIN (1–2 capital letters and 5–6 digits)")
         return Citizen(idcs, cin)

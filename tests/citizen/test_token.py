@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import jwt
+import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
@@ -101,8 +102,12 @@ def _defects(idp: IdentityProvider, tmp_path: Path) -> dict[str, tuple[str, str]
         "malformed: not base64url": (f"{head}.{payload}.{signature}!", "not a compact JWS"),
         "malformed: header not JSON": (f"bm90IGpzb24.{payload}.{signature}", "header is not JSON"),
         "malformed: header a list": (f"WzFd.{payload}.{signature}", "not a JSON object"),
-        "malformed: payload not JSON": (idp.signed_payload(b"not json"), "invalid (DecodeError)"),
-        "malformed: payload a list": (idp.signed_payload(b"[1, 2]"), "invalid (DecodeError)"),
+        "malformed: payload not JSON": (idp.signed_payload(b"not json"), "claims are not JSON"),
+        "malformed: payload a list": (idp.signed_payload(b"[1, 2]"), "claims are not a JSON object"),
+        "sub as a number": (idp.token(IDCS, sub=5), "`sub` must be a non-empty string"),
+        "exp as true": (idp.token(IDCS, exp=True), "`exp` must be a NumericDate"),
+        "nbf as null": (idp.signed_payload(orjson.dumps({**idp.claims(IDCS), "nbf": None})), "`nbf` must be"),
+        "cin as null": (idp.signed_payload(orjson.dumps({**idp.claims(IDCS), "cin": None})), "must be a CIN"),
         "malformed: too long": ("a" * 9000 + ".b.c", "not a compact JWS"),
     }
 
