@@ -86,8 +86,6 @@ def _matches(rule: str, check: str, fact: dict[str, Any], ages: dict[str, int]) 
     return (age >= ADULT_AGE) == (qualifier == "adults")
 
 
-
-
 def apply_masks(results: dict[str, dict[str, Any]], rules: Iterable[str], today: date,
                 withholders: Mapping[str, Withhold] | None = None) -> list[str]:
     """Remove withheld facts in place; return the rules that removed something.
