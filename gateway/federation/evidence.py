@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
@@ -76,7 +77,8 @@ class Evidence:
 
     def record(self, operation: str, idcs: str | None) -> Record | None:
         """The record answered, as on ``today``: for a retroactive verification (``as_of``), the family's members
-        born after that day were not yet there and are left out."""
+        born after that day were not yet there and are left out, and a death after that day had not happened yet
+        (the person, or the member, is alive then, without a death date)."""
         answer = self.get(operation, idcs)
         if not isinstance(answer, Record):
             return None
@@ -88,6 +90,8 @@ class Evidence:
             family = _family_on(answer, self.today)
             self._families[idcs] = (answer, family)
             return family
+        if operation == "person" and _died_after(answer.data, self.today.isoformat()):
+            return replace(answer, data=_alive_then(answer.data))
         return answer
 
     def sources(self) -> list[dict[str, Any]]:
@@ -102,10 +106,20 @@ class Evidence:
         return out
 
 
+def _died_after(person: Mapping[str, Any], on: str) -> bool:
+    death = person.get("death_date")
+    return not person.get("alive", True) and death is not None and str(death) > on
+
+
+def _alive_then(person: Mapping[str, Any]) -> dict[str, Any]:
+    return {**person, "alive": True, "death_date": None}
+
+
 def _family_on(record: Record, day: date) -> Record:
     data, on = record.data, day.isoformat()
     groups = ("spouses", "children")
-    if not any(m.get("birth_date", "") > on for g in groups for m in data.get(g, [])):
+    if not any(m.get("birth_date", "") > on or _died_after(m, on) for g in groups for m in data.get(g, [])):
         return record
-    kept = {g: [m for m in data.get(g, []) if m.get("birth_date", "") <= on] for g in groups}
+    kept = {g: [_alive_then(m) if _died_after(m, on) else m for m in data.get(g, []) if m.get("birth_date", "") <= on]
+            for g in groups}
     return replace(record, data={**data, **kept})

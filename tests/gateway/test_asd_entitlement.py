@@ -232,6 +232,31 @@ async def test_as_of_before_a_birth_leaves_out_who_was_not_born_yet(stack: Stack
     assert (born_later.status, born_later.json()["code"]) == (404, "subject_not_found")
 
 
+async def test_as_of_before_a_death_sees_the_person_alive_in_every_check(stack: Stack) -> None:
+    """docs/asd.md: as on that date — a death after as_of did not yet count, for every check alike (identity,
+    household, employment used to report it, while asd_entitlement rewound it)."""
+    household = stack.population.fixture("deceased_father")
+    father, mother = household.father, household.mother
+    assert father.death_date is not None
+    before = father.death_date.replace(day=1) if father.death_date.day > 1 else father.death_date.replace(
+        year=father.death_date.year - 1)
+    checks = ["identity", "household", "employment", "asd_entitlement"]
+    answer = await stack.client.verify({"idcs": father.idcs}, PURPOSE, "ASD-ALIVE", ["identity"],
+                                       as_of=before.isoformat())
+    identity = answer.json()["checks"]["identity"]
+    assert identity["verdict"]["alive"] is True
+    assert {f["name"]: f["value"] for f in identity["facts"]}["death_date"] is None
+    answer = await stack.client.verify({"idcs": mother.idcs}, PURPOSE, "ASD-ALIVE-2", checks, as_of=before.isoformat())
+    assert answer.status == 200, answer.body
+    result = answer.json()["checks"]
+    assert result["household"]["verdict"]["father_deceased"] is False
+    assert result["household"]["verdict"]["members_alive"] == 1 + len(household.children) + 1
+    assert father.idcs in {p["idcs"] for p in result["employment"]["verdict"]["persons"]}
+    after = await stack.client.verify({"idcs": mother.idcs}, PURPOSE, "ASD-DEAD", ["household"],
+                                      as_of=father.death_date.isoformat())
+    assert after.json()["checks"]["household"]["verdict"]["father_deceased"] is True
+
+
 @pytest.mark.parametrize("as_of", ["20251201", "2025-W49-1", "2025-12", "2025-12-1", "2025-02-30"])
 async def test_as_of_is_a_calendar_date_written_yyyy_mm_dd(stack: Stack, as_of: str) -> None:
     """``date.fromisoformat`` alone reads 20251201 and week dates; the contract is RFC 3339's full-date."""
