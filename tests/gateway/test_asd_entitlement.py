@@ -232,6 +232,28 @@ async def test_as_of_before_a_birth_leaves_out_who_was_not_born_yet(stack: Stack
     assert (born_later.status, born_later.json()["code"]) == (404, "subject_not_found")
 
 
+async def test_a_child_asked_as_the_subject_is_sent_to_a_parent_not_paid_as_a_household_without_children(
+        stack: Stack) -> None:
+    """A child's own family record lists no children: read as a household, it was 'without a child under 21'
+    and paid 500 MAD. The child is not the head: undecided, ask through a parent."""
+    household = stack.population.fixture("deceased_father")
+    child = next(c for c in household.children if c.alive)
+    result = (await entitlement_of(stack, child.idcs, ON_2026))
+    verdict = result["verdict"]
+    assert (verdict["eligible"], verdict["monthly_amount_mad"], verdict["components"]) == (None, None, [])
+    assert verdict["missing"] == ["head_of_household"] and result["status"] != "verified"
+    assert "parents" in " ".join(verdict["explanation"]) or "parent" in " ".join(verdict["explanation"])
+    through_the_mother = (await entitlement_of(stack, household.mother.idcs, ON_2026))["verdict"]
+    assert through_the_mother["eligible"] is True and through_the_mother["monthly_amount_mad"] > 500
+
+
+async def entitlement_of(stack: Stack, idcs: str, on: str) -> dict[str, Any]:
+    answer = await stack.client.verify({"idcs": idcs}, PURPOSE, "ASD-WHO", ["asd_entitlement"], as_of=on)
+    assert answer.status == 200, answer.body
+    result: dict[str, Any] = answer.json()["checks"]["asd_entitlement"]
+    return result
+
+
 async def test_as_of_before_a_death_sees_the_person_alive_in_every_check(stack: Stack) -> None:
     """docs/asd.md: as on that date — a death after as_of did not yet count, for every check alike (identity,
     household, employment used to report it, while asd_entitlement rewound it)."""

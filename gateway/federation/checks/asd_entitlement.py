@@ -18,6 +18,7 @@ from typing import Any
 
 from gateway.entitlement import rules
 from gateway.entitlement.asd import Child, HouseholdFacts, entitlement
+from gateway.federation.calendar import age_on
 from gateway.federation.checks import asd_text
 from gateway.federation.checks.protocol import WITHHELD, Check, Operation, Result, answered
 from gateway.federation.evidence import Evidence
@@ -66,6 +67,9 @@ class AsdEntitlement:
         if snapshot is None:
             verdict = asd_text.no_rates(evidence.today, evidence.language)
             return answered(verdict, [], ["rates_in_force"])
+        if _a_child_of_the_household(evidence, snapshot.integer("children.age_max")):
+            verdict = asd_text.a_child_asked(evidence.today, snapshot.effective_from, evidence.language)
+            return answered(verdict, [], ["head_of_household"])
         household = household_facts(evidence, results)
         outcome = entitlement(household, snapshot)
         cited: list[dict[str, Any]] = []
@@ -117,6 +121,20 @@ def _without(line: str, dates: set[str]) -> str:
     for text in dates:
         line = line.replace(text, WITHHELD)
     return line
+
+
+def _a_child_of_the_household(evidence: Evidence, age_max: int) -> bool:
+    """The subject is a child of a household, not its head: 0 to ``age_max``, with a parent in the civil registry,
+    and no spouse or child of their own. Their household's entitlement is asked through a parent (the family
+    record of a child lists no children, which would read as a household without a child)."""
+    person = evidence.record("person", evidence.subject_idcs)
+    family = evidence.record("family", evidence.subject_idcs)
+    if person is None or family is None:
+        return False
+    p = person.data
+    young = age_on(date.fromisoformat(str(p["birth_date"])), evidence.today) <= age_max
+    return young and bool(p.get("father_idcs") or p.get("mother_idcs")) and not family.data["spouses"] \
+        and not family.data["children"]
 
 
 def _alive_on(member: Mapping[str, Any], on: date) -> bool:

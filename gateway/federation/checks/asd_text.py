@@ -42,6 +42,10 @@ _REASONS: Mapping[str, Mapping[Lang, str]] = {
 _WORDS: Mapping[str, Mapping[Lang, str]] = {
     "rates": {"fr": "Barème en vigueur le {on} : celui du {since}.", "en": "Rates in force on {on}: those of {since}."},
     "no_rates": {"fr": "Aucun barème de l'ASD n'est en vigueur le {on}.", "en": "No ASD rates are in force on {on}."},
+    "a_child": {"fr": "La personne est un enfant du ménage (moins de 21 ans, un parent à l'état civil) : "
+                      "vérifier le ménage par l'un de ses parents.",
+                "en": "The person is a child of the household (under 21, a parent in the civil registry): "
+                      "verify the household through one of the parents."},
     "rsu": {"fr": "RSU : ménage {id}, indice {index} (seuil {threshold} : {position}).",
             "en": "RSU: household {id}, index {index} (threshold {threshold}: {position})."},
     "below": {"fr": "en dessous ou égal", "en": "at or below"},
@@ -96,6 +100,14 @@ def explain(outcome: Entitlement, results: Mapping[str, Any], lang: Lang) -> lis
         lines.append(_say("grant", lang, label=_RULES[g.rule][language(lang)], member=g.member,
                           born=g.born_on.isoformat(), amount=g.amount_mad, until=g.claim_until.isoformat()))
     return lines
+
+
+def a_child_asked(on: date, since: date, lang: Lang) -> dict[str, Any]:
+    """The verdict when the subject is a child of a household: undecided, asked through a parent instead."""
+    return {"eligible": None, "missing": ["head_of_household"], "monthly_amount_mad": None,
+            "rates_effective_from": since.isoformat(), "as_of": on.isoformat(), "components": [], "reasons": [],
+            "birth_grants": [], "language": language(lang),
+            "explanation": [_say("rates", lang, on=on.isoformat(), since=since.isoformat()), _say("a_child", lang)]}
 
 
 def no_rates(on: date, lang: Lang) -> dict[str, Any]:
