@@ -16,6 +16,8 @@ this module assembles them and turns configuration and database mistakes into on
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 
 from gateway.cli import audit, batch, citizen, client, consent, keys, officers, serve, witness, worker
@@ -53,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`… | head -1`): what it took was printed; say nothing more
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no second error at exit's flush)
+        return 141
     return result
 
 

@@ -23,6 +23,9 @@ def next_round(plans: Iterable[Check], evidence: Evidence) -> list[Operation]:
     for check in plans:
         try:
             for op in check.plan(evidence):
+                if op.name not in check.operations:  # (docs/checks.md: every operation its plan may ask)
+                    log.error("check_plan_undeclared_operation", check=check.name, operation=op.name)
+                    continue
                 slot = (op.name, op.key)
                 if slot not in answers and slot not in wanted:
                     wanted[slot] = op

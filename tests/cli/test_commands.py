@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -314,3 +315,22 @@ def test_key_mistakes_are_one_line_never_a_traceback(tmp_path: Path, capsys: pyt
 
     with pytest.raises(ConfigError, match=r"^\$ANSS_GATEWAY_PSEUDONYM_KEY: the pseudonym key must be hexadecimal"):
         Pseudonymiser.load(None, tmp_path)
+
+
+
+class _ClosedPipe(io.StringIO):
+    """stdout whose reader has gone away (``… | head -1`` once head has its line)."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("no descriptor here")
+
+
+def test_a_reader_that_goes_away_gets_no_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``anss-gateway … | head -1``: the pipe closes under the command; it stops quietly with 141 (a shell's
+    SIGPIPE status), never a BrokenPipeError traceback."""
+    monkeypatch.setenv("ANSS_GATEWAY_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    assert main(["fixtures"]) == 141

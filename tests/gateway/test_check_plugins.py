@@ -10,17 +10,21 @@ import textwrap
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import pytest
 from jsonschema import Draft202012Validator
 
+from connectors.base import Record
 from gateway.api import contract
 from gateway.config.settings import ConfigError, Settings, load
 from gateway.console.filters import choices
 from gateway.federation.calendar import age_on
-from gateway.federation.checks.registry import CheckRegistryError, builtin, discover
+from gateway.federation.checks.protocol import Operation, answered, fact
+from gateway.federation.checks.registry import CheckRegistry, CheckRegistryError, builtin, discover
+from gateway.federation.evidence import Evidence
+from gateway.federation.plan import next_round
 from gateway.web.state import RUNTIME
 from tests.gateway.conftest import build_stack
 
@@ -190,3 +194,49 @@ def test_an_object_that_is_not_a_check_is_refused(tmp_path: Path, monkeypatch: p
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     with pytest.raises(CheckRegistryError, match="not a check"):
         discover()
+
+
+class Rogue:
+    """A third-party check whose results break the contract in one way each (``mode``)."""
+
+    name = "rogue"
+    facts = frozenset({"declared"})
+    labels: ClassVar[dict[str, str]] = {"fr": "Voyou", "en": "Rogue"}
+    operations = frozenset({"family"})
+    verdict_schema: ClassVar[dict[str, Any]] = {"type": "object", "required": ["n"],
+                                                "properties": {"n": {"type": "integer"}}}
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def plan(self, known: Any) -> Any:
+        yield Operation("family", {"idcs": "1234567890"})
+        yield Operation("coverage", {"idcs": "1234567890"})  # not among its operations
+
+    def evaluate(self, evidence: Any) -> Any:
+        record = Record("civil_registry", "family", {}, datetime.now(UTC))
+        good = answered({"n": 1}, [fact("declared", True, "1234567890", record)], [])
+        return {"undeclared fact": {**good, "facts": [fact("not_declared", True, "1234567890", record)]},
+                "not a result": {"status": "weird"},
+                "verdict off its schema": {**good, "verdict": {"n": "many"}},
+                "well formed": good}[self.mode]
+
+    def summary(self, verdict: Any) -> str:
+        return "rogue"
+
+
+@pytest.mark.parametrize("mode", ["undeclared fact", "not a result", "verdict off its schema", "well formed"])
+def test_a_third_party_result_off_the_contract_is_unavailable_not_passed_on(mode: str) -> None:
+    """docs/checks.md: facts only of the names it declares, the result's shape, a verdict its verdict_schema admits
+    — a plug-in breaking that makes its check unavailable (the masks and the schema hold for what is answered)."""
+    check = Rogue(mode)
+    result = CheckRegistry._evaluate(check, Evidence(subject_idcs="1234567890", today=datetime.now(UTC).date()))
+    if mode == "well formed":
+        assert result["status"] == "verified" and result["verdict"] == {"n": 1}
+    else:
+        assert result["status"] == "unavailable" and result["facts"] == [] and result["verdict"] is None
+
+
+def test_a_plan_may_ask_only_the_operations_its_check_declares() -> None:
+    wanted = next_round([Rogue("well formed")], Evidence(subject_idcs="1234567890", today=datetime.now(UTC).date()))
+    assert [op.name for op in wanted] == ["family"]

@@ -106,13 +106,50 @@ class CheckRegistry:
     @staticmethod
     def _evaluate(check: Check, evidence: Evidence) -> Result:
         try:
-            return check.evaluate(evidence)
+            result = check.evaluate(evidence)
         except Exception:  # a plug-in's bug must not become a 500: that check has no verdict
             log.exception("check_crashed", check=check.name)
             return unavailable(check.name)
+        if check not in BUILTIN:  # (the built-in checks' results are held to their shape by the tests)
+            problem = _malformed(check, result)
+            if problem is not None:  # nor may it answer what the contract does not allow, or facts it did not declare
+                log.error("check_result_malformed", check=check.name, problem=problem)
+                return unavailable(check.name)
+        return result
 
     def __repr__(self) -> str:
         return f"CheckRegistry({list(self.names)})"
+
+
+FACT_KEYS = frozenset({"name", "value", "about", "source", "retrieved_at"})
+_verdict_validators: dict[int, Any] = {}
+
+
+def _malformed(check: Check, result: Any) -> str | None:
+    """What is wrong with a third-party check's result (docs/checks.md: the shape of verification-response.json,
+    facts it declares, a verdict its own ``verdict_schema`` admits), or None."""
+    if not isinstance(result, dict) or result.get("status") not in ("verified", "partial", "unavailable"):
+        return "not a result: status must be verified, partial or unavailable"
+    facts, unverified, verdict = result.get("facts"), result.get("unverified"), result.get("verdict", ...)
+    if not isinstance(facts, list) or not isinstance(unverified, list) or verdict is ...:
+        return "a result has facts and unverified (lists) and a verdict"
+    for item in facts:
+        if not isinstance(item, dict) or set(item) != FACT_KEYS:
+            return "a fact is made by fact(name, value, about, record)"
+        if item["name"] not in check.facts:
+            return f"fact {item['name']!r} is not among the facts the check declares"
+    if verdict is not None and not isinstance(verdict, dict):
+        return "the verdict is an object, or null"
+    schema = getattr(check, "verdict_schema", None)
+    if verdict is not None and schema:
+        from jsonschema import Draft202012Validator  # type: ignore[import-untyped,unused-ignore]
+
+        validator = _verdict_validators.get(id(check))
+        if validator is None:
+            validator = _verdict_validators[id(check)] = Draft202012Validator(schema)
+        if not validator.is_valid(verdict):
+            return "the verdict does not follow the check's verdict_schema"
+    return None
 
 
 def _validate(check: Any, where: str) -> None:
