@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.cli.common import load_settings
+from gateway.cli.common import load_settings, output_problem
 
 if TYPE_CHECKING:
     from gateway.audit.witness.client import WitnessEndpoint
@@ -135,6 +135,10 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
         print(f"no access log at {where.name}", file=sys.stderr)
         return 2
     out = Path(args.out)
+    problem = output_problem(out)
+    if problem is not None:
+        print(f"cannot export: {problem}", file=sys.stderr)
+        return 2
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
 
     async def run() -> tuple[int, int]:

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from gateway.cli.common import load_settings
+from gateway.cli.common import load_settings, output_problem
 from gateway.crypto import keys
 
 
@@ -118,6 +118,10 @@ def cmd_batch_results(args: argparse.Namespace) -> int:
     """Every result line into ``--out``. On a batch still running: with ``--follow``, wait for the lines still to
     come until it ends; without, write the lines so far, say so on stderr and exit 3 (docs/batches.md)."""
     out = Path(args.out)
+    problem = output_problem(out)
+    if problem is not None:
+        print(f"cannot write the results: {problem}", file=sys.stderr)
+        return 2
     partial = out.with_name(f".{out.name}.partial")
     interval_s = 0.5
 

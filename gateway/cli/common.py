@@ -22,3 +22,13 @@ def load_settings(args: argparse.Namespace, *, writes_state: bool = True) -> Set
 
         ensure_state_dir(settings.state_dir)
     return settings
+
+
+def output_problem(out: Path) -> str | None:
+    """Why ``out`` cannot receive a command's output file (written beside it, then renamed), or None."""
+    if out.is_dir():
+        return f"{out} is a directory: give the path of a file to write"
+    parent = out.parent
+    if not parent.is_dir():
+        return f"{parent} is not a directory that exists"
+    return None

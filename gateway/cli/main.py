@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import sqlite3
 import sys
 
 from gateway.cli import audit, batch, citizen, client, consent, keys, officers, serve, witness, worker
@@ -59,6 +60,16 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no second error at exit's flush)
         return 141
+    except OSError as exc:  # a port already in use, a path that is a directory or under a file, no permission…
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
+    except EOFError:  # a prompt (a password) with no terminal to answer it
+        print("error: no input: this command asks on a terminal", file=sys.stderr)
+        return 2
+    except (ValueError, sqlite3.DatabaseError) as exc:  # an unsupported key, a file that is not a database…
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return result
 
 

@@ -11,8 +11,11 @@ import argparse
 import asyncio
 import json
 import signal
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from gateway.cli.common import output_problem
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -87,8 +90,12 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
         finally:
             await archive.close()
 
-    notes = asyncio.run(read())
     out = Path(args.out)
+    problem = output_problem(out)
+    if problem is not None:
+        print(f"cannot write the checkpoints: {problem}", file=sys.stderr)
+        return 2
+    notes = asyncio.run(read())
     draft = out.with_name(f".{out.name}.draft")
     with draft.open("w", encoding="utf-8") as fh:
         fh.write(json.dumps({"type": "checkpoints", "format": CHECKPOINTS_FORMAT}) + "\n")

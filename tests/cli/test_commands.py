@@ -334,3 +334,42 @@ def test_a_reader_that_goes_away_gets_no_traceback(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("ANSS_GATEWAY_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setattr(sys, "stdout", _ClosedPipe())
     assert main(["fixtures"]) == 141
+
+
+def test_mistakes_of_the_machine_are_one_line_never_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A file given for the configuration directory, an output path that is a directory, a prompt with no
+    terminal: one line on stderr and exit 2 (a traceback used to end each)."""
+    monkeypatch.setenv("ANSS_GATEWAY_STATE_DIR", str(tmp_path / "state"))
+    a_file = tmp_path / "afile"
+    a_file.write_text("x", encoding="utf-8")
+    assert main(["--config", str(a_file), "keys", "jwks"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+
+    import asyncio
+
+    from gateway.config.settings import load as load_settings
+    from gateway.stores import backends as storage
+
+    async def create_log() -> None:
+        store = storage.access_log(load_settings(env={"ANSS_GATEWAY_STATE_DIR": str(tmp_path / "state")}))
+        await store.open()
+        await store.close()
+
+    asyncio.run(create_log())
+    assert main(["audit", "export", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a directory" in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert not list(tmp_path.glob(".*.partial")), "nothing left behind"
+
+    import getpass
+
+    def no_terminal(prompt: str = "") -> str:
+        raise EOFError
+
+    monkeypatch.setattr(getpass, "getpass", no_terminal)
+    assert main(["officer", "password"]) == 2
+    err = capsys.readouterr().err
+    assert "no input" in err and "Traceback" not in err, err
