@@ -163,7 +163,8 @@ def cmd_batch_cancel(args: argparse.Namespace) -> int:
         answer = await client.request("POST", f"/v1/batches/{args.batch_id}/cancel")
         if answer.status != 200:
             return _refused(answer)
-        print(progress_bar(answer.json()))
+        print(orjson.dumps(answer.json(), option=orjson.OPT_INDENT_2).decode())  # the document, as `status`
+        print(progress_bar(answer.json()), file=sys.stderr)
         return 0
 
     return _run(args, exchange)

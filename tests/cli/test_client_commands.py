@@ -109,3 +109,5 @@ async def test_batch_commands_submit_follow_and_fetch_signed_results(
     assert code == 0 and json.loads(out)["done"] == 2
     code, _out, err = await run(capsys, "batch", "status", "0" * 32, "--url", stack.gateway.url)
     assert code == 1 and "not_found" in err
+    code, out, err = await run(capsys, "batch", "cancel", batch_id, "--url", stack.gateway.url)
+    assert code == 0 and json.loads(out)["status"] == "done", "stdout holds the batch document, as status's"
