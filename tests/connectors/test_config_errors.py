@@ -162,20 +162,22 @@ def test_a_deadline_count_or_size_must_be_above_zero(tmp_path: Path, old: str, n
                                  "http://127.0.0.1:99999", "http://127.0.0.1:0", "http://127.0.0.1:x",
                                  "http://user:pw@127.0.0.1:8102", "http://@127.0.0.1:8102", "http://:8102"])
 def test_a_base_url_is_an_origin_and_a_prefix_only(tmp_path: Path, url: str) -> None:
-    config = edited(tmp_path, "education.toml", 'base_url = "http://127.0.0.1:8102"', f'base_url = "{url}"')
-    with pytest.raises(ConfigError) as caught:
-        load_connectors(config / "connectors", {})
-    assert line_named(caught.value, config / "connectors" / "education.toml") == f'base_url = "{url}"'
-    assert "without credentials, a query or a fragment" in str(caught.value)
+    message = refused_at_its_line(tmp_path, 'base_url = "http://127.0.0.1:8102"', f'base_url = "{url}"')
+    assert "without credentials, a query or a fragment" in message
 
 
 @pytest.mark.parametrize("name", ["Education", "edu-cation", "1education", "edu.cation"])
 def test_an_administrations_name_is_lower_case(tmp_path: Path, name: str) -> None:
-    config = edited(tmp_path, "education.toml", 'name = "education"', f'name = "{name}"')
+    assert "must be lower case" in refused_at_its_line(tmp_path, 'name = "education"', f'name = "{name}"')
+
+
+def refused_at_its_line(tmp_path: Path, old: str, new: str) -> str:
+    """education.toml with ``old`` made ``new``: refused at start, naming that line; the message."""
+    config = edited(tmp_path, "education.toml", old, new)
     with pytest.raises(ConfigError) as caught:
         load_connectors(config / "connectors", {})
-    assert line_named(caught.value, config / "connectors" / "education.toml") == f'name = "{name}"'
-    assert "must be lower case" in str(caught.value)
+    assert line_named(caught.value, config / "connectors" / "education.toml") == new
+    return str(caught.value)
 
 
 def test_a_type_mistake_names_the_settings_own_line(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.audit import checkpoint as cp
@@ -128,7 +129,6 @@ def test_configuration_mistakes() -> None:
         WitnessClient(None, [WitnessEndpoint("http://x", vkey)], quorum=2)  # type: ignore[arg-type]
 
 
-
 async def test_a_fork_reported_without_a_size_is_a_fork(session: aiohttp.ClientSession) -> None:
     """tlog-witness gives a body only to the stale-size 409: another implementation may answer the same-size fork
     with a bare 409, which must still mark the log inconsistent; a bare 409 to an extension is only an error."""
@@ -137,14 +137,9 @@ async def test_a_fork_reported_without_a_size_is_a_fork(session: aiohttp.ClientS
 
     app = web.Application()
     app.router.add_post("/add-checkpoint", bare_conflict)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = runner.addresses[0][1]
+    async with TestServer(app, host="127.0.0.1") as server:
         vkey = cp.verifier_key("other.example/witness", Ed25519PrivateKey.generate(), cp.COSIGNATURE_V1)
-        stub = WitnessEndpoint(f"http://127.0.0.1:{port}", vkey)
+        stub = WitnessEndpoint(str(server.make_url("")).rstrip("/"), vkey)
         log = MemoryLog(5)
         with pytest.raises(QuorumNotMet) as caught:
             await WitnessClient(session, [stub], quorum=1, acknowledged={vkey.name: 5}).submit(log.note(), log)
@@ -154,5 +149,3 @@ async def test_a_fork_reported_without_a_size_is_a_fork(session: aiohttp.ClientS
             await WitnessClient(session, [stub], quorum=1, acknowledged={vkey.name: 3}).submit(log.note(), log)
         (outcome,) = caught.value.witnessed.outcomes
         assert not outcome.inconsistent and "HTTP 409" in (outcome.error or "")
-    finally:
-        await runner.cleanup()
