@@ -32,10 +32,10 @@ import structlog
 from aiohttp import web
 
 from gateway.api.caller import signed_request
-from gateway.api.validation import parse_json
+from gateway.api.validation import parse_json, refuse_unknown_query
 from gateway.audit import log_id_for, tree_head_keys
 from gateway.audit.merkle import MAX_SIZE, SignedTreeHead
-from gateway.audit.query import LogPage, LogQuery
+from gateway.audit.query import LogPage, LogQuery, cursor_given
 from gateway.audit.store import AccessLog
 from gateway.crypto.keys import PublicKey, b64url
 from gateway.errors import BadRequest, GatewayError, NotFound, ServiceUnavailable
@@ -82,21 +82,14 @@ def _json(document: Any) -> web.Response:
     return web.Response(body=orjson.dumps(document), content_type="application/json")
 
 
-def _no_query(request: web.Request, allowed: frozenset[str] = frozenset()) -> None:
-    unknown = sorted(set(request.query) - allowed)
-    if unknown or any(len(request.query.getall(k)) > 1 for k in request.query):
-        raise BadRequest(f"unknown or repeated query parameter(s); this resource takes {sorted(allowed) or 'none'}")
-
-
 def _no_body(request: web.Request, body: bytes) -> None:
     if body:
         raise BadRequest(f"{request.method} {request.path} takes no body")
 
 
 async def check_cursor(access_log: AccessLog, cursor: int | None) -> None:
-    """A cursor is the index a page stopped at, with older entries below it: from 1 to the log's size - 1 when it
-    was given (the log only grows). Anything else was never given by this gateway."""
-    if cursor is not None and not 0 < cursor < await _reading(access_log.count()):
+    """400 for a cursor no page of this log gave (``cursor_given``)."""
+    if cursor is not None and not cursor_given(cursor, await _reading(access_log.count())):
         raise BadRequest("/cursor: is not a cursor this gateway gave")
 
 
@@ -179,7 +172,7 @@ def build_query(runtime: Runtime, payload: dict[str, Any]) -> tuple[LogQuery, di
 
 async def search_entries(request: web.Request) -> web.Response:
     runtime, note, body = await _officer(request)
-    _no_query(request)  # the filters go in the body, never in the URL (officers.md section 2)
+    refuse_unknown_query(request)  # the filters go in the body, never in the URL (officers.md section 2)
     payload = parse_json(body, request.content_type, "audit-search-request.json", runtime.settings.checks)
     query, logged = build_query(runtime, payload)
     await check_cursor(runtime.access_log, query.cursor)
@@ -228,7 +221,7 @@ async def entry_detail(access_log: AccessLog, index: int, interval_s: float) -> 
 
 async def show_entry(request: web.Request) -> web.Response:
     runtime, note, body = await _officer(request)
-    _no_query(request)
+    refuse_unknown_query(request)
     _no_body(request, body)
     raw = request.match_info["index"]
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 19 and int(raw) <= MAX_SIZE
@@ -266,7 +259,7 @@ async def last_verification(access_log: AccessLog) -> dict[str, Any] | None:
 
 async def integrity(request: web.Request) -> web.Response:
     runtime, note, body = await _officer(request)
-    _no_query(request)
+    refuse_unknown_query(request)
     _no_body(request, body)
     access_log, settings = runtime.access_log, runtime.settings
     async with heavy_read(runtime):
@@ -310,7 +303,7 @@ async def full_verification(runtime: Runtime) -> dict[str, Any]:
 
 async def verify_now(request: web.Request) -> web.Response:
     runtime, note, body = await _officer(request)
-    _no_query(request)
+    refuse_unknown_query(request)
     if body:
         raise BadRequest("POST /v1/audit/verify takes no body")
     async with heavy_read(runtime):
@@ -342,7 +335,7 @@ class _Capped(io.StringIO):
 
 async def export(request: web.Request) -> web.Response:
     runtime, note, body = await _officer(request)
-    _no_query(request, frozenset({"proofs"}))
+    refuse_unknown_query(request, frozenset({"proofs"}))
     _no_body(request, body)
     proofs_text = request.query.get("proofs", "true")
     if proofs_text not in ("true", "false"):

@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 
 from gateway.api.caller import signed_request
+from gateway.api.validation import refuse_unknown_query
 from gateway.api.verifications import _as_of
 from gateway.batch.runner import progress_document
 from gateway.batch.service import BatchService
@@ -89,10 +90,7 @@ async def submit_batch(request: web.Request) -> web.Response:
         raise UnsupportedMediaType("the upload must be NDJSON (Content-Type: application/x-ndjson, or its alias "
                                    "application/jsonl): one JSON subject per line")
     query = request.query
-    unknown = sorted(set(query) - {"purpose", "case_ref_prefix", "check", "as_of"})
-    if unknown:
-        raise BadRequest(f"unknown query parameter {unknown[0]!r}; give purpose, case_ref_prefix, check and as_of")
-    _once(query, "purpose", "case_ref_prefix", "as_of")
+    refuse_unknown_query(request, frozenset({"purpose", "case_ref_prefix", "check", "as_of"}), frozenset({"check"}))
     purpose, prefix = query.get("purpose", ""), query.get("case_ref_prefix", "")
     if not purpose or not PREFIX.fullmatch(prefix):
         raise BadRequest("give purpose and case_ref_prefix (letters, digits and ._:/-, at most 48 characters)")
@@ -134,10 +132,7 @@ async def batch_results(request: web.Request) -> web.Response:
     signed = await signed_request(request, DATA)
     progress = await _owned(request, service, signed.caller.client_id)
     query = request.query
-    unknown = sorted(set(query) - {"after", "limit"})
-    if unknown:
-        raise BadRequest(f"unknown query parameter {unknown[0]!r}; give after and limit")
-    _once(query, "after", "limit")
+    refuse_unknown_query(request, frozenset({"after", "limit"}))
     after_text, limit_text = query.get("after", "0"), query.get("limit", str(RESULTS_PAGE))
     if not (DECIMAL.fullmatch(after_text) and DECIMAL.fullmatch(limit_text)):
         raise BadRequest("after and limit are integers, written in decimal digits alone")
@@ -166,13 +161,6 @@ async def batch_results(request: web.Request) -> web.Response:
 
 DECIMAL = re.compile(r"[0-9]{1,19}")
 MAX_LINE = 2**63 - 1  # a line number every store can hold
-
-
-def _once(query: Any, *names: str) -> None:
-    """Each of ``names`` given at most once (a second value would be silently ignored)."""
-    for name in names:
-        if len(query.getall(name, [])) > 1:
-            raise BadRequest(f"{name}: give it once")
 
 
 def contiguous(rows: list[tuple[int, bytes]], after: int) -> list[tuple[int, bytes]]:

@@ -21,7 +21,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from gateway.audit.query import LogHit
+from gateway.audit.query import LogHit, cursor_given
 from gateway.audit.record import CITIZEN_ACTOR
 from gateway.citizen import devidp
 from gateway.citizen.jwks import JwksError, JwksFile
@@ -132,14 +132,14 @@ async def access_log(request: web.Request) -> web.Response:
     await _admit(runtime, pseudonyms[0])
     language = choose_language(request.headers.get("Accept-Language"))
     try:
-        given = cursor is None or 0 < cursor < await runtime.access_log.count()
+        given = cursor is None or cursor_given(cursor, await runtime.access_log.count())
         page = None if not given else await collect(
             runtime.access_log, pseudonyms, lambda hit: classify(hit.entry, pseudonyms) is not None, limit, cursor,
             persons=pseudonyms[:1])  # co-subjects are named by their IDCS
     except Exception as exc:
         log.error("access_log_unreadable", error=type(exc).__name__)
         raise ServiceUnavailable("the access log cannot be read now", "audit_unavailable") from exc
-    if page is None:  # a cursor is a page's last index, the older entries below it: 1 to the log's size - 1
+    if page is None:
         raise BadRequest("`cursor` must be a `next_cursor` given by a previous page")
     viewer = Viewer(runtime.settings, frozenset(pseudonyms), language, await _consents(runtime, page.hits))
     entries = [shown for hit in page.hits if (shown := viewer.show(hit.entry)) is not None]

@@ -16,6 +16,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from gateway.api.validation import refuse_unknown_query
 from gateway.errors import BadRequest, NotFound, TooManyRequests
 from gateway.trust.ratelimit import Limit
 from gateway.trust.ratelimit import headers as rate_headers
@@ -68,9 +69,7 @@ async def checkpoint(request: web.Request) -> web.Response:
 async def consistency(request: web.Request) -> web.Response:
     """``{"from": M, "to": N, "proof": [...]}``: ``PROOF(M, D[N])``, hashes in padded standard base64."""
     await _limit(request)
-    if set(request.query) - {"from", "to"} or any(len(request.query.getall(k)) > 1 for k in request.query):
-        raise BadRequest("unknown or repeated query parameter(s); this resource takes `from` and `to`, once each",
-                         "invalid_request")
+    refuse_unknown_query(request, frozenset({"from", "to"}))
     beacon = request.app[BEACON]
     old = _size(request, "from", None)
     new = _size(request, "to", beacon.size if beacon.size >= 0 else None)

@@ -10,6 +10,7 @@ import re
 from functools import cache, lru_cache
 from typing import Any
 
+from aiohttp import web
 from jsonschema import Draft202012Validator, ValidationError, validators
 
 from gateway.api.contract import SCHEMAS, document
@@ -68,6 +69,17 @@ def _depth(value: Any, level: int = 0) -> int:
     if isinstance(value, list):
         return max([_depth(v, level + 1) for v in value], default=level + 1)
     return level
+
+
+def refuse_unknown_query(request: web.Request, allowed: frozenset[str] = frozenset(),
+                         repeatable: frozenset[str] = frozenset()) -> None:
+    """400 for a query parameter the resource does not take, or one given twice (a second value would be silently
+    ignored) unless it is ``repeatable``."""
+    query = request.query
+    unknown = sorted(set(query) - allowed)
+    if unknown or any(len(query.getall(k)) > 1 for k in query if k not in repeatable):
+        raise BadRequest(f"unknown or repeated query parameter(s); this resource takes {sorted(allowed) or 'none'}"
+                         + (f" ({', '.join(sorted(repeatable))} may repeat)" if repeatable else ""))
 
 
 def _not_json(name: str) -> Any:

@@ -16,6 +16,12 @@ from typing import Any, Protocol
 MAX_PAGE = 200
 
 
+def cursor_given(cursor: int, size: int) -> bool:
+    """Whether ``cursor`` can be one a page of a log of ``size`` entries gave: the index that page stopped at, older
+    entries below it — from 1 to ``size`` - 1 (the log only grows)."""
+    return 0 < cursor < size
+
+
 @dataclass(frozen=True)
 class LogQuery:
     since: datetime | None = None  # inclusive, on the entry's `time`
