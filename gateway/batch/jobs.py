@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import os
 import socket
-import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -36,7 +35,7 @@ import structlog
 
 from gateway import background
 from gateway.batch.postgres import PostgresBatchStore
-from gateway.batch.runner import batch_federation, run_chunk
+from gateway.batch.runner import batch_federation, heartbeat, run_chunk
 from gateway.batch.store import Batch, Chunk
 from gateway.config.batches import BatchSettings
 from gateway.stores.postgres import PostgresTarget, in_ddl_lock
@@ -123,14 +122,7 @@ class ProcrastinateEngine:
             if not held:
                 raise ChunkBusy(f"chunk {batch_id}:{first} is being worked on by another live process")
             await self.store.mark_doing(chunk, self.name)
-            last_beat = time.monotonic()
-
-            async def beat() -> None:  # the chunk's own heartbeat: a results page knows it is still at work
-                nonlocal last_beat
-                if time.monotonic() - last_beat >= self.settings.heartbeat_s:
-                    last_beat = time.monotonic()
-                    await self.store.heartbeat(chunk, self.name)
-
+            beat = heartbeat(self.store, chunk, self.name, self.settings.heartbeat_s)  # (results pages see it at work)
             await run_chunk(self.runtime, self.store, chunk, self.federation, self.settings.concurrency, beat)
 
     async def recover(self) -> int:

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +105,19 @@ async def verify_line(runtime: Runtime, batch: Batch, line: int, subject: dict[s
         sources=note.sources, detail=note.detail, consent_id=note.consent_id,
         response_hmac=runtime.pseudonymiser.body_digest(result)))
     return ok, result
+
+
+def heartbeat(store: BatchStore, chunk: Chunk, runner: str, every_s: float) -> Callable[[], Awaitable[None]]:
+    """``run_chunk``'s ``on_progress``: the chunk's heartbeat in the store, at most every ``every_s`` seconds."""
+    last = time.monotonic()
+
+    async def beat() -> None:
+        nonlocal last
+        if time.monotonic() - last >= every_s:
+            last = time.monotonic()
+            await store.heartbeat(chunk, runner)
+
+    return beat
 
 
 async def run_chunk(runtime: Runtime, store: BatchStore, chunk: Chunk, federation: Federation,
@@ -190,14 +203,7 @@ class EmbeddedEngine:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_s)
                 continue
-            last_beat = time.monotonic()
-
-            async def beat(chunk: Chunk = chunk) -> None:
-                nonlocal last_beat
-                if time.monotonic() - last_beat >= self.heartbeat_s:
-                    last_beat = time.monotonic()
-                    await self.store.heartbeat(chunk, self.runner_id)
-
+            beat = heartbeat(self.store, chunk, self.runner_id, self.heartbeat_s)
             try:
                 await run_chunk(self.runtime, self.store, chunk, self.federation, self.concurrency, beat,
                                 stopping=lambda: self._stopping)
