@@ -342,22 +342,23 @@ async def test_no_answer_without_access_log_entry(stack: Stack) -> None:
     assert b"birth_date" not in answer.body
 
 
-async def test_a_log_that_reads_but_cannot_be_written_is_not_ready(stack: Stack,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_log_that_reads_but_cannot_be_written_is_not_ready(stack: Stack) -> None:
     """deploy.md section 5: readiness means the access log answers. A log that still reads but refuses a write (a
     full or read-only disk) refuses every answer (503): the pod must leave the Service, for a while at least."""
+    import sqlite3
+
     runtime = stack.gateway.runner.app[__import__("gateway.web.state", fromlist=["RUNTIME"]).RUNTIME]
-
-    async def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise OSError("disk I/O error")
-
-    monkeypatch.setattr(runtime.access_log, "append", refuse)
-    answer = await stack.client.verify({"idcs": stack.population.fixture("amo_tadamon").father.idcs},
-                                       "asd.eligibility", "CASE-RO", ["identity"])
-    assert_problem(answer.status, answer.json(), 503, "audit_unavailable")
-    async with aiohttp.ClientSession() as session, session.get(stack.gateway.url + "/readyz") as resp:
-        assert resp.status == 503 and (await resp.json())["checks"]["store"] is False
-    monkeypatch.undo()
+    holder = sqlite3.connect(stack.settings.audit_database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock: reads go on, no entry can be written
+    try:
+        answer = await stack.client.verify({"idcs": stack.population.fixture("amo_tadamon").father.idcs},
+                                           "asd.eligibility", "CASE-RO", ["identity"])
+        assert_problem(answer.status, answer.json(), 503, "audit_unavailable")
+        async with aiohttp.ClientSession() as session, session.get(stack.gateway.url + "/readyz") as resp:
+            assert resp.status == 503 and (await resp.json())["checks"]["store"] is False
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
     assert runtime.append_failed_at is not None
     runtime.append_failed_at -= 11  # the hold is over: ready again, and traffic finds the log writable
     async with aiohttp.ClientSession() as session, session.get(stack.gateway.url + "/readyz") as resp:
